@@ -1,0 +1,65 @@
+-- human: conversations served by a teammate, per segment.
+-- Implements REPORT_SPEC §4 `human`: every human conversation started in a
+-- session of the period whose status is human_after_self_serve (segment
+-- after_self_serve) or human_from_start (segment from_start). Medians are
+-- exact (DataFusion's median; the mean of the two middle values for an even
+-- count), in seconds with the input's precision.
+-- Output: one row per (segment, period), one column per metric in order.
+-- Parameters: $1/$2 current and $3/$4 previous period [start, end); $12 the
+-- number of timestamp ticks per second of the events' ts column.
+WITH grid(segment, period) AS (
+    VALUES ('after_self_serve', 'current'), ('after_self_serve', 'previous'),
+           ('from_start', 'current'), ('from_start', 'previous')
+),
+s AS (
+    SELECT
+        CASE
+            WHEN session_start >= $1 AND session_start < $2 THEN 'current'
+            WHEN session_start >= $3 AND session_start < $4 THEN 'previous'
+        END AS period,
+        CASE status
+            WHEN 'human_after_self_serve' THEN 'after_self_serve'
+            WHEN 'human_from_start' THEN 'from_start'
+        END AS segment,
+        user_id,
+        session_start
+    FROM report_sessions
+    WHERE status IN ('human_after_self_serve', 'human_from_start')
+),
+c AS (
+    SELECT
+        s.segment,
+        s.period,
+        c.rating,
+        CAST(arrow_cast(c.first_reply_at, 'Int64') - arrow_cast(c.started_at, 'Int64') AS DOUBLE)
+            AS first_response_ticks,
+        CAST(arrow_cast(c.closed_at, 'Int64') - arrow_cast(c.started_at, 'Int64') AS DOUBLE)
+            AS close_ticks
+    FROM report_conversations c
+    JOIN s ON s.user_id = c.user_id AND s.session_start = c.session_start
+    WHERE NOT c.automated AND s.period IS NOT NULL
+),
+agg AS (
+    SELECT
+        segment,
+        period,
+        count(*) AS conversations,
+        count(rating) AS rated,
+        avg(CAST(rating AS DOUBLE)) AS avg_rating,
+        count(*) FILTER (WHERE rating >= 4) AS satisfied,
+        median(first_response_ticks) AS median_first_response_ticks,
+        median(close_ticks) AS median_close_ticks
+    FROM c
+    GROUP BY segment, period
+)
+SELECT
+    grid.segment,
+    grid.period,
+    CAST(coalesce(conversations, 0) AS DOUBLE) AS conversations,
+    CAST(coalesce(rated, 0) AS DOUBLE) AS rated_conversations,
+    avg_rating,
+    CASE WHEN coalesce(rated, 0) = 0 THEN NULL ELSE CAST(satisfied AS DOUBLE) / rated END AS csat,
+    median_first_response_ticks / $12 AS median_first_response_s,
+    median_close_ticks / $12 AS median_time_to_close_s
+FROM grid
+LEFT JOIN agg ON agg.segment = grid.segment AND agg.period = grid.period

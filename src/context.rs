@@ -1,0 +1,133 @@
+//! The one place a [`SessionContext`] is built: runtime (memory pool, spill
+//! directory), configuration, object stores, the contract tables, our
+//! functions and the derived views. The CLI, the tests and the benches all go
+//! through [`build_context`], so what a test checks is what a user runs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+use crate::tables::{self, TableInfo, EVENTS, MESSAGES};
+use crate::{udwf, views};
+
+/// Default events location: the bundled sample.
+pub const SAMPLE_EVENTS: &str = "data/sample/events";
+/// Default messages location: the bundled sample.
+pub const SAMPLE_MESSAGES: &str = "data/sample/messages";
+
+/// Everything needed to build a context.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Path or URL of the `events` dataset; `None` registers no events table.
+    pub events: Option<String>,
+    /// Path or URL of the `messages` dataset; `None` registers no messages table.
+    pub messages: Option<String>,
+    /// Memory the query may use before operators spill to disk (bytes);
+    /// `None` means unbounded.
+    pub memory_limit: Option<usize>,
+    /// Where spill files go; the system temp directory when `None`.
+    pub temp_dir: Option<PathBuf>,
+    /// DataFusion `target_partitions`; the number of cores when `None`.
+    pub target_partitions: Option<usize>,
+    /// Rows per batch; DataFusion's default (8192) when `None`.
+    pub batch_size: Option<usize>,
+}
+
+impl EngineOptions {
+    /// Options reading the given events and messages locations.
+    pub fn new(events: impl Into<String>, messages: impl Into<String>) -> Self {
+        Self {
+            events: Some(events.into()),
+            messages: Some(messages.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A ready context plus what registration found about each table.
+pub struct Engine {
+    /// The DataFusion context with tables, functions and views registered.
+    pub ctx: SessionContext,
+    /// One entry per registered contract table.
+    pub tables: Vec<TableInfo>,
+}
+
+/// Where the bundled sample lives: `data/sample/<table>` under the current
+/// directory when present (a checkout), else under the crate's own source
+/// directory (an installed binary run from elsewhere on a dev machine).
+pub fn sample_location(table: &str) -> String {
+    let rel = format!("data/sample/{table}");
+    if std::path::Path::new(&rel).exists() {
+        return rel;
+    }
+    let abs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(&rel);
+    if abs.exists() {
+        abs.to_string_lossy().into_owned()
+    } else {
+        rel
+    }
+}
+
+/// A context with the runtime, config and functions, but no tables.
+pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = opts.memory_limit {
+        if limit == 0 {
+            return Err(Error::invalid("--memory-limit must be more than 0 bytes"));
+        }
+        // FairSpillPool shares the limit among spilling operators so that
+        // sorts and aggregations spill instead of failing one another.
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    if let Some(dir) = &opts.temp_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        runtime = runtime.with_temp_file_path(dir);
+    }
+    let mut config = SessionConfig::new().with_information_schema(true);
+    if let Some(n) = opts.target_partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
+    if let Some(n) = opts.batch_size {
+        config = config.with_batch_size(n.max(1));
+    }
+    // `enable_url_table` lets ad-hoc SQL read a file directly:
+    // SELECT * FROM 'result.parquet'.
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?).enable_url_table();
+    register_functions(&ctx);
+    Ok(ctx)
+}
+
+/// Registers our SQL functions on `ctx`.
+pub fn register_functions(ctx: &SessionContext) {
+    ctx.register_udwf(udwf::session_start_udwf());
+}
+
+/// Builds the context: runtime, functions, tables (validated), and, when both
+/// tables are there, the derived views.
+pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
+    let ctx = bare_context(opts)?;
+    let mut infos = Vec::new();
+    if let Some(events) = &opts.events {
+        infos.push(tables::register_table(&ctx, &EVENTS, events).await?);
+        views::register_event_views(&ctx).await?;
+    }
+    if let Some(messages) = &opts.messages {
+        infos.push(tables::register_table(&ctx, &MESSAGES, messages).await?);
+        views::register_message_views(&ctx).await?;
+    }
+    Ok(Engine { ctx, tables: infos })
+}
+
+/// Parses a human byte size such as `2GiB`, `512MB` or `1073741824`.
+pub fn parse_bytes(s: &str) -> Result<usize> {
+    let size: bytesize::ByteSize = s.trim().parse().map_err(|e| {
+        Error::invalid(format!(
+            "`{s}` is not a size (try 2GiB, 512MB or a byte count): {e}"
+        ))
+    })?;
+    usize::try_from(size.as_u64()).map_err(|_| Error::invalid(format!("`{s}` is too large")))
+}

@@ -1,0 +1,101 @@
+//! The library's one error type.
+//!
+//! Every variant says *what* went wrong and *where* (table, column, file or
+//! URL) in one line, because a data engineer reading a scheduler log has
+//! nothing else to go on. Secrets never go into messages: object-store errors
+//! are passed through as object_store renders them, which omits credentials.
+
+use std::path::PathBuf;
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in supportfunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Query planning or execution failed inside DataFusion.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    /// Arrow kernel or IPC/CSV/JSON writer failure.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// Reading or writing a Parquet file failed.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+
+    /// An object store (S3, local) refused or failed a request.
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+
+    /// A local file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A table location that does not exist.
+    #[error("table `{table}`: {location} does not exist")]
+    MissingLocation {
+        /// Table name.
+        table: String,
+        /// The path or URL given.
+        location: String,
+    },
+
+    /// A table location with no Parquet files in it.
+    #[error("table `{table}`: no Parquet files found at {location}")]
+    EmptyTable {
+        /// Table name.
+        table: String,
+        /// The path or URL given.
+        location: String,
+    },
+
+    /// A file that does not match the data contract (spec §1).
+    #[error("table `{table}`: column `{column}` {problem} in {file}")]
+    Schema {
+        /// Table name.
+        table: String,
+        /// Contract column.
+        column: String,
+        /// e.g. "is missing" or "has type Utf8, expected a timestamp".
+        problem: String,
+        /// The offending file.
+        file: String,
+    },
+
+    /// A file that is not readable Parquet.
+    #[error("table `{table}`: cannot read Parquet file {file}: {message}")]
+    BadFile {
+        /// Table name.
+        table: String,
+        /// The offending file.
+        file: String,
+        /// The reader's complaint.
+        message: String,
+    },
+
+    /// A bad argument or option value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The `supportfunnel` command: parses flags, calls the library, prints the
+//! error chain and maps failure to a non-zero exit code.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+use supportfunnel::context::{build_context, parse_bytes, sample_location, EngineOptions};
+use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::output::{self, Format};
+use supportfunnel::sql;
+
+/// Support funnel analytics over Parquet event history, on Apache DataFusion.
+///
+/// Tables: `events` and `messages` (the data contract), plus the views
+/// `validated_events`, `rejected_events`, `clean_events`, `session_actions`,
+/// `conversations`, `sessions`, `orphan_lifecycle_events`, and the window
+/// function `session_start(ts [, max_span [, gap]])`.
+#[derive(Parser, Debug)]
+#[command(name = "supportfunnel", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run SQL over the tables and views (a query, a file, or an interactive prompt).
+    ///
+    /// Examples:
+    ///   supportfunnel sql "SELECT status, count(*) FROM sessions GROUP BY 1"
+    ///   supportfunnel sql --events s3://lake/events/ -f question.sql --format csv
+    ///   supportfunnel sql            (interactive: end statements with `;`)
+    #[command(verbatim_doc_comment)]
+    Sql(SqlArgs),
+    /// Generate a synthetic dataset (events + messages), Hive-partitioned by day.
+    ///
+    /// Deterministic for a seed; about 1M events for --users 20000 --days 90.
+    Gen(GenArgs),
+}
+
+/// Where the data is and how much memory a query may use.
+#[derive(Args, Debug, Clone)]
+struct EngineArgs {
+    /// Events dataset: a Parquet file, a directory, a Hive-partitioned
+    /// directory, or s3://bucket/prefix [default: the bundled sample]
+    #[arg(long, value_name = "PATH|URL")]
+    events: Option<String>,
+    /// Messages dataset, same forms as --events [default: the bundled sample]
+    #[arg(long, value_name = "PATH|URL")]
+    messages: Option<String>,
+    /// Memory queries may use before spilling to --temp-dir, e.g. 2GiB
+    /// [default: unlimited]
+    #[arg(long, value_name = "SIZE")]
+    memory_limit: Option<String>,
+    /// Directory for spill files [default: the system temp directory]
+    #[arg(long, value_name = "DIR")]
+    temp_dir: Option<PathBuf>,
+    /// Parallelism of query plans [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    target_partitions: Option<usize>,
+}
+
+impl EngineArgs {
+    fn options(&self) -> Result<EngineOptions> {
+        Ok(EngineOptions {
+            events: Some(
+                self.events
+                    .clone()
+                    .unwrap_or_else(|| sample_location("events")),
+            ),
+            messages: Some(
+                self.messages
+                    .clone()
+                    .unwrap_or_else(|| sample_location("messages")),
+            ),
+            memory_limit: self
+                .memory_limit
+                .as_deref()
+                .map(parse_bytes)
+                .transpose()
+                .context("--memory-limit")?,
+            temp_dir: self.temp_dir.clone(),
+            target_partitions: self.target_partitions,
+            batch_size: None,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct SqlArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// SQL to run (several statements separated by `;` are run in order)
+    #[arg(value_name = "QUERY", conflicts_with = "file")]
+    query: Option<String>,
+    /// Read the SQL from a file (`-` for stdin)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Output format: table, csv, json (newline-delimited) or parquet
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    format: Format,
+    /// Write the result of the last statement to this file (atomically)
+    /// instead of stdout
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+fn parse_format(s: &str) -> std::result::Result<Format, String> {
+    s.parse().map_err(|e: supportfunnel::Error| e.to_string())
+}
+
+#[derive(Args, Debug)]
+struct GenArgs {
+    /// Output directory; gets `events/` and `messages/` (must be empty or new)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Number of users
+    #[arg(long, default_value_t = 20_000)]
+    users: u64,
+    /// Number of days
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// Random seed (same seed and sizes: same data)
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// First day, YYYY-MM-DD
+    #[arg(long, default_value = "2026-01-01", value_parser = parse_date)]
+    start: NaiveDate,
+    /// Replace the output directory if it is not empty
+    #[arg(long)]
+    overwrite: bool,
+}
+
+fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| format!("`{s}` is not a YYYY-MM-DD date: {e}"))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Gen(a) => {
+            let stats = generate(&GenOptions {
+                out: a.out.clone(),
+                users: a.users,
+                days: a.days,
+                seed: a.seed,
+                start: a.start,
+                overwrite: a.overwrite,
+                progress: std::io::stderr().is_terminal(),
+            })
+            .with_context(|| format!("generating into {}", a.out.display()))?;
+            eprintln!(
+                "wrote {} events and {} messages in {} files to {} in {:.2}s ({:.0} events/s)",
+                stats.events,
+                stats.messages,
+                stats.files,
+                a.out.display(),
+                stats.seconds,
+                stats.events as f64 / stats.seconds.max(1e-9)
+            );
+            Ok(())
+        }
+        Command::Sql(a) => {
+            let opts = a.engine.options()?;
+            let text = match (&a.query, &a.file) {
+                (Some(q), _) => Some(q.clone()),
+                (None, Some(f)) if f.as_os_str() == "-" => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading SQL from stdin")?;
+                    Some(s)
+                }
+                (None, Some(f)) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                ),
+                (None, None) => None,
+            };
+            if text.is_none() && a.output.is_some() {
+                anyhow::bail!("--output needs a QUERY or -f FILE (the interactive prompt prints to the terminal)");
+            }
+            if a.format == Format::Parquet && a.output.is_none() {
+                anyhow::bail!("--format parquet needs --output FILE");
+            }
+            let engine = build_context(&opts).await?;
+            match text {
+                None => sql::repl(&engine.ctx).await?,
+                Some(text) => {
+                    let results = sql::run_script(&engine.ctx, &text).await?;
+                    let out = a.output.as_deref();
+                    match out {
+                        // a file gets the last statement's result only
+                        Some(_) => {
+                            let last = results
+                                .last()
+                                .expect("run_script returns one result per statement");
+                            output::write_result(a.format, &last.schema, &last.batches, out)?;
+                        }
+                        None => {
+                            for r in &results {
+                                output::write_result(a.format, &r.schema, &r.batches, None)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The error chain on one line: what failed, then why. DataFusion errors
+/// repeat their sources in their own text and span lines, so causes already
+/// said are dropped and line breaks folded.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Registering the contract tables (`events`, `messages`, spec §1) from
+//! Parquet: one file, a directory, or a Hive-partitioned directory, on local
+//! disk or in an object store.
+//!
+//! Registration reads every file's footer (concurrently) and checks it against
+//! the contract, so a missing column or an incompatible type fails up front
+//! with the table, the column and the file named, instead of half-way through
+//! a report. The table is then exposed with one canonical schema and
+//! DataFusion casts each file to it while scanning:
+//!
+//! * strings (Utf8, LargeUtf8, Utf8View, dictionaries of them) → Utf8View;
+//! * timestamps of any unit, with or without a zone → `Timestamp(unit, "UTC")`,
+//!   where `unit` is the finest unit any file uses for that column, so no
+//!   file loses precision (a zone-less timestamp is read as UTC);
+//! * small integers → Int32 (Int64 when a file holds wider integers, so an
+//!   out-of-range rating is rejected by the report rather than failing a cast);
+//! * lists of strings → `List<Utf8View>`.
+//!
+//! Columns outside the contract are not exposed. Hive partition directories
+//! (`date=2026-03-01/…`) become extra Utf8 columns usable for pruning; the
+//! report never trusts them for time (spec §6).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::parquet::arrow::parquet_to_arrow_schema;
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore};
+
+use crate::error::{Error, Result};
+use crate::storage;
+
+/// The logical kind of a contract column; each accepts a family of physical
+/// Arrow types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Any string type.
+    Str,
+    /// Any integer type that fits in Int64.
+    Int,
+    /// Any timestamp.
+    Timestamp,
+    /// A list of strings.
+    StrList,
+}
+
+/// One table of the data contract.
+#[derive(Debug, Clone, Copy)]
+pub struct Contract {
+    /// Table name in SQL.
+    pub name: &'static str,
+    /// `(column, kind)` in contract order.
+    pub columns: &'static [(&'static str, Kind)],
+}
+
+/// `events` — customer actions and conversation lifecycle (spec §1).
+pub const EVENTS: Contract = Contract {
+    name: "events",
+    columns: &[
+        ("event_id", Kind::Str),
+        ("user_id", Kind::Str),
+        ("ts", Kind::Timestamp),
+        ("event_type", Kind::Str),
+        ("channel", Kind::Str),
+        ("article_id", Kind::Str),
+        ("conversation_id", Kind::Str),
+        ("actor", Kind::Str),
+        ("rating", Kind::Int),
+    ],
+};
+
+/// `messages` — proactive outbound deliveries (spec §1).
+pub const MESSAGES: Contract = Contract {
+    name: "messages",
+    columns: &[
+        ("message_id", Kind::Str),
+        ("user_id", Kind::Str),
+        ("sent_at", Kind::Timestamp),
+        ("content_type", Kind::Str),
+        ("sender", Kind::Str),
+        ("tags", Kind::StrList),
+        ("opened_at", Kind::Timestamp),
+        ("clicked_at", Kind::Timestamp),
+        ("reacted_at", Kind::Timestamp),
+    ],
+};
+
+/// What registration found out about a table.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Table name.
+    pub name: String,
+    /// The location as given.
+    pub location: String,
+    /// Number of Parquet files.
+    pub files: usize,
+    /// Total bytes of those files.
+    pub bytes: u64,
+    /// Rows according to the footers.
+    pub rows: u64,
+    /// Hive partition columns found in the directory layout.
+    pub partition_columns: Vec<String>,
+    /// The canonical schema the table exposes (without partition columns).
+    pub schema: SchemaRef,
+}
+
+fn unit_rank(u: TimeUnit) -> u8 {
+    match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    }
+}
+
+fn is_string(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => true,
+        DataType::Dictionary(_, v) => matches!(
+            v.as_ref(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ),
+        _ => false,
+    }
+}
+
+/// Per-column accumulator of what the files hold, to pick the canonical type.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    finest: Option<TimeUnit>,
+    wide_int: bool,
+}
+
+/// Checks one file's type for a contract column; returns a problem sentence.
+fn check_type(kind: Kind, t: &DataType, seen: &mut Seen) -> Option<String> {
+    let ok = match kind {
+        Kind::Str => is_string(t),
+        Kind::Int => match t {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16 => true,
+            DataType::Int64 | DataType::UInt32 => {
+                seen.wide_int = true;
+                true
+            }
+            DataType::Null => true,
+            _ => false,
+        },
+        Kind::Timestamp => match t {
+            DataType::Timestamp(unit, _) => {
+                if seen.finest.is_none_or(|f| unit_rank(*unit) > unit_rank(f)) {
+                    seen.finest = Some(*unit);
+                }
+                true
+            }
+            DataType::Null => true,
+            _ => false,
+        },
+        Kind::StrList => match t {
+            DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
+                is_string(f.data_type())
+            }
+            DataType::Null => true,
+            _ => false,
+        },
+    };
+    if ok {
+        return None;
+    }
+    let expected = match kind {
+        Kind::Str => "a string",
+        Kind::Int => "an integer",
+        Kind::Timestamp => "a timestamp",
+        Kind::StrList => "a list of strings",
+    };
+    Some(format!("has type {t}, expected {expected}"))
+}
+
+fn canonical(kind: Kind, seen: Seen) -> DataType {
+    match kind {
+        Kind::Str => DataType::Utf8View,
+        Kind::Int if seen.wide_int => DataType::Int64,
+        Kind::Int => DataType::Int32,
+        Kind::Timestamp => DataType::Timestamp(
+            seen.finest.unwrap_or(TimeUnit::Microsecond),
+            Some("UTC".into()),
+        ),
+        Kind::StrList => DataType::List(Arc::new(Field::new("item", DataType::Utf8View, true))),
+    }
+}
+
+/// Reads one file's Arrow schema and row count from its footer. The footer
+/// goes into DataFusion's metadata cache, so the scans that follow do not
+/// fetch it again.
+async fn file_schema(
+    ctx: &SessionContext,
+    table: &str,
+    store: &dyn ObjectStore,
+    meta: &ObjectMeta,
+    display: &str,
+) -> Result<(SchemaRef, u64)> {
+    let bad = |message: String| Error::BadFile {
+        table: table.to_string(),
+        file: display.to_string(),
+        message,
+    };
+    let cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+    let md = DFParquetMetadata::new(store, meta)
+        .with_file_metadata_cache(Some(cache))
+        .fetch_metadata()
+        .await
+        .map_err(|e| bad(e.strip_backtrace()))?;
+    let fmd = md.file_metadata();
+    let schema = parquet_to_arrow_schema(fmd.schema_descr(), fmd.key_value_metadata())
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((Arc::new(schema), fmd.num_rows().max(0) as u64))
+}
+
+/// Renders an object path as the user would recognise it.
+fn display_path(url: &ListingTableUrl, meta: &ObjectMeta) -> String {
+    if url.scheme() == "file" {
+        format!("/{}", meta.location)
+    } else {
+        let u = url.get_url();
+        format!(
+            "{}://{}/{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            meta.location
+        )
+    }
+}
+
+/// Turns a user-given path or URL into a listing URL; directories get a
+/// trailing slash so they are listed rather than looked up as one object.
+fn table_url(contract: &Contract, location: &str) -> Result<ListingTableUrl> {
+    let has_scheme = location.contains("://");
+    let normalized = if has_scheme {
+        if location.ends_with('/') || location.ends_with(".parquet") {
+            location.to_string()
+        } else {
+            format!("{location}/")
+        }
+    } else {
+        let p = std::path::Path::new(location);
+        if !p.exists() {
+            return Err(Error::MissingLocation {
+                table: contract.name.to_string(),
+                location: location.to_string(),
+            });
+        }
+        let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
+        let mut s = abs.to_string_lossy().into_owned();
+        if abs.is_dir() && !s.ends_with('/') {
+            s.push('/');
+        }
+        s
+    };
+    ListingTableUrl::parse(&normalized).map_err(|e| {
+        Error::invalid(format!(
+            "table `{}`: `{location}` is not a valid path or URL: {e}",
+            contract.name
+        ))
+    })
+}
+
+/// Hive partition keys of one file (`k=v` directories between the table root
+/// and the file).
+fn partition_keys(url: &ListingTableUrl, meta: &ObjectMeta) -> Vec<String> {
+    let Some(parts) = url.strip_prefix(&meta.location) else {
+        return vec![];
+    };
+    let parts: Vec<&str> = parts.collect();
+    parts
+        .iter()
+        .take(parts.len().saturating_sub(1))
+        .filter_map(|p| p.split_once('=').map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+/// Registers `contract.name` from `location` after validating every file.
+pub async fn register_table(
+    ctx: &SessionContext,
+    contract: &Contract,
+    location: &str,
+) -> Result<TableInfo> {
+    let url = table_url(contract, location)?;
+    storage::ensure_store(ctx, url.get_url())?;
+    let store = ctx.runtime_env().object_store(url.object_store())?;
+
+    let state = ctx.state();
+    // A single file is taken whatever its name; in a directory only `*.parquet`
+    // files count (Spark's `_SUCCESS`, `.crc` files and the like are skipped).
+    let extension = if url.is_collection() { ".parquet" } else { "" };
+    let mut files: Vec<ObjectMeta> = url
+        .list_all_files(&state, store.as_ref(), extension)
+        .await
+        .map_err(|e| map_listing_error(contract, location, e))?
+        .try_collect()
+        .await
+        .map_err(|e| map_listing_error(contract, location, e))?;
+    files.retain(|m| m.size > 0);
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    if files.is_empty() {
+        return Err(if url.scheme() == "file" || url.is_collection() {
+            Error::EmptyTable {
+                table: contract.name.to_string(),
+                location: location.to_string(),
+            }
+        } else {
+            Error::MissingLocation {
+                table: contract.name.to_string(),
+                location: location.to_string(),
+            }
+        });
+    }
+
+    // Partition layout must be the same for every file.
+    let keys = partition_keys(&url, &files[0]);
+    for f in &files[1..] {
+        let k = partition_keys(&url, f);
+        if k != keys {
+            return Err(Error::invalid(format!(
+                "table `{}`: mixed partition layouts under {location}: {} has [{}], {} has [{}]",
+                contract.name,
+                display_path(&url, &files[0]),
+                keys.join(", "),
+                display_path(&url, f),
+                k.join(", ")
+            )));
+        }
+    }
+
+    // Read all footers, a few at a time (object stores reward concurrency).
+    let schemas: Vec<(SchemaRef, u64, String)> = futures::stream::iter(files.iter())
+        .map(|meta| {
+            let store = Arc::clone(&store);
+            let display = display_path(&url, meta);
+            async move {
+                let (schema, rows) =
+                    file_schema(ctx, contract.name, store.as_ref(), meta, &display).await?;
+                Ok::<_, Error>((schema, rows, display))
+            }
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+
+    let mut seen = vec![Seen::default(); contract.columns.len()];
+    let mut rows = 0u64;
+    for (schema, n, file) in &schemas {
+        rows += n;
+        for (i, (col, kind)) in contract.columns.iter().enumerate() {
+            let problem = match schema.field_with_name(col) {
+                Err(_) => Some("is missing".to_string()),
+                Ok(f) => check_type(*kind, f.data_type(), &mut seen[i]),
+            };
+            if let Some(problem) = problem {
+                return Err(Error::Schema {
+                    table: contract.name.to_string(),
+                    column: col.to_string(),
+                    problem,
+                    file: file.clone(),
+                });
+            }
+        }
+    }
+
+    let fields: Vec<Field> = contract
+        .columns
+        .iter()
+        .zip(&seen)
+        .map(|((col, kind), s)| Field::new(*col, canonical(*kind, *s), true))
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+
+    // A partition key that is also a contract column would shadow it: the
+    // file's value wins and the directory name is ignored.
+    let partition_columns: Vec<String> = keys
+        .into_iter()
+        .filter(|k| schema.field_with_name(k).is_err())
+        .collect();
+
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(extension)
+        .with_table_partition_cols(
+            partition_columns
+                .iter()
+                .map(|k| (k.clone(), DataType::Utf8))
+                .collect(),
+        );
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(Arc::clone(&schema));
+    let table = ListingTable::try_new(config)?;
+    ctx.deregister_table(contract.name)?;
+    ctx.register_table(contract.name, Arc::new(table))?;
+
+    Ok(TableInfo {
+        name: contract.name.to_string(),
+        location: location.to_string(),
+        files: files.len(),
+        bytes: files.iter().map(|f| f.size).sum(),
+        rows,
+        partition_columns,
+        schema,
+    })
+}
+
+/// Object-store listing errors, reworded to name the table.
+fn map_listing_error(
+    contract: &Contract,
+    location: &str,
+    e: datafusion::error::DataFusionError,
+) -> Error {
+    Error::invalid(format!(
+        "table `{}`: cannot list {location}: {}",
+        contract.name, e
+    ))
+}

@@ -1,0 +1,228 @@
+//! The `supportfunnel` binary end to end: answers on the bundled sample, every
+//! output format, and one clear line plus a non-zero exit for bad input, with
+//! no partial output file left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_supportfunnel"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sample() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sample")
+}
+
+#[test]
+fn sessions_by_status_on_the_sample() {
+    let o = run(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT status, count(*) AS n FROM sessions GROUP BY 1 ORDER BY 1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "status,n");
+    let statuses: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            "human_after_self_serve",
+            "human_from_start",
+            "self_serve_resolved",
+            "stopped"
+        ]
+    );
+    // The same count through the UDWF directly.
+    let total: u64 = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap())
+        .sum();
+    let o = run(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT count(DISTINCT (user_id, s)) FROM (SELECT user_id, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
+         FROM clean_events WHERE event_type IN ('help_center_visit','article_search','article_view','conversation_started'))",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().nth(1).unwrap(), total.to_string());
+}
+
+#[test]
+fn json_table_and_parquet_outputs() {
+    let o = run(&[
+        "sql",
+        "--format",
+        "json",
+        "SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, NULL",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().any(|v| v["a"] == 1 && v["b"] == "x"));
+
+    let o = run(&["sql", "SELECT count(*) AS n FROM messages"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("| n "), "{}", stdout(&o));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sub/result.parquet");
+    let o = run(&[
+        "sql",
+        "--format",
+        "parquet",
+        "--output",
+        out.to_str().unwrap(),
+        "SELECT status, count(*) AS n FROM sessions GROUP BY 1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "sql",
+        "--format",
+        "csv",
+        &format!("SELECT count(*) FROM '{}'", out.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().nth(1), Some("4"));
+}
+
+#[test]
+fn script_files_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("q.sql");
+    std::fs::write(
+        &f,
+        "CREATE VIEW v AS SELECT 41 + 1 AS answer;\nSELECT answer FROM v;",
+    )
+    .unwrap();
+    let o = run(&["sql", "--format", "csv", "-f", f.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("answer\n42"), "{}", stdout(&o));
+}
+
+fn assert_one_line_failure(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "should fail: {}", stdout(o));
+    let err = stderr(o);
+    assert!(err.contains(needle), "stderr lacks `{needle}`: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    assert_one_line_failure(
+        &run(&["sql", "--events", missing.to_str().unwrap(), "SELECT 1"]),
+        "does not exist",
+    );
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    assert_one_line_failure(
+        &run(&[
+            "sql",
+            "--messages",
+            dir.path().join("empty").to_str().unwrap(),
+            "SELECT 1",
+        ]),
+        "no Parquet files found",
+    );
+    let corrupt = dir.path().join("c.parquet");
+    std::fs::write(&corrupt, b"PAR1 but not really").unwrap();
+    assert_one_line_failure(
+        &run(&["sql", "--events", corrupt.to_str().unwrap(), "SELECT 1"]),
+        "cannot read Parquet file",
+    );
+    assert_one_line_failure(&run(&["sql", "SELECT nope FROM events"]), "nope");
+    assert_one_line_failure(
+        &run(&["sql", "--memory-limit", "lots", "SELECT 1"]),
+        "--memory-limit",
+    );
+    let o = run(&["sql", "--format", "xml", "SELECT 1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown format `xml`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "gen",
+        "--out",
+        dir.path().join("g").to_str().unwrap(),
+        "--start",
+        "2026-13-01",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a YYYY-MM-DD date"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn failed_query_leaves_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.csv");
+    std::fs::write(&out, "previous result\n").unwrap();
+    // fails at execution time, after planning succeeded
+    let o = run(&[
+        "sql",
+        "--format",
+        "csv",
+        "--output",
+        out.to_str().unwrap(),
+        "SELECT arrow_cast('not a number', 'Int64') FROM sessions",
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous result\n");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+}
+
+#[test]
+fn sample_is_small_and_present() {
+    let s = sample();
+    let mut total = 0u64;
+    let mut stack = vec![s.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                total += std::fs::metadata(&p).unwrap().len();
+            }
+        }
+    }
+    assert!(
+        total > 0 && total < 5 * 1024 * 1024,
+        "sample is {total} bytes"
+    );
+    assert!(Path::new(&s.join("events")).is_dir() && Path::new(&s.join("messages")).is_dir());
+}

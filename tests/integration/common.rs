@@ -1,0 +1,186 @@
+//! Helpers shared by the integration tests: building small event tables in
+//! memory and as Parquet files, and reading query results back as strings.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::prelude::SessionContext;
+use supportfunnel::{build_context, Engine, EngineOptions};
+
+/// One events row for tests: (event_id, user_id, ts "YYYY-MM-DD HH:MM:SS",
+/// event_type, channel, conversation_id, actor, rating).
+#[derive(Clone, Debug, Default)]
+pub struct Row {
+    pub event_id: Option<&'static str>,
+    pub user_id: Option<&'static str>,
+    pub ts: Option<&'static str>,
+    pub event_type: Option<&'static str>,
+    pub channel: Option<&'static str>,
+    pub article_id: Option<&'static str>,
+    pub conversation_id: Option<&'static str>,
+    pub actor: Option<&'static str>,
+    pub rating: Option<i32>,
+}
+
+/// A valid row with the common fields set.
+pub fn ev(id: &'static str, user: &'static str, ts: &'static str, ty: &'static str) -> Row {
+    Row {
+        event_id: Some(id),
+        user_id: Some(user),
+        ts: Some(ts),
+        event_type: Some(ty),
+        ..Row::default()
+    }
+}
+
+impl Row {
+    pub fn conv(mut self, c: &'static str) -> Self {
+        self.conversation_id = Some(c);
+        self
+    }
+    pub fn actor(mut self, a: &'static str) -> Self {
+        self.actor = Some(a);
+        self
+    }
+    pub fn rating(mut self, r: i32) -> Self {
+        self.rating = Some(r);
+        self
+    }
+    pub fn channel(mut self, c: &'static str) -> Self {
+        self.channel = Some(c);
+        self
+    }
+}
+
+/// Microseconds since the epoch for "YYYY-MM-DD HH:MM:SS[.ffffff]" (UTC).
+pub fn micros(ts: &str) -> i64 {
+    let fmt = if ts.contains('.') {
+        "%Y-%m-%d %H:%M:%S%.f"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
+    };
+    chrono::NaiveDateTime::parse_from_str(ts, fmt)
+        .unwrap_or_else(|e| panic!("bad test timestamp {ts}: {e}"))
+        .and_utc()
+        .timestamp_micros()
+}
+
+/// The events rows as a RecordBatch in the contract schema.
+pub fn events_batch(rows: &[Row]) -> RecordBatch {
+    let s = |f: fn(&Row) -> Option<&'static str>| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let ts: ArrayRef = Arc::new(
+        TimestampMicrosecondArray::from(rows.iter().map(|r| r.ts.map(micros)).collect::<Vec<_>>())
+            .with_timezone("UTC"),
+    );
+    let rating: ArrayRef = Arc::new(Int32Array::from(
+        rows.iter().map(|r| r.rating).collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(
+        supportfunnel::gen::events_schema(),
+        vec![
+            s(|r| r.event_id),
+            s(|r| r.user_id),
+            ts,
+            s(|r| r.event_type),
+            s(|r| r.channel),
+            s(|r| r.article_id),
+            s(|r| r.conversation_id),
+            s(|r| r.actor),
+            rating,
+        ],
+    )
+    .unwrap()
+}
+
+/// Writes a batch as one Parquet file, creating parent directories.
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// A messages file with one delivery, so the engine has both tables.
+pub fn write_one_message(path: &Path) {
+    let schema = supportfunnel::gen::messages_schema();
+    let ts = |v: Option<i64>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC"))
+    };
+    let mut tags =
+        datafusion::arrow::array::ListBuilder::new(datafusion::arrow::array::StringBuilder::new());
+    tags.values().append_value("outage");
+    tags.append(true);
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["m1"])),
+            Arc::new(StringArray::from(vec!["u1"])),
+            ts(Some(micros("2026-03-02 09:00:00"))),
+            Arc::new(StringArray::from(vec!["chat"])),
+            Arc::new(StringArray::from(vec!["support_team"])),
+            Arc::new(tags.finish()),
+            ts(None),
+            ts(None),
+            ts(None),
+        ],
+    )
+    .unwrap();
+    write_parquet(path, &batch);
+}
+
+/// Builds the engine over `rows` written to a temp directory.
+pub async fn engine_for(dir: &Path, rows: &[Row]) -> Engine {
+    let events = dir.join("events").join("part-0.parquet");
+    write_parquet(&events, &events_batch(rows));
+    let messages = dir.join("messages").join("part-0.parquet");
+    write_one_message(&messages);
+    build_context(&EngineOptions::new(
+        dir.join("events").to_string_lossy(),
+        dir.join("messages").to_string_lossy(),
+    ))
+    .await
+    .unwrap()
+}
+
+/// Runs `sql` and renders every row as its columns joined by `|` (NULL as
+/// "NULL"), in the query's order.
+pub async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    render(&batches)
+}
+
+/// Renders batches as in [`rows`].
+pub fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let fmts: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                fmts.iter()
+                    .map(|f| f.value(i).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,10 @@
+//! The integration tests: one binary (DataFusion is linked once), one module
+//! per concern.
+
+mod cli;
+mod common;
+mod generator;
+mod slt;
+mod tables;
+mod udwf;
+mod views;
