@@ -198,7 +198,7 @@ struct Model {
 
 impl Model {
     fn new(users: u64, seed: u64) -> Result<Self> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F05_E75);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05EE_D0F0_5E75);
         // Pareto(shape 1.2) capped at 400: median ~1.8, a few users ~100x
         // more active than the median.
         let pareto: Pareto<f64> = Pareto::new(1.0, 1.2).map_err(bad_param)?;

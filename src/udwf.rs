@@ -454,7 +454,7 @@ mod tests {
         let arr: ArrayRef = Arc::new(TimestampMicrosecondArray::from(ts.clone()));
         (0..ts.len())
             .map(
-                |i| match ev.evaluate(&[arr.clone()], &(i..i + 1)).unwrap() {
+                |i| match ev.evaluate(std::slice::from_ref(&arr), &(i..i + 1)).unwrap() {
                     ScalarValue::TimestampMicrosecond(v, _) => v,
                     other => panic!("unexpected {other:?}"),
                 },
