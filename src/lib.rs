@@ -12,6 +12,8 @@ pub mod error;
 pub mod gen;
 pub mod output;
 pub mod period;
+pub mod render;
+pub mod report;
 pub mod sql;
 pub mod storage;
 pub mod tables;

@@ -1,7 +1,7 @@
 //! The `supportfunnel` command: parses flags, calls the library, prints the
 //! error chain and maps failure to a non-zero exit code.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use supportfunnel::context::{build_context, parse_bytes, sample_location, EngineOptions};
 use supportfunnel::gen::{generate, GenOptions};
 use supportfunnel::output::{self, Format};
+use supportfunnel::period::parse_tz;
+use supportfunnel::render;
+use supportfunnel::report::{rows_of, run_report, ReportOptions};
 use supportfunnel::sql;
 
 /// Support funnel analytics over Parquet event history, on Apache DataFusion.
@@ -36,6 +39,16 @@ enum Command {
     ///   supportfunnel sql            (interactive: end statements with `;`)
     #[command(verbatim_doc_comment)]
     Sql(SqlArgs),
+    /// The support funnel report: every section, current vs previous period.
+    ///
+    /// Without --from/--to: the last 28 full days of the data in --tz (the day
+    /// of the latest event counts as incomplete). Filters of one kind are
+    /// alternatives (OR); different kinds must all hold (AND).
+    ///
+    /// Example:
+    ///   supportfunnel report --from 2026-02-01 --to 2026-03-01 --tz Europe/Paris --tag outage
+    #[command(verbatim_doc_comment)]
+    Report(ReportArgs),
     /// Generate a synthetic dataset (events + messages), Hive-partitioned by day.
     ///
     /// Deterministic for a seed; about 1M events for --users 20000 --days 90.
@@ -114,6 +127,36 @@ fn parse_format(s: &str) -> std::result::Result<Format, String> {
 }
 
 #[derive(Args, Debug)]
+struct ReportArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// First day of the period, YYYY-MM-DD (local to --tz)
+    #[arg(long, value_name = "DATE", requires = "to", value_parser = parse_date)]
+    from: Option<NaiveDate>,
+    /// Day after the last day of the period, YYYY-MM-DD (exclusive)
+    #[arg(long, value_name = "DATE", requires = "from", value_parser = parse_date)]
+    to: Option<NaiveDate>,
+    /// IANA time zone the days are read in
+    #[arg(long, value_name = "ZONE", default_value = "UTC")]
+    tz: String,
+    /// Only proactive deliveries with this tag (repeatable)
+    #[arg(long = "tag", value_name = "T")]
+    tags: Vec<String>,
+    /// Only proactive deliveries of this content type (repeatable)
+    #[arg(long = "content-type", value_name = "C")]
+    content_types: Vec<String>,
+    /// Only proactive deliveries from this sender (repeatable)
+    #[arg(long = "sender", value_name = "S")]
+    senders: Vec<String>,
+    /// Output format: table (for a person), json (one object per row), csv or parquet
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    format: Format,
+    /// Write to this file (atomically) instead of stdout
+    #[arg(long, short = 'o', value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct GenArgs {
     /// Output directory; gets `events/` and `messages/` (must be empty or new)
     #[arg(long, value_name = "DIR")]
@@ -162,6 +205,43 @@ async fn run(cli: Cli) -> Result<()> {
                 stats.seconds,
                 stats.events as f64 / stats.seconds.max(1e-9)
             );
+            Ok(())
+        }
+        Command::Report(a) => {
+            let tz = parse_tz(&a.tz)?;
+            if a.format == Format::Parquet && a.output.is_none() {
+                anyhow::bail!("--format parquet needs --output FILE");
+            }
+            let engine = build_context(&a.engine.options()?).await?;
+            let report = run_report(
+                &engine,
+                &ReportOptions {
+                    from: a.from,
+                    to: a.to,
+                    tz: Some(tz),
+                    tags: a.tags,
+                    content_types: a.content_types,
+                    senders: a.senders,
+                },
+            )
+            .await?;
+            if a.format == Format::Table {
+                let text = render::render(&rows_of(&report.batch), &report.periods);
+                match &a.output {
+                    None => print!("{text}"),
+                    Some(p) => output::write_file_atomically(p, |w| {
+                        w.write_all(text.as_bytes())
+                            .map_err(|e| supportfunnel::Error::io(p, e))
+                    })?,
+                }
+            } else {
+                output::write_result(
+                    a.format,
+                    &report.batch.schema(),
+                    std::slice::from_ref(&report.batch),
+                    a.output.as_deref(),
+                )?;
+            }
             Ok(())
         }
         Command::Sql(a) => {

@@ -76,7 +76,11 @@ pub fn encode<W: Write + Send>(
             }
         }
         Format::Json => {
-            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(w);
+            // Every key on every line, nulls included: consumers get the
+            // same columns on each row.
+            let mut writer = datafusion::arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, datafusion::arrow::json::writer::LineDelimited>(w);
             for b in batches {
                 writer.write(b)?;
             }

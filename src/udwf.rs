@@ -13,7 +13,8 @@
 //!   `start + max_span` starts the next session with `start = ts`;
 //! * with a `gap`, a row whose previous row is `gap` or more earlier also starts
 //!   a new session, so one function covers fixed-span sessions (the report's
-//!   rule), inactivity sessions (`max_span` = NULL… see below) and both at once.
+//!   rule), inactivity sessions (a NULL `max_span` plus a `gap`) and both at
+//!   once.
 //!
 //! `max_span` and `gap` are constant intervals (`INTERVAL '24 hours'`, a
 //! duration, or a string such as `'30 minutes'`). A NULL `gap` means "no gap
@@ -453,12 +454,15 @@ mod tests {
         let mut ev = SessionEvaluator::new(rule, dt);
         let arr: ArrayRef = Arc::new(TimestampMicrosecondArray::from(ts.clone()));
         (0..ts.len())
-            .map(
-                |i| match ev.evaluate(std::slice::from_ref(&arr), &(i..i + 1)).unwrap() {
+            .map(|i| {
+                match ev
+                    .evaluate(std::slice::from_ref(&arr), &(i..i + 1))
+                    .unwrap()
+                {
                     ScalarValue::TimestampMicrosecond(v, _) => v,
                     other => panic!("unexpected {other:?}"),
-                },
-            )
+                }
+            })
             .collect()
     }
 

@@ -226,3 +226,87 @@ fn sample_is_small_and_present() {
     );
     assert!(Path::new(&s.join("events")).is_dir() && Path::new(&s.join("messages")).is_dir());
 }
+
+#[test]
+fn report_prints_for_a_person_and_fails_cleanly() {
+    let o = run(&["report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for section in [
+        "funnel",
+        "sessions",
+        "proactive",
+        "self_serve",
+        "human",
+        "data_quality",
+    ] {
+        assert!(
+            out.lines().any(|l| l == section),
+            "section {section} missing:\n{out}"
+        );
+    }
+    assert!(
+        out.contains('%') && (out.contains('▲') || out.contains('▼')),
+        "{out}"
+    );
+
+    let o = run(&[
+        "report",
+        "--from",
+        "2030-01-01",
+        "--to",
+        "2030-01-08",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        o.status.success(),
+        "a period with no data is not an error: {}",
+        stderr(&o)
+    );
+    let csv = stdout(&o);
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("sessions,sessions_total,,") && l.contains(",0.0,0.0,0.0,")),
+        "{csv}"
+    );
+
+    assert_one_line_failure(
+        &run(&["report", "--from", "2026-02-10", "--to", "2026-02-01"]),
+        "must be before",
+    );
+    assert_one_line_failure(&run(&["report", "--tz", "Mars/Base"]), "unknown time zone");
+    let o = run(&["report", "--from", "2026-02-30", "--to", "2026-03-01"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a YYYY-MM-DD date"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["report", "--from", "2026-02-01"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--to"), "{}", stderr(&o));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.parquet");
+    let o = run(&[
+        "report",
+        "--format",
+        "parquet",
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "it's \"quoted\"",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "sql",
+        "--format",
+        "csv",
+        &format!(
+            "SELECT count(*), count(DISTINCT section) FROM '{}'",
+            out.display()
+        ),
+    ]);
+    assert_eq!(stdout(&o).lines().nth(1), Some("52,6"), "{}", stderr(&o));
+}

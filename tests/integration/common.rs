@@ -184,3 +184,104 @@ pub fn render(batches: &[RecordBatch]) -> Vec<String> {
     }
     out
 }
+
+/// One messages row for tests.
+#[derive(Clone, Debug, Default)]
+pub struct MsgRow {
+    pub message_id: Option<&'static str>,
+    pub user_id: &'static str,
+    pub sent_at: Option<&'static str>,
+    pub content_type: &'static str,
+    pub sender: &'static str,
+    pub tags: Option<Vec<&'static str>>,
+    pub opened_at: Option<&'static str>,
+    pub clicked_at: Option<&'static str>,
+    pub reacted_at: Option<&'static str>,
+}
+
+/// A delivery with the common fields set.
+pub fn msg(
+    id: &'static str,
+    sent_at: &'static str,
+    content_type: &'static str,
+    sender: &'static str,
+    tags: Option<Vec<&'static str>>,
+) -> MsgRow {
+    MsgRow {
+        message_id: Some(id),
+        user_id: "u1",
+        sent_at: Some(sent_at),
+        content_type,
+        sender,
+        tags,
+        ..MsgRow::default()
+    }
+}
+
+/// The messages rows as a RecordBatch in the contract schema.
+pub fn messages_batch(rows: &[MsgRow]) -> RecordBatch {
+    let ts = |f: fn(&MsgRow) -> Option<&'static str>| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from(
+                rows.iter().map(|r| f(r).map(micros)).collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        )
+    };
+    let mut tags =
+        datafusion::arrow::array::ListBuilder::new(datafusion::arrow::array::StringBuilder::new());
+    for r in rows {
+        match &r.tags {
+            None => tags.append_null(),
+            Some(v) => {
+                for t in v {
+                    tags.values().append_value(t);
+                }
+                tags.append(true);
+            }
+        }
+    }
+    RecordBatch::try_new(
+        supportfunnel::gen::messages_schema(),
+        vec![
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| r.message_id).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| Some(r.user_id)).collect::<Vec<_>>(),
+            )),
+            ts(|r| r.sent_at),
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|r| Some(r.content_type))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter().map(|r| Some(r.sender)).collect::<Vec<_>>(),
+            )),
+            Arc::new(tags.finish()),
+            ts(|r| r.opened_at),
+            ts(|r| r.clicked_at),
+            ts(|r| r.reacted_at),
+        ],
+    )
+    .unwrap()
+}
+
+/// Builds the engine over events and messages written to a temp directory.
+pub async fn engine_with(dir: &Path, events: &[Row], messages: &[MsgRow]) -> Engine {
+    write_parquet(
+        &dir.join("events").join("part-0.parquet"),
+        &events_batch(events),
+    );
+    write_parquet(
+        &dir.join("messages").join("part-0.parquet"),
+        &messages_batch(messages),
+    );
+    build_context(&EngineOptions::new(
+        dir.join("events").to_string_lossy(),
+        dir.join("messages").to_string_lossy(),
+    ))
+    .await
+    .unwrap()
+}

@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod generator;
+mod report;
 mod slt;
 mod tables;
 mod udwf;
