@@ -310,3 +310,35 @@ fn report_prints_for_a_person_and_fails_cleanly() {
     ]);
     assert_eq!(stdout(&o).lines().nth(1), Some("52,6"), "{}", stderr(&o));
 }
+
+#[test]
+fn interactive_prompt_takes_multi_line_statements() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(["sql"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(*)\n  AS n FROM sessions\n  WHERE status = 'stopped';\n\\d\nSELECT nope;\nSELECT 2 AS two;\n\\q\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("| n "), "{out}");
+    assert!(
+        out.contains("session_actions"),
+        "\\d lists the views: {out}"
+    );
+    assert!(
+        out.contains("| two |"),
+        "an error does not end the session: {out}"
+    );
+    assert!(stderr(&o).contains("error:"), "{}", stderr(&o));
+}
