@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Times the whole `report` process at several sizes, next to the floor: our
+# own engine scanning the columns the report needs. Datasets are generated
+# once into a cache directory outside the repository.
+#
+#   benches/scale.sh [SIZES...]        sizes in millions of events, default: 1 10
+#
+# Environment: SF_DATA (dataset cache, default ~/.cache/supportfunnel-data),
+# SF_BIN (binary, default: a release build of this checkout), SF_REPORT_ARGS
+# (extra report flags, e.g. "--memory-limit 2GiB --temp-dir /tmp/spill").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(1 10)
+data=${SF_DATA:-$HOME/.cache/supportfunnel-data}
+target=${CARGO_TARGET_DIR:-target}
+bin=${SF_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --bin supportfunnel >&2
+  bin="$target/release/supportfunnel"
+fi
+[ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
+
+# 20,000 users over 90 days make ~1M events; users scale the size.
+gen() {
+  local m=$1 dir="$data/m$1"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "generating ${m}M events into $dir" >&2
+    "$bin" gen --out "$dir" --users $((m * 20000)) --days 90 --seed 1 --overwrite >&2
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
+}
+
+# Runs a command under /usr/bin/time; prints "seconds peak_mib".
+measure() {
+  local log
+  log=$(mktemp)
+  /usr/bin/time -v "$@" >/dev/null 2>"$log" || { cat "$log" >&2; rm -f "$log"; return 1; }
+  local secs kb
+  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$log")
+  kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
+  rm -f "$log"
+  echo "$secs $((kb / 1024))"
+}
+
+printf '%-8s %10s %10s %10s %8s %12s\n' events rows report_s floor_s ratio peak_rss_mib
+for m in "${sizes[@]}"; do
+  dir=$(gen "$m")
+  args=(--events "$dir/events" --messages "$dir/messages")
+  rows=$("$bin" sql "${args[@]}" --format csv "SELECT count(*) FROM events" | tail -1)
+  read -r fs _ < <(measure "$bin" sql "${args[@]}" --format csv \
+    "SELECT count(*), max(ts), max(user_id), max(event_type), max(conversation_id) FROM events")
+  # shellcheck disable=SC2086
+  read -r rs rm < <(measure "$bin" report "${args[@]}" --format json ${SF_REPORT_ARGS:-})
+  ratio=$(awk -v a="$rs" -v b="$fs" 'BEGIN {printf "%.1f", (b > 0 ? a / b : 0)}')
+  printf '%-8s %10s %10s %10s %8s %12s\n' "${m}M" "$rows" "$rs" "$fs" "$ratio" "$rm"
+done
