@@ -1,6 +1,7 @@
 //! Ad-hoc SQL: run a script of statements, or an interactive prompt with
 //! history and multi-line statements (in the manner of datafusion-cli).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -54,8 +55,12 @@ pub async fn run_script(ctx: &SessionContext, sql: &str) -> Result<Vec<Statement
 pub async fn repl(ctx: &SessionContext) -> Result<()> {
     let mut editor = rustyline::DefaultEditor::new()
         .map_err(|e| Error::invalid(format!("cannot start the prompt: {e}")))?;
-    let history: Option<PathBuf> =
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".supportfunnel_history"));
+    // History only for a person at a terminal, not for piped scripts.
+    let history: Option<PathBuf> = std::io::stdin()
+        .is_terminal()
+        .then(|| std::env::var_os("HOME"))
+        .flatten()
+        .map(|h| PathBuf::from(h).join(".supportfunnel_history"));
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
