@@ -12,7 +12,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::tables::{self, TableInfo, EVENTS, MESSAGES};
-use crate::{udwf, views};
+use crate::{udf, udwf, views};
 
 /// Default events location: the bundled sample.
 pub const SAMPLE_EVENTS: &str = "data/sample/events";
@@ -54,6 +54,9 @@ pub struct Engine {
     pub ctx: SessionContext,
     /// One entry per registered contract table.
     pub tables: Vec<TableInfo>,
+    /// The options it was built from (the report reads the memory limit and
+    /// temp directory to decide where intermediate results live).
+    pub options: EngineOptions,
 }
 
 /// Where the bundled sample lives: `data/sample/<table>` under the current
@@ -104,6 +107,7 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
 /// Registers our SQL functions on `ctx`.
 pub fn register_functions(ctx: &SessionContext) {
     ctx.register_udwf(udwf::session_start_udwf());
+    ctx.register_udf(udf::id_hash_udf());
 }
 
 /// Builds the context: runtime, functions, tables (validated), and, when both
@@ -119,7 +123,11 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
         infos.push(tables::register_table(&ctx, &MESSAGES, messages).await?);
         views::register_message_views(&ctx).await?;
     }
-    Ok(Engine { ctx, tables: infos })
+    Ok(Engine {
+        ctx,
+        tables: infos,
+        options: opts.clone(),
+    })
 }
 
 /// Parses a human byte size such as `2GiB`, `512MB` or `1073741824`.

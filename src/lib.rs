@@ -12,11 +12,13 @@ pub mod error;
 pub mod gen;
 pub mod output;
 pub mod period;
+pub mod progress;
 pub mod render;
 pub mod report;
 pub mod sql;
 pub mod storage;
 pub mod tables;
+pub mod udf;
 pub mod udwf;
 pub mod views;
 

@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
@@ -12,9 +13,14 @@ use supportfunnel::context::{build_context, parse_bytes, sample_location, Engine
 use supportfunnel::gen::{generate, GenOptions};
 use supportfunnel::output::{self, Format};
 use supportfunnel::period::parse_tz;
+use supportfunnel::progress::{Progress, ProgressRef};
 use supportfunnel::render;
 use supportfunnel::report::{rows_of, run_report, ReportOptions};
 use supportfunnel::sql;
+
+/// See Cargo.toml: large aggregations are several times faster with mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Support funnel analytics over Parquet event history, on Apache DataFusion.
 ///
@@ -154,6 +160,65 @@ struct ReportArgs {
     /// Write to this file (atomically) instead of stdout
     #[arg(long, short = 'o', value_name = "PATH")]
     output: Option<PathBuf>,
+    /// Print each step of the report with the rows it read and its time on
+    /// stderr (a live progress line is shown anyway when stderr is a terminal)
+    #[arg(long, short = 'v')]
+    verbose: bool,
+}
+
+/// Shows report progress on stderr: a live line on a terminal, and with
+/// `--verbose` one line per finished step.
+#[derive(Debug)]
+struct CliProgress {
+    bar: indicatif::ProgressBar,
+    verbose: bool,
+}
+
+impl CliProgress {
+    fn new(verbose: bool) -> Option<Arc<Self>> {
+        let tty = std::io::stderr().is_terminal();
+        if !tty && !verbose {
+            return None;
+        }
+        let bar = if tty {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        Some(Arc::new(Self { bar, verbose }))
+    }
+}
+
+impl Progress for CliProgress {
+    fn step_started(&self, index: usize, total: usize, name: &str) {
+        self.bar
+            .set_message(format!("step {index}/{total}: {name}"));
+        self.bar.set_prefix(format!("step {index}/{total}: {name}"));
+    }
+
+    fn rows_read(&self, rows: usize) {
+        self.bar
+            .set_message(format!("{}: {} rows read", self.bar.prefix(), rows));
+    }
+
+    fn step_finished(&self, name: &str, rows: usize, elapsed: std::time::Duration) {
+        if self.verbose {
+            self.bar
+                .suspend(|| eprintln!("{name}: {:.2} s, {rows} rows read", elapsed.as_secs_f64()));
+        }
+    }
+}
+
+impl Drop for CliProgress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +278,7 @@ async fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("--format parquet needs --output FILE");
             }
             let engine = build_context(&a.engine.options()?).await?;
+            let progress = CliProgress::new(a.verbose);
             let report = run_report(
                 &engine,
                 &ReportOptions {
@@ -222,9 +288,11 @@ async fn run(cli: Cli) -> Result<()> {
                     tags: a.tags,
                     content_types: a.content_types,
                     senders: a.senders,
+                    progress: progress.clone().map(|p| p as ProgressRef),
                 },
             )
             .await?;
+            drop(progress);
             if a.format == Format::Table {
                 let text = render::render(&rows_of(&report.batch), &report.periods);
                 match &a.output {

@@ -25,13 +25,18 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::{MemTable, TableProvider};
-use datafusion::physical_plan::{collect, collect_partitioned};
+use datafusion::physical_plan::{collect, collect_partitioned, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 
 use crate::context::Engine;
 use crate::error::{Error, Result};
 use crate::period::Periods;
+use crate::progress::{self, ProgressRef};
 use crate::views;
 
 /// Days in the default period (without `--from/--to`).
@@ -52,6 +57,8 @@ pub struct ReportOptions {
     pub content_types: Vec<String>,
     /// Proactive filter: deliveries from any of these senders.
     pub senders: Vec<String>,
+    /// Told about each step and the rows it reads; `None` for silence.
+    pub progress: Option<ProgressRef>,
 }
 
 /// A section of the report and its metrics, in the spec's order.
@@ -245,20 +252,99 @@ async fn query(ctx: &SessionContext, sql: &str, params: &[ScalarValue]) -> Resul
     Ok(concat_batches(&schema, &batches)?)
 }
 
-/// Runs `sql` with the parameters and keeps the result as an in-memory table.
-async fn materialize(
-    ctx: &SessionContext,
-    sql: &str,
-    params: &[ScalarValue],
-) -> Result<Arc<dyn TableProvider>> {
-    let df = ctx.sql(sql).await?.with_param_values(params.to_vec())?;
-    // The physical plan's schema is the batches' schema (the logical one may
-    // differ in nullability); its partitions are kept as they are, so the
-    // table is read in parallel and nothing is concatenated.
-    let plan = df.create_physical_plan().await?;
-    let schema = plan.schema();
-    let partitions = collect_partitioned(plan, ctx.task_ctx()).await?;
-    Ok(Arc::new(MemTable::try_new(schema, partitions)?))
+/// Where the report keeps its intermediate tables.
+///
+/// Without a memory limit they are in-memory tables (fastest). Under
+/// `--memory-limit` they are Parquet files in a private directory under the
+/// temp dir, removed when the report ends, so the report's memory does not
+/// grow with the length of the history: only DataFusion's operators hold
+/// data, and those spill within the limit.
+enum Store {
+    Memory,
+    Disk(tempfile::TempDir),
+}
+
+impl Store {
+    fn for_engine(engine: &Engine) -> Result<Self> {
+        if engine.options.memory_limit.is_none() {
+            return Ok(Store::Memory);
+        }
+        let base = engine
+            .options
+            .temp_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("supportfunnel-report-")
+            .tempdir_in(&base)
+            .map_err(|e| Error::io(&base, e))?;
+        Ok(Store::Disk(dir))
+    }
+
+    /// Runs `sql` with the parameters and keeps the result as table `name`.
+    async fn materialize(
+        &self,
+        ctx: &SessionContext,
+        name: &str,
+        sql: &str,
+        params: &[ScalarValue],
+        progress: Option<&ProgressRef>,
+    ) -> Result<(Arc<dyn TableProvider>, usize)> {
+        let df = ctx.sql(sql).await?.with_param_values(params.to_vec())?;
+        // The physical plan's schema is the batches' schema (the logical one
+        // may differ in nullability).
+        let plan = df.create_physical_plan().await?;
+        let schema = plan.schema();
+        match self {
+            Store::Memory => {
+                // Partitions are kept as they are, so the table is read in
+                // parallel and nothing is concatenated.
+                let run = collect_partitioned(Arc::clone(&plan), ctx.task_ctx());
+                let partitions = watch(&plan, run, progress).await?;
+                let table = Arc::new(MemTable::try_new(schema, partitions)?);
+                Ok((table, progress::rows_read(&plan)))
+            }
+            Store::Disk(dir) => {
+                let path = dir.path().join(name);
+                std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                let url = format!("{}/", path.to_string_lossy());
+                let run = ctx.write_parquet(Arc::clone(&plan), &url, None);
+                watch(&plan, run, progress).await?;
+                let table_url = ListingTableUrl::parse(&url)?;
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet");
+                let config = ListingTableConfig::new(table_url)
+                    .with_listing_options(options)
+                    .with_schema(schema);
+                let table = Arc::new(ListingTable::try_new(config)?);
+                Ok((table, progress::rows_read(&plan)))
+            }
+        }
+    }
+}
+
+/// Drives `run` to completion, telling `progress` every [`progress::TICK`]
+/// how many rows `plan` has read.
+async fn watch<T, E>(
+    plan: &Arc<dyn ExecutionPlan>,
+    run: impl std::future::Future<Output = std::result::Result<T, E>>,
+    progress: Option<&ProgressRef>,
+) -> Result<T>
+where
+    Error: From<E>,
+{
+    let Some(progress) = progress else {
+        return Ok(run.await?);
+    };
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(progress::TICK);
+    loop {
+        tokio::select! {
+            out = &mut run => return Ok(out?),
+            _ = tick.tick() => progress.rows_read(progress::rows_read(plan)),
+        }
+    }
 }
 
 /// The latest valid event time, for the default period.
@@ -321,24 +407,54 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
         ScalarValue::Float64(Some(ticks_per_second(&ts_type))),
     ];
 
-    // Sessionize once; re-create the dependent views over the result.
-    let actions = materialize(ctx, REPORT_ACTIONS_SQL, &params).await?;
+    // Each expensive step runs once: its result replaces its view, and the
+    // views after it are re-created over the result.
+    let store = Store::for_engine(engine)?;
     let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
-    swapped.insert("session_actions", Arc::clone(&actions));
-    views::register_event_views_with(ctx, &swapped).await?;
-    let conversations = materialize(ctx, "SELECT * FROM conversations", &[]).await?;
-    swapped.insert("conversations", Arc::clone(&conversations));
-    views::register_event_views_with(ctx, &swapped).await?;
-    let sessions = materialize(ctx, "SELECT * FROM sessions", &[]).await?;
-    let messages = materialize(ctx, REPORT_MESSAGES_SQL, &params).await?;
+    let steps = [
+        ("event_checks", "SELECT * FROM event_checks"),
+        ("duplicate_winners", "SELECT * FROM duplicate_winners"),
+        ("conversation_facts", "SELECT * FROM conversation_facts"),
+        ("session_actions", REPORT_ACTIONS_SQL),
+        ("conversations", "SELECT * FROM conversations"),
+        ("sessions", "SELECT * FROM sessions"),
+        ("message_checks", "SELECT * FROM message_checks"),
+        ("report_messages", REPORT_MESSAGES_SQL),
+    ];
+    // +1: the sections themselves.
+    let total = steps.len() + 1;
+    let progress = opts.progress.as_ref();
+    for (i, (name, sql)) in steps.into_iter().enumerate() {
+        let started = std::time::Instant::now();
+        if let Some(p) = progress {
+            p.step_started(i + 1, total, name);
+        }
+        let (table, rows) = store.materialize(ctx, name, sql, &params, progress).await?;
+        if let Some(p) = progress {
+            p.step_finished(name, rows, started.elapsed());
+        }
+        swapped.insert(name, table);
+        match name {
+            "report_messages" => {}
+            "message_checks" => {
+                views::register_views_with(ctx, views::MESSAGE_VIEWS, &swapped).await?
+            }
+            _ => views::register_event_views_with(ctx, &swapped).await?,
+        }
+    }
+    let messages = Arc::clone(&swapped["report_messages"]);
+    let started = std::time::Instant::now();
+    if let Some(p) = progress {
+        p.step_started(total, total, "sections");
+    }
     for (name, table) in [
-        ("report_actions", actions),
-        ("report_conversations", conversations),
-        ("report_sessions", sessions),
-        ("report_messages", messages),
+        ("report_actions", &swapped["session_actions"]),
+        ("report_conversations", &swapped["conversations"]),
+        ("report_sessions", &swapped["sessions"]),
+        ("report_messages", &messages),
     ] {
         ctx.deregister_table(name)?;
-        ctx.register_table(name, table)?;
+        ctx.register_table(name, Arc::clone(table))?;
     }
 
     let mut rows: Vec<Row> = Vec::new();
@@ -373,6 +489,9 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
             current: val.is_valid(i).then(|| val.value(i)),
             previous: None,
         });
+    }
+    if let Some(p) = progress {
+        p.step_finished("sections", 0, started.elapsed());
     }
     let batch = to_batch(&rows, &periods)?;
     Ok(Report { periods, batch })

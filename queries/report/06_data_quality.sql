@@ -6,15 +6,21 @@ WITH reasons(ord, reason) AS (
            (7, 'unknown_event_type'), (8, 'missing_conversation_id'), (9, 'invalid_rating')
 ),
 rejected AS (
-    SELECT reject_reason, count(*) AS n FROM rejected_events GROUP BY reject_reason
+    SELECT reject_reason, sum(n) AS n
+    FROM event_checks
+    WHERE reject_reason IS NOT NULL
+    GROUP BY reject_reason
 ),
-valid AS (
-    SELECT count(*) AS n, count(DISTINCT event_id) AS ids
-    FROM validated_events
-    WHERE reject_reason IS NULL
+-- Every valid row beyond the first of its event_id is a duplicate; only ids
+-- among the repeat candidates can have more than one row.
+dups AS (
+    SELECT coalesce(sum(copies - 1), 0) AS n FROM duplicate_winners
+),
+orphans AS (
+    SELECT coalesce(sum(lifecycle_events), 0) AS n FROM conversation_facts WHERE start_rows = 0
 ),
 msgs AS (
-    SELECT count(message_id) AS n, count(DISTINCT message_id) AS ids FROM messages
+    SELECT coalesce(sum(n - 1), 0) AS n FROM message_checks
 ),
 rows_out(ord, metric, segment, value) AS (
     SELECT 1, 'rows_read', 'events', CAST(count(*) AS DOUBLE) FROM events
@@ -24,11 +30,10 @@ rows_out(ord, metric, segment, value) AS (
     SELECT r.ord, 'rows_rejected', r.reason, CAST(coalesce(j.n, 0) AS DOUBLE)
     FROM reasons r LEFT JOIN rejected j ON j.reject_reason = r.reason
     UNION ALL
-    SELECT 10, 'duplicate_events', CAST(NULL AS VARCHAR), CAST(n - ids AS DOUBLE) FROM valid
+    SELECT 10, 'duplicate_events', CAST(NULL AS VARCHAR), CAST(n AS DOUBLE) FROM dups
     UNION ALL
-    SELECT 11, 'duplicate_messages', CAST(NULL AS VARCHAR), CAST(n - ids AS DOUBLE) FROM msgs
+    SELECT 11, 'duplicate_messages', CAST(NULL AS VARCHAR), CAST(n AS DOUBLE) FROM msgs
     UNION ALL
-    SELECT 12, 'orphan_lifecycle_events', CAST(NULL AS VARCHAR), CAST(count(*) AS DOUBLE)
-    FROM orphan_lifecycle_events
+    SELECT 12, 'orphan_lifecycle_events', CAST(NULL AS VARCHAR), CAST(n AS DOUBLE) FROM orphans
 )
 SELECT metric, segment, value FROM rows_out ORDER BY ord

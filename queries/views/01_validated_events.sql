@@ -17,6 +17,17 @@ SELECT
     actor,
     rating,
     CASE
+        -- The common case first, as one cheap conjunction: the reasons below
+        -- are then worked out only for the few rows that fail it.
+        WHEN event_id IS NOT NULL AND user_id IS NOT NULL AND ts IS NOT NULL
+            AND event_type IN (
+                'help_center_visit', 'article_search', 'article_view', 'conversation_started',
+                'bot_answer', 'teammate_reply', 'conversation_closed', 'conversation_rated'
+            )
+            AND (conversation_id IS NOT NULL
+                OR event_type IN ('help_center_visit', 'article_search', 'article_view'))
+            AND (rating IS NULL OR rating BETWEEN 1 AND 5)
+            THEN NULL
         WHEN event_id IS NULL THEN 'null_event_id'
         WHEN user_id IS NULL THEN 'null_user_id'
         WHEN ts IS NULL THEN 'null_ts'

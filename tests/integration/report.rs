@@ -4,6 +4,7 @@
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::Array;
+use supportfunnel::context::sample_location;
 use supportfunnel::gen::{generate, GenOptions};
 use supportfunnel::period::parse_tz;
 use supportfunnel::report::{rows_of, run_report, ReportOptions, Row};
@@ -706,4 +707,30 @@ fn json_snapshot_on_the_sample() {
         got, want,
         "report JSON changed; review and rerun with UPDATE_SNAPSHOTS=1"
     );
+}
+
+#[tokio::test]
+async fn memory_limited_report_keeps_intermediates_on_disk_and_agrees() {
+    let sample = |limit: Option<usize>, temp: Option<std::path::PathBuf>| {
+        let mut o = EngineOptions::new(sample_location("events"), sample_location("messages"));
+        o.memory_limit = limit;
+        o.temp_dir = temp;
+        o
+    };
+    let opts = period("2026-02-01", "2026-03-01");
+    let free = build_context(&sample(None, None)).await.unwrap();
+    let expected = report(&free, &opts).await;
+    let spill = tempfile::tempdir().unwrap();
+    let limited = build_context(&sample(Some(256 << 20), Some(spill.path().to_path_buf())))
+        .await
+        .unwrap();
+    assert_eq!(report(&limited, &opts).await, expected);
+    // the report's private directory is gone once it is done (DataFusion's
+    // own spill directory lives as long as the engine)
+    let left: Vec<String> = std::fs::read_dir(spill.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("supportfunnel-report-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -169,6 +169,16 @@ async fn conversation_attributes_follow_the_tie_rules() {
             ev("c3", "u3", "2026-03-01 10:01:00", "conversation_closed")
                 .conv("c3")
                 .actor("Bot"),
+            // c4: two starts at the same instant by different users: the
+            // smallest event_id in byte order ("s10" < "s9") counts; two
+            // closes at one instant: the greatest event_id ("k9" > "k10")
+            // wins, and its NULL actor leaves closed_by NULL.
+            ev("s9", "u6", "2026-03-01 10:00:00", "conversation_started").conv("c4"),
+            ev("s10", "u5", "2026-03-01 10:00:00", "conversation_started").conv("c4"),
+            ev("k10", "u5", "2026-03-01 12:00:00", "conversation_closed")
+                .conv("c4")
+                .actor("teammate"),
+            ev("k9", "u5", "2026-03-01 12:00:00", "conversation_closed").conv("c4"),
             // orphans: lifecycle events of a conversation never started
             ev("o1", "u4", "2026-03-01 10:00:00", "teammate_reply").conv("zz"),
             ev("o2", "u4", "2026-03-01 11:00:00", "conversation_closed").conv("zz"),
@@ -187,6 +197,7 @@ async fn conversation_attributes_follow_the_tie_rules() {
             "c1|u1|2026-03-01T10:00:00Z|2026-03-03T10:00:00Z|bot|NULL|3|false",
             "c2|u2|2026-03-01T10:00:00Z|2026-03-01T10:01:00Z|bot|NULL|1|true",
             "c3|u3|2026-03-01T10:00:00Z|2026-03-01T10:01:00Z|Bot|NULL|1|false",
+            "c4|u5|2026-03-01T10:00:00Z|2026-03-01T12:00:00Z|NULL|NULL|2|false",
         ]
     );
     let o = rows(
@@ -202,6 +213,8 @@ async fn conversation_attributes_follow_the_tie_rules() {
             "u1|human_from_start",
             "u2|self_serve_resolved",
             "u3|human_after_self_serve",
+            "u5|human_from_start",
+            "u6|stopped",
         ],
         "u3: its bot answer came before H's (absent) first reply"
     );
