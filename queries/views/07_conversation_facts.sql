@@ -20,7 +20,14 @@ CREATE OR REPLACE VIEW conversation_facts AS
 WITH keyed AS (
     SELECT
         conversation_id,
-        event_type,
+        -- a small code, so the aggregate's filters compare integers
+        CASE event_type
+            WHEN 'conversation_started' THEN 0
+            WHEN 'bot_answer' THEN 1
+            WHEN 'teammate_reply' THEN 2
+            WHEN 'conversation_closed' THEN 3
+            WHEN 'conversation_rated' THEN 4
+        END AS kind,
         ts,
         CASE
             WHEN event_type IN ('conversation_started', 'conversation_closed', 'conversation_rated')
@@ -43,18 +50,18 @@ WITH keyed AS (
 agg AS (
     SELECT
         conversation_id,
-        count(*) FILTER (WHERE event_type = 'conversation_started') AS start_rows,
-        min(ts) FILTER (WHERE event_type = 'conversation_started') AS started_at,
-        min(order_key) FILTER (WHERE event_type = 'conversation_started') AS first_start,
-        count(*) FILTER (WHERE event_type <> 'conversation_started') AS lifecycle_events,
-        count(*) FILTER (WHERE event_type = 'bot_answer') AS bot_answers,
-        count(*) FILTER (WHERE event_type = 'teammate_reply') AS teammate_replies,
-        count(*) FILTER (WHERE event_type = 'conversation_closed') AS closes,
-        min(ts) FILTER (WHERE event_type = 'bot_answer') AS first_bot_answer_at,
-        min(ts) FILTER (WHERE event_type = 'teammate_reply') AS first_reply_at,
-        max(ts) FILTER (WHERE event_type = 'conversation_closed') AS closed_at,
-        max(order_key) FILTER (WHERE event_type = 'conversation_closed') AS last_close,
-        max(order_key) FILTER (WHERE event_type = 'conversation_rated') AS last_rating
+        count(*) FILTER (WHERE kind = 0) AS start_rows,
+        min(ts) FILTER (WHERE kind = 0) AS started_at,
+        min(order_key) FILTER (WHERE kind = 0) AS first_start,
+        count(*) FILTER (WHERE kind <> 0) AS lifecycle_events,
+        count(*) FILTER (WHERE kind = 1) AS bot_answers,
+        count(*) FILTER (WHERE kind = 2) AS teammate_replies,
+        count(*) FILTER (WHERE kind = 3) AS closes,
+        min(ts) FILTER (WHERE kind = 1) AS first_bot_answer_at,
+        min(ts) FILTER (WHERE kind = 2) AS first_reply_at,
+        max(ts) FILTER (WHERE kind = 3) AS closed_at,
+        max(order_key) FILTER (WHERE kind = 3) AS last_close,
+        max(order_key) FILTER (WHERE kind = 4) AS last_rating
     FROM keyed
     GROUP BY conversation_id
 )
