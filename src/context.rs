@@ -10,6 +10,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::tables::{self, TableInfo, EVENTS, MESSAGES};
 use crate::{udf, udwf, views};
@@ -35,6 +36,15 @@ pub struct EngineOptions {
     pub target_partitions: Option<usize>,
     /// Rows per batch; DataFusion's default (8192) when `None`.
     pub batch_size: Option<usize>,
+    /// S3 settings over the `AWS_*` environment.
+    pub s3: S3Config,
+    /// DataFusion options (`datafusion.*` key, value), applied in order.
+    pub datafusion_options: Vec<(String, String)>,
+    /// Hive partition columns the events / messages files must have, when
+    /// the config file names them.
+    pub partition_cols: Vec<(String, Vec<String>)>,
+    /// More Parquet tables for ad-hoc SQL: (name, location).
+    pub extra_tables: Vec<(String, String)>,
 }
 
 impl EngineOptions {
@@ -90,7 +100,15 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         runtime = runtime.with_temp_file_path(dir);
     }
-    let mut config = SessionConfig::new().with_information_schema(true);
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_extension(Arc::new(opts.s3.clone()));
+    for (key, value) in &opts.datafusion_options {
+        config
+            .options_mut()
+            .set(key, value)
+            .map_err(|e| Error::invalid(format!("[datafusion] {key} = {value}: {e}")))?;
+    }
     if let Some(n) = opts.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }
@@ -122,6 +140,20 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
     if let Some(messages) = &opts.messages {
         infos.push(tables::register_table(&ctx, &MESSAGES, messages).await?);
         views::register_message_views(&ctx).await?;
+    }
+    for (name, expected) in &opts.partition_cols {
+        if let Some(info) = infos.iter().find(|i| &i.name == name) {
+            if &info.partition_columns != expected {
+                return Err(Error::invalid(format!(
+                    "table `{name}` at {}: the config says partition_cols = {expected:?}, \
+                     the files are partitioned by {:?}",
+                    info.location, info.partition_columns
+                )));
+            }
+        }
+    }
+    for (name, location) in &opts.extra_tables {
+        tables::register_plain_parquet(&ctx, name, location).await?;
     }
     Ok(Engine {
         ctx,

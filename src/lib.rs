@@ -7,9 +7,11 @@
 //!
 //! Start with [`context::build_context`].
 
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod gen;
+pub mod job;
 pub mod output;
 pub mod period;
 pub mod progress;

@@ -1,7 +1,7 @@
 //! The `supportfunnel` command: parses flags, calls the library, prints the
 //! error chain and maps failure to a non-zero exit code.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,8 +9,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
+use supportfunnel::config::Config;
 use supportfunnel::context::{build_context, parse_bytes, sample_location, EngineOptions};
 use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::job::run_job;
 use supportfunnel::output::{self, Format};
 use supportfunnel::period::parse_tz;
 use supportfunnel::progress::{Progress, ProgressRef};
@@ -31,6 +33,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "supportfunnel", version, about, long_about)]
 struct Cli {
+    /// Config file (TOML): tables, storage, engine, defaults, [datafusion]
+    /// options and the job's reports; flags given on the command line win
+    #[arg(long, global = true, value_name = "FILE", env = "SUPPORTFUNNEL_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +61,18 @@ enum Command {
     ///   supportfunnel report --from 2026-02-01 --to 2026-03-01 --tz Europe/Paris --tag outage
     #[command(verbatim_doc_comment)]
     Report(ReportArgs),
+    /// The scheduled job: every report of the config, for one run date, written
+    /// as Parquet to <output.location>/report=<name>/report_date=<DATE>/.
+    ///
+    /// Each result is one object replaced atomically: a re-run of a date
+    /// replaces its result, a failure leaves the previous one in place. Prints
+    /// a one-line JSON summary on stdout; exits 0 only when everything was
+    /// written.
+    ///
+    /// Example:
+    ///   supportfunnel run --config job.toml --date 2026-03-01
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
     /// Generate a synthetic dataset (events + messages), Hive-partitioned by day.
     ///
     /// Deterministic for a seed; about 1M events for --users 20000 --days 90.
@@ -84,29 +102,62 @@ struct EngineArgs {
 }
 
 impl EngineArgs {
-    fn options(&self) -> Result<EngineOptions> {
+    /// Flags first, then the config file, then the defaults.
+    fn options(&self, config: &Config) -> Result<EngineOptions> {
+        let table = |flag: &Option<String>, name: &str| {
+            flag.clone()
+                .or_else(|| config.table(name).map(|t| t.uri.clone()))
+                .unwrap_or_else(|| sample_location(name))
+        };
+        let memory_limit = match (&self.memory_limit, &config.engine.memory_limit) {
+            (Some(s), _) => Some(parse_bytes(s).context("--memory-limit")?),
+            (None, Some(s)) => Some(parse_bytes(s).context("[engine] memory_limit")?),
+            (None, None) => None,
+        };
         Ok(EngineOptions {
-            events: Some(
-                self.events
-                    .clone()
-                    .unwrap_or_else(|| sample_location("events")),
-            ),
-            messages: Some(
-                self.messages
-                    .clone()
-                    .unwrap_or_else(|| sample_location("messages")),
-            ),
-            memory_limit: self
-                .memory_limit
-                .as_deref()
-                .map(parse_bytes)
-                .transpose()
-                .context("--memory-limit")?,
-            temp_dir: self.temp_dir.clone(),
-            target_partitions: self.target_partitions,
-            batch_size: None,
+            events: Some(table(&self.events, "events")),
+            messages: Some(table(&self.messages, "messages")),
+            memory_limit,
+            temp_dir: self
+                .temp_dir
+                .clone()
+                .or_else(|| config.engine.temp_dir.clone()),
+            target_partitions: self.target_partitions.or(config.engine.target_partitions),
+            batch_size: config.engine.batch_size,
+            s3: config.storage.s3.clone(),
+            datafusion_options: config.datafusion_options(),
+            partition_cols: config
+                .tables
+                .iter()
+                .filter(|t| self.flag_for(&t.name).is_none())
+                .filter_map(|t| Some((t.name.clone(), t.partition_cols.clone()?)))
+                .collect(),
+            extra_tables: config
+                .tables
+                .iter()
+                .filter(|t| t.name != "events" && t.name != "messages")
+                .map(|t| (t.name.clone(), t.uri.clone()))
+                .collect(),
         })
     }
+
+    fn flag_for(&self, table: &str) -> Option<&String> {
+        match table {
+            "events" => self.events.as_ref(),
+            "messages" => self.messages.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Run date, YYYY-MM-DD: each report covers the days before it
+    /// [default: today in the config's time zone]
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    date: Option<NaiveDate>,
 }
 
 #[derive(Args, Debug)]
@@ -122,10 +173,10 @@ struct SqlArgs {
     /// Output format: table, csv, json (newline-delimited) or parquet
     #[arg(long, default_value = "table", value_parser = parse_format)]
     format: Format,
-    /// Write the result of the last statement to this file (atomically)
-    /// instead of stdout
-    #[arg(long, short = 'o', value_name = "PATH")]
-    output: Option<PathBuf>,
+    /// Write the result of the last statement to this file or s3:// object
+    /// (atomically) instead of stdout
+    #[arg(long, short = 'o', value_name = "PATH|URL")]
+    output: Option<String>,
 }
 
 fn parse_format(s: &str) -> std::result::Result<Format, String> {
@@ -142,9 +193,9 @@ struct ReportArgs {
     /// Day after the last day of the period, YYYY-MM-DD (exclusive)
     #[arg(long, value_name = "DATE", requires = "from", value_parser = parse_date)]
     to: Option<NaiveDate>,
-    /// IANA time zone the days are read in
-    #[arg(long, value_name = "ZONE", default_value = "UTC")]
-    tz: String,
+    /// IANA time zone the days are read in [default: the config's, else UTC]
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
     /// Only proactive deliveries with this tag (repeatable)
     #[arg(long = "tag", value_name = "T")]
     tags: Vec<String>,
@@ -157,9 +208,9 @@ struct ReportArgs {
     /// Output format: table (for a person), json (one object per row), csv or parquet
     #[arg(long, default_value = "table", value_parser = parse_format)]
     format: Format,
-    /// Write to this file (atomically) instead of stdout
-    #[arg(long, short = 'o', value_name = "PATH")]
-    output: Option<PathBuf>,
+    /// Write to this file or s3:// object (atomically) instead of stdout
+    #[arg(long, short = 'o', value_name = "PATH|URL")]
+    output: Option<String>,
     /// Print each step of the report with the rows it read and its time on
     /// stderr (a live progress line is shown anyway when stderr is a terminal)
     #[arg(long, short = 'v')]
@@ -249,7 +300,37 @@ fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
     match cli.command {
+        Command::Run(a) => {
+            if cli.config.is_none() {
+                anyhow::bail!("run needs --config FILE (the reports and the output location)");
+            }
+            let engine = build_context(&a.engine.options(&config)?).await?;
+            let tz = match &config.defaults.tz {
+                Some(z) => parse_tz(z)?,
+                None => chrono_tz::Tz::UTC,
+            };
+            let date = a
+                .date
+                .unwrap_or_else(|| chrono::Utc::now().with_timezone(&tz).date_naive());
+            let summary = run_job(&engine, &config, date, None).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            for f in &summary.failed {
+                eprintln!("error: report `{}`: {}", f.report, f.error);
+            }
+            if !summary.ok {
+                anyhow::bail!(
+                    "{} of {} reports failed; see above",
+                    summary.failed.len(),
+                    config.reports.len()
+                );
+            }
+            Ok(())
+        }
         Command::Gen(a) => {
             let stats = generate(&GenOptions {
                 out: a.out.clone(),
@@ -273,11 +354,22 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Report(a) => {
-            let tz = parse_tz(&a.tz)?;
+            let tz = parse_tz(
+                a.tz.as_deref()
+                    .or(config.defaults.tz.as_deref())
+                    .unwrap_or("UTC"),
+            )?;
+            let or_config = |flags: Vec<String>, from_config: &Vec<String>| {
+                if flags.is_empty() {
+                    from_config.clone()
+                } else {
+                    flags
+                }
+            };
             if a.format == Format::Parquet && a.output.is_none() {
                 anyhow::bail!("--format parquet needs --output FILE");
             }
-            let engine = build_context(&a.engine.options()?).await?;
+            let engine = build_context(&a.engine.options(&config)?).await?;
             let progress = CliProgress::new(a.verbose);
             let report = run_report(
                 &engine,
@@ -285,10 +377,11 @@ async fn run(cli: Cli) -> Result<()> {
                     from: a.from,
                     to: a.to,
                     tz: Some(tz),
-                    tags: a.tags,
-                    content_types: a.content_types,
-                    senders: a.senders,
+                    tags: or_config(a.tags, &config.defaults.tags),
+                    content_types: or_config(a.content_types, &config.defaults.content_types),
+                    senders: or_config(a.senders, &config.defaults.senders),
                     progress: progress.clone().map(|p| p as ProgressRef),
+                    keep_sessions: false,
                 },
             )
             .await?;
@@ -297,23 +390,24 @@ async fn run(cli: Cli) -> Result<()> {
                 let text = render::render(&rows_of(&report.batch), &report.periods);
                 match &a.output {
                     None => print!("{text}"),
-                    Some(p) => output::write_file_atomically(p, |w| {
-                        w.write_all(text.as_bytes())
-                            .map_err(|e| supportfunnel::Error::io(p, e))
-                    })?,
+                    Some(p) => {
+                        output::put_atomically(&engine.ctx, p, text.into_bytes(), None).await?
+                    }
                 }
             } else {
-                output::write_result(
+                output::write_result_to(
+                    &engine.ctx,
                     a.format,
                     &report.batch.schema(),
                     std::slice::from_ref(&report.batch),
                     a.output.as_deref(),
-                )?;
+                )
+                .await?;
             }
             Ok(())
         }
         Command::Sql(a) => {
-            let opts = a.engine.options()?;
+            let opts = a.engine.options(&config)?;
             let text = match (&a.query, &a.file) {
                 (Some(q), _) => Some(q.clone()),
                 (None, Some(f)) if f.as_os_str() == "-" => {
@@ -347,7 +441,14 @@ async fn run(cli: Cli) -> Result<()> {
                             let last = results
                                 .last()
                                 .expect("run_script returns one result per statement");
-                            output::write_result(a.format, &last.schema, &last.batches, out)?;
+                            output::write_result_to(
+                                &engine.ctx,
+                                a.format,
+                                &last.schema,
+                                &last.batches,
+                                out,
+                            )
+                            .await?;
                         }
                         None => {
                             for r in &results {

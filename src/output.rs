@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -164,4 +165,96 @@ where
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Where a write may be made to fail on purpose (tests of atomicity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailPoint {
+    /// Give up after half of the bytes of an object have been sent.
+    MidWrite,
+}
+
+/// Writes `bytes` to `location` (a local path or an object store URL) so that
+/// a reader sees the previous object or the complete new one, never a part:
+/// local files are renamed into place, objects are sent with one PUT or a
+/// multipart upload that only becomes visible when completed (S3's own
+/// guarantee), and that is aborted on failure.
+pub async fn put_atomically(
+    ctx: &datafusion::prelude::SessionContext,
+    location: &str,
+    bytes: Vec<u8>,
+    fail: Option<FailPoint>,
+) -> Result<()> {
+    use object_store::ObjectStore;
+    use tokio::io::AsyncWriteExt;
+
+    if !crate::storage::is_url(location) {
+        let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
+        return write_file_atomically(path, |w| {
+            let (head, tail) = bytes.split_at(bytes.len() / 2);
+            w.write_all(head).map_err(|e| Error::io(path, e))?;
+            if fail == Some(FailPoint::MidWrite) {
+                return Err(Error::invalid(format!(
+                    "{location}: injected failure after {} of {} bytes",
+                    head.len(),
+                    bytes.len()
+                )));
+            }
+            w.write_all(tail).map_err(|e| Error::io(path, e))
+        });
+    }
+    let url = url::Url::parse(location).map_err(|e| Error::invalid(format!("{location}: {e}")))?;
+    crate::storage::ensure_store(ctx, &url)?;
+    let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+        &url[..url::Position::BeforePath],
+    )?;
+    let store: Arc<dyn ObjectStore> = ctx.runtime_env().object_store(&store_url)?;
+    let path = object_store::path::Path::from_url_path(url.path())
+        .map_err(|e| Error::invalid(format!("{location}: {e}")))?;
+    if path.as_ref().is_empty() || location.ends_with('/') {
+        return Err(Error::invalid(format!(
+            "{location}: an output needs an object name, not a bucket or a prefix"
+        )));
+    }
+    let total = bytes.len();
+    let mut writer = object_store::buffered::BufWriter::new(store, path);
+    let (head, tail) = bytes.split_at(total / 2);
+    let result = async {
+        writer.write_all(head).await?;
+        if fail == Some(FailPoint::MidWrite) {
+            return Err(io::Error::other(format!(
+                "injected failure after {} of {total} bytes",
+                head.len()
+            )));
+        }
+        writer.write_all(tail).await?;
+        writer.shutdown().await
+    }
+    .await;
+    if let Err(e) = result {
+        // Nothing was completed; make sure a started upload is dropped too.
+        let _ = writer.abort().await;
+        return Err(Error::invalid(format!("writing {location}: {e}")));
+    }
+    Ok(())
+}
+
+/// Encodes the result and writes it to `location` atomically (see
+/// [`put_atomically`]); stdout when `location` is `None`.
+pub async fn write_result_to(
+    ctx: &datafusion::prelude::SessionContext,
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    location: Option<&str>,
+) -> Result<()> {
+    match location {
+        Some(loc) if crate::storage::is_url(loc) => {
+            let mut bytes = Vec::new();
+            encode(format, schema, batches, &mut bytes)?;
+            put_atomically(ctx, loc, bytes, None).await
+        }
+        Some(loc) => write_result(format, schema, batches, Some(Path::new(loc))),
+        None => write_result(format, schema, batches, None),
+    }
 }

@@ -59,6 +59,8 @@ pub struct ReportOptions {
     pub senders: Vec<String>,
     /// Told about each step and the rows it reads; `None` for silence.
     pub progress: Option<ProgressRef>,
+    /// Also return the sessions that start in the current period.
+    pub keep_sessions: bool,
 }
 
 /// A section of the report and its metrics, in the spec's order.
@@ -149,6 +151,9 @@ pub struct Report {
     pub periods: Periods,
     /// One row per (section, metric, segment).
     pub batch: RecordBatch,
+    /// The current period's sessions (the `sessions` view's columns), when
+    /// asked for with [`ReportOptions::keep_sessions`].
+    pub sessions: Option<(SchemaRef, Vec<RecordBatch>)>,
 }
 
 /// The output schema of spec §5.
@@ -409,6 +414,10 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
 
     // Each expensive step runs once: its result replaces its view, and the
     // views after it are re-created over the result.
+    // Start from the views as defined: a previous report on this context
+    // left its intermediate tables in their place.
+    views::register_event_views(ctx).await?;
+    views::register_message_views(ctx).await?;
     let store = Store::for_engine(engine)?;
     let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
     let steps = [
@@ -493,8 +502,23 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     if let Some(p) = progress {
         p.step_finished("sections", 0, started.elapsed());
     }
+    let sessions = if opts.keep_sessions {
+        let df = ctx
+            .sql("SELECT * FROM report_sessions WHERE session_start >= $1 AND session_start < $2")
+            .await?
+            .with_param_values(params[..2].to_vec())?;
+        let plan = df.create_physical_plan().await?;
+        let schema = plan.schema();
+        Some((schema, collect(plan, ctx.task_ctx()).await?))
+    } else {
+        None
+    };
     let batch = to_batch(&rows, &periods)?;
-    Ok(Report { periods, batch })
+    Ok(Report {
+        periods,
+        batch,
+        sessions,
+    })
 }
 
 /// A result column as plain strings, whatever string type the plan chose.

@@ -3,7 +3,13 @@
 //! Local paths need nothing. `s3://bucket/...` URLs get an S3 store built from
 //! the standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, …)
-//! through object_store's own `from_env`, registered once per bucket.
+//! through object_store's own `from_env`, registered once per bucket. Values
+//! from the config file's `[storage.s3]` (kept in the session config as an
+//! extension, see [`S3Config`]) override the environment. A custom endpoint
+//! gets path-style requests unless `virtual_hosted_style` is set, which is
+//! what local S3-compatible servers need. AWS profiles (`~/.aws/config`) are
+//! not read: object_store does not support them; export the profile's keys
+//! or use the config file.
 
 use std::sync::Arc;
 
@@ -12,6 +18,7 @@ use datafusion::prelude::SessionContext;
 use object_store::aws::AmazonS3Builder;
 use url::Url;
 
+use crate::config::S3Config;
 use crate::error::{Error, Result};
 
 /// Makes sure `ctx` has an object store for `url`'s scheme and bucket.
@@ -30,9 +37,13 @@ pub fn ensure_store(ctx: &SessionContext, url: &Url) -> Result<()> {
             if ctx.runtime_env().object_store(&store_url).is_ok() {
                 return Ok(());
             }
-            let store = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()?;
+            let settings = ctx
+                .state()
+                .config()
+                .get_extension::<S3Config>()
+                .map(|s| (*s).clone())
+                .unwrap_or_default();
+            let store = s3_builder(&settings).with_bucket_name(bucket).build()?;
             ctx.register_object_store(&base, Arc::new(store));
             Ok(())
         }
@@ -40,4 +51,43 @@ pub fn ensure_store(ctx: &SessionContext, url: &Url) -> Result<()> {
             "{url}: unsupported storage scheme `{other}` (use a local path or s3://bucket/prefix)"
         ))),
     }
+}
+
+/// An S3 builder from the environment, overridden by `settings`.
+pub fn s3_builder(settings: &S3Config) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::from_env();
+    if let Some(v) = &settings.region {
+        b = b.with_region(v);
+    }
+    if let Some(v) = &settings.endpoint {
+        b = b.with_endpoint(v);
+    }
+    if let Some(v) = &settings.access_key_id {
+        b = b.with_access_key_id(v);
+    }
+    if let Some(v) = &settings.secret_access_key {
+        b = b.with_secret_access_key(v);
+    }
+    if let Some(v) = &settings.session_token {
+        b = b.with_token(v);
+    }
+    if let Some(v) = settings.allow_http {
+        b = b.with_allow_http(v);
+    }
+    if let Some(v) = settings.virtual_hosted_style {
+        b = b.with_virtual_hosted_style_request(v);
+    }
+    b
+}
+
+/// Whether `location` names an object store URL rather than a local path.
+pub fn is_url(location: &str) -> bool {
+    location.contains("://") && !location.starts_with("file://")
+}
+
+/// The `<Code>` of an S3 error response quoted in an error's text, if any.
+pub fn s3_error_code(text: &str) -> Option<String> {
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = text[start..].find("</Code>")? + start;
+    Some(text[start..end].to_string())
 }

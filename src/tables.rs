@@ -421,8 +421,37 @@ fn map_listing_error(
     location: &str,
     e: datafusion::error::DataFusionError,
 ) -> Error {
+    let text = e.to_string();
+    let code = crate::storage::s3_error_code(&text);
+    let what = match code.as_deref() {
+        Some("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied" | "ExpiredToken") => {
+            format!(
+                "access denied ({}): check the credentials (AWS_ACCESS_KEY_ID / \
+                 AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or [storage.s3])",
+                code.unwrap_or_default()
+            )
+        }
+        Some("NoSuchBucket") => "the bucket does not exist (NoSuchBucket)".to_string(),
+        _ => text,
+    };
     Error::invalid(format!(
-        "table `{}`: cannot list {location}: {}",
-        contract.name, e
+        "table `{}`: cannot list {location}: {what}",
+        contract.name
     ))
+}
+
+/// Registers a Parquet dataset outside the contract as table `name`, for
+/// ad-hoc SQL (a config file's extra `[[tables]]`). Its schema is the files'
+/// own; nothing is validated beyond DataFusion's schema inference.
+pub async fn register_plain_parquet(
+    ctx: &SessionContext,
+    name: &str,
+    location: &str,
+) -> Result<()> {
+    let url = ListingTableUrl::parse(location)?;
+    storage::ensure_store(ctx, url.get_url())?;
+    ctx.register_parquet(name, location, Default::default())
+        .await
+        .map_err(|e| Error::invalid(format!("table `{name}` at {location}: {e}")))?;
+    Ok(())
 }

@@ -342,3 +342,99 @@ fn interactive_prompt_takes_multi_line_statements() {
     );
     assert!(stderr(&o).contains("error:"), "{}", stderr(&o));
 }
+
+#[test]
+fn config_file_sets_tables_defaults_and_options_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("job.toml");
+    let s = sample();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[tables]]\nname = \"events\"\nuri = \"{}\"\n\
+             [[tables]]\nname = \"messages\"\nuri = \"{}\"\n\
+             [[tables]]\nname = \"extra\"\nuri = \"{}\"\n\
+             [defaults]\ntz = \"America/New_York\"\n\
+             [datafusion]\n\"datafusion.execution.batch_size\" = 1024\n",
+            s.join("events").display(),
+            s.join("messages").display(),
+            s.join("messages").display(),
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    let o = run(&[
+        "sql",
+        "--config",
+        &cfg,
+        "--format",
+        "csv",
+        "SELECT value FROM information_schema.df_settings \
+         WHERE name = 'datafusion.execution.batch_size'; SELECT count(*) FROM extra",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "value\n1024\ncount(*)\n6059\n");
+    let period = |extra: &[&str]| {
+        let mut args = vec![
+            "report",
+            "--config",
+            &cfg,
+            "--from",
+            "2026-02-01",
+            "--to",
+            "2026-02-02",
+            "--format",
+            "csv",
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .nth(3)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(period(&[]), "2026-02-01T05:00:00Z", "the config's zone");
+    assert_eq!(
+        period(&["--tz", "UTC"]),
+        "2026-02-01T00:00:00Z",
+        "the flag wins"
+    );
+
+    // unknown keys and options are named
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[engine]\nmemory_limt = \"1GiB\"\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml").to_string_lossy().into_owned();
+    let o = run(&["sql", "--config", &bad, "SELECT 1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("memory_limt"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        dir.path().join("bad2.toml"),
+        "[datafusion]\n\"datafusion.execution.no_such_thing\" = 1\n",
+    )
+    .unwrap();
+    let bad2 = dir.path().join("bad2.toml").to_string_lossy().into_owned();
+    let o = run(&["sql", "--config", &bad2, "SELECT 1"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("datafusion.execution.no_such_thing"),
+        "{}",
+        stderr(&o)
+    );
+    // run without a config is refused with a hint
+    let o = run(&["run"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--config"),
+        "{}",
+        stderr(&o)
+    );
+}

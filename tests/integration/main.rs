@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod generator;
 mod report;
+mod s3;
 mod slt;
 mod tables;
 mod udwf;

@@ -1,0 +1,338 @@
+//! The config file (TOML): tables, storage, engine settings, report
+//! defaults, DataFusion options and the scheduled job's reports, in the
+//! spirit of roapi's table configs.
+//!
+//! ```toml
+//! [[tables]]
+//! name = "events"
+//! uri = "s3://lake/support/events/"
+//! partition_cols = ["date"]          # optional: checked against the files
+//!
+//! [[tables]]
+//! name = "messages"
+//! uri = "s3://lake/support/messages/"
+//!
+//! [storage.s3]                        # optional: else the AWS_* environment
+//! region = "eu-west-1"
+//! endpoint = "http://127.0.0.1:9000"
+//! allow_http = true
+//!
+//! [engine]
+//! memory_limit = "2GiB"
+//! temp_dir = "/var/tmp/supportfunnel"
+//!
+//! [defaults]
+//! tz = "Europe/Paris"
+//! tags = ["outage"]
+//!
+//! [datafusion]
+//! "datafusion.execution.batch_size" = 8192
+//!
+//! [output]
+//! location = "s3://lake/support/funnel_report"
+//! sessions_location = "s3://lake/support/funnel_sessions"
+//!
+//! [[reports]]
+//! name = "daily"
+//! period = "daily"            # daily | weekly | trailing_28d | "<N>d"
+//! sessions = true
+//! ```
+//!
+//! Every section is optional; unknown keys anywhere are an error naming the
+//! key (serde's `deny_unknown_fields`), because a misspelt setting silently
+//! ignored is worse than a failed job. Command-line flags override the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Tables to register: `events` and `messages` are the contract tables;
+    /// any other name is registered as a plain Parquet table for ad-hoc SQL.
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+    /// Object store settings.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Memory, spill and parallelism.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Report defaults (time zone, proactive filters).
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// DataFusion session options, by their full `datafusion.*` key.
+    #[serde(default)]
+    pub datafusion: BTreeMap<String, toml::Value>,
+    /// Where the scheduled job writes.
+    pub output: Option<OutputConfig>,
+    /// The reports the scheduled job computes.
+    #[serde(default)]
+    pub reports: Vec<JobReport>,
+}
+
+/// One table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Table name in SQL.
+    pub name: String,
+    /// Local path or `s3://bucket/prefix`.
+    pub uri: String,
+    /// Hive partition columns the files must have (checked, not invented).
+    #[serde(default)]
+    pub partition_cols: Option<Vec<String>>,
+}
+
+/// Object store settings.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// S3 (and S3-compatible) settings; unset fields come from `AWS_*`.
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// S3 settings. Secrets are never printed: `Debug` redacts them.
+#[derive(Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// AWS region.
+    pub region: Option<String>,
+    /// Endpoint URL of an S3-compatible server.
+    pub endpoint: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+    /// Allow plain HTTP (local S3-compatible servers).
+    pub allow_http: Option<bool>,
+    /// Virtual-hosted-style requests (`bucket.host`); path-style when false.
+    pub virtual_hosted_style: Option<bool>,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Config")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &redact(&self.access_key_id))
+            .field("secret_access_key", &redact(&self.secret_access_key))
+            .field("session_token", &redact(&self.session_token))
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish()
+    }
+}
+
+/// Memory, spill and parallelism.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// e.g. "2GiB".
+    pub memory_limit: Option<String>,
+    /// Spill directory.
+    pub temp_dir: Option<PathBuf>,
+    /// Plan parallelism.
+    pub target_partitions: Option<usize>,
+    /// Rows per batch.
+    pub batch_size: Option<usize>,
+}
+
+/// Report defaults.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// IANA time zone the days are read in.
+    pub tz: Option<String>,
+    /// Proactive filter: tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Proactive filter: content types.
+    #[serde(default)]
+    pub content_types: Vec<String>,
+    /// Proactive filter: senders.
+    #[serde(default)]
+    pub senders: Vec<String>,
+}
+
+/// Where the scheduled job writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Base location of the report table (`report=<name>/report_date=<D>/`).
+    pub location: String,
+    /// Base location of the sessions table, for reports with `sessions`.
+    pub sessions_location: Option<String>,
+}
+
+/// One report of the scheduled job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobReport {
+    /// Name, used in the output path (`report=<name>`).
+    pub name: String,
+    /// `daily`, `weekly`, `trailing_28d` or `<N>d`: the period is the N
+    /// local days before the run date.
+    pub period: String,
+    /// Also write the sessions of the period.
+    #[serde(default)]
+    pub sessions: bool,
+}
+
+impl JobReport {
+    /// Days in the period.
+    pub fn days(&self) -> Result<u32> {
+        let days = match self.period.as_str() {
+            "daily" => Some(1),
+            "weekly" => Some(7),
+            "trailing_28d" => Some(28),
+            other => other
+                .strip_suffix('d')
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| (1..=3660).contains(n)),
+        };
+        days.ok_or_else(|| {
+            Error::invalid(format!(
+                "report `{}`: period `{}` is not daily, weekly, trailing_28d or <N>d",
+                self.name, self.period
+            ))
+        })
+    }
+}
+
+impl Config {
+    /// Parses a config from TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| Error::invalid(format!("{origin}: {}", e.to_string().trim_end())))?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn check(&self, origin: &str) -> Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for t in &self.tables {
+            if !names.insert(t.name.as_str()) {
+                return Err(Error::invalid(format!(
+                    "{origin}: table `{}` is configured twice",
+                    t.name
+                )));
+            }
+        }
+        let mut reports = std::collections::HashSet::new();
+        for r in &self.reports {
+            r.days()?;
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::invalid(format!(
+                    "{origin}: report name `{}` must be letters, digits, `_` or `-`",
+                    r.name
+                )));
+            }
+            if !reports.insert(r.name.as_str()) {
+                return Err(Error::invalid(format!(
+                    "{origin}: report `{}` is configured twice",
+                    r.name
+                )));
+            }
+        }
+        for key in self.datafusion.keys() {
+            if !key.starts_with("datafusion.") {
+                return Err(Error::invalid(format!(
+                    "{origin}: [datafusion] key `{key}` must be a full option name such as \
+                     datafusion.execution.batch_size"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The table named `name`, if configured.
+    pub fn table(&self, name: &str) -> Option<&TableConfig> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// `[datafusion]` options as `(key, value)` strings.
+    pub fn datafusion_options(&self) -> Vec<(String, String)> {
+        self.datafusion
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => format!("{other:?}"),
+                };
+                (k.clone(), value)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse("[engine]\nmemory_limt = \"1GiB\"\n", "job.toml").unwrap_err();
+        assert!(e.to_string().contains("memory_limt"), "{e}");
+        let e = Config::parse(
+            "[[reports]]\nname = \"d\"\nperiod = \"daily\"\nsesions = true\n",
+            "j",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("sesions"), "{e}");
+        let e = Config::parse("[datafusion]\n\"execution.batch_size\" = 1\n", "j").unwrap_err();
+        assert!(e.to_string().contains("execution.batch_size"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = Config::parse(
+            "[storage.s3]\naccess_key_id = \"AKIDSECRET1\"\nsecret_access_key = \"SHHH2\"\n",
+            "j",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("AKIDSECRET1") && !shown.contains("SHHH2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn periods() {
+        let r = |p: &str| JobReport {
+            name: "x".into(),
+            period: p.into(),
+            sessions: false,
+        };
+        assert_eq!(r("daily").days().unwrap(), 1);
+        assert_eq!(r("weekly").days().unwrap(), 7);
+        assert_eq!(r("trailing_28d").days().unwrap(), 28);
+        assert_eq!(r("3d").days().unwrap(), 3);
+        assert!(r("0d").days().is_err() && r("monthly").days().is_err());
+    }
+}

@@ -1,0 +1,500 @@
+//! Against a real S3-compatible server (`s3s-fs`, which checks request
+//! signatures) started on 127.0.0.1 by the tests themselves: the report read
+//! from S3 equals the report from local files, results written to S3 read
+//! back, one clear error for wrong credentials / a missing bucket / a missing
+//! prefix, a job failing mid-write leaves no partial result, and a re-run of
+//! a date leaves one result.
+//!
+//! The server binary is `$S3S_FS_BIN`, else `s3s-fs` on `PATH` or in
+//! `~/.cargo/bin` (`.ci/run` installs it). Without it these tests fail: they
+//! are not skipped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::{cast, concat_batches};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use supportfunnel::config::{Config, S3Config};
+use supportfunnel::context::sample_location;
+use supportfunnel::job::{result_location, run_job};
+use supportfunnel::output::FailPoint;
+use supportfunnel::report::{report_schema, rows_of, run_report, ReportOptions};
+use supportfunnel::storage::s3_builder;
+use supportfunnel::{build_context, EngineOptions};
+
+const ACCESS_KEY: &str = "sf-test-access";
+const SECRET_KEY: &str = "sf-test-secret-0123456789";
+
+/// A running `s3s-fs` over a temporary root; killed on drop.
+pub struct S3Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// The directory it serves: `<root>/<bucket>/<key>`.
+    _root: tempfile::TempDir,
+}
+
+fn server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("S3S_FS_BIN") {
+        return PathBuf::from(p);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("s3s-fs"))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin/s3s-fs")
+    })
+}
+
+impl S3Server {
+    /// Starts a server with the given (empty) buckets.
+    pub fn start(buckets: &[&str]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        for b in buckets {
+            std::fs::create_dir_all(root.path().join(b)).unwrap();
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = server_binary();
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the S3 server {} ({e}); install it with \
+                     `cargo install s3s-fs@0.14.1 --locked --features binary` or set S3S_FS_BIN",
+                    bin.display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "S3 server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            _root: root,
+        }
+    }
+
+    /// Settings that reach this server with the right (or given) keys.
+    pub fn settings(&self, secret: &str) -> S3Config {
+        S3Config {
+            region: Some("us-east-1".into()),
+            endpoint: Some(self.endpoint.clone()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(secret.into()),
+            session_token: None,
+            allow_http: Some(true),
+            virtual_hosted_style: Some(false),
+        }
+    }
+
+    /// Uploads a local directory tree to `s3://bucket/prefix/` through the S3
+    /// API (signed PUTs), not by copying into the server's directory.
+    pub async fn upload(&self, local: &Path, bucket: &str, prefix: &str) {
+        let store = s3_builder(&self.settings(SECRET_KEY))
+            .with_bucket_name(bucket)
+            .build()
+            .unwrap();
+        let mut stack = vec![local.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(local)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
+                let bytes = std::fs::read(&path).unwrap();
+                store.put(&key, bytes.into()).await.unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn options(events: &str, messages: &str, s3: S3Config) -> EngineOptions {
+    let mut o = EngineOptions::new(events, messages);
+    o.s3 = s3;
+    o
+}
+
+async fn sample_on_s3(server: &S3Server) {
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    server
+        .upload(&sample.join("events"), "lake", "support/events")
+        .await;
+    server
+        .upload(&sample.join("messages"), "lake", "support/messages")
+        .await;
+}
+
+#[tokio::test]
+async fn report_from_s3_equals_report_from_local_files() {
+    let server = S3Server::start(&["lake"]);
+    sample_on_s3(&server).await;
+    let opts = ReportOptions {
+        from: NaiveDate::from_ymd_opt(2026, 2, 1),
+        to: NaiveDate::from_ymd_opt(2026, 3, 1),
+        ..ReportOptions::default()
+    };
+    let local = build_context(&EngineOptions::new(
+        sample_location("events"),
+        sample_location("messages"),
+    ))
+    .await
+    .unwrap();
+    let remote = build_context(&options(
+        "s3://lake/support/events/",
+        "s3://lake/support/messages/",
+        server.settings(SECRET_KEY),
+    ))
+    .await
+    .unwrap();
+    let a = rows_of(&run_report(&local, &opts).await.unwrap().batch);
+    let b = rows_of(&run_report(&remote, &opts).await.unwrap().batch);
+    assert_eq!(a, b);
+    // ad-hoc SQL over the S3 tables (Hive partition column included)
+    let n = remote
+        .ctx
+        .sql("SELECT count(DISTINCT date) FROM events")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(n[0].num_rows(), 1);
+}
+
+#[tokio::test]
+async fn wrong_credentials_missing_bucket_and_missing_prefix_fail_clearly() {
+    let server = S3Server::start(&["lake"]);
+    sample_on_s3(&server).await;
+    let try_open = |events: &str, secret: &str| {
+        let o = options(
+            events,
+            &sample_location("messages"),
+            server.settings(secret),
+        );
+        async move {
+            build_context(&o)
+                .await
+                .err()
+                .expect("must fail")
+                .to_string()
+        }
+    };
+    let wrong = try_open("s3://lake/support/events/", "not-the-secret").await;
+    assert!(!wrong.contains("not-the-secret"), "secret leaked: {wrong}");
+    assert!(
+        wrong.contains("s3://lake/support/events/") && wrong.contains("events"),
+        "{wrong}"
+    );
+    assert!(wrong.contains("access denied"), "{wrong}");
+    let bucket = try_open("s3://no-such-bucket/events/", SECRET_KEY).await;
+    assert!(
+        bucket.contains("s3://no-such-bucket/events/") && bucket.contains("does not exist"),
+        "{bucket}"
+    );
+    let prefix = try_open("s3://lake/support/nothing-here/", SECRET_KEY).await;
+    assert!(
+        prefix.contains("s3://lake/support/nothing-here/") && prefix.contains("no Parquet files"),
+        "{prefix}"
+    );
+    for e in [&wrong, &bucket, &prefix] {
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(!e.contains(SECRET_KEY), "secret leaked: {e}");
+    }
+}
+
+fn job_config(server: &S3Server) -> Config {
+    let text = format!(
+        r#"
+[[tables]]
+name = "events"
+uri = "s3://lake/support/events/"
+partition_cols = ["date"]
+
+[[tables]]
+name = "messages"
+uri = "s3://lake/support/messages/"
+
+[storage.s3]
+region = "us-east-1"
+endpoint = "{endpoint}"
+access_key_id = "{ACCESS_KEY}"
+secret_access_key = "{SECRET_KEY}"
+allow_http = true
+
+[output]
+location = "s3://out/funnel_report"
+sessions_location = "s3://out/funnel_sessions"
+
+[[reports]]
+name = "daily"
+period = "daily"
+sessions = true
+
+[[reports]]
+name = "weekly"
+period = "weekly"
+"#,
+        endpoint = server.endpoint
+    );
+    Config::parse(&text, "job.toml").unwrap()
+}
+
+fn engine_options(config: &Config) -> EngineOptions {
+    let mut o = EngineOptions::new(
+        config.table("events").unwrap().uri.clone(),
+        config.table("messages").unwrap().uri.clone(),
+    );
+    o.s3 = config.storage.s3.clone();
+    o
+}
+
+/// Every object key under `s3://out/<prefix>`.
+async fn keys(server: &S3Server, prefix: &str) -> Vec<String> {
+    let store = s3_builder(&server.settings(SECRET_KEY))
+        .with_bucket_name("out")
+        .build()
+        .unwrap();
+    let mut keys: Vec<String> = store
+        .list(Some(&object_store::path::Path::from(prefix)))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+async fn get(server: &S3Server, key: &str) -> Vec<u8> {
+    let store = s3_builder(&server.settings(SECRET_KEY))
+        .with_bucket_name("out")
+        .build()
+        .unwrap();
+    let key = object_store::path::Path::from(key);
+    store
+        .get(&key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn job_writes_to_s3_reads_back_and_reruns_replace() {
+    let server = S3Server::start(&["lake", "out"]);
+    sample_on_s3(&server).await;
+    let config = job_config(&server);
+    let engine = build_context(&engine_options(&config)).await.unwrap();
+    let date = NaiveDate::from_ymd_opt(2026, 2, 15).unwrap();
+    let summary = run_job(&engine, &config, date, None).await.unwrap();
+    assert!(summary.ok, "{summary:?}");
+    assert_eq!(summary.written.len(), 3, "daily + its sessions + weekly");
+    let expected = vec![
+        "funnel_report/report=daily/report_date=2026-02-15/data.parquet".to_string(),
+        "funnel_report/report=weekly/report_date=2026-02-15/data.parquet".to_string(),
+    ];
+    assert_eq!(keys(&server, "funnel_report").await, expected);
+
+    // read back through the engine: the daily result is the daily report
+    let daily = run_report(
+        &engine,
+        &ReportOptions {
+            from: NaiveDate::from_ymd_opt(2026, 2, 14),
+            to: Some(date),
+            keep_sessions: true,
+            ..ReportOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let back = engine
+        .ctx
+        .sql(&format!("SELECT * FROM 's3://out/{}'", expected[0]))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let schema = report_schema();
+    let back: Vec<_> = back
+        .iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| cast(c, f.data_type()).unwrap())
+                .collect();
+            RecordBatch::try_new(schema.clone(), cols).unwrap()
+        })
+        .collect();
+    let back = concat_batches(&schema, &back).unwrap();
+    assert_eq!(rows_of(&back), rows_of(&daily.batch));
+    let total = rows_of(&daily.batch)
+        .into_iter()
+        .find(|r| r.metric == "sessions_total")
+        .unwrap()
+        .current
+        .unwrap();
+    let sessions_rows = summary
+        .written
+        .iter()
+        .find(|w| w.table == "sessions")
+        .unwrap()
+        .rows;
+    assert_eq!(sessions_rows as f64, total);
+    let kept: usize = daily.sessions.unwrap().1.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(kept, sessions_rows);
+
+    // a re-run of the same date replaces, never adds
+    let before = get(&server, &expected[0]).await;
+    let again = run_job(&engine, &config, date, None).await.unwrap();
+    assert!(again.ok);
+    assert_eq!(keys(&server, "funnel_report").await, expected);
+    assert_eq!(
+        get(&server, &expected[0]).await,
+        before,
+        "same input, same bytes"
+    );
+    assert_eq!(keys(&server, "funnel_sessions").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_job_failing_mid_write_leaves_no_partial_result() {
+    let server = S3Server::start(&["lake", "out"]);
+    sample_on_s3(&server).await;
+    let config = job_config(&server);
+    let engine = build_context(&engine_options(&config)).await.unwrap();
+    let date = NaiveDate::from_ymd_opt(2026, 2, 15).unwrap();
+
+    // nothing there yet: a failed write leaves nothing
+    let failed = run_job(&engine, &config, date, Some(FailPoint::MidWrite))
+        .await
+        .unwrap();
+    assert!(!failed.ok && failed.written.is_empty(), "{failed:?}");
+    assert_eq!(failed.failed.len(), 2);
+    assert!(
+        keys(&server, "").await.is_empty(),
+        "{:?}",
+        keys(&server, "").await
+    );
+
+    // a good result, then a failing re-run: the good result stays as it was
+    assert!(run_job(&engine, &config, date, None).await.unwrap().ok);
+    let key = result_location("funnel_report", "daily", date);
+    let good = get(&server, &key).await;
+    let failed = run_job(&engine, &config, date, Some(FailPoint::MidWrite))
+        .await
+        .unwrap();
+    assert!(!failed.ok);
+    assert_eq!(get(&server, &key).await, good);
+    assert_eq!(keys(&server, "funnel_report").await.len(), 2);
+}
+
+#[test]
+fn cli_run_and_s3_output() {
+    let server = S3Server::start(&["lake", "out"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(sample_on_s3(&server));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("job.toml");
+    let config_text = format!(
+        "[[tables]]\nname = \"events\"\nuri = \"s3://lake/support/events/\"\n\
+         [[tables]]\nname = \"messages\"\nuri = \"s3://lake/support/messages/\"\n\
+         [storage.s3]\nendpoint = \"{}\"\nregion = \"us-east-1\"\nallow_http = true\n\
+         [output]\nlocation = \"s3://out/r\"\n\
+         [[reports]]\nname = \"trailing\"\nperiod = \"trailing_28d\"\n",
+        server.endpoint
+    );
+    std::fs::write(&cfg, config_text).unwrap();
+    let run = |args: &[&str], secret: &str| {
+        Command::new(env!("CARGO_BIN_EXE_supportfunnel"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .unwrap()
+    };
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let o = run(
+        &["run", "--config", &cfg_s, "--date", "2026-03-01"],
+        SECRET_KEY,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(out.lines().count(), 1, "one-line summary: {out}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["ok"], true);
+    assert_eq!(
+        summary["written"][0]["location"],
+        "s3://out/r/report=trailing/report_date=2026-03-01/data.parquet"
+    );
+    // report --output to S3, credentials from the environment
+    let o = run(
+        &[
+            "report",
+            "--config",
+            &cfg_s,
+            "--from",
+            "2026-02-01",
+            "--to",
+            "2026-03-01",
+            "--format",
+            "csv",
+            "--output",
+            "s3://out/adhoc/report.csv",
+        ],
+        SECRET_KEY,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = rt.block_on(get(&server, "adhoc/report.csv"));
+    assert!(String::from_utf8_lossy(&csv).starts_with("section,metric,segment"));
+    // wrong secret: one line, non-zero, the secret not shown
+    let o = run(
+        &["run", "--config", &cfg_s, "--date", "2026-03-01"],
+        "wrong-secret-xyz",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("wrong-secret-xyz"), "{err}");
+}
