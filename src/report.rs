@@ -433,7 +433,23 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     // +1: the sections themselves.
     let total = steps.len() + 1;
     let progress = opts.progress.as_ref();
+    // Under a memory limit the joins between big intermediate tables
+    // (conversations to actions, sessions to conversations, the sections)
+    // use sort-merge joins, which spill; a hash join's build side cannot
+    // spill and would fail the report once it outgrows the pool. The joins
+    // before them have a small build side (repeat candidates) and stay hash
+    // joins: as sort-merge joins they would sort the whole history.
+    let spill_joins = matches!(store, Store::Disk(_));
+    let prefer_hash = ctx.state().config().options().optimizer.prefer_hash_join;
+    let set_hash_join = |on: bool| async move {
+        ctx.sql(&format!("SET datafusion.optimizer.prefer_hash_join = {on}"))
+            .await
+            .map(|_| ())
+    };
     for (i, (name, sql)) in steps.into_iter().enumerate() {
+        if spill_joins {
+            set_hash_join(!matches!(name, "conversations" | "sessions") && prefer_hash).await?;
+        }
         let started = std::time::Instant::now();
         if let Some(p) = progress {
             p.step_started(i + 1, total, name);
@@ -452,10 +468,6 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
         }
     }
     let messages = Arc::clone(&swapped["report_messages"]);
-    let started = std::time::Instant::now();
-    if let Some(p) = progress {
-        p.step_started(total, total, "sections");
-    }
     for (name, table) in [
         ("report_actions", &swapped["session_actions"]),
         ("report_conversations", &swapped["conversations"]),
@@ -466,9 +478,46 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
         ctx.register_table(name, Arc::clone(table))?;
     }
 
+    let started = std::time::Instant::now();
+    if let Some(p) = progress {
+        p.step_started(total, total, "sections");
+    }
+    if spill_joins {
+        set_hash_join(false).await?;
+    }
+    let sections = compute_sections(ctx, &params).await;
+    if spill_joins {
+        set_hash_join(prefer_hash).await?;
+    }
+    let rows = sections?;
+    if let Some(p) = progress {
+        p.step_finished("sections", 0, started.elapsed());
+    }
+    let sessions = if opts.keep_sessions {
+        let df = ctx
+            .sql("SELECT * FROM report_sessions WHERE session_start >= $1 AND session_start < $2")
+            .await?
+            .with_param_values(params[..2].to_vec())?;
+        let plan = df.create_physical_plan().await?;
+        let schema = plan.schema();
+        Some((schema, collect(plan, ctx.task_ctx()).await?))
+    } else {
+        None
+    };
+    let batch = to_batch(&rows, &periods)?;
+    Ok(Report {
+        periods,
+        batch,
+        sessions,
+    })
+}
+
+/// Runs every section and the data quality query over the registered
+/// `report_*` tables, in the spec's row order.
+async fn compute_sections(ctx: &SessionContext, params: &[ScalarValue]) -> Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     for section in SECTIONS {
-        let b = query(ctx, section.sql, &params).await?;
+        let b = query(ctx, section.sql, params).await?;
         let segments: Vec<Option<&str>> = if section.name == "human" {
             HUMAN_SEGMENTS.iter().map(|s| Some(*s)).collect()
         } else {
@@ -499,26 +548,7 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
             previous: None,
         });
     }
-    if let Some(p) = progress {
-        p.step_finished("sections", 0, started.elapsed());
-    }
-    let sessions = if opts.keep_sessions {
-        let df = ctx
-            .sql("SELECT * FROM report_sessions WHERE session_start >= $1 AND session_start < $2")
-            .await?
-            .with_param_values(params[..2].to_vec())?;
-        let plan = df.create_physical_plan().await?;
-        let schema = plan.schema();
-        Some((schema, collect(plan, ctx.task_ctx()).await?))
-    } else {
-        None
-    };
-    let batch = to_batch(&rows, &periods)?;
-    Ok(Report {
-        periods,
-        batch,
-        sessions,
-    })
+    Ok(rows)
 }
 
 /// A result column as plain strings, whatever string type the plan chose.
