@@ -111,6 +111,11 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
     }
     let mut config = SessionConfig::new()
         .with_information_schema(true)
+        // Strings are read as Utf8, not Utf8View: see `tables` for why.
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
         .with_extension(Arc::new(opts.s3.clone()));
     for (key, value) in &opts.datafusion_options {
         config
