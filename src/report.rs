@@ -430,7 +430,15 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     // before them have a small build side (repeat candidates) and stay hash
     // joins: as sort-merge joins they would sort the whole history.
     let spill_joins = engine.options.memory_limit.is_some();
-    let prefer_hash = ctx.state().config().options().optimizer.prefer_hash_join;
+    // The configured choice (not the context's current one, which a failed
+    // earlier report may have left switched off).
+    let prefer_hash = engine
+        .options
+        .datafusion_options
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "datafusion.optimizer.prefer_hash_join")
+        .is_none_or(|(_, v)| v.eq_ignore_ascii_case("true"));
     let set_hash_join = |on: bool| async move {
         ctx.sql(&format!("SET datafusion.optimizer.prefer_hash_join = {on}"))
             .await
@@ -494,6 +502,19 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     } else {
         None
     };
+    // The intermediate files go with `store`: put the views back as defined
+    // and drop the tables that point at them, so the context stays usable.
+    for name in [
+        "report_actions",
+        "report_conversations",
+        "report_sessions",
+        "report_messages",
+    ] {
+        ctx.deregister_table(name)?;
+    }
+    views::register_event_views(ctx).await?;
+    views::register_message_views(ctx).await?;
+    drop(store);
     let batch = to_batch(&rows, &periods)?;
     Ok(Report {
         periods,

@@ -725,6 +725,24 @@ async fn memory_limited_report_keeps_intermediates_on_disk_and_agrees() {
         .await
         .unwrap();
     assert_eq!(report(&limited, &opts).await, expected);
+    // the context is still usable: the views are back, not pointing at the
+    // report's deleted files
+    let count = |e: &Engine| {
+        let ctx = e.ctx.clone();
+        async move {
+            let b = ctx
+                .sql("SELECT count(*) FROM sessions")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            datafusion::arrow::util::pretty::pretty_format_batches(&b)
+                .unwrap()
+                .to_string()
+        }
+    };
+    assert_eq!(count(&limited).await, count(&free).await);
     // the report's private directory is gone once it is done (DataFusion's
     // own spill directory lives as long as the engine)
     let left: Vec<String> = std::fs::read_dir(spill.path())
