@@ -342,22 +342,48 @@ where
     }
 }
 
-/// The latest valid event time, for the default period.
-async fn latest_event(ctx: &SessionContext) -> Result<Option<DateTime<Utc>>> {
-    let b = query(
-        ctx,
-        "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') \
-         FROM validated_events WHERE reject_reason IS NULL",
-        &[],
-    )
-    .await?;
+/// Runs a one-value query returning a timestamp as Int64 nanoseconds.
+async fn nanos(ctx: &SessionContext, sql: &str, params: &[ScalarValue]) -> Result<Option<i64>> {
+    let b = query(ctx, sql, params).await?;
     let col = b
         .column(0)
         .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-    Ok(
-        (b.num_rows() == 1 && col.is_valid(0))
-            .then(|| DateTime::from_timestamp_nanos(col.value(0))),
+    Ok((b.num_rows() == 1 && col.is_valid(0)).then(|| col.value(0)))
+}
+
+/// The latest valid event time, for the default period.
+///
+/// Looked for first in the last day of data only: `max(ts)` over all rows
+/// comes from the Parquet footers, and `ts >= that - 1 day` lets the scan
+/// skip every older row group. If that day holds a valid event, the latest
+/// of them is the latest of all; otherwise the whole table is scanned.
+async fn latest_event(engine: &Engine) -> Result<Option<DateTime<Utc>>> {
+    const SQL: &str =
+        "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') \
+         FROM validated_events WHERE reject_reason IS NULL";
+    let ctx = &engine.ctx;
+    let any = nanos(
+        ctx,
+        "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') FROM events",
+        &[],
     )
+    .await?;
+    let Some(any) = any else {
+        return Ok(None);
+    };
+    let since = DateTime::from_timestamp_nanos(any) - chrono::Duration::days(1);
+    let ts_type = column_type(engine, "events", "ts")?;
+    let recent = nanos(
+        ctx,
+        &format!("{SQL} AND ts >= $1"),
+        &[ts_scalar(since, &ts_type)?],
+    )
+    .await?;
+    let latest = match recent {
+        Some(t) => Some(t),
+        None => nanos(ctx, SQL, &[]).await?,
+    };
+    Ok(latest.map(DateTime::from_timestamp_nanos))
 }
 
 /// Resolves the periods from the options (or the data, by default).
@@ -366,7 +392,7 @@ pub async fn resolve_periods(engine: &Engine, opts: &ReportOptions) -> Result<Pe
     match (opts.from, opts.to) {
         (Some(from), Some(to)) => Periods::new(from, to, tz),
         (None, None) => {
-            let latest = latest_event(&engine.ctx).await?.ok_or_else(|| {
+            let latest = latest_event(engine).await?.ok_or_else(|| {
                 Error::invalid(
                     "the events table has no valid event to place the default period; pass --from and --to",
                 )
