@@ -362,23 +362,25 @@ async fn latest_event(engine: &Engine) -> Result<Option<DateTime<Utc>>> {
         "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') \
          FROM validated_events WHERE reject_reason IS NULL";
     let ctx = &engine.ctx;
-    let any = nanos(
-        ctx,
-        "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') FROM events",
-        &[],
-    )
-    .await?;
-    let Some(any) = any else {
-        return Ok(None);
-    };
-    let since = DateTime::from_timestamp_nanos(any) - chrono::Duration::days(1);
     let ts_type = column_type(engine, "events", "ts")?;
-    let recent = nanos(
-        ctx,
-        &format!("{SQL} AND ts >= $1"),
-        &[ts_scalar(since, &ts_type)?],
-    )
-    .await?;
+    // Native ticks, not nanoseconds: this maximum includes rejected rows, and
+    // an absurd timestamp there must not make the conversion fail.
+    let ticks = nanos(ctx, "SELECT arrow_cast(max(ts), 'Int64') FROM events", &[]).await?;
+    let nanos_per_tick = (1e9 / ticks_per_second(&ts_type)) as i64;
+    let since = ticks
+        .and_then(|t| t.checked_mul(nanos_per_tick))
+        .map(|n| DateTime::from_timestamp_nanos(n) - chrono::Duration::days(1));
+    let recent = match since {
+        Some(since) => {
+            nanos(
+                ctx,
+                &format!("{SQL} AND ts >= $1"),
+                &[ts_scalar(since, &ts_type)?],
+            )
+            .await?
+        }
+        None => None,
+    };
     let latest = match recent {
         Some(t) => Some(t),
         None => nanos(ctx, SQL, &[]).await?,

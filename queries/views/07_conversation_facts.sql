@@ -80,8 +80,9 @@ SELECT
     closed_at,
     -- '=' marks a non-NULL actor, so NULL and '' stay apart
     CASE
-        WHEN split_part(last_close, chr(1), 2) LIKE '=%'
-        THEN substr(split_part(last_close, chr(1), 2), 2)
+        WHEN substr(last_close, strpos(last_close, chr(1)) + 1) LIKE '=%'
+        -- everything after the separator, so an actor may hold any character
+        THEN substr(last_close, strpos(last_close, chr(1)) + 2)
     END AS closed_by,
     CAST(nullif(split_part(last_rating, chr(1), 2), '') AS INT) AS rating
 FROM agg;

@@ -680,6 +680,21 @@ async fn default_period_is_the_last_28_full_days() {
     let rep = run_report(&e, &ReportOptions::default()).await.unwrap();
     assert_eq!(rep.periods.from, d("2026-03-13"));
     assert_eq!(rep.periods.to, d("2026-04-10"));
+
+    // later rows that do not count (a reject, a showcase row far beyond the
+    // nanosecond range) do not move the period, nor break it
+    let mut later = events.clone();
+    let mut reject = ev("c", "u1", "2026-04-20 10:00:00", "help_center_visit");
+    reject.user_id = None;
+    later.push(reject);
+    later.push(ev("d", "u1", "2400-01-01 00:00:00", "article_view").channel("content_showcase"));
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with(dir.path(), &later, &one_msg()).await;
+    let rep = run_report(&e, &ReportOptions::default()).await.unwrap();
+    assert_eq!(
+        (rep.periods.from, rep.periods.to),
+        (d("2026-03-13"), d("2026-04-10"))
+    );
 }
 
 #[test]

@@ -179,6 +179,11 @@ async fn conversation_attributes_follow_the_tie_rules() {
                 .conv("c4")
                 .actor("teammate"),
             ev("k9", "u5", "2026-03-01 12:00:00", "conversation_closed").conv("c4"),
+            // c5: an actor holding the key's separator character is kept whole
+            ev("t1", "u7", "2026-03-01 10:00:00", "conversation_started").conv("c5"),
+            ev("t2", "u7", "2026-03-01 11:00:00", "conversation_closed")
+                .conv("c5")
+                .actor("a\u{1}b"),
             // orphans: lifecycle events of a conversation never started
             ev("o1", "u4", "2026-03-01 10:00:00", "teammate_reply").conv("zz"),
             ev("o2", "u4", "2026-03-01 11:00:00", "conversation_closed").conv("zz"),
@@ -198,6 +203,7 @@ async fn conversation_attributes_follow_the_tie_rules() {
             "c2|u2|2026-03-01T10:00:00Z|2026-03-01T10:01:00Z|bot|NULL|1|true",
             "c3|u3|2026-03-01T10:00:00Z|2026-03-01T10:01:00Z|Bot|NULL|1|false",
             "c4|u5|2026-03-01T10:00:00Z|2026-03-01T12:00:00Z|NULL|NULL|2|false",
+            "c5|u7|2026-03-01T10:00:00Z|2026-03-01T11:00:00Z|a\u{1}b|NULL|1|false",
         ]
     );
     let o = rows(
@@ -215,6 +221,7 @@ async fn conversation_attributes_follow_the_tie_rules() {
             "u3|human_after_self_serve",
             "u5|human_from_start",
             "u6|stopped",
+            "u7|human_from_start",
         ],
         "u3: its bot answer came before H's (absent) first reply"
     );
