@@ -10,6 +10,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::cache::CachedSessions;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::tables::{self, TableInfo, EVENTS, MESSAGES};
@@ -45,6 +46,10 @@ pub struct EngineOptions {
     pub partition_cols: Vec<(String, Vec<String>)>,
     /// More Parquet tables for ad-hoc SQL: (name, location).
     pub extra_tables: Vec<(String, String)>,
+    /// Register `sessions` as [`crate::cache::CachedSessions`] (computed by
+    /// the native path once per state of the files) instead of the view,
+    /// when the native path fits in memory. For interactive SQL.
+    pub cached_sessions: bool,
 }
 
 /// Plan parallelism when a table is on an object store and
@@ -169,8 +174,15 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
     let ctx = bare_context(opts)?;
     let mut infos = Vec::new();
     if let Some(events) = &opts.events {
-        infos.push(tables::register_table(&ctx, &EVENTS, events).await?);
+        let info = tables::register_table(&ctx, &EVENTS, events).await?;
         views::register_event_views(&ctx).await?;
+        if opts.cached_sessions && crate::history::native_fits(info.rows, opts.memory_limit) {
+            let ts = info.schema.field_with_name("ts")?.data_type().clone();
+            let provider = ctx.table_provider(EVENTS.name).await?;
+            ctx.deregister_table("sessions")?;
+            ctx.register_table("sessions", Arc::new(CachedSessions::new(provider, &ts)))?;
+        }
+        infos.push(info);
     }
     if let Some(messages) = &opts.messages {
         infos.push(tables::register_table(&ctx, &MESSAGES, messages).await?);

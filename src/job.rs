@@ -136,6 +136,7 @@ pub async fn run_job(
                 senders: config.defaults.senders.clone(),
                 progress: None,
                 keep_sessions: job.sessions,
+                path: Default::default(),
             };
             let report = run_report(engine, &opts).await?;
             let mut written = Vec::new();

@@ -7,10 +7,12 @@
 //!
 //! Start with [`context::build_context`].
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod error;
 pub mod gen;
+pub mod history;
 pub mod job;
 pub mod output;
 pub mod period;

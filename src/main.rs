@@ -24,6 +24,33 @@ use supportfunnel::sql;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's option setter (the C library linked for the allocator).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// `mi_option_allow_thp` in the option enum of the mimalloc linked by
+/// libmimalloc-sys 0.1.49 (v3; Cargo.lock pins it).
+const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
+
+/// No transparent huge pages for mimalloc's memory. With them (the kernel's
+/// `madvise` mode, which mimalloc asks for) every fresh 64 KiB mimalloc page
+/// made the kernel zero a whole 2 MiB huge page, and a scan allocates and
+/// frees batch buffers continuously: a third of the report's CPU went to
+/// zeroing pages (docs/PERFORMANCE.md). Set before anything large is mapped.
+fn tune_allocator() {
+    // SAFETY: sets a plain integer option that mimalloc reads on each mapping.
+    unsafe { mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+    // The arena mimalloc reserved at start-up was already advised for huge
+    // pages: turn THP off for the whole process (what mimalloc itself does
+    // when the option is set before it starts).
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 /// Support funnel analytics over Parquet event history, on Apache DataFusion.
 ///
 /// Tables: `events` and `messages` (the data contract), plus the views
@@ -138,6 +165,7 @@ impl EngineArgs {
                 .filter(|t| t.name != "events" && t.name != "messages")
                 .map(|t| (t.name.clone(), t.uri.clone()))
                 .collect(),
+            cached_sessions: false,
         })
     }
 
@@ -382,6 +410,7 @@ async fn run(cli: Cli) -> Result<()> {
                     senders: or_config(a.senders, &config.defaults.senders),
                     progress: progress.clone().map(|p| p as ProgressRef),
                     keep_sessions: false,
+                    path: Default::default(),
                 },
             )
             .await?;
@@ -407,7 +436,8 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Sql(a) => {
-            let opts = a.engine.options(&config)?;
+            let mut opts = a.engine.options(&config)?;
+            opts.cached_sessions = true;
             let text = match (&a.query, &a.file) {
                 (Some(q), _) => Some(q.clone()),
                 (None, Some(f)) if f.as_os_str() == "-" => {
@@ -489,6 +519,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

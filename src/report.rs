@@ -1,30 +1,40 @@
 //! The support funnel report (spec §3–§5): every section, both periods, one
 //! tidy table.
 //!
-//! How it runs:
-//! 1. the periods are resolved in the report's time zone;
-//! 2. every expensive view runs **once**, in order: `event_checks` (rejects
-//!    and duplicate candidates, one pass), `duplicate_winners`,
-//!    `conversation_facts` (one aggregation over all conversation events),
-//!    the customer actions of the sessions that start in either period
-//!    (sessionization, `queries/report/00_report_actions.sql`),
-//!    `conversations` and `sessions`. Each result is written to Parquet in a
-//!    private temp directory ([`Store`]) and replaces its view; the views
-//!    after it are re-created over it, so the same SQL files define them for
-//!    ad-hoc use and for the report;
-//! 3. the proactive deliveries of both periods, filtered, are materialized;
-//! 4. each section is one SQL file in `queries/report/` computing both periods
-//!    in one pass (rows tagged `current` / `previous`); period bounds and
-//!    filter values are bound as DataFusion placeholders, never pasted;
-//! 5. the rows are assembled in the spec's order with `delta` and `delta_pct`.
+//! How it runs, on a context of its own ([`run_report`]):
+//! 1. the report's sessions, their conversations and the event counts come
+//!    from one of two paths that give the same tables:
+//!    * **native** ([`crate::history`]): one vectorized scan of `events`,
+//!      deduplication, conversation facts and sessionization on dense integer
+//!      keys, in memory; it also finds the latest valid event for the
+//!      default period;
+//!    * **SQL**: the views of `queries/views/` run once each, in order
+//!      (`event_checks`, `duplicate_winners`, `conversation_facts`,
+//!      `session_actions`, `conversations`, `sessions`), each written to
+//!      Parquet in a private temp directory ([`Store`]) and put in place of
+//!      its view for the steps after it; under `--memory-limit` everything
+//!      spills. [`choose_path`] takes the native path when its memory
+//!      estimate fits;
+//!
+//!    either way they become `report_sessions`, `report_conversations`
+//!    (tagged with their period once, there) and `report_event_counts`;
+//! 2. the proactive deliveries of both periods, filtered, are materialized;
+//! 3. each section is one SQL file in `queries/report/` computing both periods
+//!    in one pass over those tables; period bounds and filter values are
+//!    bound as named DataFusion placeholders (`$cur_start`, `$tags`, …),
+//!    never pasted;
+//! 4. the rows are assembled in the spec's order with `delta` and `delta_pct`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
@@ -33,12 +43,13 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::datasource::TableProvider;
+use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 
 use crate::context::Engine;
 use crate::error::{Error, Result};
+use crate::history::{conversations_schema, sessions_schema, History, HistoryOptions};
 use crate::period::Periods;
 use crate::progress::{self, ProgressRef};
 use crate::views;
@@ -65,6 +76,9 @@ pub struct ReportOptions {
     pub progress: Option<ProgressRef>,
     /// Also return the sessions that start in the current period.
     pub keep_sessions: bool,
+    /// Which engine computes sessions and conversations (both give the
+    /// same report; [`ReportPath::Auto`] picks by memory).
+    pub path: ReportPath,
 }
 
 /// A section of the report and its metrics, in the spec's order.
@@ -144,7 +158,11 @@ const SECTIONS: &[Section] = &[
 /// The segments of the `human` section, in output order.
 const HUMAN_SEGMENTS: &[&str] = &["after_self_serve", "from_start"];
 
-const REPORT_ACTIONS_SQL: &str = include_str!("../queries/report/00_report_actions.sql");
+const SESSION_ACTIONS_SQL: &str = include_str!("../queries/report/00_session_actions.sql");
+const REPORT_SESSIONS_SQL: &str = include_str!("../queries/report/00_report_sessions.sql");
+const REPORT_CONVERSATIONS_SQL: &str =
+    include_str!("../queries/report/00_report_conversations.sql");
+const REPORT_EVENT_COUNTS_SQL: &str = include_str!("../queries/report/00_report_event_counts.sql");
 const REPORT_MESSAGES_SQL: &str = include_str!("../queries/report/00_report_messages.sql");
 const DATA_QUALITY_SQL: &str = include_str!("../queries/report/06_data_quality.sql");
 
@@ -209,29 +227,38 @@ impl Row {
 /// compare with it without a cast.
 fn ts_scalar(t: DateTime<Utc>, dt: &DataType) -> Result<ScalarValue> {
     let tz = Some(Arc::from("UTC"));
-    let nanos = t
-        .timestamp_nanos_opt()
-        .ok_or_else(|| Error::invalid(format!("{t} is out of the timestamp range")))?;
+    let ticks = ts_ticks(t, dt)?;
     Ok(match dt {
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            ScalarValue::TimestampSecond(Some(t.timestamp()), tz)
-        }
+        DataType::Timestamp(TimeUnit::Second, _) => ScalarValue::TimestampSecond(Some(ticks), tz),
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            ScalarValue::TimestampMillisecond(Some(t.timestamp_millis()), tz)
+            ScalarValue::TimestampMillisecond(Some(ticks), tz)
         }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), tz)
+            ScalarValue::TimestampMicrosecond(Some(ticks), tz)
         }
-        _ => ScalarValue::TimestampNanosecond(Some(nanos), tz),
+        _ => ScalarValue::TimestampNanosecond(Some(ticks), tz),
     })
 }
 
-fn ticks_per_second(dt: &DataType) -> f64 {
+/// An instant in the ticks of a timestamp type.
+fn ts_ticks(t: DateTime<Utc>, dt: &DataType) -> Result<i64> {
+    Ok(match dt {
+        DataType::Timestamp(TimeUnit::Second, _) => t.timestamp(),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => t.timestamp_millis(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => t.timestamp_micros(),
+        _ => t
+            .timestamp_nanos_opt()
+            .ok_or_else(|| Error::invalid(format!("{t} is out of the timestamp range")))?,
+    })
+}
+
+/// The instant of `ticks` of a timestamp type.
+fn ticks_to_time(ticks: i64, dt: &DataType) -> Option<DateTime<Utc>> {
     match dt {
-        DataType::Timestamp(TimeUnit::Second, _) => 1.0,
-        DataType::Timestamp(TimeUnit::Millisecond, _) => 1e3,
-        DataType::Timestamp(TimeUnit::Microsecond, _) => 1e6,
-        _ => 1e9,
+        DataType::Timestamp(TimeUnit::Second, _) => DateTime::from_timestamp(ticks, 0),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => DateTime::from_timestamp_millis(ticks),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => DateTime::from_timestamp_micros(ticks),
+        _ => Some(DateTime::from_timestamp_nanos(ticks)),
     }
 }
 
@@ -252,30 +279,34 @@ fn column_type(engine: &Engine, table: &str, column: &str) -> Result<DataType> {
     Ok(info.schema.field_with_name(column)?.data_type().clone())
 }
 
+/// The report's named SQL parameters (`$cur_start`, …; see each SQL file's
+/// header), bound by DataFusion, never pasted into the text.
+type Params = Vec<(&'static str, ScalarValue)>;
+
 /// Runs `sql` with the report's parameters and collects it into one batch.
-async fn query(ctx: &SessionContext, sql: &str, params: &[ScalarValue]) -> Result<RecordBatch> {
-    let df = ctx.sql(sql).await?.with_param_values(params.to_vec())?;
+async fn query(ctx: &SessionContext, sql: &str, params: &Params) -> Result<RecordBatch> {
+    let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
     let plan = df.create_physical_plan().await?;
     let schema = plan.schema();
     let batches = collect(plan, ctx.task_ctx()).await?;
     Ok(concat_batches(&schema, &batches)?)
 }
 
-/// Where the report keeps its intermediate tables: Parquet files in a
-/// private directory under the temp dir (`--temp-dir`), removed when the
-/// report ends.
+/// Where the report keeps its intermediate tables.
 ///
-/// On disk rather than in memory, so the report's memory does not grow with
-/// the history: only DataFusion's operators hold data, and under
-/// `--memory-limit` those spill. Measured, this costs nothing in time: at 10M
-/// events in-memory tables gave 18.7-20.2 s and 3.9 GB peak, Parquet files
-/// 19.3 s; at 50M 113 s and 15.9 GB against 105 s and 2.1 GB.
-struct Store {
-    dir: tempfile::TempDir,
+/// The SQL path writes them as Parquet files in a private directory under
+/// the temp dir (`--temp-dir`), removed when the report ends or fails, so
+/// its memory does not grow with the history: only DataFusion's operators
+/// hold data, and under `--memory-limit` those spill. The native path's
+/// tables are small (the report's sessions and deliveries) and stay in
+/// memory.
+enum Store {
+    Memory,
+    Disk(tempfile::TempDir),
 }
 
 impl Store {
-    fn for_engine(engine: &Engine) -> Result<Self> {
+    fn on_disk(engine: &Engine) -> Result<Self> {
         let base = engine
             .options
             .temp_dir
@@ -286,43 +317,55 @@ impl Store {
             .prefix("supportfunnel-report-")
             .tempdir_in(&base)
             .map_err(|e| Error::io(&base, e))?;
-        Ok(Store { dir })
+        Ok(Store::Disk(dir))
     }
 
-    /// Runs `sql` with the parameters and keeps the result as table `name`.
+    /// Runs `sql` with the parameters and registers the result as table
+    /// `name` of `ctx` (in place of the view of that name, if any).
     async fn materialize(
         &self,
         ctx: &SessionContext,
         name: &str,
         sql: &str,
-        params: &[ScalarValue],
+        params: &Params,
         progress: Option<&ProgressRef>,
-    ) -> Result<(Arc<dyn TableProvider>, usize)> {
-        let df = ctx.sql(sql).await?.with_param_values(params.to_vec())?;
+    ) -> Result<usize> {
+        let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
         // The physical plan's schema is the batches' schema (the logical one
         // may differ in nullability).
         let plan = df.create_physical_plan().await?;
         let schema = plan.schema();
-        let path = self.dir.path().join(name);
-        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-        let url = format!("{}/", path.to_string_lossy());
-        let run = ctx.write_parquet(Arc::clone(&plan), &url, None);
-        watch(&plan, run, progress).await?;
-        let table_url = ListingTableUrl::parse(&url)?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new(table_url)
-            .with_listing_options(options)
-            .with_schema(schema);
-        let table = Arc::new(ListingTable::try_new(config)?);
-        Ok((table, progress::rows_read(&plan)))
+        let table: Arc<dyn TableProvider> = match self {
+            Store::Memory => {
+                let run = collect(Arc::clone(&plan), ctx.task_ctx());
+                let batches = watch(&plan, run, progress).await?;
+                Arc::new(MemTable::try_new(schema, vec![batches])?)
+            }
+            Store::Disk(dir) => {
+                let path = dir.path().join(name);
+                std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                let url = format!("{}/", path.to_string_lossy());
+                let run = ctx.write_parquet(Arc::clone(&plan), &url, None);
+                watch(&plan, run, progress).await?;
+                let table_url = ListingTableUrl::parse(&url)?;
+                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet");
+                let config = ListingTableConfig::new(table_url)
+                    .with_listing_options(options)
+                    .with_schema(schema);
+                Arc::new(ListingTable::try_new(config)?)
+            }
+        };
+        ctx.deregister_table(name)?;
+        ctx.register_table(name, table)?;
+        Ok(progress::rows_read(&plan))
     }
 }
 
 /// Drives `run` to completion, telling `progress` every [`progress::TICK`]
-/// how many rows `plan` has read.
-async fn watch<T, E>(
-    plan: &Arc<dyn ExecutionPlan>,
+/// how many rows have been read so far (`rows()`).
+async fn watch_rows<T, E>(
+    rows: impl Fn() -> usize,
     run: impl std::future::Future<Output = std::result::Result<T, E>>,
     progress: Option<&ProgressRef>,
 ) -> Result<T>
@@ -337,13 +380,25 @@ where
     loop {
         tokio::select! {
             out = &mut run => return Ok(out?),
-            _ = tick.tick() => progress.rows_read(progress::rows_read(plan)),
+            _ = tick.tick() => progress.rows_read(rows()),
         }
     }
 }
 
+/// [`watch_rows`] with the rows read by `plan`'s scans.
+async fn watch<T, E>(
+    plan: &Arc<dyn ExecutionPlan>,
+    run: impl std::future::Future<Output = std::result::Result<T, E>>,
+    progress: Option<&ProgressRef>,
+) -> Result<T>
+where
+    Error: From<E>,
+{
+    watch_rows(|| progress::rows_read(plan), run, progress).await
+}
+
 /// Runs a one-value query returning a timestamp as Int64 nanoseconds.
-async fn nanos(ctx: &SessionContext, sql: &str, params: &[ScalarValue]) -> Result<Option<i64>> {
+async fn nanos(ctx: &SessionContext, sql: &str, params: &Params) -> Result<Option<i64>> {
     let b = query(ctx, sql, params).await?;
     let col = b
         .column(0)
@@ -351,31 +406,33 @@ async fn nanos(ctx: &SessionContext, sql: &str, params: &[ScalarValue]) -> Resul
     Ok((b.num_rows() == 1 && col.is_valid(0)).then(|| col.value(0)))
 }
 
-/// The latest valid event time, for the default period.
+/// The latest valid event time, for the default period (the SQL path).
 ///
 /// Looked for first in the last day of data only: `max(ts)` over all rows
 /// comes from the Parquet footers, and `ts >= that - 1 day` lets the scan
 /// skip every older row group. If that day holds a valid event, the latest
 /// of them is the latest of all; otherwise the whole table is scanned.
-async fn latest_event(engine: &Engine) -> Result<Option<DateTime<Utc>>> {
+async fn latest_event(ctx: &SessionContext, ts_type: &DataType) -> Result<Option<DateTime<Utc>>> {
     const SQL: &str =
         "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') \
          FROM validated_events WHERE reject_reason IS NULL";
-    let ctx = &engine.ctx;
-    let ts_type = column_type(engine, "events", "ts")?;
     // Native ticks, not nanoseconds: this maximum includes rejected rows, and
     // an absurd timestamp there must not make the conversion fail.
-    let ticks = nanos(ctx, "SELECT arrow_cast(max(ts), 'Int64') FROM events", &[]).await?;
-    let nanos_per_tick = (1e9 / ticks_per_second(&ts_type)) as i64;
+    let ticks = nanos(
+        ctx,
+        "SELECT arrow_cast(max(ts), 'Int64') FROM events",
+        &vec![],
+    )
+    .await?;
     let since = ticks
-        .and_then(|t| t.checked_mul(nanos_per_tick))
-        .map(|n| DateTime::from_timestamp_nanos(n) - chrono::Duration::days(1));
+        .and_then(|t| ticks_to_time(t, ts_type))
+        .map(|t| t - chrono::Duration::days(1));
     let recent = match since {
         Some(since) => {
             nanos(
                 ctx,
-                &format!("{SQL} AND ts >= $1"),
-                &[ts_scalar(since, &ts_type)?],
+                &format!("{SQL} AND ts >= $since"),
+                &vec![("since", ts_scalar(since, ts_type)?)],
             )
             .await?
         }
@@ -383,18 +440,19 @@ async fn latest_event(engine: &Engine) -> Result<Option<DateTime<Utc>>> {
     };
     let latest = match recent {
         Some(t) => Some(t),
-        None => nanos(ctx, SQL, &[]).await?,
+        None => nanos(ctx, SQL, &vec![]).await?,
     };
     Ok(latest.map(DateTime::from_timestamp_nanos))
 }
 
-/// Resolves the periods from the options (or the data, by default).
-pub async fn resolve_periods(engine: &Engine, opts: &ReportOptions) -> Result<Periods> {
+/// The periods asked for, or, without `--from/--to`, the last
+/// [`DEFAULT_DAYS`] full days before the latest valid event.
+fn periods_for(opts: &ReportOptions, latest: Option<DateTime<Utc>>) -> Result<Periods> {
     let tz = opts.tz.unwrap_or(Tz::UTC);
     match (opts.from, opts.to) {
         (Some(from), Some(to)) => Periods::new(from, to, tz),
         (None, None) => {
-            let latest = latest_event(engine).await?.ok_or_else(|| {
+            let latest = latest.ok_or_else(|| {
                 Error::invalid(
                     "the events table has no valid event to place the default period; pass --from and --to",
                 )
@@ -407,141 +465,140 @@ pub async fn resolve_periods(engine: &Engine, opts: &ReportOptions) -> Result<Pe
     }
 }
 
-/// Computes the report over the engine's tables.
-pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
-    let periods = resolve_periods(engine, opts).await?;
-    let ctx = &engine.ctx;
-    let ts_type = column_type(engine, "events", "ts")?;
-    let sent_type = column_type(engine, "messages", "sent_at")?;
-    let (cur, prev) = (periods.current, periods.previous);
-    // $1..$12, see the header of each SQL file.
-    let params = vec![
-        ts_scalar(cur.start, &ts_type)?,
-        ts_scalar(cur.end, &ts_type)?,
-        ts_scalar(prev.start, &ts_type)?,
-        ts_scalar(prev.end, &ts_type)?,
-        ts_scalar(cur.start, &sent_type)?,
-        ts_scalar(cur.end, &sent_type)?,
-        ts_scalar(prev.start, &sent_type)?,
-        ts_scalar(prev.end, &sent_type)?,
-        string_list(&opts.tags),
-        string_list(&opts.content_types),
-        string_list(&opts.senders),
-        ScalarValue::Float64(Some(ticks_per_second(&ts_type))),
-    ];
+/// Which engine computes the report's sessions and conversations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReportPath {
+    /// The native path when its memory estimate fits, else the SQL path.
+    #[default]
+    Auto,
+    /// [`crate::history`]: one scan, in memory.
+    Native,
+    /// The SQL views, step by step, spilling under `--memory-limit`.
+    Sql,
+}
 
-    // Each expensive step runs once: its result replaces its view, and the
-    // views after it are re-created over the result.
-    // Start from the views as defined: a previous report on this context
-    // left its intermediate tables in their place.
-    views::register_event_views(ctx).await?;
-    views::register_message_views(ctx).await?;
-    let store = Store::for_engine(engine)?;
-    let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
-    let steps = [
-        ("event_checks", "SELECT * FROM event_checks"),
-        ("duplicate_winners", "SELECT * FROM duplicate_winners"),
-        ("conversation_facts", "SELECT * FROM conversation_facts"),
-        ("session_actions", REPORT_ACTIONS_SQL),
-        ("conversations", "SELECT * FROM conversations"),
-        ("sessions", "SELECT * FROM sessions"),
-        ("message_checks", "SELECT * FROM message_checks"),
-        ("report_messages", REPORT_MESSAGES_SQL),
-    ];
-    // +1: the sections themselves.
-    let total = steps.len() + 1;
-    let progress = opts.progress.as_ref();
-    // Under a memory limit the joins between big intermediate tables
-    // (conversations to actions, sessions to conversations, the sections)
-    // use sort-merge joins, which spill; a hash join's build side cannot
-    // spill and would fail the report once it outgrows the pool. The joins
-    // before them have a small build side (repeat candidates) and stay hash
-    // joins: as sort-merge joins they would sort the whole history.
-    let spill_joins = engine.options.memory_limit.is_some();
-    // The configured choice (not the context's current one, which a failed
-    // earlier report may have left switched off).
-    let prefer_hash = engine
-        .options
-        .datafusion_options
+/// The path [`ReportPath::Auto`] resolves to: native when its memory
+/// estimate fits ([`crate::history::native_fits`]).
+pub fn choose_path(engine: &Engine, asked: ReportPath) -> ReportPath {
+    if asked != ReportPath::Auto {
+        return asked;
+    }
+    let rows: u64 = engine
+        .tables
         .iter()
-        .rev()
-        .find(|(k, _)| k == "datafusion.optimizer.prefer_hash_join")
-        .is_none_or(|(_, v)| v.eq_ignore_ascii_case("true"));
-    let set_hash_join = |on: bool| async move {
-        ctx.sql(&format!("SET datafusion.optimizer.prefer_hash_join = {on}"))
-            .await
-            .map(|_| ())
-    };
-    for (i, (name, sql)) in steps.into_iter().enumerate() {
-        if spill_joins {
-            set_hash_join(!matches!(name, "conversations" | "sessions") && prefer_hash).await?;
+        .filter(|t| t.name == crate::tables::EVENTS.name)
+        .map(|t| t.rows)
+        .sum();
+    if crate::history::native_fits(rows, engine.options.memory_limit) {
+        ReportPath::Native
+    } else {
+        ReportPath::Sql
+    }
+}
+
+/// A context of the report's own: the user's configuration, runtime (memory
+/// pool, spill directory), functions and tables, but a catalog of its own, so
+/// the intermediate tables it registers are never seen by the user's context,
+/// whatever happens during the report.
+async fn private_context(engine: &Engine) -> Result<SessionContext> {
+    let user = &engine.ctx;
+    // A catalog of its own (the user's configuration says not to create one:
+    // the user's context already had it when it was copied).
+    let mut config = user
+        .copied_config()
+        .with_create_default_catalog_and_schema(true);
+    // The native path's second look at candidate rows filters on event_id
+    // inside the Parquet decoder, so the other columns of the millions of
+    // other rows are never decoded.
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    let ctx = SessionContext::new_with_config_rt(config, user.runtime_env());
+    crate::context::register_functions(&ctx);
+    for t in &engine.tables {
+        ctx.register_table(t.name.as_str(), user.table_provider(t.name.as_str()).await?)?;
+    }
+    views::register_event_views(&ctx).await?;
+    views::register_message_views(&ctx).await?;
+    Ok(ctx)
+}
+
+/// Tells `progress` about one step.
+struct Steps<'a> {
+    progress: Option<&'a ProgressRef>,
+    total: usize,
+    done: usize,
+}
+
+impl Steps<'_> {
+    fn start(&mut self, name: &str) -> std::time::Instant {
+        self.done += 1;
+        if let Some(p) = self.progress {
+            p.step_started(self.done, self.total, name);
         }
-        let started = std::time::Instant::now();
-        if let Some(p) = progress {
-            p.step_started(i + 1, total, name);
-        }
-        let (table, rows) = store.materialize(ctx, name, sql, &params, progress).await?;
-        if let Some(p) = progress {
+        std::time::Instant::now()
+    }
+
+    fn finish(&self, name: &str, rows: usize, started: std::time::Instant) {
+        if let Some(p) = self.progress {
             p.step_finished(name, rows, started.elapsed());
         }
-        swapped.insert(name, table);
-        match name {
-            "report_messages" => {}
-            "message_checks" => {
-                views::register_views_with(ctx, views::MESSAGE_VIEWS, &swapped).await?
-            }
-            _ => views::register_event_views_with(ctx, &swapped).await?,
-        }
     }
-    let messages = Arc::clone(&swapped["report_messages"]);
-    for (name, table) in [
-        ("report_actions", &swapped["session_actions"]),
-        ("report_conversations", &swapped["conversations"]),
-        ("report_sessions", &swapped["sessions"]),
-        ("report_messages", &messages),
+}
+
+/// Computes the report over the engine's tables.
+///
+/// The report runs on a private context ([`private_context`]): nothing the
+/// user's context holds changes, during the report or after it, even when it
+/// fails; its intermediate files go with it.
+pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
+    let ctx = private_context(engine).await?;
+    let ts_type = column_type(engine, "events", "ts")?;
+    let sent_type = column_type(engine, "messages", "sent_at")?;
+    let path = choose_path(engine, opts.path);
+    let progress = opts.progress.as_ref();
+    let mut steps = Steps {
+        progress,
+        total: if path == ReportPath::Sql { 11 } else { 5 },
+        done: 0,
+    };
+    let (periods, store) = match path {
+        ReportPath::Sql => sql_tables(engine, &ctx, opts, &ts_type, &mut steps).await?,
+        _ => native_tables(&ctx, opts, &mut steps).await?,
+    };
+    let params = message_params(&periods, &sent_type, &ts_type, opts)?;
+    for (name, sql) in [
+        ("message_checks", "SELECT * FROM message_checks"),
+        ("report_messages", REPORT_MESSAGES_SQL),
     ] {
-        ctx.deregister_table(name)?;
-        ctx.register_table(name, Arc::clone(table))?;
+        let started = steps.start(name);
+        let rows = store
+            .materialize(&ctx, name, sql, &params, progress)
+            .await?;
+        if name == "message_checks" {
+            // clean_messages reads the materialized checks from now on.
+            views::register_views_with(&ctx, &views::MESSAGE_VIEWS[1..], &HashMap::new()).await?;
+        }
+        steps.finish(name, rows, started);
     }
 
-    let started = std::time::Instant::now();
-    if let Some(p) = progress {
-        p.step_started(total, total, "sections");
+    let started = steps.start("sections");
+    if engine.options.memory_limit.is_some() && path == ReportPath::Sql {
+        // The sections join big tables: sort-merge joins spill, hash joins
+        // cannot (only this private context is switched).
+        ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
+            .await?;
     }
-    if spill_joins {
-        set_hash_join(false).await?;
-    }
-    let sections = compute_sections(ctx, &params).await;
-    if spill_joins {
-        set_hash_join(prefer_hash).await?;
-    }
-    let rows = sections?;
-    if let Some(p) = progress {
-        p.step_finished("sections", 0, started.elapsed());
-    }
+    let rows = compute_sections(&ctx, &params).await?;
+    steps.finish("sections", 0, started);
     let sessions = if opts.keep_sessions {
         let df = ctx
-            .sql("SELECT * FROM report_sessions WHERE session_start >= $1 AND session_start < $2")
-            .await?
-            .with_param_values(params[..2].to_vec())?;
+            .sql("SELECT * EXCLUDE (period) FROM report_sessions WHERE period = 'current'")
+            .await?;
         let plan = df.create_physical_plan().await?;
         let schema = plan.schema();
         Some((schema, collect(plan, ctx.task_ctx()).await?))
     } else {
         None
     };
-    // The intermediate files go with `store`: put the views back as defined
-    // and drop the tables that point at them, so the context stays usable.
-    for name in [
-        "report_actions",
-        "report_conversations",
-        "report_sessions",
-        "report_messages",
-    ] {
-        ctx.deregister_table(name)?;
-    }
-    views::register_event_views(ctx).await?;
-    views::register_message_views(ctx).await?;
     drop(store);
     let batch = to_batch(&rows, &periods)?;
     Ok(Report {
@@ -551,9 +608,170 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     })
 }
 
+/// The parameters of the message and section queries.
+fn message_params(
+    periods: &Periods,
+    sent_type: &DataType,
+    ts_type: &DataType,
+    opts: &ReportOptions,
+) -> Result<Params> {
+    let (cur, prev) = (periods.current, periods.previous);
+    Ok(vec![
+        ("msg_prev_start", ts_scalar(prev.start, sent_type)?),
+        ("msg_cur_start", ts_scalar(cur.start, sent_type)?),
+        ("msg_cur_end", ts_scalar(cur.end, sent_type)?),
+        ("tags", string_list(&opts.tags)),
+        ("content_types", string_list(&opts.content_types)),
+        ("senders", string_list(&opts.senders)),
+        (
+            "ticks_per_second",
+            ScalarValue::Float64(Some(crate::history::ticks_per_second(ts_type) as f64)),
+        ),
+    ])
+}
+
+/// The native path: [`History`] over the whole history, then the report's
+/// sessions, conversations and event counts as in-memory tables.
+async fn native_tables(
+    ctx: &SessionContext,
+    opts: &ReportOptions,
+    steps: &mut Steps<'_>,
+) -> Result<(Periods, Store)> {
+    let started = steps.start("history");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let hopts = HistoryOptions {
+        rows_seen: Some(Arc::clone(&seen)),
+        ..HistoryOptions::default()
+    };
+    let history = watch_rows(
+        || seen.load(Ordering::Relaxed),
+        History::compute(ctx, &hopts),
+        steps.progress,
+    )
+    .await?;
+    steps.finish("history", history.counts.rows_read as usize, started);
+
+    let started = steps.start("report_sessions");
+    let ts_type = history.ts_type().clone();
+    let latest = history
+        .latest_valid_ts
+        .and_then(|t| ticks_to_time(t, &ts_type));
+    let periods = periods_for(opts, latest)?;
+    let (cur, prev) = (periods.current, periods.previous);
+    let bounds = [
+        (
+            "previous",
+            ts_ticks(prev.start, &ts_type)?,
+            ts_ticks(prev.end, &ts_type)?,
+        ),
+        (
+            "current",
+            ts_ticks(cur.start, &ts_type)?,
+            ts_ticks(cur.end, &ts_type)?,
+        ),
+    ];
+    let (sessions, conversations) = history.tables(&bounds)?;
+    let counts = event_counts_batch(&history.counts)?;
+    let n = sessions.iter().map(RecordBatch::num_rows).sum();
+    let ts_type = history.ts_type();
+    for (name, schema, batches) in [
+        ("report_sessions", sessions_schema(ts_type), sessions),
+        (
+            "report_conversations",
+            conversations_schema(ts_type),
+            conversations,
+        ),
+        ("report_event_counts", counts.schema(), vec![counts]),
+    ] {
+        let parts = batches.into_iter().map(|b| vec![b]).collect();
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema, parts)?))?;
+    }
+    steps.finish("report_sessions", n, started);
+    Ok((periods, Store::Memory))
+}
+
+/// `report_event_counts` (see `queries/report/00_report_event_counts.sql`).
+fn event_counts_batch(c: &crate::history::EventCounts) -> Result<RecordBatch> {
+    let mut fields = vec![Field::new("rows_read", DataType::Int64, false)];
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![c.rows_read as i64]))];
+    for (reason, n) in crate::history::REJECT_REASONS.iter().zip(c.rejected) {
+        fields.push(Field::new(*reason, DataType::Int64, false));
+        cols.push(Arc::new(Int64Array::from(vec![n as i64])));
+    }
+    for (name, n) in [
+        ("duplicate_events", c.duplicate_events),
+        ("orphan_lifecycle_events", c.orphan_lifecycle_events),
+    ] {
+        fields.push(Field::new(name, DataType::Int64, false));
+        cols.push(Arc::new(Int64Array::from(vec![n as i64])));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// The SQL path: each expensive view runs once, in order, is written to the
+/// private temp directory and replaces its view for the steps after it.
+async fn sql_tables(
+    engine: &Engine,
+    ctx: &SessionContext,
+    opts: &ReportOptions,
+    ts_type: &DataType,
+    steps: &mut Steps<'_>,
+) -> Result<(Periods, Store)> {
+    let latest = match (opts.from, opts.to) {
+        (None, None) => latest_event(ctx, ts_type).await?,
+        _ => None,
+    };
+    let periods = periods_for(opts, latest)?;
+    let (cur, prev) = (periods.current, periods.previous);
+    let params: Params = vec![
+        ("prev_start", ts_scalar(prev.start, ts_type)?),
+        ("cur_start", ts_scalar(cur.start, ts_type)?),
+        ("cur_end", ts_scalar(cur.end, ts_type)?),
+    ];
+    let store = Store::on_disk(engine)?;
+    // Under a memory limit the joins between big intermediate tables
+    // (conversations to actions, sessions to conversations) use sort-merge
+    // joins, which spill; a hash join's build side cannot spill and would
+    // fail the report once it outgrows the pool. The joins before them have
+    // a small build side (repeat candidates) and stay hash joins: as
+    // sort-merge joins they would sort the whole history.
+    let spill_joins = engine.options.memory_limit.is_some();
+    let prefer_hash = ctx.state().config().options().optimizer.prefer_hash_join;
+    let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
+    for (name, sql) in [
+        ("event_checks", "SELECT * FROM event_checks"),
+        ("duplicate_winners", "SELECT * FROM duplicate_winners"),
+        ("conversation_facts", "SELECT * FROM conversation_facts"),
+        ("session_actions", SESSION_ACTIONS_SQL),
+        ("conversations", "SELECT * FROM conversations"),
+        ("sessions", "SELECT * FROM sessions"),
+        ("report_sessions", REPORT_SESSIONS_SQL),
+        ("report_conversations", REPORT_CONVERSATIONS_SQL),
+        ("report_event_counts", REPORT_EVENT_COUNTS_SQL),
+    ] {
+        if spill_joins {
+            let hash = prefer_hash && !matches!(name, "conversations" | "sessions");
+            ctx.sql(&format!(
+                "SET datafusion.optimizer.prefer_hash_join = {hash}"
+            ))
+            .await?;
+        }
+        let started = steps.start(name);
+        let rows = store
+            .materialize(ctx, name, sql, &params, steps.progress)
+            .await?;
+        steps.finish(name, rows, started);
+        if views::EVENT_VIEWS.iter().any(|(v, _)| *v == name) {
+            swapped.insert(name, ctx.table_provider(name).await?);
+            views::register_event_views_with(ctx, &swapped).await?;
+        }
+    }
+    Ok((periods, store))
+}
+
 /// Runs every section and the data quality query over the registered
 /// `report_*` tables, in the spec's row order.
-async fn compute_sections(ctx: &SessionContext, params: &[ScalarValue]) -> Result<Vec<Row>> {
+async fn compute_sections(ctx: &SessionContext, params: &Params) -> Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     for section in SECTIONS {
         let b = query(ctx, section.sql, params).await?;
@@ -574,7 +792,7 @@ async fn compute_sections(ctx: &SessionContext, params: &[ScalarValue]) -> Resul
             }
         }
     }
-    let dq = query(ctx, DATA_QUALITY_SQL, &[]).await?;
+    let dq = query(ctx, DATA_QUALITY_SQL, &vec![]).await?;
     let metric = strings(&dq, "metric")?;
     let segment = strings(&dq, "segment")?;
     let val = floats(&dq, "value")?;

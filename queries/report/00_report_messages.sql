@@ -4,21 +4,15 @@
 -- across kinds; a tag filter matches a delivery having any of the tags and
 -- never one with NULL or empty tags; exact, case-sensitive) and §6 (a NULL
 -- sent_at falls in no period).
--- Parameters: $5/$6 current and $7/$8 previous [start, end) in sent_at's
--- type; $9 tags, $10 content types, $11 senders (lists, empty = no filter).
+-- Parameters: $msg_prev_start, $msg_cur_start, $msg_cur_end (sent_at's type);
+-- $tags, $content_types, $senders (lists; empty = no filter).
 SELECT
-    CASE WHEN sent_at >= $5 AND sent_at < $6 THEN 'current' ELSE 'previous' END AS period,
-    message_id,
-    user_id,
-    sent_at,
-    content_type,
-    sender,
-    tags,
+    CASE WHEN sent_at >= $msg_cur_start THEN 'current' ELSE 'previous' END AS period,
     opened_at,
     clicked_at,
     reacted_at
 FROM clean_messages
-WHERE sent_at >= $7 AND sent_at < $6
-  AND (cardinality($9) = 0 OR array_has_any(tags, $9))
-  AND (cardinality($10) = 0 OR array_has($10, content_type))
-  AND (cardinality($11) = 0 OR array_has($11, sender))
+WHERE sent_at >= $msg_prev_start AND sent_at < $msg_cur_end
+  AND (cardinality($tags) = 0 OR array_has_any(tags, $tags))
+  AND (cardinality($content_types) = 0 OR array_has($content_types, content_type))
+  AND (cardinality($senders) = 0 OR array_has($senders, sender))

@@ -3,19 +3,8 @@
 -- ('current', 'previous'), one column per metric, in the spec's order.
 -- A person is counted in every group that fits, except that a person all of
 -- whose sessions in the period are `stopped` is in people_stopped only.
--- Parameters: $1/$2 current and $3/$4 previous period [start, end).
+-- Reads report_sessions and report_messages (tagged with their period).
 WITH periods(period) AS (VALUES ('current'), ('previous')),
-s AS (
-    SELECT
-        CASE
-            WHEN session_start >= $1 AND session_start < $2 THEN 'current'
-            WHEN session_start >= $3 AND session_start < $4 THEN 'previous'
-        END AS period,
-        user_id,
-        status,
-        tried_self_serve
-    FROM report_sessions
-),
 people AS (
     SELECT
         period,
@@ -25,11 +14,10 @@ people AS (
         bool_or(status = 'self_serve_resolved') AS resolved,
         bool_or(status = 'human_after_self_serve') AS after_self_serve,
         bool_or(status = 'human_from_start') AS from_start
-    FROM s
-    WHERE period IS NOT NULL
+    FROM report_sessions
     GROUP BY period, user_id
 ),
-p AS (
+people_counts AS (
     SELECT
         period,
         count(*) AS seeking,
@@ -41,14 +29,14 @@ p AS (
     FROM people
     GROUP BY period
 ),
-m AS (
+deliveries AS (
     SELECT period, count(*) AS delivered
     FROM report_messages
     GROUP BY period
 )
 SELECT
     periods.period,
-    CAST(coalesce(m.delivered, 0) AS DOUBLE) AS proactive_messages,
+    CAST(coalesce(d.delivered, 0) AS DOUBLE) AS proactive_messages,
     CAST(coalesce(p.seeking, 0) AS DOUBLE) AS people_seeking_support,
     CAST(coalesce(p.tried, 0) AS DOUBLE) AS people_tried_self_serve,
     CAST(coalesce(p.resolved, 0) AS DOUBLE) AS people_resolved_self_serve,
@@ -56,5 +44,5 @@ SELECT
     CAST(coalesce(p.from_start, 0) AS DOUBLE) AS people_human_from_start,
     CAST(coalesce(p.stopped, 0) AS DOUBLE) AS people_stopped
 FROM periods
-LEFT JOIN p ON p.period = periods.period
-LEFT JOIN m ON m.period = periods.period
+LEFT JOIN people_counts p ON p.period = periods.period
+LEFT JOIN deliveries d ON d.period = periods.period

@@ -1,17 +1,7 @@
 -- sessions: sessions supported by self-serve and human support.
 -- Implements REPORT_SPEC §4 `sessions`. Output: one row per period, one
--- column per metric in the spec's order.
--- Parameters: $1/$2 current and $3/$4 previous period [start, end).
+-- column per metric in the spec's order. Reads report_sessions.
 WITH periods(period) AS (VALUES ('current'), ('previous')),
-s AS (
-    SELECT
-        CASE
-            WHEN session_start >= $1 AND session_start < $2 THEN 'current'
-            WHEN session_start >= $3 AND session_start < $4 THEN 'previous'
-        END AS period,
-        status
-    FROM report_sessions
-),
 agg AS (
     SELECT
         period,
@@ -20,8 +10,7 @@ agg AS (
         count(*) FILTER (WHERE status = 'human_after_self_serve') AS after_self_serve,
         count(*) FILTER (WHERE status = 'human_from_start') AS from_start,
         count(*) FILTER (WHERE status = 'stopped') AS stopped
-    FROM s
-    WHERE period IS NOT NULL
+    FROM report_sessions
     GROUP BY period
 )
 SELECT

@@ -2,42 +2,22 @@
 -- Implements REPORT_SPEC §4 `self_serve`:
 --   * the resolution rate leaves stopped sessions out;
 --   * a view is resolved when no conversation_started event of its session
---     comes at a later ts (human or automated; an equal ts is not later);
+--     comes at a later ts (per session: article_views_resolved);
 --   * sessions_with_bot_answer / sessions_automated_resolved count sessions.
 -- Output: one row per period, one column per metric in the spec's order.
--- Parameters: $1/$2 current and $3/$4 previous period [start, end).
+-- Reads report_sessions.
 WITH periods(period) AS (VALUES ('current'), ('previous')),
-s AS (
-    SELECT
-        CASE
-            WHEN session_start >= $1 AND session_start < $2 THEN 'current'
-            WHEN session_start >= $3 AND session_start < $4 THEN 'previous'
-        END AS period,
-        *
-    FROM report_sessions
-),
-views AS (
-    SELECT
-        s.period,
-        count(*) AS article_views,
-        count(*) FILTER (
-            WHERE s.last_conversation_started_at IS NULL OR a.ts >= s.last_conversation_started_at
-        ) AS resolved_views
-    FROM report_actions a
-    JOIN s ON s.user_id = a.user_id AND s.session_start = a.session_start
-    WHERE a.event_type = 'article_view' AND s.period IS NOT NULL
-    GROUP BY s.period
-),
 agg AS (
     SELECT
         period,
         count(*) FILTER (WHERE status = 'self_serve_resolved') AS resolved,
         count(*) FILTER (WHERE status IN ('human_after_self_serve', 'human_from_start')) AS human,
+        sum(article_views) AS article_views,
+        sum(article_views_resolved) AS resolved_views,
         sum(automated_conversations) AS automated,
         count(*) FILTER (WHERE conversations_with_bot_answer > 0) AS with_bot,
         count(*) FILTER (WHERE automated_conversations > 0) AS automated_sessions
-    FROM s
-    WHERE period IS NOT NULL
+    FROM report_sessions
     GROUP BY period
 ),
 c AS (
@@ -52,7 +32,6 @@ c AS (
         CAST(coalesce(automated_sessions, 0) AS DOUBLE) AS automated_sessions
     FROM periods
     LEFT JOIN agg ON agg.period = periods.period
-    LEFT JOIN views ON views.period = periods.period
 )
 SELECT
     period,

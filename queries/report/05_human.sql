@@ -5,39 +5,26 @@
 -- exact (DataFusion's median; the mean of the two middle values for an even
 -- count), in seconds with the input's precision.
 -- Output: one row per (segment, period), one column per metric in order.
--- Parameters: $1/$2 current and $3/$4 previous period [start, end); $12 the
--- number of timestamp ticks per second of the events' ts column.
+-- Reads report_conversations (tagged with their session's period and
+-- status). Parameter: $ticks_per_second of the events' ts column.
 WITH grid(segment, period) AS (
     VALUES ('after_self_serve', 'current'), ('after_self_serve', 'previous'),
            ('from_start', 'current'), ('from_start', 'previous')
 ),
-s AS (
+human AS (
     SELECT
-        CASE
-            WHEN session_start >= $1 AND session_start < $2 THEN 'current'
-            WHEN session_start >= $3 AND session_start < $4 THEN 'previous'
-        END AS period,
         CASE status
             WHEN 'human_after_self_serve' THEN 'after_self_serve'
             WHEN 'human_from_start' THEN 'from_start'
         END AS segment,
-        user_id,
-        session_start
-    FROM report_sessions
-    WHERE status IN ('human_after_self_serve', 'human_from_start')
-),
-c AS (
-    SELECT
-        s.segment,
-        s.period,
-        c.rating,
-        CAST(arrow_cast(c.first_reply_at, 'Int64') - arrow_cast(c.started_at, 'Int64') AS DOUBLE)
+        period,
+        rating,
+        CAST(arrow_cast(first_reply_at, 'Int64') - arrow_cast(started_at, 'Int64') AS DOUBLE)
             AS first_response_ticks,
-        CAST(arrow_cast(c.closed_at, 'Int64') - arrow_cast(c.started_at, 'Int64') AS DOUBLE)
+        CAST(arrow_cast(closed_at, 'Int64') - arrow_cast(started_at, 'Int64') AS DOUBLE)
             AS close_ticks
-    FROM report_conversations c
-    JOIN s ON s.user_id = c.user_id AND s.session_start = c.session_start
-    WHERE NOT c.automated AND s.period IS NOT NULL
+    FROM report_conversations
+    WHERE NOT automated AND status IN ('human_after_self_serve', 'human_from_start')
 ),
 agg AS (
     SELECT
@@ -49,7 +36,7 @@ agg AS (
         count(*) FILTER (WHERE rating >= 4) AS satisfied,
         median(first_response_ticks) AS median_first_response_ticks,
         median(close_ticks) AS median_close_ticks
-    FROM c
+    FROM human
     GROUP BY segment, period
 )
 SELECT
@@ -59,7 +46,7 @@ SELECT
     CAST(coalesce(rated, 0) AS DOUBLE) AS rated_conversations,
     avg_rating,
     CASE WHEN coalesce(rated, 0) = 0 THEN NULL ELSE CAST(satisfied AS DOUBLE) / rated END AS csat,
-    median_first_response_ticks / $12 AS median_first_response_s,
-    median_close_ticks / $12 AS median_time_to_close_s
+    median_first_response_ticks / $ticks_per_second AS median_first_response_s,
+    median_close_ticks / $ticks_per_second AS median_time_to_close_s
 FROM grid
 LEFT JOIN agg ON agg.segment = grid.segment AND agg.period = grid.period

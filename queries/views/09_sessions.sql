@@ -10,6 +10,9 @@
 --   automated conversation; stopped: anything else.
 -- tried_self_serve: an article_view, an article_search, or a conversation
 -- with a bot_answer. session_end is exclusive: start + exactly 86,400 s.
+-- article_views_resolved (§4 `self_serve`): the session's article_views with
+-- no conversation_started of the session at a later ts (an equal ts is not
+-- later).
 CREATE OR REPLACE VIEW sessions AS
 WITH acts AS (
     SELECT
@@ -24,6 +27,14 @@ WITH acts AS (
         max(ts) FILTER (WHERE event_type = 'conversation_started') AS last_conversation_started_at
     FROM session_actions
     GROUP BY user_id, session_start
+),
+resolved AS (
+    SELECT a.user_id, a.session_start, count(*) AS article_views_resolved
+    FROM session_actions a
+    JOIN acts s ON s.user_id = a.user_id AND s.session_start = a.session_start
+    WHERE a.event_type = 'article_view'
+      AND (s.last_conversation_started_at IS NULL OR a.ts >= s.last_conversation_started_at)
+    GROUP BY a.user_id, a.session_start
 ),
 convs AS (
     SELECT
@@ -72,6 +83,8 @@ SELECT
     coalesce(c.conversations_with_bot_answer, 0) AS conversations_with_bot_answer,
     c.h_conversation_id AS first_human_conversation_id,
     a.first_self_serve_at,
-    a.last_conversation_started_at
+    a.last_conversation_started_at,
+    coalesce(r.article_views_resolved, 0) AS article_views_resolved
 FROM acts a
-LEFT JOIN convs c ON c.user_id = a.user_id AND c.session_start = a.session_start;
+LEFT JOIN convs c ON c.user_id = a.user_id AND c.session_start = a.session_start
+LEFT JOIN resolved r ON r.user_id = a.user_id AND r.session_start = a.session_start;

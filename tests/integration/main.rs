@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod generator;
+mod history;
 mod report;
 mod s3;
 mod slt;

@@ -7,7 +7,7 @@ use datafusion::arrow::array::Array;
 use supportfunnel::context::sample_location;
 use supportfunnel::gen::{generate, GenOptions};
 use supportfunnel::period::parse_tz;
-use supportfunnel::report::{rows_of, run_report, ReportOptions, Row};
+use supportfunnel::report::{rows_of, run_report, ReportOptions, ReportPath, Row};
 use supportfunnel::{build_context, Engine, EngineOptions};
 
 use super::common::{engine_with, ev, events_batch, msg, write_parquet, MsgRow, Row as Ev};
@@ -24,8 +24,27 @@ fn period(from: &str, to: &str) -> ReportOptions {
     }
 }
 
+/// The report by both paths, which must agree row for row, number for
+/// number: every rule below is checked on the native path and the SQL path.
 async fn report(engine: &Engine, opts: &ReportOptions) -> Vec<Row> {
-    rows_of(&run_report(engine, opts).await.unwrap().batch)
+    let by = |path| ReportOptions {
+        path,
+        ..opts.clone()
+    };
+    let native = rows_of(
+        &run_report(engine, &by(ReportPath::Native))
+            .await
+            .unwrap()
+            .batch,
+    );
+    let sql = rows_of(
+        &run_report(engine, &by(ReportPath::Sql))
+            .await
+            .unwrap()
+            .batch,
+    );
+    assert_eq!(native, sql, "the native and the SQL path disagree");
+    native
 }
 
 async fn report_for(events: &[Ev], messages: &[MsgRow], opts: &ReportOptions) -> Vec<Row> {
@@ -739,7 +758,14 @@ async fn memory_limited_report_keeps_intermediates_on_disk_and_agrees() {
     let limited = build_context(&sample(Some(256 << 20), Some(spill.path().to_path_buf())))
         .await
         .unwrap();
-    assert_eq!(report(&limited, &opts).await, expected);
+    let sql = ReportOptions {
+        path: ReportPath::Sql,
+        ..opts.clone()
+    };
+    assert_eq!(
+        rows_of(&run_report(&limited, &sql).await.unwrap().batch),
+        expected
+    );
     // the context is still usable: the views are back, not pointing at the
     // report's deleted files
     let count = |e: &Engine| {
@@ -766,4 +792,58 @@ async fn memory_limited_report_keeps_intermediates_on_disk_and_agrees() {
         .filter(|n| n.starts_with("supportfunnel-report-"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_failed_report_leaves_the_users_context_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = vec![
+        ev("e1", "u1", "2026-03-02 10:00:00", "article_view"),
+        ev("e2", "u2", "2026-03-02 11:00:00", "help_center_visit"),
+    ];
+    let e = engine_with(dir.path(), &events, &one_msg()).await;
+    let tables = |e: &Engine| {
+        let mut t = e
+            .ctx
+            .catalog("datafusion")
+            .unwrap()
+            .schema("public")
+            .unwrap()
+            .table_names();
+        t.sort();
+        t
+    };
+    let before = tables(&e);
+    let sessions = "SELECT user_id, status FROM sessions ORDER BY user_id";
+    let want = super::common::rows(&e.ctx, sessions).await;
+    // The messages file disappears after registration: both paths fail part
+    // way, after the events steps.
+    std::fs::remove_dir_all(dir.path().join("messages")).unwrap();
+    for path in [ReportPath::Native, ReportPath::Sql] {
+        let opts = ReportOptions {
+            path,
+            ..period("2026-03-02", "2026-03-03")
+        };
+        assert!(run_report(&e, &opts).await.is_err(), "{path:?}");
+        assert_eq!(tables(&e), before, "{path:?}");
+        assert_eq!(
+            super::common::rows(&e.ctx, sessions).await,
+            want,
+            "{path:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_paths_choose_by_memory() {
+    use supportfunnel::history::NATIVE_BYTES_PER_EVENT;
+    use supportfunnel::report::choose_path;
+    let mut o = EngineOptions::new(sample_location("events"), sample_location("messages"));
+    let e = build_context(&o).await.unwrap();
+    assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Native);
+    assert_eq!(choose_path(&e, ReportPath::Sql), ReportPath::Sql);
+    let rows = e.tables.iter().find(|t| t.name == "events").unwrap().rows;
+    o.memory_limit = Some((rows * NATIVE_BYTES_PER_EVENT) as usize - 1);
+    let e = build_context(&o).await.unwrap();
+    assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Sql);
 }

@@ -1,0 +1,1565 @@
+//! The report's native path over the event history: one vectorized scan of
+//! `events` that validates each row once and keeps it in a slim typed form,
+//! then deduplication, conversation facts and sessionization on dense integer
+//! keys, producing the same rows as the SQL views `sessions` and
+//! `conversations` (spec §1, §2, §6).
+//!
+//! The SQL views in `queries/views/` stay the definitions: this module is a
+//! faster way to compute them for the report, and the differential tests
+//! (`tests/integration/history.rs`) hold it equal to them on generated data
+//! with every corner of the spec.
+//!
+//! How it stays exact without keeping strings:
+//! * `user_id` and `conversation_id` are interned ([`Interner`]): each
+//!   distinct string gets a dense `u32`, compared as bytes in the hash table,
+//!   so two ids share a key only when they are equal. Dense keys let
+//!   sessionization group actions per user with a counting sort and keep
+//!   per-conversation state in plain arrays.
+//! * `event_id` is only hashed (64 bits, [`IdHasher`]). A hash seen once
+//!   among valid rows proves its row unique; the hashes seen more than once
+//!   are *candidates*, whose rows are read again with every column (a second
+//!   scan that filters inside the Parquet decoder on the id alone) and
+//!   deduplicated by the string itself with the views' rule (smallest `ts`,
+//!   then the other columns). A hash collision therefore only costs a
+//!   candidate; it can never merge two events.
+//! * Ties the slim form cannot settle — two `conversation_started` rows of one
+//!   conversation at the same `ts` from different users, two latest closes at
+//!   the same `ts` that disagree on `actor = 'bot'`, two latest ratings at the
+//!   same `ts` with different ratings — are broken by `event_id` bytes: the
+//!   rows of such conversations are read again with their ids and settled
+//!   exactly. Ties whose outcome is the same either way need nothing.
+//!
+//! Memory is the slim rows (about 25 bytes per valid event during the scan,
+//! 17 after it) plus one entry per distinct user and conversation; nothing
+//! spills, so the report takes this path only when the estimate fits (see
+//! `report`), and the spilling SQL path otherwise.
+
+/// Hash maps and sets with a fast fixed hasher (keys here are ids and
+/// integers we produce, not attacker-chosen in a way that matters).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    StringBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{
+    col, lit, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use hashbrown::HashTable;
+
+use crate::error::{Error, Result};
+
+/// Event kinds as small integers, in the order of the spec's table. The
+/// first four are customer actions, the rest lifecycle events.
+mod kind {
+    pub const VISIT: u8 = 0;
+    pub const SEARCH: u8 = 1;
+    pub const VIEW: u8 = 2;
+    pub const STARTED: u8 = 3;
+    pub const BOT_ANSWER: u8 = 4;
+    pub const REPLY: u8 = 5;
+    pub const CLOSED: u8 = 6;
+    pub const RATED: u8 = 7;
+    /// A row removed as a repeat of its event_id.
+    pub const DELETED: u8 = u8::MAX;
+}
+
+/// Reject reasons, in the spec's order (§4 `data_quality`).
+pub const REJECT_REASONS: [&str; 7] = [
+    "null_event_id",
+    "null_user_id",
+    "null_ts",
+    "null_event_type",
+    "unknown_event_type",
+    "missing_conversation_id",
+    "invalid_rating",
+];
+
+/// `actor` of a `conversation_closed` row, as far as the report cares.
+const ACTOR_NULL: u8 = 0;
+const ACTOR_OTHER: u8 = 1;
+const ACTOR_BOT: u8 = 2;
+
+const NONE: u32 = u32::MAX;
+
+fn kind_of(s: &[u8]) -> Option<u8> {
+    Some(match s {
+        b"help_center_visit" => kind::VISIT,
+        b"article_search" => kind::SEARCH,
+        b"article_view" => kind::VIEW,
+        b"conversation_started" => kind::STARTED,
+        b"bot_answer" => kind::BOT_ANSWER,
+        b"teammate_reply" => kind::REPLY,
+        b"conversation_closed" => kind::CLOSED,
+        b"conversation_rated" => kind::RATED,
+        _ => return None,
+    })
+}
+
+/// The 64-bit hash of event ids. Fixed seed: the same id hashes the same in
+/// every scan of one run. `mask` keeps fewer bits in tests, to force
+/// collisions through the candidate path.
+#[derive(Debug, Clone, Copy)]
+pub struct IdHasher {
+    mask: u64,
+}
+
+impl IdHasher {
+    fn new(bits: u32) -> Self {
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        Self { mask }
+    }
+
+    fn hash(&self, s: &[u8]) -> u64 {
+        let mut h = foldhash::fast::FixedState::with_seed(0x5f0c_a11e_d1d5_eed5).build_hasher();
+        h.write(s);
+        h.finish() & self.mask
+    }
+}
+
+/// Distinct strings with dense `u32` ids, stored end to end in one buffer.
+#[derive(Default)]
+struct Interner {
+    table: HashTable<u32>,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+fn str_hash(s: &[u8]) -> u64 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x0dd_ba11).build_hasher();
+    h.write(s);
+    h.finish()
+}
+
+impl Interner {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, id: u32) -> &[u8] {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { self.ends[id - 1] };
+        &self.bytes[start..self.ends[id]]
+    }
+
+    fn str(&self, id: u32) -> &str {
+        let bytes = self.get(id);
+        // SAFETY: every interned string was copied whole from a Utf8 Arrow
+        // array (`Chunk::add_batch`, `History::compute`), which holds
+        // valid UTF-8, and the arena only ever appends whole strings.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    fn slice<'a>(bytes: &'a [u8], ends: &[usize], id: u32) -> &'a [u8] {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { ends[id - 1] };
+        &bytes[start..ends[id]]
+    }
+
+    fn intern(&mut self, s: &[u8]) -> u32 {
+        let h = str_hash(s);
+        let Interner { table, bytes, ends } = self;
+        let entry = table.entry(
+            h,
+            |&id| Self::slice(bytes, ends, id) == s,
+            |&id| str_hash(Self::slice(bytes, ends, id)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let id = ends.len() as u32;
+                bytes.extend_from_slice(s);
+                ends.push(bytes.len());
+                v.insert(id);
+                id
+            }
+        }
+    }
+
+    fn lookup(&self, s: &[u8]) -> Option<u32> {
+        self.table
+            .find(str_hash(s), |&id| self.get(id) == s)
+            .copied()
+    }
+}
+
+/// Customer actions in slim form.
+#[derive(Default)]
+struct Actions {
+    user: Vec<u32>,
+    ts: Vec<i64>,
+    kind: Vec<u8>,
+    /// The conversation of a `conversation_started`, else [`NONE`].
+    conv: Vec<u32>,
+}
+
+/// Lifecycle events in slim form.
+#[derive(Default)]
+struct Lifecycle {
+    conv: Vec<u32>,
+    ts: Vec<i64>,
+    kind: Vec<u8>,
+    /// Actor class for closes, rating (0 = NULL) for ratings.
+    extra: Vec<u8>,
+}
+
+/// What one scan partition collected.
+#[derive(Default)]
+struct Chunk {
+    rows_read: u64,
+    rejected: [u64; 7],
+    max_valid_ts: Option<i64>,
+    ids: Vec<u64>,
+    users: Interner,
+    convs: Interner,
+    actions: Actions,
+    lifecycle: Lifecycle,
+}
+
+/// The event columns the scan reads, in this order.
+const SCAN_COLUMNS: [&str; 8] = [
+    "event_id",
+    "user_id",
+    "ts",
+    "event_type",
+    "channel",
+    "conversation_id",
+    "actor",
+    "rating",
+];
+
+fn utf8(a: &ArrayRef) -> Result<StringArray> {
+    Ok(match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().clone(),
+        _ => cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
+    })
+}
+
+fn int64(a: &ArrayRef) -> Result<Int64Array> {
+    Ok(cast(a, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
+}
+
+/// A row's reject reason (index into [`REJECT_REASONS`]) or its kind.
+#[inline]
+fn classify(
+    id_null: bool,
+    user_null: bool,
+    ts_null: bool,
+    ty: Option<&str>,
+    conv_null: bool,
+    rating: Option<i64>,
+) -> std::result::Result<u8, usize> {
+    if id_null {
+        return Err(0);
+    }
+    if user_null {
+        return Err(1);
+    }
+    if ts_null {
+        return Err(2);
+    }
+    let Some(ty) = ty else { return Err(3) };
+    let Some(k) = kind_of(ty.as_bytes()) else {
+        return Err(4);
+    };
+    if k >= kind::STARTED && conv_null {
+        return Err(5);
+    }
+    if matches!(rating, Some(r) if !(1..=5).contains(&r)) {
+        return Err(6);
+    }
+    Ok(k)
+}
+
+impl Chunk {
+    fn add_batch(&mut self, b: &RecordBatch, hasher: IdHasher) -> Result<()> {
+        let id = utf8(b.column(0))?;
+        let user = utf8(b.column(1))?;
+        let ts = int64(b.column(2))?;
+        let ty = utf8(b.column(3))?;
+        let channel = utf8(b.column(4))?;
+        let conv = utf8(b.column(5))?;
+        let actor = utf8(b.column(6))?;
+        let rating = int64(b.column(7))?;
+        let n = b.num_rows();
+        self.rows_read += n as u64;
+        for i in 0..n {
+            if channel.is_valid(i) && channel.value(i) == "content_showcase" {
+                continue;
+            }
+            let k = match classify(
+                id.is_null(i),
+                user.is_null(i),
+                ts.is_null(i),
+                ty.is_valid(i).then(|| ty.value(i)),
+                conv.is_null(i),
+                rating.is_valid(i).then(|| rating.value(i)),
+            ) {
+                Ok(k) => k,
+                Err(reason) => {
+                    self.rejected[reason] += 1;
+                    continue;
+                }
+            };
+            let t = ts.value(i);
+            self.max_valid_ts = Some(self.max_valid_ts.map_or(t, |m| m.max(t)));
+            self.ids.push(hasher.hash(id.value(i).as_bytes()));
+            if k <= kind::STARTED {
+                let a = &mut self.actions;
+                a.user.push(self.users.intern(user.value(i).as_bytes()));
+                a.ts.push(t);
+                a.kind.push(k);
+                a.conv.push(if k == kind::STARTED {
+                    self.convs.intern(conv.value(i).as_bytes())
+                } else {
+                    NONE
+                });
+            } else {
+                let l = &mut self.lifecycle;
+                l.conv.push(self.convs.intern(conv.value(i).as_bytes()));
+                l.ts.push(t);
+                l.kind.push(k);
+                l.extra.push(match k {
+                    kind::CLOSED => actor_class(actor.is_valid(i).then(|| actor.value(i))),
+                    kind::RATED => rating
+                        .is_valid(i)
+                        .then(|| rating.value(i) as u8)
+                        .unwrap_or(0),
+                    _ => 0,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn actor_class(actor: Option<&str>) -> u8 {
+    match actor {
+        None => ACTOR_NULL,
+        Some("bot") => ACTOR_BOT,
+        Some(_) => ACTOR_OTHER,
+    }
+}
+
+async fn scan_partition(
+    mut stream: SendableRecordBatchStream,
+    hasher: IdHasher,
+    seen: Option<Arc<AtomicUsize>>,
+) -> Result<Chunk> {
+    let mut chunk = Chunk::default();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        chunk.add_batch(&batch, hasher)?;
+        if let Some(seen) = &seen {
+            seen.fetch_add(batch.num_rows(), Ordering::Relaxed);
+        }
+    }
+    chunk.ids.sort_unstable();
+    Ok(chunk)
+}
+
+/// Hashes seen more than once across the partitions' sorted hash lists.
+fn repeated(lists: &[Vec<u64>]) -> HashSet<u64> {
+    let mut heads = vec![0usize; lists.len()];
+    let mut out = HashSet::default();
+    let mut last: Option<u64> = None;
+    loop {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, list) in lists.iter().enumerate() {
+            if let Some(&v) = list.get(heads[i]) {
+                if best.is_none_or(|(_, b)| v < b) {
+                    best = Some((i, v));
+                }
+            }
+        }
+        let Some((i, v)) = best else { break };
+        heads[i] += 1;
+        if last == Some(v) {
+            out.insert(v);
+        }
+        last = Some(v);
+    }
+    out
+}
+
+/// One events row with every column, for the few rows read a second time.
+#[derive(Debug, Clone, PartialEq)]
+struct FullRow {
+    event_id: String,
+    user_id: String,
+    ts: i64,
+    event_type: String,
+    channel: Option<String>,
+    article_id: Option<String>,
+    conversation_id: Option<String>,
+    actor: Option<String>,
+    rating: Option<i64>,
+}
+
+/// `a < b` in the order `duplicate_winners` ranks copies: ts, user_id,
+/// event_type, channel, article_id, conversation_id, actor, rating, each
+/// ascending with NULLs last (DataFusion's default).
+fn copy_order(a: &FullRow, b: &FullRow) -> std::cmp::Ordering {
+    fn nl<T: Ord>(a: &Option<T>, b: &Option<T>) -> std::cmp::Ordering {
+        match (a, b) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    }
+    a.ts.cmp(&b.ts)
+        .then_with(|| a.user_id.as_bytes().cmp(b.user_id.as_bytes()))
+        .then_with(|| a.event_type.cmp(&b.event_type))
+        .then_with(|| nl(&a.channel, &b.channel))
+        .then_with(|| nl(&a.article_id, &b.article_id))
+        .then_with(|| nl(&a.conversation_id, &b.conversation_id))
+        .then_with(|| nl(&a.actor, &b.actor))
+        .then_with(|| nl(&a.rating, &b.rating))
+}
+
+/// A filter function that keeps rows whose event_id hash is in a set.
+#[derive(Debug)]
+struct HashIn {
+    set: Arc<HashSet<u64>>,
+    hasher: IdHasher,
+    signature: Signature,
+}
+
+impl PartialEq for HashIn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.set, &other.set)
+    }
+}
+impl Eq for HashIn {}
+impl std::hash::Hash for HashIn {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.set) as usize).hash(state)
+    }
+}
+
+impl ScalarUDFImpl for HashIn {
+    fn name(&self) -> &str {
+        "supportfunnel_id_hash_in"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let arr = args.args[0].to_array(args.number_rows)?;
+        let s = cast(&arr, &DataType::Utf8)?;
+        let s = s.as_string::<i32>();
+        let out: BooleanArray = (0..s.len())
+            .map(|i| {
+                Some(s.is_valid(i) && self.set.contains(&self.hasher.hash(s.value(i).as_bytes())))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+const FULL_COLUMNS: [&str; 9] = [
+    "event_id",
+    "user_id",
+    "ts",
+    "event_type",
+    "channel",
+    "article_id",
+    "conversation_id",
+    "actor",
+    "rating",
+];
+
+/// The valid, non-showcase rows matching `filter`, with every column.
+async fn read_full_rows(
+    ctx: &SessionContext,
+    filter: datafusion::logical_expr::Expr,
+) -> Result<Vec<FullRow>> {
+    let batches = ctx
+        .table("events")
+        .await?
+        .select_columns(&FULL_COLUMNS)?
+        .filter(filter)?
+        .collect()
+        .await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        let s = |i: usize| utf8(b.column(i));
+        let (id, user, ty, channel, article, conv, actor) =
+            (s(0)?, s(1)?, s(3)?, s(4)?, s(5)?, s(6)?, s(7)?);
+        let ts = int64(b.column(2))?;
+        let rating = int64(b.column(8))?;
+        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        for i in 0..b.num_rows() {
+            if channel.is_valid(i) && channel.value(i) == "content_showcase" {
+                continue;
+            }
+            let valid = classify(
+                id.is_null(i),
+                user.is_null(i),
+                ts.is_null(i),
+                ty.is_valid(i).then(|| ty.value(i)),
+                conv.is_null(i),
+                rating.is_valid(i).then(|| rating.value(i)),
+            )
+            .is_ok();
+            if !valid {
+                continue;
+            }
+            rows.push(FullRow {
+                event_id: id.value(i).to_string(),
+                user_id: user.value(i).to_string(),
+                ts: ts.value(i),
+                event_type: ty.value(i).to_string(),
+                channel: opt(&channel, i),
+                article_id: opt(&article, i),
+                conversation_id: opt(&conv, i),
+                actor: opt(&actor, i),
+                rating: rating.is_valid(i).then(|| rating.value(i)),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The slim form of a row, as a key to find its copies among the slim rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slim {
+    Action {
+        user: u32,
+        ts: i64,
+        kind: u8,
+        conv: u32,
+    },
+    Lifecycle {
+        conv: u32,
+        ts: i64,
+        kind: u8,
+        extra: u8,
+    },
+}
+
+/// One conversation's facts over the whole history (a row of the
+/// `conversation_facts` view). One struct per conversation, 64 bytes, so
+/// that reading a conversation costs one cache line, not one per field.
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    /// The user of the first start row, [`NONE`] without a start row.
+    start_user: u32,
+    lifecycle: u32,
+    bot_answers: u32,
+    replies: u32,
+    closes: u32,
+    started_at: i64,
+    first_bot: i64,
+    first_reply: i64,
+    closed_at: i64,
+    rating_at: i64,
+    close_actor: u8,
+    /// 0 for a NULL rating.
+    rating: u8,
+}
+
+impl Default for Conv {
+    fn default() -> Self {
+        Self {
+            start_user: NONE,
+            lifecycle: 0,
+            bot_answers: 0,
+            replies: 0,
+            closes: 0,
+            started_at: i64::MAX,
+            first_bot: i64::MAX,
+            first_reply: i64::MAX,
+            closed_at: i64::MIN,
+            rating_at: i64::MIN,
+            close_actor: ACTOR_NULL,
+            rating: 0,
+        }
+    }
+}
+
+impl Conv {
+    fn started(&self) -> bool {
+        self.start_user != NONE
+    }
+
+    fn automated(&self) -> bool {
+        self.bot_answers > 0 && self.replies == 0 && self.close_actor == ACTOR_BOT
+    }
+}
+
+/// Counts for the `data_quality` section (spec §4).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventCounts {
+    /// Rows in `events`, content_showcase rows included.
+    pub rows_read: u64,
+    /// Rejected rows per reason, in [`REJECT_REASONS`] order.
+    pub rejected: [u64; 7],
+    /// Valid rows dropped as repeats of an event_id.
+    pub duplicate_events: u64,
+    /// Valid, deduplicated lifecycle events without a `conversation_started`.
+    pub orphan_lifecycle_events: u64,
+}
+
+/// Everything the report needs from `events`, computed over the whole
+/// history; [`History::tables`] cuts the report's periods out of it.
+pub struct History {
+    /// The data-quality counts.
+    pub counts: EventCounts,
+    /// The latest `ts` of a valid event, in the column's ticks.
+    pub latest_valid_ts: Option<i64>,
+    /// Whether the second look at candidate event_ids was needed.
+    pub candidate_rows: usize,
+    /// Conversations whose ties were settled by event_id.
+    pub tied_conversations: usize,
+    users: Interner,
+    convs: Interner,
+    /// Started conversations grouped by the user of their first start row:
+    /// `conv_user_start[u]..conv_user_start[u+1]` index `facts` and
+    /// `conv_by_user` (their interned ids).
+    facts: Vec<Conv>,
+    /// Actions grouped by user: `user_start[u]..user_start[u+1]` index
+    /// `ts`/`kind`, sorted by ts within each user.
+    user_start: Vec<usize>,
+    ts: Vec<i64>,
+    kind: Vec<u8>,
+    conv_user_start: Vec<usize>,
+    conv_by_user: Vec<u32>,
+    ts_type: DataType,
+    ticks_per_day: i64,
+}
+
+/// Knobs of [`History::compute`]; the defaults are what the report uses.
+#[derive(Debug, Clone)]
+pub struct HistoryOptions {
+    /// Bits of the event_id hash kept (64; tests use fewer to force the
+    /// candidate path through collisions).
+    pub id_hash_bits: u32,
+    /// Counts the rows the first scan has read, for progress.
+    pub rows_seen: Option<Arc<AtomicUsize>>,
+}
+
+impl Default for HistoryOptions {
+    fn default() -> Self {
+        Self {
+            id_hash_bits: 64,
+            rows_seen: None,
+        }
+    }
+}
+
+/// Memory the native path needs per events row (slim rows, ids, per-user
+/// and per-conversation state and the scan's buffers), with a margin; see
+/// docs/PERFORMANCE.md for the measured peaks.
+pub const NATIVE_BYTES_PER_EVENT: u64 = 40;
+
+/// Whether the native path over `rows` events fits: in `memory_limit` when
+/// one is set, else in half the machine's memory.
+pub fn native_fits(rows: u64, memory_limit: Option<usize>) -> bool {
+    let budget = match memory_limit {
+        Some(limit) => limit as u64,
+        None => physical_memory() / 2,
+    };
+    rows.saturating_mul(NATIVE_BYTES_PER_EVENT) <= budget
+}
+
+/// The machine's physical memory, from /proc/meminfo (8 GiB if unknown).
+fn physical_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024)
+}
+
+/// Ticks of a timestamp type per second.
+pub fn ticks_per_second(dt: &DataType) -> i64 {
+    use datafusion::arrow::datatypes::TimeUnit;
+    match dt {
+        DataType::Timestamp(TimeUnit::Second, _) => 1,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000_000,
+        _ => 1_000_000_000,
+    }
+}
+
+impl History {
+    /// Scans `events` of `ctx` once (twice more only for candidate ids and
+    /// tied conversations) and computes every per-conversation and
+    /// per-session fact.
+    pub async fn compute(ctx: &SessionContext, opts: &HistoryOptions) -> Result<Self> {
+        let hasher = IdHasher::new(opts.id_hash_bits);
+        let t0 = std::time::Instant::now();
+        let tr = |what: &str| {
+            if std::env::var_os("SF_TRACE").is_some() {
+                eprintln!("TRACE {what}: {:.3}", t0.elapsed().as_secs_f64())
+            }
+        };
+        let df = ctx.table("events").await?.select_columns(&SCAN_COLUMNS)?;
+        let ts_type = df
+            .schema()
+            .field_with_unqualified_name("ts")?
+            .data_type()
+            .clone();
+        let streams = df.execute_stream_partitioned().await?;
+        let tasks: Vec<_> = streams
+            .into_iter()
+            .map(|s| tokio::spawn(scan_partition(s, hasher, opts.rows_seen.clone())))
+            .collect();
+        let mut chunks = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            chunks.push(
+                t.await
+                    .map_err(|e| Error::invalid(format!("event scan task failed: {e}")))??,
+            );
+        }
+
+        tr("scan");
+        // Counts, and the event_id hashes seen twice.
+        let mut counts = EventCounts::default();
+        let mut latest_valid_ts = None::<i64>;
+        for c in &chunks {
+            counts.rows_read += c.rows_read;
+            for (a, b) in counts.rejected.iter_mut().zip(c.rejected) {
+                *a += b;
+            }
+            if let Some(t) = c.max_valid_ts {
+                latest_valid_ts = Some(latest_valid_ts.map_or(t, |m| m.max(t)));
+            }
+        }
+        let id_lists: Vec<Vec<u64>> = chunks
+            .iter_mut()
+            .map(|c| std::mem::take(&mut c.ids))
+            .collect();
+        let candidates = repeated(&id_lists);
+        drop(id_lists);
+
+        tr("candidates");
+        // One key space: the first partition's interners, the others mapped in.
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next().unwrap_or_default();
+        let (mut users, mut convs) = (first.users, first.convs);
+        let (mut actions, mut lifecycle) = (first.actions, first.lifecycle);
+        for c in chunks {
+            let umap: Vec<u32> = (0..c.users.len() as u32)
+                .map(|i| users.intern(c.users.get(i)))
+                .collect();
+            let cmap: Vec<u32> = (0..c.convs.len() as u32)
+                .map(|i| convs.intern(c.convs.get(i)))
+                .collect();
+            let cm = |k: u32| if k == NONE { NONE } else { cmap[k as usize] };
+            actions
+                .user
+                .extend(c.actions.user.iter().map(|&u| umap[u as usize]));
+            actions.ts.extend_from_slice(&c.actions.ts);
+            actions.kind.extend_from_slice(&c.actions.kind);
+            actions.conv.extend(c.actions.conv.iter().map(|&k| cm(k)));
+            lifecycle
+                .conv
+                .extend(c.lifecycle.conv.iter().map(|&k| cm(k)));
+            lifecycle.ts.extend_from_slice(&c.lifecycle.ts);
+            lifecycle.kind.extend_from_slice(&c.lifecycle.kind);
+            lifecycle.extra.extend_from_slice(&c.lifecycle.extra);
+        }
+
+        tr("merge");
+        // Exact deduplication of the candidates.
+        let mut winners: HashMap<String, FullRow> = HashMap::default();
+        let mut candidate_rows = 0;
+        if !candidates.is_empty() {
+            let set = Arc::new(candidates);
+            let udf = ScalarUDF::from(HashIn {
+                set: Arc::clone(&set),
+                hasher,
+                signature: Signature::any(1, Volatility::Immutable),
+            });
+            let rows = read_full_rows(ctx, udf.call(vec![col("event_id")])).await?;
+            tr("dedup read");
+            candidate_rows = rows.len();
+            let mut groups: HashMap<String, Vec<FullRow>> = HashMap::default();
+            for r in rows {
+                groups.entry(r.event_id.clone()).or_default().push(r);
+            }
+            let mut losers: HashMap<Slim, u32> = HashMap::default();
+            for (id, mut copies) in groups {
+                copies.sort_by(copy_order);
+                counts.duplicate_events += copies.len() as u64 - 1;
+                for r in &copies[1..] {
+                    *losers.entry(slim(r, &users, &convs)?).or_default() += 1;
+                }
+                winners.insert(id, copies.swap_remove(0));
+            }
+            tr("dedup grouped");
+            if !losers.is_empty() {
+                remove_slim(&mut actions, &mut lifecycle, losers);
+            }
+        }
+
+        tr("dedup");
+        // Conversation facts.
+        let mut facts = vec![Conv::default(); convs.len()];
+        let mut tied: HashSet<u32> = HashSet::default();
+        for i in 0..actions.kind.len() {
+            if actions.kind[i] != kind::STARTED {
+                continue;
+            }
+            let c = actions.conv[i];
+            let f = &mut facts[c as usize];
+            let (t, u) = (actions.ts[i], actions.user[i]);
+            if t < f.started_at {
+                f.started_at = t;
+                f.start_user = u;
+            } else if t == f.started_at && u != f.start_user {
+                tied.insert(c);
+            }
+        }
+        for i in 0..lifecycle.kind.len() {
+            let k = lifecycle.kind[i];
+            if k == kind::DELETED {
+                continue;
+            }
+            let c = lifecycle.conv[i];
+            let f = &mut facts[c as usize];
+            let t = lifecycle.ts[i];
+            f.lifecycle += 1;
+            match k {
+                kind::BOT_ANSWER => {
+                    f.bot_answers += 1;
+                    f.first_bot = f.first_bot.min(t);
+                }
+                kind::REPLY => {
+                    f.replies += 1;
+                    f.first_reply = f.first_reply.min(t);
+                }
+                kind::CLOSED => {
+                    f.closes += 1;
+                    let a = lifecycle.extra[i];
+                    if t > f.closed_at {
+                        f.closed_at = t;
+                        f.close_actor = a;
+                    } else if t == f.closed_at && (a == ACTOR_BOT) != (f.close_actor == ACTOR_BOT) {
+                        tied.insert(c);
+                    }
+                }
+                kind::RATED => {
+                    let r = lifecycle.extra[i];
+                    if t > f.rating_at {
+                        f.rating_at = t;
+                        f.rating = r;
+                    } else if t == f.rating_at && r != f.rating {
+                        tied.insert(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        drop(lifecycle);
+        tr("facts");
+        let tied_conversations = tied.len();
+        if !tied.is_empty() {
+            settle_ties(ctx, &tied, &convs, &users, &winners, &mut facts).await?;
+        }
+        counts.orphan_lifecycle_events = facts
+            .iter()
+            .filter(|f| !f.started())
+            .map(|f| f.lifecycle as u64)
+            .sum();
+
+        tr("ties");
+        // Actions grouped by user (counting sort), each user's sorted by ts.
+        let n_users = users.len();
+        let mut user_start = vec![0usize; n_users + 1];
+        for (i, &u) in actions.user.iter().enumerate() {
+            if actions.kind[i] != kind::DELETED {
+                user_start[u as usize + 1] += 1;
+            }
+        }
+        for u in 0..n_users {
+            user_start[u + 1] += user_start[u];
+        }
+        let total = user_start[n_users];
+        let mut ts = vec![0i64; total];
+        let mut kinds = vec![0u8; total];
+        let mut next = user_start.clone();
+        for i in 0..actions.user.len() {
+            let k = actions.kind[i];
+            if k == kind::DELETED {
+                continue;
+            }
+            let u = actions.user[i] as usize;
+            let at = next[u];
+            next[u] += 1;
+            ts[at] = actions.ts[i];
+            kinds[at] = k;
+        }
+        drop(actions);
+        drop(next);
+        let mut pairs: Vec<(i64, u8)> = Vec::new();
+        for u in 0..n_users {
+            let r = user_start[u]..user_start[u + 1];
+            if ts[r.clone()].is_sorted() {
+                continue;
+            }
+            pairs.clear();
+            pairs.extend(r.clone().map(|i| (ts[i], kinds[i])));
+            pairs.sort_unstable_by_key(|p| p.0);
+            for (j, (t, k)) in r.zip(pairs.iter()) {
+                ts[j] = *t;
+                kinds[j] = *k;
+            }
+        }
+
+        tr("grouped");
+        // Conversations grouped by the user of their first start row.
+        // Their facts are copied in that order, so that sessionization
+        // reads them sequentially.
+        let mut conv_user_start = vec![0usize; n_users + 1];
+        for f in facts.iter().filter(|f| f.started()) {
+            conv_user_start[f.start_user as usize + 1] += 1;
+        }
+        for u in 0..n_users {
+            conv_user_start[u + 1] += conv_user_start[u];
+        }
+        let mut conv_by_user = vec![0u32; conv_user_start[n_users]];
+        let mut by_user = vec![Conv::default(); conv_user_start[n_users]];
+        let mut next = conv_user_start.clone();
+        for (c, f) in facts.iter().enumerate() {
+            if f.started() {
+                let u = f.start_user as usize;
+                conv_by_user[next[u]] = c as u32;
+                by_user[next[u]] = *f;
+                next[u] += 1;
+            }
+        }
+        drop(facts);
+        let facts = by_user;
+
+        let ticks_per_day = 86_400 * ticks_per_second(&ts_type);
+        tr("done");
+        Ok(History {
+            counts,
+            latest_valid_ts,
+            candidate_rows,
+            tied_conversations,
+            users,
+            convs,
+            facts,
+            user_start,
+            ts,
+            kind: kinds,
+            conv_user_start,
+            conv_by_user,
+            ts_type,
+            ticks_per_day,
+        })
+    }
+
+    /// The `events.ts` type, whose ticks every timestamp here is in.
+    pub fn ts_type(&self) -> &DataType {
+        &self.ts_type
+    }
+
+    /// The sessions (and their conversations) that start in one of
+    /// `periods` — `(tag, start, end)` in ts ticks, half-open — as the
+    /// `report_sessions` and `report_conversations` tables, each in one
+    /// batch per core (the users are split between threads by their number
+    /// of actions).
+    pub fn tables(
+        &self,
+        periods: &[(&str, i64, i64)],
+    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let total = self.ts.len();
+        let mut bounds = vec![0usize];
+        for k in 1..parts {
+            let target = total * k / parts;
+            let u = self
+                .user_start
+                .partition_point(|&at| at < target)
+                .min(self.users.len());
+            if u > *bounds.last().unwrap_or(&0) {
+                bounds.push(u);
+            }
+        }
+        bounds.push(self.users.len());
+        let results: Vec<Result<(RecordBatch, RecordBatch)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let (lo, hi) = (w[0], w[1]);
+                    scope.spawn(move || self.tables_for(lo..hi, periods))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::invalid("session thread panicked")))
+                })
+                .collect()
+        });
+        let mut sessions = Vec::new();
+        let mut conversations = Vec::new();
+        for r in results {
+            let (s, c) = r?;
+            sessions.push(s);
+            conversations.push(c);
+        }
+        Ok((sessions, conversations))
+    }
+
+    fn tables_for(
+        &self,
+        users: std::ops::Range<usize>,
+        periods: &[(&str, i64, i64)],
+    ) -> Result<(RecordBatch, RecordBatch)> {
+        let mut s = SessionRows::default();
+        let mut c = ConversationRows::default();
+        let f = &self.facts;
+        let day = self.ticks_per_day;
+        let mut starts: Vec<usize> = Vec::new();
+        let mut by_session: Vec<Vec<usize>> = Vec::new();
+        for u in users {
+            let (lo, hi) = (self.user_start[u], self.user_start[u + 1]);
+            if lo == hi {
+                continue;
+            }
+            let ts = &self.ts[lo..hi];
+            let kinds = &self.kind[lo..hi];
+            // Session boundaries (indices into the user's actions).
+            starts.clear();
+            let mut start = ts[0];
+            starts.push(0);
+            for (i, &t) in ts.iter().enumerate().skip(1) {
+                if t >= start.saturating_add(day) {
+                    start = t;
+                    starts.push(i);
+                }
+            }
+            let tag = |t: i64| {
+                periods
+                    .iter()
+                    .find(|(_, a, b)| t >= *a && t < *b)
+                    .map(|(p, _, _)| *p)
+            };
+            if starts.iter().all(|&i| tag(ts[i]).is_none()) {
+                continue;
+            }
+            let convs = self.conv_user_start[u]..self.conv_user_start[u + 1];
+            // Each conversation's session: the last start at or before it.
+            by_session.clear();
+            by_session.resize(starts.len(), Vec::new());
+            for p in convs {
+                let t = f[p].started_at;
+                let j = starts.partition_point(|&i| ts[i] <= t);
+                if j > 0 {
+                    by_session[j - 1].push(p);
+                }
+            }
+            for (j, &first) in starts.iter().enumerate() {
+                let session_start = ts[first];
+                let Some(period) = tag(session_start) else {
+                    continue;
+                };
+                let end = starts.get(j + 1).copied().unwrap_or(ts.len());
+                let mut n = [0i64; 4];
+                let mut first_self_serve = i64::MAX;
+                let mut last_started = i64::MIN;
+                for i in first..end {
+                    let k = kinds[i];
+                    n[k as usize] += 1;
+                    if k == kind::SEARCH || k == kind::VIEW {
+                        first_self_serve = first_self_serve.min(ts[i]);
+                    }
+                    if k == kind::STARTED {
+                        last_started = last_started.max(ts[i]);
+                    }
+                }
+                let resolved_views = (first..end)
+                    .filter(|&i| kinds[i] == kind::VIEW && ts[i] >= last_started)
+                    .count() as i64;
+                let cs = &by_session[j];
+                let mut automated = 0i64;
+                let mut with_bot = 0i64;
+                let mut first_bot = i64::MAX;
+                let mut h: Option<usize> = None;
+                for &p in cs {
+                    let c = &f[p];
+                    if c.automated() {
+                        automated += 1;
+                    } else if h.is_none_or(|hp| {
+                        (c.started_at, self.convs.get(self.conv_by_user[p]))
+                            < (f[hp].started_at, self.convs.get(self.conv_by_user[hp]))
+                    }) {
+                        h = Some(p);
+                    }
+                    if c.bot_answers > 0 {
+                        with_bot += 1;
+                    }
+                    first_bot = first_bot.min(c.first_bot);
+                }
+                let status = match h {
+                    Some(h) => {
+                        let before = first_self_serve < f[h].started_at
+                            || (first_bot != i64::MAX && first_bot < f[h].first_reply);
+                        if before {
+                            "human_after_self_serve"
+                        } else {
+                            "human_from_start"
+                        }
+                    }
+                    None if n[kind::VIEW as usize] > 0 || automated > 0 => "self_serve_resolved",
+                    None => "stopped",
+                };
+                let tried =
+                    n[kind::VIEW as usize] > 0 || n[kind::SEARCH as usize] > 0 || with_bot > 0;
+                let user = self.users.str(u as u32);
+                s.period.append_value(period);
+                s.user_id.append_value(user);
+                s.session_start.push(session_start);
+                s.session_end.push(session_start.saturating_add(day));
+                s.status.append_value(status);
+                s.tried.push(tried);
+                s.actions.push((end - first) as i64);
+                s.visits.push(n[kind::VISIT as usize]);
+                s.searches.push(n[kind::SEARCH as usize]);
+                s.views.push(n[kind::VIEW as usize]);
+                s.starts.push(n[kind::STARTED as usize]);
+                s.conversations.push(cs.len() as i64);
+                s.human.push(cs.len() as i64 - automated);
+                s.automated.push(automated);
+                s.with_bot.push(with_bot);
+                s.first_human
+                    .append_option(h.map(|h| self.convs.str(self.conv_by_user[h])));
+                s.first_self_serve
+                    .push((first_self_serve != i64::MAX).then_some(first_self_serve));
+                s.last_started
+                    .push((last_started != i64::MIN).then_some(last_started));
+                s.resolved_views.push(resolved_views);
+                for &p in cs {
+                    let cf = &f[p];
+                    let opt = |v: i64, none: i64| (v != none).then_some(v);
+                    c.period.append_value(period);
+                    c.status.append_value(status);
+                    c.conversation_id
+                        .append_value(self.convs.str(self.conv_by_user[p]));
+                    c.user_id.append_value(user);
+                    c.started_at.push(cf.started_at);
+                    c.session_start.push(session_start);
+                    c.first_reply_at.push(opt(cf.first_reply, i64::MAX));
+                    c.closed_at.push(opt(cf.closed_at, i64::MIN));
+                    c.rating.push(
+                        (cf.rating_at != i64::MIN && cf.rating != 0).then_some(cf.rating as i32),
+                    );
+                    c.first_bot_answer_at.push(opt(cf.first_bot, i64::MAX));
+                    c.bot_answers.push(cf.bot_answers as i64);
+                    c.teammate_replies.push(cf.replies as i64);
+                    c.closes.push(cf.closes as i64);
+                    c.automated.push(cf.automated());
+                }
+            }
+        }
+        let t0 = std::time::Instant::now();
+        let r = (s.finish(&self.ts_type)?, c.finish(&self.ts_type)?);
+        if std::env::var_os("SF_TRACE").is_some() {
+            eprintln!("TRACE finish: {:.3}", t0.elapsed().as_secs_f64())
+        }
+        Ok(r)
+    }
+}
+
+fn slim(r: &FullRow, users: &Interner, convs: &Interner) -> Result<Slim> {
+    let missing = || {
+        Error::invalid(format!(
+            "event {} was not seen by the first scan",
+            r.event_id
+        ))
+    };
+    let k = kind_of(r.event_type.as_bytes()).ok_or_else(missing)?;
+    let conv = |c: &Option<String>| -> Result<u32> {
+        convs
+            .lookup(c.as_deref().unwrap_or_default().as_bytes())
+            .ok_or_else(missing)
+    };
+    Ok(if k <= kind::STARTED {
+        Slim::Action {
+            user: users.lookup(r.user_id.as_bytes()).ok_or_else(missing)?,
+            ts: r.ts,
+            kind: k,
+            conv: if k == kind::STARTED {
+                conv(&r.conversation_id)?
+            } else {
+                NONE
+            },
+        }
+    } else {
+        Slim::Lifecycle {
+            conv: conv(&r.conversation_id)?,
+            ts: r.ts,
+            kind: k,
+            extra: match k {
+                kind::CLOSED => actor_class(r.actor.as_deref()),
+                kind::RATED => r.rating.map(|v| v as u8).unwrap_or(0),
+                _ => 0,
+            },
+        }
+    })
+}
+
+/// Marks one slim row per entry of `losers` as deleted. Copies that are
+/// equal in slim form are interchangeable, so which one goes is irrelevant.
+fn remove_slim(actions: &mut Actions, lifecycle: &mut Lifecycle, mut losers: HashMap<Slim, u32>) {
+    let times: HashSet<i64> = losers
+        .keys()
+        .map(|s| match s {
+            Slim::Action { ts, .. } | Slim::Lifecycle { ts, .. } => *ts,
+        })
+        .collect();
+    let mut take = |key: Slim| -> bool {
+        match losers.get_mut(&key) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
+    for i in 0..actions.kind.len() {
+        if !times.contains(&actions.ts[i]) {
+            continue;
+        }
+        let key = Slim::Action {
+            user: actions.user[i],
+            ts: actions.ts[i],
+            kind: actions.kind[i],
+            conv: actions.conv[i],
+        };
+        if take(key) {
+            actions.kind[i] = kind::DELETED;
+        }
+    }
+    for i in 0..lifecycle.kind.len() {
+        if !times.contains(&lifecycle.ts[i]) {
+            continue;
+        }
+        let key = Slim::Lifecycle {
+            conv: lifecycle.conv[i],
+            ts: lifecycle.ts[i],
+            kind: lifecycle.kind[i],
+            extra: lifecycle.extra[i],
+        };
+        if take(key) {
+            lifecycle.kind[i] = kind::DELETED;
+        }
+    }
+}
+
+/// Reads the rows of the tied conversations again, with their event_ids,
+/// and settles the first start, the latest close and the latest rating
+/// exactly as the `conversation_facts` view does.
+async fn settle_ties(
+    ctx: &SessionContext,
+    tied: &HashSet<u32>,
+    convs: &Interner,
+    users: &Interner,
+    winners: &HashMap<String, FullRow>,
+    facts: &mut [Conv],
+) -> Result<()> {
+    let ids: Vec<datafusion::logical_expr::Expr> = tied
+        .iter()
+        .map(|&c| lit(ScalarValue::Utf8(Some(convs.str(c).to_string()))))
+        .collect();
+    let rows = read_full_rows(ctx, col("conversation_id").in_list(ids, false)).await?;
+    let mut kept: HashSet<String> = HashSet::default();
+    // (ts, event_id, value) of the first start, last close, last rating.
+    type Best = Option<(i64, String, u32)>;
+    let mut best: HashMap<u32, [Best; 3]> = HashMap::default();
+    for r in rows {
+        // A repeat of an event_id counts only as its winning copy.
+        // (Every candidate event_id has a winner; other ids are unique.)
+        if winners.get(&r.event_id).is_some_and(|w| w != &r) {
+            continue;
+        }
+        if !kept.insert(r.event_id.clone()) {
+            continue;
+        }
+        let Some(c) = r
+            .conversation_id
+            .as_deref()
+            .and_then(|c| convs.lookup(c.as_bytes()))
+        else {
+            continue;
+        };
+        let slot = best.entry(c).or_default();
+        let key = (r.ts, r.event_id.clone());
+        match kind_of(r.event_type.as_bytes()) {
+            Some(kind::STARTED) => {
+                let u = users.lookup(r.user_id.as_bytes()).unwrap_or(NONE);
+                if slot[0]
+                    .as_ref()
+                    .is_none_or(|b| (key.0, key.1.as_bytes()) < (b.0, b.1.as_bytes()))
+                {
+                    slot[0] = Some((key.0, key.1, u));
+                }
+            }
+            Some(kind::CLOSED) => {
+                let a = actor_class(r.actor.as_deref()) as u32;
+                if slot[1]
+                    .as_ref()
+                    .is_none_or(|b| (key.0, key.1.as_bytes()) > (b.0, b.1.as_bytes()))
+                {
+                    slot[1] = Some((key.0, key.1, a));
+                }
+            }
+            Some(kind::RATED) => {
+                let v = r.rating.unwrap_or(0) as u32;
+                if slot[2]
+                    .as_ref()
+                    .is_none_or(|b| (key.0, key.1.as_bytes()) > (b.0, b.1.as_bytes()))
+                {
+                    slot[2] = Some((key.0, key.1, v));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (c, [start, close, rating]) in best {
+        let c = c as usize;
+        if let Some((_, _, u)) = start {
+            facts[c].start_user = u;
+        }
+        if let Some((_, _, a)) = close {
+            facts[c].close_actor = a as u8;
+        }
+        if let Some((_, _, v)) = rating {
+            facts[c].rating = v as u8;
+        }
+    }
+    Ok(())
+}
+
+/// Builds a timestamp column of the events' type from ticks.
+fn timestamps(values: Vec<Option<i64>>, ts_type: &DataType) -> Result<ArrayRef> {
+    let a: ArrayRef = Arc::new(Int64Array::from(values));
+    Ok(cast(&a, ts_type)?)
+}
+
+#[derive(Default)]
+struct SessionRows {
+    period: StringBuilder,
+    user_id: StringBuilder,
+    session_start: Vec<i64>,
+    session_end: Vec<i64>,
+    status: StringBuilder,
+    tried: Vec<bool>,
+    actions: Vec<i64>,
+    visits: Vec<i64>,
+    searches: Vec<i64>,
+    views: Vec<i64>,
+    starts: Vec<i64>,
+    conversations: Vec<i64>,
+    human: Vec<i64>,
+    automated: Vec<i64>,
+    with_bot: Vec<i64>,
+    first_human: StringBuilder,
+    first_self_serve: Vec<Option<i64>>,
+    last_started: Vec<Option<i64>>,
+    resolved_views: Vec<i64>,
+}
+
+/// The schema of `report_sessions`: the `sessions` view's columns after a
+/// `period` tag.
+pub fn sessions_schema(ts: &DataType) -> SchemaRef {
+    let i = |n: &str| Field::new(n, DataType::Int64, false);
+    let t = |n: &str, null: bool| Field::new(n, ts.clone(), null);
+    Arc::new(Schema::new(vec![
+        Field::new("period", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        t("session_start", false),
+        t("session_end", false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("tried_self_serve", DataType::Boolean, false),
+        i("actions"),
+        i("help_center_visits"),
+        i("article_searches"),
+        i("article_views"),
+        i("conversation_starts"),
+        i("conversations"),
+        i("human_conversations"),
+        i("automated_conversations"),
+        i("conversations_with_bot_answer"),
+        Field::new("first_human_conversation_id", DataType::Utf8, true),
+        t("first_self_serve_at", true),
+        t("last_conversation_started_at", true),
+        i("article_views_resolved"),
+    ]))
+}
+
+/// The schema of `report_conversations`: the conversations of the report's
+/// sessions, with the session's period and status.
+pub fn conversations_schema(ts: &DataType) -> SchemaRef {
+    let i = |n: &str| Field::new(n, DataType::Int64, false);
+    let t = |n: &str, null: bool| Field::new(n, ts.clone(), null);
+    Arc::new(Schema::new(vec![
+        Field::new("period", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("conversation_id", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, false),
+        t("started_at", false),
+        t("session_start", false),
+        t("first_reply_at", true),
+        t("closed_at", true),
+        Field::new("rating", DataType::Int32, true),
+        t("first_bot_answer_at", true),
+        i("bot_answers"),
+        i("teammate_replies"),
+        i("closes"),
+        Field::new("automated", DataType::Boolean, false),
+    ]))
+}
+
+impl SessionRows {
+    fn finish(mut self, ts: &DataType) -> Result<RecordBatch> {
+        let some = |v: Vec<i64>| v.into_iter().map(Some).collect::<Vec<_>>();
+        let int = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.period.finish()),
+            Arc::new(self.user_id.finish()),
+            timestamps(some(self.session_start), ts)?,
+            timestamps(some(self.session_end), ts)?,
+            Arc::new(self.status.finish()),
+            Arc::new(BooleanArray::from(self.tried)),
+            int(self.actions),
+            int(self.visits),
+            int(self.searches),
+            int(self.views),
+            int(self.starts),
+            int(self.conversations),
+            int(self.human),
+            int(self.automated),
+            int(self.with_bot),
+            Arc::new(self.first_human.finish()),
+            timestamps(self.first_self_serve, ts)?,
+            timestamps(self.last_started, ts)?,
+            int(self.resolved_views),
+        ];
+        Ok(RecordBatch::try_new(sessions_schema(ts), cols)?)
+    }
+}
+
+#[derive(Default)]
+struct ConversationRows {
+    period: StringBuilder,
+    status: StringBuilder,
+    conversation_id: StringBuilder,
+    user_id: StringBuilder,
+    started_at: Vec<i64>,
+    session_start: Vec<i64>,
+    first_reply_at: Vec<Option<i64>>,
+    closed_at: Vec<Option<i64>>,
+    rating: Vec<Option<i32>>,
+    first_bot_answer_at: Vec<Option<i64>>,
+    bot_answers: Vec<i64>,
+    teammate_replies: Vec<i64>,
+    closes: Vec<i64>,
+    automated: Vec<bool>,
+}
+
+impl ConversationRows {
+    fn finish(mut self, ts: &DataType) -> Result<RecordBatch> {
+        let some = |v: Vec<i64>| v.into_iter().map(Some).collect::<Vec<_>>();
+        let int = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.period.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.conversation_id.finish()),
+            Arc::new(self.user_id.finish()),
+            timestamps(some(self.started_at), ts)?,
+            timestamps(some(self.session_start), ts)?,
+            timestamps(self.first_reply_at, ts)?,
+            timestamps(self.closed_at, ts)?,
+            Arc::new(Int32Array::from(self.rating)),
+            timestamps(self.first_bot_answer_at, ts)?,
+            int(self.bot_answers),
+            int(self.teammate_replies),
+            int(self.closes),
+            Arc::new(BooleanArray::from(self.automated)),
+        ];
+        Ok(RecordBatch::try_new(conversations_schema(ts), cols)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_gives_dense_ids_and_finds_them_again() {
+        let mut i = Interner::default();
+        assert_eq!(i.intern(b"u1"), 0);
+        assert_eq!(i.intern(b"u2"), 1);
+        assert_eq!(i.intern(b"u1"), 0);
+        assert_eq!(i.intern(b""), 2);
+        assert_eq!(i.lookup(b"u2"), Some(1));
+        assert_eq!(i.lookup(b"u3"), None);
+        assert_eq!(i.str(1), "u2");
+        for n in 0..10_000u32 {
+            assert_eq!(i.intern(format!("k{n}").as_bytes()), n + 3);
+        }
+        assert_eq!(i.str(10_002), "k9999");
+    }
+
+    #[test]
+    fn repeated_hashes_across_sorted_lists() {
+        let got = repeated(&[vec![1, 2, 2, 5], vec![3, 5, 7]]);
+        let got: std::collections::BTreeSet<u64> = got.into_iter().collect();
+        assert_eq!(got, std::collections::BTreeSet::from([2, 5]));
+        assert!(repeated(&[vec![], vec![1]]).is_empty());
+    }
+
+    #[test]
+    fn reasons_in_spec_order() {
+        assert_eq!(classify(true, true, true, None, true, Some(9)), Err(0));
+        assert_eq!(classify(false, true, true, None, true, None), Err(1));
+        assert_eq!(classify(false, false, false, Some("x"), true, None), Err(4));
+        assert_eq!(
+            classify(false, false, false, Some("bot_answer"), true, None),
+            Err(5)
+        );
+        assert_eq!(
+            classify(false, false, false, Some("article_view"), true, Some(0)),
+            Err(6)
+        );
+        assert_eq!(
+            classify(false, false, false, Some("article_view"), true, Some(5)),
+            Ok(kind::VIEW)
+        );
+    }
+}
