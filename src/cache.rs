@@ -7,11 +7,13 @@
 //! `sessions` is this provider instead: its first scan runs
 //! [`History::compute`] over the `events` table of the querying session and
 //! keeps the whole history's sessions in memory, keyed by the listing of the
-//! events files (location, size, modification time, ETag). A later scan lists
-//! the files again (one LIST per table location, no data read) and reuses
-//! the rows when nothing changed, or recomputes them when a file was added,
-//! removed or rewritten. The rows are those of the view, checked by the
-//! differential tests (`tests/integration/history.rs`).
+//! events files (location, size, modification time, ETag) as the session's
+//! scans see it. A later scan takes that listing again (DataFusion keeps a
+//! session's listings in its cache, so usually no request at all) and reuses
+//! the rows while it is unchanged, or recomputes them when a file was added,
+//! removed or rewritten — exactly when a scan of `events` would read other
+//! files. The rows are those of the view, checked by the differential tests
+//! (`tests/integration/history.rs`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

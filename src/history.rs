@@ -132,9 +132,15 @@ impl IdHasher {
 }
 
 /// Distinct strings with dense `u32` ids, stored end to end in one buffer.
+///
+/// Strings of up to 15 bytes (ids usually are) are looked up by value: the
+/// bytes and the length packed in 16 bytes live in the hash table itself, so
+/// a lookup is one probe and one integer compare, with no trip to the
+/// buffer. Longer strings are compared in the buffer.
 #[derive(Default)]
 struct Interner {
-    table: HashTable<u32>,
+    short: HashTable<([u8; 16], u32)>,
+    long: HashTable<u32>,
     bytes: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -145,15 +151,31 @@ fn str_hash(s: &[u8]) -> u64 {
     h.finish()
 }
 
+/// `s` packed with its length into 16 bytes, when it has at most 15. (Bytes,
+/// not a `u128`: a table entry of 20 bytes instead of 32.)
+#[inline]
+fn pack(s: &[u8]) -> Option<[u8; 16]> {
+    if s.len() > 15 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    b[..s.len()].copy_from_slice(s);
+    b[15] = s.len() as u8;
+    Some(b)
+}
+
+#[inline]
+fn packed_hash(k: [u8; 16]) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x0dd_ba11).hash_one(u128::from_le_bytes(k))
+}
+
 impl Interner {
     fn len(&self) -> usize {
         self.ends.len()
     }
 
     fn get(&self, id: u32) -> &[u8] {
-        let id = id as usize;
-        let start = if id == 0 { 0 } else { self.ends[id - 1] };
-        &self.bytes[start..self.ends[id]]
+        Self::slice(&self.bytes, &self.ends, id)
     }
 
     fn str(&self, id: u32) -> &str {
@@ -170,20 +192,41 @@ impl Interner {
         &bytes[start..ends[id]]
     }
 
+    fn push(bytes: &mut Vec<u8>, ends: &mut Vec<usize>, s: &[u8]) -> u32 {
+        let id = ends.len() as u32;
+        bytes.extend_from_slice(s);
+        ends.push(bytes.len());
+        id
+    }
+
+    #[inline]
     fn intern(&mut self, s: &[u8]) -> u32 {
-        let h = str_hash(s);
-        let Interner { table, bytes, ends } = self;
-        let entry = table.entry(
-            h,
+        let Interner {
+            short,
+            long,
+            bytes,
+            ends,
+        } = self;
+        if let Some(k) = pack(s) {
+            let entry = short.entry(packed_hash(k), |e| e.0 == k, |e| packed_hash(e.0));
+            return match entry {
+                hashbrown::hash_table::Entry::Occupied(e) => e.get().1,
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    let id = Self::push(bytes, ends, s);
+                    v.insert((k, id));
+                    id
+                }
+            };
+        }
+        let entry = long.entry(
+            str_hash(s),
             |&id| Self::slice(bytes, ends, id) == s,
             |&id| str_hash(Self::slice(bytes, ends, id)),
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
             hashbrown::hash_table::Entry::Vacant(v) => {
-                let id = ends.len() as u32;
-                bytes.extend_from_slice(s);
-                ends.push(bytes.len());
+                let id = Self::push(bytes, ends, s);
                 v.insert(id);
                 id
             }
@@ -191,15 +234,21 @@ impl Interner {
     }
 
     fn lookup(&self, s: &[u8]) -> Option<u32> {
-        self.table
-            .find(str_hash(s), |&id| self.get(id) == s)
-            .copied()
+        match pack(s) {
+            Some(k) => self.short.find(packed_hash(k), |e| e.0 == k).map(|e| e.1),
+            None => self
+                .long
+                .find(str_hash(s), |&id| self.get(id) == s)
+                .copied(),
+        }
     }
 }
 
 /// Customer actions in slim form.
 #[derive(Default)]
 struct Actions {
+    /// The event_id's hash ([`IdHasher`]).
+    id: Vec<u64>,
     user: Vec<u32>,
     ts: Vec<i64>,
     kind: Vec<u8>,
@@ -210,6 +259,8 @@ struct Actions {
 /// Lifecycle events in slim form.
 #[derive(Default)]
 struct Lifecycle {
+    /// The event_id's hash ([`IdHasher`]).
+    id: Vec<u64>,
     conv: Vec<u32>,
     ts: Vec<i64>,
     kind: Vec<u8>,
@@ -223,7 +274,6 @@ struct Chunk {
     rows_read: u64,
     rejected: [u64; 7],
     max_valid_ts: Option<i64>,
-    ids: Vec<u64>,
     users: Interner,
     convs: Interner,
     actions: Actions,
@@ -319,9 +369,10 @@ impl Chunk {
             };
             let t = ts.value(i);
             self.max_valid_ts = Some(self.max_valid_ts.map_or(t, |m| m.max(t)));
-            self.ids.push(hasher.hash(id.value(i).as_bytes()));
+            let h = hasher.hash(id.value(i).as_bytes());
             if k <= kind::STARTED {
                 let a = &mut self.actions;
+                a.id.push(h);
                 a.user.push(self.users.intern(user.value(i).as_bytes()));
                 a.ts.push(t);
                 a.kind.push(k);
@@ -332,15 +383,13 @@ impl Chunk {
                 });
             } else {
                 let l = &mut self.lifecycle;
+                l.id.push(h);
                 l.conv.push(self.convs.intern(conv.value(i).as_bytes()));
                 l.ts.push(t);
                 l.kind.push(k);
                 l.extra.push(match k {
                     kind::CLOSED => actor_class(actor.is_valid(i).then(|| actor.value(i))),
-                    kind::RATED => rating
-                        .is_valid(i)
-                        .then(|| rating.value(i) as u8)
-                        .unwrap_or(0),
+                    kind::RATED if rating.is_valid(i) => rating.value(i) as u8,
                     _ => 0,
                 });
             }
@@ -370,32 +419,49 @@ async fn scan_partition(
             seen.fetch_add(batch.num_rows(), Ordering::Relaxed);
         }
     }
-    chunk.ids.sort_unstable();
     Ok(chunk)
 }
 
-/// Hashes seen more than once across the partitions' sorted hash lists.
-fn repeated(lists: &[Vec<u64>]) -> HashSet<u64> {
-    let mut heads = vec![0usize; lists.len()];
-    let mut out = HashSet::default();
-    let mut last: Option<u64> = None;
-    loop {
-        let mut best: Option<(usize, u64)> = None;
-        for (i, list) in lists.iter().enumerate() {
-            if let Some(&v) = list.get(heads[i]) {
-                if best.is_none_or(|(_, b)| v < b) {
-                    best = Some((i, v));
-                }
-            }
-        }
-        let Some((i, v)) = best else { break };
-        heads[i] += 1;
-        if last == Some(v) {
-            out.insert(v);
-        }
-        last = Some(v);
-    }
-    out
+/// The hashes that occur more than once in `lists`.
+///
+/// The hashes are split into buckets by their low bits; each bucket is
+/// copied out, sorted and scanned on its own, the buckets shared among the
+/// cores. This needs only one bucket's copy of memory per core, not a copy of
+/// every hash.
+fn repeated(lists: &[&[u64]]) -> HashSet<u64> {
+    const BUCKETS: u64 = 16;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(BUCKETS as usize) as u64;
+    let total: usize = lists.iter().map(|l| l.len()).sum();
+    let found: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut bucket: Vec<u64> = Vec::with_capacity(total / BUCKETS as usize * 9 / 8);
+                    for b in (t..BUCKETS).step_by(threads as usize) {
+                        bucket.clear();
+                        for l in lists {
+                            bucket.extend(l.iter().copied().filter(|h| h % BUCKETS == b));
+                        }
+                        bucket.sort_unstable();
+                        for w in bucket.windows(2) {
+                            if w[0] == w[1] && out.last() != Some(&w[0]) {
+                                out.push(w[0]);
+                            }
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    found.into_iter().flatten().collect()
 }
 
 /// One events row with every column, for the few rows read a second time.
@@ -544,6 +610,58 @@ async fn read_full_rows(
     Ok(rows)
 }
 
+/// How the repeats of each candidate event_id were settled, for reading
+/// their rows again ([`settle_ties`]).
+#[derive(Default)]
+struct Dedup {
+    /// Candidates settled on their slim rows: hash -> the kept copies' ts.
+    kept_ts: HashMap<u64, i64>,
+    /// Candidates settled on full rows: event_id -> the winning row.
+    winners: HashMap<String, FullRow>,
+}
+
+/// The event_id strings of the (valid or not) rows whose id hash is in
+/// `set`: per hash, one of them and whether there are several.
+async fn read_id_strings(
+    ctx: &SessionContext,
+    set: Arc<HashSet<u64>>,
+    hasher: IdHasher,
+) -> Result<HashMap<u64, (String, bool)>> {
+    let udf = ScalarUDF::from(HashIn {
+        set,
+        hasher,
+        signature: Signature::any(1, Volatility::Immutable),
+    });
+    let batches = ctx
+        .table("events")
+        .await?
+        .select_columns(&["event_id"])?
+        .filter(udf.call(vec![col("event_id")]))?
+        .collect()
+        .await?;
+    let mut out: HashMap<u64, (String, bool)> = HashMap::default();
+    for b in &batches {
+        let ids = utf8(b.column(0))?;
+        for i in 0..ids.len() {
+            if ids.is_null(i) {
+                continue;
+            }
+            let v = ids.value(i);
+            match out.entry(hasher.hash(v.as_bytes())) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if e.get().0 != v {
+                        e.get_mut().1 = true;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((v.to_string(), false));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The slim form of a row, as a key to find its copies among the slim rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slim {
@@ -559,6 +677,14 @@ enum Slim {
         kind: u8,
         extra: u8,
     },
+}
+
+impl Slim {
+    fn ts(&self) -> i64 {
+        match self {
+            Slim::Action { ts, .. } | Slim::Lifecycle { ts, .. } => *ts,
+        }
+    }
 }
 
 /// One conversation's facts over the whole history (a row of the
@@ -716,12 +842,6 @@ impl History {
     /// per-session fact.
     pub async fn compute(ctx: &SessionContext, opts: &HistoryOptions) -> Result<Self> {
         let hasher = IdHasher::new(opts.id_hash_bits);
-        let t0 = std::time::Instant::now();
-        let tr = |what: &str| {
-            if std::env::var_os("SF_TRACE").is_some() {
-                eprintln!("TRACE {what}: {:.3}", t0.elapsed().as_secs_f64())
-            }
-        };
         let df = ctx.table("events").await?.select_columns(&SCAN_COLUMNS)?;
         let ts_type = df
             .schema()
@@ -740,8 +860,6 @@ impl History {
                     .map_err(|e| Error::invalid(format!("event scan task failed: {e}")))??,
             );
         }
-
-        tr("scan");
         // Counts, and the event_id hashes seen twice.
         let mut counts = EventCounts::default();
         let mut latest_valid_ts = None::<i64>;
@@ -754,151 +872,197 @@ impl History {
                 latest_valid_ts = Some(latest_valid_ts.map_or(t, |m| m.max(t)));
             }
         }
-        let id_lists: Vec<Vec<u64>> = chunks
-            .iter_mut()
-            .map(|c| std::mem::take(&mut c.ids))
-            .collect();
-        let candidates = repeated(&id_lists);
-        drop(id_lists);
-
-        tr("candidates");
-        // One key space: the first partition's interners, the others mapped in.
+        // One key space: the first partition's interners, the others mapped
+        // in; each partition's rows stay where they are, their keys
+        // rewritten in place (no second copy of the rows).
         let mut chunks = chunks.into_iter();
         let first = chunks.next().unwrap_or_default();
         let (mut users, mut convs) = (first.users, first.convs);
-        let (mut actions, mut lifecycle) = (first.actions, first.lifecycle);
-        for c in chunks {
-            let umap: Vec<u32> = (0..c.users.len() as u32)
-                .map(|i| users.intern(c.users.get(i)))
-                .collect();
-            let cmap: Vec<u32> = (0..c.convs.len() as u32)
-                .map(|i| convs.intern(c.convs.get(i)))
-                .collect();
+        let mut actions = vec![first.actions];
+        let mut lifecycle = vec![first.lifecycle];
+        for mut c in chunks {
+            let (umap, cmap) = std::thread::scope(|scope| {
+                let u = scope.spawn(|| {
+                    (0..c.users.len() as u32)
+                        .map(|i| users.intern(c.users.get(i)))
+                        .collect::<Vec<u32>>()
+                });
+                let cmap: Vec<u32> = (0..c.convs.len() as u32)
+                    .map(|i| convs.intern(c.convs.get(i)))
+                    .collect();
+                let umap = u.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                (umap, cmap)
+            });
             let cm = |k: u32| if k == NONE { NONE } else { cmap[k as usize] };
-            actions
+            c.actions
                 .user
-                .extend(c.actions.user.iter().map(|&u| umap[u as usize]));
-            actions.ts.extend_from_slice(&c.actions.ts);
-            actions.kind.extend_from_slice(&c.actions.kind);
-            actions.conv.extend(c.actions.conv.iter().map(|&k| cm(k)));
-            lifecycle
-                .conv
-                .extend(c.lifecycle.conv.iter().map(|&k| cm(k)));
-            lifecycle.ts.extend_from_slice(&c.lifecycle.ts);
-            lifecycle.kind.extend_from_slice(&c.lifecycle.kind);
-            lifecycle.extra.extend_from_slice(&c.lifecycle.extra);
+                .iter_mut()
+                .for_each(|u| *u = umap[*u as usize]);
+            c.actions.conv.iter_mut().for_each(|k| *k = cm(*k));
+            c.lifecycle.conv.iter_mut().for_each(|k| *k = cm(*k));
+            actions.push(c.actions);
+            lifecycle.push(c.lifecycle);
         }
-
-        tr("merge");
+        let id_lists: Vec<&[u64]> = actions
+            .iter()
+            .map(|a| a.id.as_slice())
+            .chain(lifecycle.iter().map(|l| l.id.as_slice()))
+            .collect();
+        let candidates = repeated(&id_lists);
+        drop(id_lists);
         // Exact deduplication of the candidates.
-        let mut winners: HashMap<String, FullRow> = HashMap::default();
+        let mut dedup = Dedup::default();
         let mut candidate_rows = 0;
         if !candidates.is_empty() {
-            let set = Arc::new(candidates);
-            let udf = ScalarUDF::from(HashIn {
-                set: Arc::clone(&set),
-                hasher,
-                signature: Signature::any(1, Volatility::Immutable),
-            });
-            let rows = read_full_rows(ctx, udf.call(vec![col("event_id")])).await?;
-            tr("dedup read");
+            // The event_id strings behind each candidate hash: only the id
+            // column is read again, filtered inside the Parquet decoder.
+            let strings = read_id_strings(ctx, Arc::new(candidates.clone()), hasher).await?;
+            let mut fallback: HashSet<u64> = strings
+                .iter()
+                .filter(|(_, (_, several))| *several)
+                .map(|(h, _)| *h)
+                .collect();
+            // A hash with one string: its rows are copies of one event.
+            // (hash, lifecycle?, segment, index) of every candidate row.
+            let mut rows: Vec<(u64, bool, usize, usize)> = Vec::new();
+            for (seg, a) in actions.iter().enumerate() {
+                for (i, h) in a.id.iter().enumerate() {
+                    if candidates.contains(h) {
+                        rows.push((*h, false, seg, i));
+                    }
+                }
+            }
+            for (seg, l) in lifecycle.iter().enumerate() {
+                for (i, h) in l.id.iter().enumerate() {
+                    if candidates.contains(h) {
+                        rows.push((*h, true, seg, i));
+                    }
+                }
+            }
             candidate_rows = rows.len();
-            let mut groups: HashMap<String, Vec<FullRow>> = HashMap::default();
-            for r in rows {
-                groups.entry(r.event_id.clone()).or_default().push(r);
-            }
-            let mut losers: HashMap<Slim, u32> = HashMap::default();
-            for (id, mut copies) in groups {
-                copies.sort_by(copy_order);
-                counts.duplicate_events += copies.len() as u64 - 1;
-                for r in &copies[1..] {
-                    *losers.entry(slim(r, &users, &convs)?).or_default() += 1;
+            rows.sort_unstable_by_key(|r| r.0);
+            let slim_at = |&(_, life, seg, i): &(u64, bool, usize, usize)| -> Slim {
+                if life {
+                    let l = &lifecycle[seg];
+                    Slim::Lifecycle {
+                        conv: l.conv[i],
+                        ts: l.ts[i],
+                        kind: l.kind[i],
+                        extra: l.extra[i],
+                    }
+                } else {
+                    let a = &actions[seg];
+                    Slim::Action {
+                        user: a.user[i],
+                        ts: a.ts[i],
+                        kind: a.kind[i],
+                        conv: a.conv[i],
+                    }
                 }
-                winners.insert(id, copies.swap_remove(0));
+            };
+            let mut delete: Vec<(bool, usize, usize)> = Vec::new();
+            for group in rows.chunk_by(|a, b| a.0 == b.0) {
+                let h = group[0].0;
+                if fallback.contains(&h) {
+                    continue;
+                }
+                // The copy with the smallest ts is kept. Copies that tie on
+                // it but differ in what the report reads need the views' full
+                // ordering: their event is settled from its full rows.
+                let min = group
+                    .iter()
+                    .map(|r| slim_at(r).ts())
+                    .min()
+                    .unwrap_or(i64::MIN);
+                let at_min: Vec<&(u64, bool, usize, usize)> =
+                    group.iter().filter(|r| slim_at(r).ts() == min).collect();
+                let kept = slim_at(at_min[0]);
+                if at_min.iter().any(|r| slim_at(r) != kept) {
+                    fallback.insert(h);
+                    continue;
+                }
+                counts.duplicate_events += group.len() as u64 - 1;
+                dedup.kept_ts.insert(h, min);
+                delete.extend(
+                    group
+                        .iter()
+                        .filter(|r| !std::ptr::eq(*r, at_min[0]))
+                        .map(|r| (r.1, r.2, r.3)),
+                );
             }
-            tr("dedup grouped");
-            if !losers.is_empty() {
-                remove_slim(&mut actions, &mut lifecycle, losers);
+            for (life, seg, i) in delete {
+                if life {
+                    lifecycle[seg].kind[i] = kind::DELETED;
+                } else {
+                    actions[seg].kind[i] = kind::DELETED;
+                }
+            }
+            if !fallback.is_empty() {
+                // Collisions and real ties: full rows, ranked as
+                // `duplicate_winners` ranks them.
+                let udf = ScalarUDF::from(HashIn {
+                    set: Arc::new(fallback),
+                    hasher,
+                    signature: Signature::any(1, Volatility::Immutable),
+                });
+                let rows = read_full_rows(ctx, udf.call(vec![col("event_id")])).await?;
+                let mut groups: HashMap<String, Vec<FullRow>> = HashMap::default();
+                for r in rows {
+                    groups.entry(r.event_id.clone()).or_default().push(r);
+                }
+                let mut losers: HashMap<Slim, u32> = HashMap::default();
+                for (id, mut copies) in groups {
+                    copies.sort_by(copy_order);
+                    counts.duplicate_events += copies.len() as u64 - 1;
+                    for r in &copies[1..] {
+                        *losers.entry(slim(r, &users, &convs)?).or_default() += 1;
+                    }
+                    dedup.winners.insert(id, copies.swap_remove(0));
+                }
+                if !losers.is_empty() {
+                    remove_slim(&mut actions, &mut lifecycle, losers);
+                }
             }
         }
-
-        tr("dedup");
-        // Conversation facts.
+        actions.iter_mut().for_each(|a| a.id = Vec::new());
+        lifecycle.iter_mut().for_each(|l| l.id = Vec::new());
+        // Conversation facts, the conversations split among the cores by
+        // key range (each core reads every row, writes only its own range).
         let mut facts = vec![Conv::default(); convs.len()];
-        let mut tied: HashSet<u32> = HashSet::default();
-        for i in 0..actions.kind.len() {
-            if actions.kind[i] != kind::STARTED {
-                continue;
-            }
-            let c = actions.conv[i];
-            let f = &mut facts[c as usize];
-            let (t, u) = (actions.ts[i], actions.user[i]);
-            if t < f.started_at {
-                f.started_at = t;
-                f.start_user = u;
-            } else if t == f.started_at && u != f.start_user {
-                tied.insert(c);
-            }
-        }
-        for i in 0..lifecycle.kind.len() {
-            let k = lifecycle.kind[i];
-            if k == kind::DELETED {
-                continue;
-            }
-            let c = lifecycle.conv[i];
-            let f = &mut facts[c as usize];
-            let t = lifecycle.ts[i];
-            f.lifecycle += 1;
-            match k {
-                kind::BOT_ANSWER => {
-                    f.bot_answers += 1;
-                    f.first_bot = f.first_bot.min(t);
-                }
-                kind::REPLY => {
-                    f.replies += 1;
-                    f.first_reply = f.first_reply.min(t);
-                }
-                kind::CLOSED => {
-                    f.closes += 1;
-                    let a = lifecycle.extra[i];
-                    if t > f.closed_at {
-                        f.closed_at = t;
-                        f.close_actor = a;
-                    } else if t == f.closed_at && (a == ACTOR_BOT) != (f.close_actor == ACTOR_BOT) {
-                        tied.insert(c);
-                    }
-                }
-                kind::RATED => {
-                    let r = lifecycle.extra[i];
-                    if t > f.rating_at {
-                        f.rating_at = t;
-                        f.rating = r;
-                    } else if t == f.rating_at && r != f.rating {
-                        tied.insert(c);
-                    }
-                }
-                _ => {}
-            }
-        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = facts.len().div_ceil(threads).max(1);
+        let tied: HashSet<u32> = std::thread::scope(|scope| {
+            let handles: Vec<_> = facts
+                .chunks_mut(per)
+                .enumerate()
+                .map(|(t, part)| {
+                    let (actions, lifecycle) = (&actions, &lifecycle);
+                    scope.spawn(move || aggregate(part, (t * per) as u32, actions, lifecycle))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
         drop(lifecycle);
-        tr("facts");
         let tied_conversations = tied.len();
         if !tied.is_empty() {
-            settle_ties(ctx, &tied, &convs, &users, &winners, &mut facts).await?;
+            settle_ties(ctx, &tied, &convs, &users, &dedup, hasher, &mut facts).await?;
         }
         counts.orphan_lifecycle_events = facts
             .iter()
             .filter(|f| !f.started())
             .map(|f| f.lifecycle as u64)
             .sum();
-
-        tr("ties");
         // Actions grouped by user (counting sort), each user's sorted by ts.
         let n_users = users.len();
         let mut user_start = vec![0usize; n_users + 1];
-        for (i, &u) in actions.user.iter().enumerate() {
-            if actions.kind[i] != kind::DELETED {
-                user_start[u as usize + 1] += 1;
+        for a in &actions {
+            for (i, &u) in a.user.iter().enumerate() {
+                if a.kind[i] != kind::DELETED {
+                    user_start[u as usize + 1] += 1;
+                }
             }
         }
         for u in 0..n_users {
@@ -908,18 +1072,20 @@ impl History {
         let mut ts = vec![0i64; total];
         let mut kinds = vec![0u8; total];
         let mut next = user_start.clone();
-        for i in 0..actions.user.len() {
-            let k = actions.kind[i];
-            if k == kind::DELETED {
-                continue;
+        // Segment by segment, each freed once scattered.
+        for a in actions {
+            for i in 0..a.user.len() {
+                let k = a.kind[i];
+                if k == kind::DELETED {
+                    continue;
+                }
+                let u = a.user[i] as usize;
+                let at = next[u];
+                next[u] += 1;
+                ts[at] = a.ts[i];
+                kinds[at] = k;
             }
-            let u = actions.user[i] as usize;
-            let at = next[u];
-            next[u] += 1;
-            ts[at] = actions.ts[i];
-            kinds[at] = k;
         }
-        drop(actions);
         drop(next);
         let mut pairs: Vec<(i64, u8)> = Vec::new();
         for u in 0..n_users {
@@ -935,8 +1101,6 @@ impl History {
                 kinds[j] = *k;
             }
         }
-
-        tr("grouped");
         // Conversations grouped by the user of their first start row.
         // Their facts are copied in that order, so that sessionization
         // reads them sequentially.
@@ -962,7 +1126,6 @@ impl History {
         let facts = by_user;
 
         let ticks_per_day = 86_400 * ticks_per_second(&ts_type);
-        tr("done");
         Ok(History {
             counts,
             latest_valid_ts,
@@ -1186,12 +1349,7 @@ impl History {
                 }
             }
         }
-        let t0 = std::time::Instant::now();
-        let r = (s.finish(&self.ts_type)?, c.finish(&self.ts_type)?);
-        if std::env::var_os("SF_TRACE").is_some() {
-            eprintln!("TRACE finish: {:.3}", t0.elapsed().as_secs_f64())
-        }
-        Ok(r)
+        Ok((s.finish(&self.ts_type)?, c.finish(&self.ts_type)?))
     }
 }
 
@@ -1235,7 +1393,11 @@ fn slim(r: &FullRow, users: &Interner, convs: &Interner) -> Result<Slim> {
 
 /// Marks one slim row per entry of `losers` as deleted. Copies that are
 /// equal in slim form are interchangeable, so which one goes is irrelevant.
-fn remove_slim(actions: &mut Actions, lifecycle: &mut Lifecycle, mut losers: HashMap<Slim, u32>) {
+fn remove_slim(
+    actions: &mut [Actions],
+    lifecycle: &mut [Lifecycle],
+    mut losers: HashMap<Slim, u32>,
+) {
     let times: HashSet<i64> = losers
         .keys()
         .map(|s| match s {
@@ -1251,32 +1413,36 @@ fn remove_slim(actions: &mut Actions, lifecycle: &mut Lifecycle, mut losers: Has
             _ => false,
         }
     };
-    for i in 0..actions.kind.len() {
-        if !times.contains(&actions.ts[i]) {
-            continue;
-        }
-        let key = Slim::Action {
-            user: actions.user[i],
-            ts: actions.ts[i],
-            kind: actions.kind[i],
-            conv: actions.conv[i],
-        };
-        if take(key) {
-            actions.kind[i] = kind::DELETED;
+    for actions in actions.iter_mut() {
+        for i in 0..actions.kind.len() {
+            if !times.contains(&actions.ts[i]) {
+                continue;
+            }
+            let key = Slim::Action {
+                user: actions.user[i],
+                ts: actions.ts[i],
+                kind: actions.kind[i],
+                conv: actions.conv[i],
+            };
+            if take(key) {
+                actions.kind[i] = kind::DELETED;
+            }
         }
     }
-    for i in 0..lifecycle.kind.len() {
-        if !times.contains(&lifecycle.ts[i]) {
-            continue;
-        }
-        let key = Slim::Lifecycle {
-            conv: lifecycle.conv[i],
-            ts: lifecycle.ts[i],
-            kind: lifecycle.kind[i],
-            extra: lifecycle.extra[i],
-        };
-        if take(key) {
-            lifecycle.kind[i] = kind::DELETED;
+    for lifecycle in lifecycle.iter_mut() {
+        for i in 0..lifecycle.kind.len() {
+            if !times.contains(&lifecycle.ts[i]) {
+                continue;
+            }
+            let key = Slim::Lifecycle {
+                conv: lifecycle.conv[i],
+                ts: lifecycle.ts[i],
+                kind: lifecycle.kind[i],
+                extra: lifecycle.extra[i],
+            };
+            if take(key) {
+                lifecycle.kind[i] = kind::DELETED;
+            }
         }
     }
 }
@@ -1289,7 +1455,8 @@ async fn settle_ties(
     tied: &HashSet<u32>,
     convs: &Interner,
     users: &Interner,
-    winners: &HashMap<String, FullRow>,
+    dedup: &Dedup,
+    hasher: IdHasher,
     facts: &mut [Conv],
 ) -> Result<()> {
     let ids: Vec<datafusion::logical_expr::Expr> = tied
@@ -1303,8 +1470,14 @@ async fn settle_ties(
     let mut best: HashMap<u32, [Best; 3]> = HashMap::default();
     for r in rows {
         // A repeat of an event_id counts only as its winning copy.
-        // (Every candidate event_id has a winner; other ids are unique.)
-        if winners.get(&r.event_id).is_some_and(|w| w != &r) {
+        // A repeated event_id counts once, as the copy deduplication kept:
+        // a copy with the kept ts (all such copies read the same), or the
+        // winning full row. Other ids are unique.
+        if dedup.winners.get(&r.event_id).is_some_and(|w| w != &r) {
+            continue;
+        }
+        let h = hasher.hash(r.event_id.as_bytes());
+        if dedup.kept_ts.get(&h).is_some_and(|&t| t != r.ts) {
             continue;
         }
         if !kept.insert(r.event_id.clone()) {
@@ -1363,6 +1536,79 @@ async fn settle_ties(
         }
     }
     Ok(())
+}
+
+/// Aggregates the start rows and lifecycle events of the conversations
+/// `base..base + facts.len()` into `facts`; returns the conversations with
+/// ties the slim rows cannot settle.
+fn aggregate(
+    facts: &mut [Conv],
+    base: u32,
+    actions: &[Actions],
+    lifecycle: &[Lifecycle],
+) -> Vec<u32> {
+    let mut tied = Vec::new();
+    let end = base as u64 + facts.len() as u64;
+    let mine = |c: u32| (c as u64) < end && c >= base;
+    for actions in actions {
+        for i in 0..actions.kind.len() {
+            let c = actions.conv[i];
+            if actions.kind[i] != kind::STARTED || !mine(c) {
+                continue;
+            }
+            let f = &mut facts[(c - base) as usize];
+            let (t, u) = (actions.ts[i], actions.user[i]);
+            if t < f.started_at {
+                f.started_at = t;
+                f.start_user = u;
+            } else if t == f.started_at && u != f.start_user {
+                tied.push(c);
+            }
+        }
+    }
+    for lifecycle in lifecycle {
+        for i in 0..lifecycle.kind.len() {
+            let k = lifecycle.kind[i];
+            let c = lifecycle.conv[i];
+            if k == kind::DELETED || !mine(c) {
+                continue;
+            }
+            let f = &mut facts[(c - base) as usize];
+            let t = lifecycle.ts[i];
+            f.lifecycle += 1;
+            match k {
+                kind::BOT_ANSWER => {
+                    f.bot_answers += 1;
+                    f.first_bot = f.first_bot.min(t);
+                }
+                kind::REPLY => {
+                    f.replies += 1;
+                    f.first_reply = f.first_reply.min(t);
+                }
+                kind::CLOSED => {
+                    f.closes += 1;
+                    let a = lifecycle.extra[i];
+                    if t > f.closed_at {
+                        f.closed_at = t;
+                        f.close_actor = a;
+                    } else if t == f.closed_at && (a == ACTOR_BOT) != (f.close_actor == ACTOR_BOT) {
+                        tied.push(c);
+                    }
+                }
+                kind::RATED => {
+                    let r = lifecycle.extra[i];
+                    if t > f.rating_at {
+                        f.rating_at = t;
+                        f.rating = r;
+                    } else if t == f.rating_at && r != f.rating {
+                        tied.push(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    tied
 }
 
 /// Builds a timestamp column of the events' type from ticks.
@@ -1534,14 +1780,27 @@ mod tests {
             assert_eq!(i.intern(format!("k{n}").as_bytes()), n + 3);
         }
         assert_eq!(i.str(10_002), "k9999");
+        // longer than 15 bytes: compared in the buffer
+        let long = b"a-rather-long-identifier-0001";
+        let id = i.intern(long);
+        assert_eq!(i.intern(long), id);
+        assert_eq!(i.lookup(long), Some(id));
+        assert_eq!(i.lookup(b"a-rather-long-identifier-0002"), None);
+        assert_eq!(i.get(id), long);
+        // 15 and 16 bytes, and a string with a NUL byte, stay apart
+        let a = i.intern(b"123456789012345");
+        let b = i.intern(b"1234567890123456");
+        let c = i.intern(b"12345678901234\0");
+        assert!(a != b && b != c && a != c);
+        assert_eq!(i.lookup(b"123456789012345"), Some(a));
     }
 
     #[test]
     fn repeated_hashes_across_sorted_lists() {
-        let got = repeated(&[vec![1, 2, 2, 5], vec![3, 5, 7]]);
+        let got = repeated(&[&[1, 2, 2, 5], &[3, 5, 7, 99, 99, 99]]);
         let got: std::collections::BTreeSet<u64> = got.into_iter().collect();
-        assert_eq!(got, std::collections::BTreeSet::from([2, 5]));
-        assert!(repeated(&[vec![], vec![1]]).is_empty());
+        assert_eq!(got, std::collections::BTreeSet::from([2, 5, 99]));
+        assert!(repeated(&[&[], &[1]]).is_empty());
     }
 
     #[test]

@@ -801,7 +801,19 @@ async fn a_failed_report_leaves_the_users_context_as_it_was() {
         ev("e1", "u1", "2026-03-02 10:00:00", "article_view"),
         ev("e2", "u2", "2026-03-02 11:00:00", "help_center_visit"),
     ];
-    let e = engine_with(dir.path(), &events, &one_msg()).await;
+    // messages as one named file, so that its loss fails the scan
+    write_parquet(
+        &dir.path().join("events").join("e.parquet"),
+        &events_batch(&events),
+    );
+    let messages = dir.path().join("messages.parquet");
+    write_parquet(&messages, &super::common::messages_batch(&one_msg()));
+    let e = build_context(&EngineOptions::new(
+        dir.path().join("events").to_string_lossy(),
+        messages.to_string_lossy(),
+    ))
+    .await
+    .unwrap();
     let tables = |e: &Engine| {
         let mut t = e
             .ctx
@@ -816,15 +828,20 @@ async fn a_failed_report_leaves_the_users_context_as_it_was() {
     let before = tables(&e);
     let sessions = "SELECT user_id, status FROM sessions ORDER BY user_id";
     let want = super::common::rows(&e.ctx, sessions).await;
-    // The messages file disappears after registration: both paths fail part
-    // way, after the events steps.
-    std::fs::remove_dir_all(dir.path().join("messages")).unwrap();
+    // The messages file is corrupted after registration (same size, pages
+    // overwritten): both paths fail part way, after the events steps, when
+    // they read it.
+    let mut bytes = std::fs::read(&messages).unwrap();
+    let n = bytes.len();
+    bytes[4..n / 2].fill(0xAB);
+    std::fs::write(&messages, &bytes).unwrap();
     for path in [ReportPath::Native, ReportPath::Sql] {
         let opts = ReportOptions {
             path,
             ..period("2026-03-02", "2026-03-03")
         };
-        assert!(run_report(&e, &opts).await.is_err(), "{path:?}");
+        let r = run_report(&e, &opts).await;
+        assert!(r.is_err(), "{path:?}: {:?}", r.map(|r| rows_of(&r.batch)));
         assert_eq!(tables(&e), before, "{path:?}");
         assert_eq!(
             super::common::rows(&e.ctx, sessions).await,
