@@ -31,7 +31,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
-use crate::history::{sessions_schema, History, HistoryOptions};
+use crate::history::{sessions_schema, Detail, History, HistoryOptions};
 
 /// What identifies the state of the input files: (location, size, modified
 /// time in ms, ETag) of each, sorted.
@@ -118,7 +118,7 @@ impl CachedSessions {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let (sessions, _) = history
-            .tables(&[("all", i64::MIN, i64::MAX)])
+            .tables(&[("all", i64::MIN, i64::MAX)], Detail::Full)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // One batch per thread that computed them: one partition each.
         let batches = sessions

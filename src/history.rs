@@ -137,8 +137,11 @@ impl IdHasher {
 /// bytes and the length packed in 16 bytes live in the hash table itself, so
 /// a lookup is one probe and one integer compare, with no trip to the
 /// buffer. Longer strings are compared in the buffer.
-#[derive(Default)]
 struct Interner {
+    /// A small direct-mapped cache of recent short strings in front of the
+    /// table: the events of one conversation or one session come close
+    /// together in time, and this keeps their lookups in the core's cache.
+    recent: Vec<([u8; 16], u32)>,
     short: HashTable<([u8; 16], u32)>,
     long: HashTable<u32>,
     bytes: Vec<u8>,
@@ -167,6 +170,23 @@ fn pack(s: &[u8]) -> Option<[u8; 16]> {
 #[inline]
 fn packed_hash(k: [u8; 16]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x0dd_ba11).hash_one(u128::from_le_bytes(k))
+}
+
+/// Slots of [`Interner::recent`] (a power of two).
+const RECENT: usize = 1 << 14;
+/// A key no string packs to (its length byte is above 15).
+const NO_KEY: [u8; 16] = [0xFF; 16];
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self {
+            recent: vec![(NO_KEY, 0); RECENT],
+            short: HashTable::new(),
+            long: HashTable::new(),
+            bytes: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
 }
 
 impl Interner {
@@ -202,14 +222,20 @@ impl Interner {
     #[inline]
     fn intern(&mut self, s: &[u8]) -> u32 {
         let Interner {
+            recent,
             short,
             long,
             bytes,
             ends,
         } = self;
         if let Some(k) = pack(s) {
-            let entry = short.entry(packed_hash(k), |e| e.0 == k, |e| packed_hash(e.0));
-            return match entry {
+            let h = packed_hash(k);
+            let slot = &mut recent[(h >> 40) as usize & (RECENT - 1)];
+            if slot.0 == k {
+                return slot.1;
+            }
+            let entry = short.entry(h, |e| e.0 == k, |e| packed_hash(e.0));
+            let id = match entry {
                 hashbrown::hash_table::Entry::Occupied(e) => e.get().1,
                 hashbrown::hash_table::Entry::Vacant(v) => {
                     let id = Self::push(bytes, ends, s);
@@ -217,6 +243,8 @@ impl Interner {
                     id
                 }
             };
+            *slot = (k, id);
+            return id;
         }
         let entry = long.entry(
             str_hash(s),
@@ -410,8 +438,23 @@ async fn scan_partition(
     mut stream: SendableRecordBatchStream,
     hasher: IdHasher,
     seen: Option<Arc<AtomicUsize>>,
+    reserve: usize,
 ) -> Result<Chunk> {
     let mut chunk = Chunk::default();
+    if reserve > 0 {
+        let a = &mut chunk.actions;
+        a.id.reserve_exact(reserve);
+        a.user.reserve_exact(reserve);
+        a.ts.reserve_exact(reserve);
+        a.kind.reserve_exact(reserve);
+        a.conv.reserve_exact(reserve);
+        let l = &mut chunk.lifecycle;
+        l.id.reserve_exact(reserve);
+        l.conv.reserve_exact(reserve);
+        l.ts.reserve_exact(reserve);
+        l.kind.reserve_exact(reserve);
+        l.extra.reserve_exact(reserve);
+    }
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         chunk.add_batch(&batch, hasher)?;
@@ -786,6 +829,11 @@ pub struct HistoryOptions {
     pub id_hash_bits: u32,
     /// Counts the rows the first scan has read, for progress.
     pub rows_seen: Option<Arc<AtomicUsize>>,
+    /// Rows in `events` (from the footers), when known: each partition then
+    /// reserves room for its share of slim rows once, instead of growing
+    /// (and copying) its arrays as it goes. Reserved memory that is never
+    /// written is never resident.
+    pub expected_rows: Option<u64>,
 }
 
 impl Default for HistoryOptions {
@@ -793,6 +841,7 @@ impl Default for HistoryOptions {
         Self {
             id_hash_bits: 64,
             rows_seen: None,
+            expected_rows: None,
         }
     }
 }
@@ -849,9 +898,13 @@ impl History {
             .data_type()
             .clone();
         let streams = df.execute_stream_partitioned().await?;
+        // A partition's share of the rows, with a margin for uneven files.
+        let reserve = opts.expected_rows.map_or(0, |rows| {
+            (rows as usize / streams.len().max(1)).saturating_mul(5) / 4
+        });
         let tasks: Vec<_> = streams
             .into_iter()
-            .map(|s| tokio::spawn(scan_partition(s, hasher, opts.rows_seen.clone())))
+            .map(|s| tokio::spawn(scan_partition(s, hasher, opts.rows_seen.clone(), reserve)))
             .collect();
         let mut chunks = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -1157,7 +1210,9 @@ impl History {
     pub fn tables(
         &self,
         periods: &[(&str, i64, i64)],
+        detail: Detail,
     ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let full = detail == Detail::Full;
         let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
         let total = self.ts.len();
         let mut bounds = vec![0usize];
@@ -1177,7 +1232,7 @@ impl History {
                 .windows(2)
                 .map(|w| {
                     let (lo, hi) = (w[0], w[1]);
-                    scope.spawn(move || self.tables_for(lo..hi, periods))
+                    scope.spawn(move || self.tables_for(lo..hi, periods, full))
                 })
                 .collect();
             handles
@@ -1202,6 +1257,7 @@ impl History {
         &self,
         users: std::ops::Range<usize>,
         periods: &[(&str, i64, i64)],
+        full: bool,
     ) -> Result<(RecordBatch, RecordBatch)> {
         let mut s = SessionRows::default();
         let mut c = ConversationRows::default();
@@ -1306,50 +1362,57 @@ impl History {
                 let user = self.users.str(u as u32);
                 s.period.append_value(period);
                 s.user_id.append_value(user);
-                s.session_start.push(session_start);
-                s.session_end.push(session_start.saturating_add(day));
                 s.status.append_value(status);
                 s.tried.push(tried);
-                s.actions.push((end - first) as i64);
-                s.visits.push(n[kind::VISIT as usize]);
-                s.searches.push(n[kind::SEARCH as usize]);
                 s.views.push(n[kind::VIEW as usize]);
-                s.starts.push(n[kind::STARTED as usize]);
-                s.conversations.push(cs.len() as i64);
-                s.human.push(cs.len() as i64 - automated);
                 s.automated.push(automated);
                 s.with_bot.push(with_bot);
-                s.first_human
-                    .append_option(h.map(|h| self.convs.str(self.conv_by_user[h])));
-                s.first_self_serve
-                    .push((first_self_serve != i64::MAX).then_some(first_self_serve));
-                s.last_started
-                    .push((last_started != i64::MIN).then_some(last_started));
                 s.resolved_views.push(resolved_views);
+                if full {
+                    s.session_start.push(session_start);
+                    s.session_end.push(session_start.saturating_add(day));
+                    s.actions.push((end - first) as i64);
+                    s.visits.push(n[kind::VISIT as usize]);
+                    s.searches.push(n[kind::SEARCH as usize]);
+                    s.starts.push(n[kind::STARTED as usize]);
+                    s.conversations.push(cs.len() as i64);
+                    s.human.push(cs.len() as i64 - automated);
+                    s.first_human
+                        .append_option(h.map(|h| self.convs.str(self.conv_by_user[h])));
+                    s.first_self_serve
+                        .push((first_self_serve != i64::MAX).then_some(first_self_serve));
+                    s.last_started
+                        .push((last_started != i64::MIN).then_some(last_started));
+                }
                 for &p in cs {
                     let cf = &f[p];
                     let opt = |v: i64, none: i64| (v != none).then_some(v);
                     c.period.append_value(period);
                     c.status.append_value(status);
-                    c.conversation_id
-                        .append_value(self.convs.str(self.conv_by_user[p]));
-                    c.user_id.append_value(user);
                     c.started_at.push(cf.started_at);
-                    c.session_start.push(session_start);
                     c.first_reply_at.push(opt(cf.first_reply, i64::MAX));
                     c.closed_at.push(opt(cf.closed_at, i64::MIN));
                     c.rating.push(
                         (cf.rating_at != i64::MIN && cf.rating != 0).then_some(cf.rating as i32),
                     );
-                    c.first_bot_answer_at.push(opt(cf.first_bot, i64::MAX));
-                    c.bot_answers.push(cf.bot_answers as i64);
-                    c.teammate_replies.push(cf.replies as i64);
-                    c.closes.push(cf.closes as i64);
                     c.automated.push(cf.automated());
+                    if full {
+                        c.conversation_id
+                            .append_value(self.convs.str(self.conv_by_user[p]));
+                        c.user_id.append_value(user);
+                        c.session_start.push(session_start);
+                        c.first_bot_answer_at.push(opt(cf.first_bot, i64::MAX));
+                        c.bot_answers.push(cf.bot_answers as i64);
+                        c.teammate_replies.push(cf.replies as i64);
+                        c.closes.push(cf.closes as i64);
+                    }
                 }
             }
         }
-        Ok((s.finish(&self.ts_type)?, c.finish(&self.ts_type)?))
+        Ok((
+            s.finish(&self.ts_type, full)?,
+            c.finish(&self.ts_type, full)?,
+        ))
     }
 }
 
@@ -1691,8 +1754,53 @@ pub fn conversations_schema(ts: &DataType) -> SchemaRef {
     ]))
 }
 
+/// Columns of `report_sessions` in [`Detail::Report`]: what the sections read.
+const SESSION_REPORT_COLUMNS: [usize; 8] = [0, 1, 4, 5, 9, 13, 14, 18];
+/// Columns of `report_conversations` in [`Detail::Report`].
+const CONVERSATION_REPORT_COLUMNS: [usize; 7] = [0, 1, 4, 6, 7, 8, 13];
+
+/// Which columns [`History::tables`] fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Only what the report's sections read (see the `*_REPORT_COLUMNS`);
+    /// the per-session strings and counts the sections never read are
+    /// left out, which at 50M events is most of the tables' memory.
+    Report,
+    /// Every column of [`sessions_schema`] / [`conversations_schema`].
+    Full,
+}
+
+impl Detail {
+    /// The schemas of the tables in this detail.
+    pub fn schemas(self, ts: &DataType) -> Result<(SchemaRef, SchemaRef)> {
+        let (s, c) = (sessions_schema(ts), conversations_schema(ts));
+        Ok(match self {
+            Detail::Full => (s, c),
+            Detail::Report => (
+                Arc::new(s.project(&SESSION_REPORT_COLUMNS)?),
+                Arc::new(c.project(&CONVERSATION_REPORT_COLUMNS)?),
+            ),
+        })
+    }
+}
+
+/// `cols` as a batch of the full `schema`, or of the report's `keep`.
+fn batch_of(
+    schema: SchemaRef,
+    cols: Vec<ArrayRef>,
+    full: bool,
+    keep: &[usize],
+) -> Result<RecordBatch> {
+    if full {
+        return Ok(RecordBatch::try_new(schema, cols)?);
+    }
+    let schema = Arc::new(schema.project(keep)?);
+    let cols = keep.iter().map(|&i| Arc::clone(&cols[i])).collect();
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
 impl SessionRows {
-    fn finish(mut self, ts: &DataType) -> Result<RecordBatch> {
+    fn finish(mut self, ts: &DataType, full: bool) -> Result<RecordBatch> {
         let some = |v: Vec<i64>| v.into_iter().map(Some).collect::<Vec<_>>();
         let int = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
         let cols: Vec<ArrayRef> = vec![
@@ -1716,7 +1824,7 @@ impl SessionRows {
             timestamps(self.last_started, ts)?,
             int(self.resolved_views),
         ];
-        Ok(RecordBatch::try_new(sessions_schema(ts), cols)?)
+        batch_of(sessions_schema(ts), cols, full, &SESSION_REPORT_COLUMNS)
     }
 }
 
@@ -1739,7 +1847,7 @@ struct ConversationRows {
 }
 
 impl ConversationRows {
-    fn finish(mut self, ts: &DataType) -> Result<RecordBatch> {
+    fn finish(mut self, ts: &DataType, full: bool) -> Result<RecordBatch> {
         let some = |v: Vec<i64>| v.into_iter().map(Some).collect::<Vec<_>>();
         let int = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
         let cols: Vec<ArrayRef> = vec![
@@ -1758,7 +1866,12 @@ impl ConversationRows {
             int(self.closes),
             Arc::new(BooleanArray::from(self.automated)),
         ];
-        Ok(RecordBatch::try_new(conversations_schema(ts), cols)?)
+        batch_of(
+            conversations_schema(ts),
+            cols,
+            full,
+            &CONVERSATION_REPORT_COLUMNS,
+        )
     }
 }
 

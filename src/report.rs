@@ -49,7 +49,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::context::Engine;
 use crate::error::{Error, Result};
-use crate::history::{conversations_schema, sessions_schema, History, HistoryOptions};
+use crate::history::{sessions_schema, Detail, History, HistoryOptions};
 use crate::period::Periods;
 use crate::progress::{self, ProgressRef};
 use crate::views;
@@ -560,9 +560,20 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
         total: if path == ReportPath::Sql { 11 } else { 5 },
         done: 0,
     };
-    let (periods, store) = match path {
-        ReportPath::Sql => sql_tables(engine, &ctx, opts, &ts_type, &mut steps).await?,
-        _ => native_tables(&ctx, opts, &mut steps).await?,
+    let (periods, store, kept) = match path {
+        ReportPath::Sql => {
+            let (periods, store) = sql_tables(engine, &ctx, opts, &ts_type, &mut steps).await?;
+            (periods, store, None)
+        }
+        _ => {
+            let rows = engine
+                .tables
+                .iter()
+                .filter(|t| t.name == crate::tables::EVENTS.name)
+                .map(|t| t.rows)
+                .sum();
+            native_tables(&ctx, opts, rows, &mut steps).await?
+        }
     };
     let params = message_params(&periods, &sent_type, &ts_type, opts)?;
     for (name, sql) in [
@@ -589,7 +600,9 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     }
     let rows = compute_sections(&ctx, &params).await?;
     steps.finish("sections", 0, started);
-    let sessions = if opts.keep_sessions {
+    let sessions = if kept.is_some() {
+        kept
+    } else if opts.keep_sessions {
         let df = ctx
             .sql("SELECT * EXCLUDE (period) FROM report_sessions WHERE period = 'current'")
             .await?;
@@ -635,12 +648,14 @@ fn message_params(
 async fn native_tables(
     ctx: &SessionContext,
     opts: &ReportOptions,
+    expected_rows: u64,
     steps: &mut Steps<'_>,
-) -> Result<(Periods, Store)> {
+) -> Result<(Periods, Store, Option<(SchemaRef, Vec<RecordBatch>)>)> {
     let started = steps.start("history");
     let seen = Arc::new(AtomicUsize::new(0));
     let hopts = HistoryOptions {
         rows_seen: Some(Arc::clone(&seen)),
+        expected_rows: Some(expected_rows),
         ..HistoryOptions::default()
     };
     let history = watch_rows(
@@ -670,24 +685,35 @@ async fn native_tables(
             ts_ticks(cur.end, &ts_type)?,
         ),
     ];
-    let (sessions, conversations) = history.tables(&bounds)?;
+    let (sessions, conversations) = history.tables(&bounds, Detail::Report)?;
     let counts = event_counts_batch(&history.counts)?;
     let n = sessions.iter().map(RecordBatch::num_rows).sum();
-    let ts_type = history.ts_type();
+    let (session_schema, conversation_schema) = Detail::Report.schemas(history.ts_type())?;
     for (name, schema, batches) in [
-        ("report_sessions", sessions_schema(ts_type), sessions),
-        (
-            "report_conversations",
-            conversations_schema(ts_type),
-            conversations,
-        ),
+        ("report_sessions", session_schema, sessions),
+        ("report_conversations", conversation_schema, conversations),
         ("report_event_counts", counts.schema(), vec![counts]),
     ] {
         let parts = batches.into_iter().map(|b| vec![b]).collect();
         ctx.register_table(name, Arc::new(MemTable::try_new(schema, parts)?))?;
     }
+    // The current period's sessions with every column of the view, when
+    // asked for (the scheduled job writes them).
+    let kept = if opts.keep_sessions {
+        let (batches, _) = history.tables(&bounds[1..], Detail::Full)?;
+        let full = sessions_schema(history.ts_type());
+        let keep: Vec<usize> = (1..full.fields().len()).collect();
+        let schema = Arc::new(full.project(&keep)?);
+        let batches = batches
+            .iter()
+            .map(|b| b.project(&keep))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Some((schema, batches))
+    } else {
+        None
+    };
     steps.finish("report_sessions", n, started);
-    Ok((periods, Store::Memory))
+    Ok((periods, Store::Memory, kept))
 }
 
 /// `report_event_counts` (see `queries/report/00_report_event_counts.sql`).

@@ -13,7 +13,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use supportfunnel::gen::{generate, GenOptions};
-use supportfunnel::history::{History, HistoryOptions};
+use supportfunnel::history::{Detail, History, HistoryOptions};
 use supportfunnel::{build_context, EngineOptions};
 
 use super::common::{ev, events_batch, rows, write_one_message, write_parquet, Row};
@@ -114,7 +114,9 @@ async fn compare(dir: &Path, bits: u32, batch_size: usize) {
     if bits < 16 {
         assert!(h.candidate_rows > 0, "narrow hashes collide");
     }
-    let (sessions, conversations) = h.tables(&[("all", i64::MIN, i64::MAX)]).unwrap();
+    let (sessions, conversations) = h
+        .tables(&[("all", i64::MIN, i64::MAX)], Detail::Full)
+        .unwrap();
     let native = SessionContext::new();
     for (name, b) in [("s", sessions), ("c", conversations)] {
         let t = MemTable::try_new(b[0].schema(), b.into_iter().map(|b| vec![b]).collect()).unwrap();

@@ -864,3 +864,37 @@ async fn the_paths_choose_by_memory() {
     let e = build_context(&o).await.unwrap();
     assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Sql);
 }
+
+#[tokio::test]
+async fn kept_sessions_are_the_same_by_both_paths() {
+    let e = build_context(&EngineOptions::new(
+        sample_location("events"),
+        sample_location("messages"),
+    ))
+    .await
+    .unwrap();
+    let kept = |path| {
+        let e = &e;
+        async move {
+            let opts = ReportOptions {
+                keep_sessions: true,
+                path,
+                ..period("2026-02-01", "2026-02-08")
+            };
+            let (schema, batches) = run_report(e, &opts).await.unwrap().sessions.unwrap();
+            let mut rows = super::common::render(&batches);
+            rows.sort();
+            (
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>(),
+                rows,
+            )
+        }
+    };
+    let native = kept(ReportPath::Native).await;
+    assert!(native.1.len() > 50);
+    assert_eq!(native, kept(ReportPath::Sql).await);
+}
