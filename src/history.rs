@@ -846,10 +846,12 @@ impl Default for HistoryOptions {
     }
 }
 
-/// Memory the native path needs per events row (slim rows, ids, per-user
-/// and per-conversation state and the scan's buffers), with a margin; see
-/// docs/PERFORMANCE.md for the measured peaks.
-pub const NATIVE_BYTES_PER_EVENT: u64 = 40;
+/// Memory the native path needs per events row, whole process: slim rows,
+/// id tables, per-conversation state, the scan's buffers and the runtime.
+/// Measured peaks (docs/PERFORMANCE.md): 96 bytes per row at 10M events
+/// (fixed costs weigh more), 58 at 50M; rounded up so that a report under
+/// `--memory-limit` stays within it.
+pub const NATIVE_BYTES_PER_EVENT: u64 = 100;
 
 /// Whether the native path over `rows` events fits: in `memory_limit` when
 /// one is set, else in half the machine's memory.
