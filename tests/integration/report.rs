@@ -898,3 +898,77 @@ async fn kept_sessions_are_the_same_by_both_paths() {
     assert!(native.1.len() > 50);
     assert_eq!(native, kept(ReportPath::Sql).await);
 }
+
+#[tokio::test]
+async fn every_timestamp_unit_gives_the_same_report_by_both_paths() {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    generate(&GenOptions {
+        out: src.clone(),
+        users: 300,
+        days: 20,
+        seed: 5,
+        start: d("2026-02-01"),
+        overwrite: false,
+        progress: false,
+    })
+    .unwrap();
+    // All events in one batch, then rewritten with `ts` in each unit.
+    let probe = build_context(&EngineOptions::new(
+        src.join("events").to_string_lossy(),
+        src.join("messages").to_string_lossy(),
+    ))
+    .await
+    .unwrap();
+    let batches = probe
+        .ctx
+        .sql("SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating FROM events")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let opts = period("2026-02-10", "2026-02-17");
+    let mut reports = Vec::new();
+    for unit in [
+        TimeUnit::Second,
+        TimeUnit::Millisecond,
+        TimeUnit::Microsecond,
+        TimeUnit::Nanosecond,
+    ] {
+        let out = dir.path().join(format!("{unit:?}"));
+        for (i, b) in batches.iter().enumerate() {
+            let ts_type = DataType::Timestamp(unit, Some("UTC".into()));
+            let ts = cast(b.column(2), &ts_type).unwrap();
+            let mut fields: Vec<Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields[2] = Field::new("ts", ts_type, true);
+            let mut cols = b.columns().to_vec();
+            cols[2] = ts;
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+            write_parquet(
+                &out.join("events").join(format!("part-{i}.parquet")),
+                &batch,
+            );
+        }
+        let e = build_context(&EngineOptions::new(
+            out.join("events").to_string_lossy(),
+            src.join("messages").to_string_lossy(),
+        ))
+        .await
+        .unwrap();
+        // `report` asserts that the native and the SQL path agree.
+        reports.push((unit, report(&e, &opts).await));
+    }
+    // µs and ns hold the same instants: the same report.
+    assert_eq!(reports[2].1, reports[3].1);
+    assert!(cur(&reports[2].1, "sessions", "sessions_total").unwrap() > 10.0);
+}
