@@ -438,23 +438,8 @@ async fn scan_partition(
     mut stream: SendableRecordBatchStream,
     hasher: IdHasher,
     seen: Option<Arc<AtomicUsize>>,
-    reserve: usize,
 ) -> Result<Chunk> {
     let mut chunk = Chunk::default();
-    if reserve > 0 {
-        let a = &mut chunk.actions;
-        a.id.reserve_exact(reserve);
-        a.user.reserve_exact(reserve);
-        a.ts.reserve_exact(reserve);
-        a.kind.reserve_exact(reserve);
-        a.conv.reserve_exact(reserve);
-        let l = &mut chunk.lifecycle;
-        l.id.reserve_exact(reserve);
-        l.conv.reserve_exact(reserve);
-        l.ts.reserve_exact(reserve);
-        l.kind.reserve_exact(reserve);
-        l.extra.reserve_exact(reserve);
-    }
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         chunk.add_batch(&batch, hasher)?;
@@ -800,7 +785,8 @@ pub struct History {
     pub counts: EventCounts,
     /// The latest `ts` of a valid event, in the column's ticks.
     pub latest_valid_ts: Option<i64>,
-    /// Whether the second look at candidate event_ids was needed.
+    /// Valid rows whose event_id hash was seen more than once (the
+    /// candidates for repeats).
     pub candidate_rows: usize,
     /// Conversations whose ties were settled by event_id.
     pub tied_conversations: usize,
@@ -829,11 +815,6 @@ pub struct HistoryOptions {
     pub id_hash_bits: u32,
     /// Counts the rows the first scan has read, for progress.
     pub rows_seen: Option<Arc<AtomicUsize>>,
-    /// Rows in `events` (from the footers), when known: each partition then
-    /// reserves room for its share of slim rows once, instead of growing
-    /// (and copying) its arrays as it goes. Reserved memory that is never
-    /// written is never resident.
-    pub expected_rows: Option<u64>,
 }
 
 impl Default for HistoryOptions {
@@ -841,7 +822,6 @@ impl Default for HistoryOptions {
         Self {
             id_hash_bits: 64,
             rows_seen: None,
-            expected_rows: None,
         }
     }
 }
@@ -900,13 +880,9 @@ impl History {
             .data_type()
             .clone();
         let streams = df.execute_stream_partitioned().await?;
-        // A partition's share of the rows, with a margin for uneven files.
-        let reserve = opts.expected_rows.map_or(0, |rows| {
-            (rows as usize / streams.len().max(1)).saturating_mul(5) / 4
-        });
         let tasks: Vec<_> = streams
             .into_iter()
-            .map(|s| tokio::spawn(scan_partition(s, hasher, opts.rows_seen.clone(), reserve)))
+            .map(|s| tokio::spawn(scan_partition(s, hasher, opts.rows_seen.clone())))
             .collect();
         let mut chunks = Vec::with_capacity(tasks.len());
         for t in tasks {

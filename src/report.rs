@@ -565,15 +565,7 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
             let (periods, store) = sql_tables(engine, &ctx, opts, &ts_type, &mut steps).await?;
             (periods, store, None)
         }
-        _ => {
-            let rows = engine
-                .tables
-                .iter()
-                .filter(|t| t.name == crate::tables::EVENTS.name)
-                .map(|t| t.rows)
-                .sum();
-            native_tables(&ctx, opts, rows, &mut steps).await?
-        }
+        _ => native_tables(&ctx, opts, &mut steps).await?,
     };
     let params = message_params(&periods, &sent_type, &ts_type, opts)?;
     for (name, sql) in [
@@ -648,14 +640,12 @@ fn message_params(
 async fn native_tables(
     ctx: &SessionContext,
     opts: &ReportOptions,
-    expected_rows: u64,
     steps: &mut Steps<'_>,
 ) -> Result<(Periods, Store, Option<(SchemaRef, Vec<RecordBatch>)>)> {
     let started = steps.start("history");
     let seen = Arc::new(AtomicUsize::new(0));
     let hopts = HistoryOptions {
         rows_seen: Some(Arc::clone(&seen)),
-        expected_rows: Some(expected_rows),
         ..HistoryOptions::default()
     };
     let history = watch_rows(
