@@ -22,28 +22,8 @@ if [ -z "$bin" ]; then
 fi
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-# 20,000 users over 90 days make ~1M events; users scale the size.
-gen() {
-  local m=$1 dir="$data/m$1"
-  if [ ! -f "$dir/.complete" ]; then
-    echo "generating ${m}M events into $dir" >&2
-    "$bin" gen --out "$dir" --users $((m * 20000)) --days 90 --seed 1 --overwrite >&2
-    touch "$dir/.complete"
-  fi
-  echo "$dir"
-}
-
-# Runs a command under /usr/bin/time; prints "seconds peak_mib".
-measure() {
-  local log
-  log=$(mktemp)
-  /usr/bin/time -v "$@" >/dev/null 2>"$log" || { cat "$log" >&2; rm -f "$log"; return 1; }
-  local secs kb
-  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$log")
-  kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-  rm -f "$log"
-  echo "$secs $((kb / 1024))"
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 printf '%-8s %10s %10s %10s %8s %12s\n' events rows report_s floor_s ratio peak_rss_mib
 for m in "${sizes[@]}"; do

@@ -42,28 +42,8 @@ if ! "$venv/bin/python" -c "import duckdb, pyarrow" 2>/dev/null; then
   "$venv/bin/pip" install -q duckdb pyarrow >&2
 fi
 
-gen() {
-  local m=$1 dir="$data/m$1"
-  if [ ! -f "$dir/.complete" ]; then
-    echo "generating ${m}M events into $dir" >&2
-    "$bin" gen --out "$dir" --users $((m * 20000)) --days 90 --seed 1 --overwrite >&2
-    touch "$dir/.complete"
-  fi
-  echo "$dir"
-}
-
-# Runs a command under /usr/bin/time with stdout to $1; prints "seconds peak_mib".
-measure() {
-  local out=$1 log
-  shift
-  log=$(mktemp)
-  /usr/bin/time -v "$@" >"$out" 2>"$log" || { cat "$log" >&2; rm -f "$log"; return 1; }
-  local secs kb
-  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$log")
-  kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$log")
-  rm -f "$log"
-  echo "$secs $((kb / 1024))"
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
@@ -76,11 +56,11 @@ for m in "${sizes[@]}"; do
   ours_t=() peer_t=() ours_m=() peer_m=()
   for r in $(seq 1 "$runs"); do
     # shellcheck disable=SC2086
-    read -r s k < <(measure "$work/ours.jsonl" "$bin" report --events "$dir/events" \
+    read -r s k < <(measure_to "$work/ours.jsonl" "$bin" report --events "$dir/events" \
       --messages "$dir/messages" --from $from --to $to --format json ${SF_REPORT_ARGS:-})
     ours_t+=("$s") ours_m+=("$k")
     printf '%-6s %-4s %-14s %10s %10s\n' "${m}M" "$r" supportfunnel "$s" "$k"
-    read -r s k < <(measure "$work/peer.jsonl" "$venv/bin/python" "$peer/peer.py" \
+    read -r s k < <(measure_to "$work/peer.jsonl" "$venv/bin/python" "$peer/peer.py" \
       --events "$dir/events" --messages "$dir/messages" --from $from --to $to --format json)
     peer_t+=("$s") peer_m+=("$k")
     printf '%-6s %-4s %-14s %10s %10s\n' "${m}M" "$r" duckdb "$s" "$k"

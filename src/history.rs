@@ -284,6 +284,17 @@ struct Actions {
     conv: Vec<u32>,
 }
 
+impl Actions {
+    fn slim(&self, i: usize) -> Slim {
+        Slim::Action {
+            user: self.user[i],
+            ts: self.ts[i],
+            kind: self.kind[i],
+            conv: self.conv[i],
+        }
+    }
+}
+
 /// Lifecycle events in slim form.
 #[derive(Default)]
 struct Lifecycle {
@@ -294,6 +305,17 @@ struct Lifecycle {
     kind: Vec<u8>,
     /// Actor class for closes, rating (0 = NULL) for ratings.
     extra: Vec<u8>,
+}
+
+impl Lifecycle {
+    fn slim(&self, i: usize) -> Slim {
+        Slim::Lifecycle {
+            conv: self.conv[i],
+            ts: self.ts[i],
+            kind: self.kind[i],
+            extra: self.extra[i],
+        }
+    }
 }
 
 /// What one scan partition collected.
@@ -974,21 +996,9 @@ impl History {
             rows.sort_unstable_by_key(|r| r.0);
             let slim_at = |&(_, life, seg, i): &(u64, bool, usize, usize)| -> Slim {
                 if life {
-                    let l = &lifecycle[seg];
-                    Slim::Lifecycle {
-                        conv: l.conv[i],
-                        ts: l.ts[i],
-                        kind: l.kind[i],
-                        extra: l.extra[i],
-                    }
+                    lifecycle[seg].slim(i)
                 } else {
-                    let a = &actions[seg];
-                    Slim::Action {
-                        user: a.user[i],
-                        ts: a.ts[i],
-                        kind: a.kind[i],
-                        conv: a.conv[i],
-                    }
+                    actions[seg].slim(i)
                 }
             };
             let mut delete: Vec<(bool, usize, usize)> = Vec::new();
@@ -1456,32 +1466,14 @@ fn remove_slim(
     };
     for actions in actions.iter_mut() {
         for i in 0..actions.kind.len() {
-            if !times.contains(&actions.ts[i]) {
-                continue;
-            }
-            let key = Slim::Action {
-                user: actions.user[i],
-                ts: actions.ts[i],
-                kind: actions.kind[i],
-                conv: actions.conv[i],
-            };
-            if take(key) {
+            if times.contains(&actions.ts[i]) && take(actions.slim(i)) {
                 actions.kind[i] = kind::DELETED;
             }
         }
     }
     for lifecycle in lifecycle.iter_mut() {
         for i in 0..lifecycle.kind.len() {
-            if !times.contains(&lifecycle.ts[i]) {
-                continue;
-            }
-            let key = Slim::Lifecycle {
-                conv: lifecycle.conv[i],
-                ts: lifecycle.ts[i],
-                kind: lifecycle.kind[i],
-                extra: lifecycle.extra[i],
-            };
-            if take(key) {
+            if times.contains(&lifecycle.ts[i]) && take(lifecycle.slim(i)) {
                 lifecycle.kind[i] = kind::DELETED;
             }
         }
