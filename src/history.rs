@@ -272,6 +272,59 @@ impl Interner {
     }
 }
 
+/// The key space of all partitions: each partition's interner, its ids
+/// offset by the sizes of those before it. A string a partition shares with
+/// an earlier one keeps the earlier id (its later copy is never used, and
+/// leaves an unused id: per-key arrays have a default entry there), so no
+/// interner is rebuilt or grown to merge them.
+#[derive(Default)]
+struct Keys {
+    parts: Vec<(u32, Interner)>,
+}
+
+impl Keys {
+    /// One past the largest id.
+    fn len(&self) -> usize {
+        self.parts
+            .last()
+            .map_or(0, |(base, i)| *base as usize + i.len())
+    }
+
+    fn part(&self, id: u32) -> (&Interner, u32) {
+        let at = self.parts.partition_point(|(base, _)| *base <= id) - 1;
+        let (base, interner) = &self.parts[at];
+        (interner, id - base)
+    }
+
+    fn get(&self, id: u32) -> &[u8] {
+        let (interner, local) = self.part(id);
+        interner.get(local)
+    }
+
+    fn str(&self, id: u32) -> &str {
+        let (interner, local) = self.part(id);
+        interner.str(local)
+    }
+
+    /// The id of `s`: its first partition's.
+    fn lookup(&self, s: &[u8]) -> Option<u32> {
+        self.parts
+            .iter()
+            .find_map(|(base, i)| i.lookup(s).map(|local| base + local))
+    }
+
+    /// Adds a partition's interner; returns the map from its ids to ids
+    /// here.
+    fn add(&mut self, interner: Interner) -> Vec<u32> {
+        let base = self.len() as u32;
+        let map = (0..interner.len() as u32)
+            .map(|local| self.lookup(interner.get(local)).unwrap_or(base + local))
+            .collect();
+        self.parts.push((base, interner));
+        map
+    }
+}
+
 /// Customer actions in slim form.
 #[derive(Default)]
 struct Actions {
@@ -479,7 +532,7 @@ async fn scan_partition(
 /// cores. This needs only one bucket's copy of memory per core, not a copy of
 /// every hash.
 fn repeated(lists: &[&[u64]]) -> HashSet<u64> {
-    const BUCKETS: u64 = 16;
+    const BUCKETS: u64 = 8;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(BUCKETS as usize) as u64;
@@ -812,8 +865,8 @@ pub struct History {
     pub candidate_rows: usize,
     /// Conversations whose ties were settled by event_id.
     pub tied_conversations: usize,
-    users: Interner,
-    convs: Interner,
+    users: Keys,
+    convs: Keys,
     /// Started conversations grouped by the user of their first start row:
     /// `conv_user_start[u]..conv_user_start[u+1]` index `facts` and
     /// `conv_by_user` (their interned ids).
@@ -928,21 +981,15 @@ impl History {
         // One key space: the first partition's interners, the others mapped
         // in; each partition's rows stay where they are, their keys
         // rewritten in place (no second copy of the rows).
-        let mut chunks = chunks.into_iter();
-        let first = chunks.next().unwrap_or_default();
-        let (mut users, mut convs) = (first.users, first.convs);
-        let mut actions = vec![first.actions];
-        let mut lifecycle = vec![first.lifecycle];
+        let mut users = Keys::default();
+        let mut convs = Keys::default();
+        let mut actions = Vec::with_capacity(chunks.len());
+        let mut lifecycle = Vec::with_capacity(chunks.len());
         for mut c in chunks {
+            let (cu, cc) = (std::mem::take(&mut c.users), std::mem::take(&mut c.convs));
             let (umap, cmap) = std::thread::scope(|scope| {
-                let u = scope.spawn(|| {
-                    (0..c.users.len() as u32)
-                        .map(|i| users.intern(c.users.get(i)))
-                        .collect::<Vec<u32>>()
-                });
-                let cmap: Vec<u32> = (0..c.convs.len() as u32)
-                    .map(|i| convs.intern(c.convs.get(i)))
-                    .collect();
+                let u = scope.spawn(|| users.add(cu));
+                let cmap = convs.add(cc);
                 let umap = u.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
                 (umap, cmap)
             });
@@ -1404,7 +1451,7 @@ impl History {
     }
 }
 
-fn slim(r: &FullRow, users: &Interner, convs: &Interner) -> Result<Slim> {
+fn slim(r: &FullRow, users: &Keys, convs: &Keys) -> Result<Slim> {
     let missing = || {
         Error::invalid(format!(
             "event {} was not seen by the first scan",
@@ -1486,8 +1533,8 @@ fn remove_slim(
 async fn settle_ties(
     ctx: &SessionContext,
     tied: &HashSet<u32>,
-    convs: &Interner,
-    users: &Interner,
+    convs: &Keys,
+    users: &Keys,
     dedup: &Dedup,
     hasher: IdHasher,
     facts: &mut [Conv],
