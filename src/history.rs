@@ -1926,6 +1926,26 @@ mod tests {
     }
 
     #[test]
+    fn chained_keys_keep_the_first_partitions_id() {
+        let mut a = Interner::default();
+        a.intern(b"u1");
+        a.intern(b"u2");
+        let mut b = Interner::default();
+        b.intern(b"u3");
+        b.intern(b"u1");
+        let mut keys = Keys::default();
+        assert_eq!(keys.add(a), vec![0, 1]);
+        // u3 is new (2 + its local id 0); u1 keeps the first partition's id
+        assert_eq!(keys.add(b), vec![2, 0]);
+        assert_eq!(keys.len(), 4);
+        assert_eq!(keys.lookup(b"u1"), Some(0));
+        assert_eq!(keys.lookup(b"u3"), Some(2));
+        assert_eq!(keys.lookup(b"u9"), None);
+        assert_eq!(keys.str(2), "u3");
+        assert_eq!(keys.get(1), b"u2");
+    }
+
+    #[test]
     fn repeated_hashes_across_sorted_lists() {
         let got = repeated(&[&[1, 2, 2, 5], &[3, 5, 7, 99, 99, 99]]);
         let got: std::collections::BTreeSet<u64> = got.into_iter().collect();
