@@ -6,8 +6,10 @@
 //! a date leaves one result.
 //!
 //! The server binary is `$S3S_FS_BIN`, else `s3s-fs` on `PATH` or in
-//! `~/.cargo/bin` (`.ci/run` installs it). Without it these tests fail: they
-//! are not skipped.
+//! `~/.cargo/bin`; without one, the first test to need it builds it once
+//! with `cargo install s3s-fs@0.14.1` into the test target directory
+//! (`CARGO_TARGET_TMPDIR`), so `cargo test` needs nothing installed first.
+//! If that fails these tests fail: they are never skipped.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -39,6 +41,10 @@ pub struct S3Server {
     _root: tempfile::TempDir,
 }
 
+/// The version of the server the tests use (the last one this toolchain
+/// builds).
+const S3S_FS_VERSION: &str = "0.14.1";
+
 fn server_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("S3S_FS_BIN") {
         return PathBuf::from(p);
@@ -48,9 +54,39 @@ fn server_binary() -> PathBuf {
             .map(|d| d.join("s3s-fs"))
             .find(|p| p.is_file())
     });
-    on_path.unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin/s3s-fs")
-    })
+    let home =
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin/s3s-fs");
+    on_path
+        .or_else(|| home.is_file().then_some(home))
+        .unwrap_or_else(built_server)
+}
+
+/// Builds `s3s-fs` once into the test target directory (the first call
+/// builds, the others wait for it), and returns its path.
+fn built_server() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("s3s-fs");
+            let bin = root.join("bin").join("s3s-fs");
+            if bin.is_file() {
+                return bin;
+            }
+            eprintln!("building s3s-fs {S3S_FS_VERSION} for the S3 tests (once)");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["install", "--locked", "--features", "binary", "--root"])
+                .arg(&root)
+                .arg("--target-dir")
+                .arg(root.join("build"))
+                .arg(format!("s3s-fs@{S3S_FS_VERSION}"))
+                .stdout(Stdio::null())
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building s3s-fs {S3S_FS_VERSION} failed");
+            bin
+        })
+        .clone()
 }
 
 impl S3Server {
@@ -75,8 +111,7 @@ impl S3Server {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start the S3 server {} ({e}); install it with \
-                     `cargo install s3s-fs@0.14.1 --locked --features binary` or set S3S_FS_BIN",
+                    "cannot start the S3 server {} ({e}); set S3S_FS_BIN to an s3s-fs binary",
                     bin.display()
                 )
             });
