@@ -13,6 +13,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::cache::CachedSessions;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::readonly::Inputs;
 use crate::tables::{self, TableInfo, EVENTS, MESSAGES};
 use crate::{udf, udwf, views};
 
@@ -124,10 +125,12 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
         let pool = (limit as f64 * POOL_SHARE) as usize;
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(pool.max(1))));
     }
-    if let Some(dir) = &opts.temp_dir {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        runtime = runtime.with_temp_file_path(dir);
-    }
+    // Spill files go into a directory of our own under the temp dir, known
+    // to `scratch`, so an interrupt removes them even when DataFusion's
+    // threads are still busy and its own clean-up never runs.
+    let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let spill = Arc::new(crate::scratch::temp_dir_in(&base, "supportfunnel-spill-")?);
+    runtime = runtime.with_temp_file_path(spill.path());
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         // Strings are read as Utf8, not Utf8View: see `tables` for why.
@@ -135,7 +138,10 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
             "datafusion.execution.parquet.schema_force_view_types",
             false,
         )
-        .with_extension(Arc::new(opts.s3.clone()));
+        .with_extension(Arc::new(opts.s3.clone()))
+        // Lives as long as any context sharing this configuration.
+        .with_extension(spill)
+        .with_extension(Arc::new(inputs_of(opts)));
     for (key, value) in &opts.datafusion_options {
         config
             .options_mut()
@@ -160,6 +166,22 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?).enable_url_table();
     register_functions(&ctx);
     Ok(ctx)
+}
+
+/// The tables and views `build_context` registers for `opts`, which
+/// statements and results may not write into (see [`crate::readonly`]).
+fn inputs_of(opts: &EngineOptions) -> Inputs {
+    let tables = [(EVENTS.name, &opts.events), (MESSAGES.name, &opts.messages)]
+        .into_iter()
+        .filter_map(|(n, l)| Some((n.to_string(), l.clone()?)))
+        .chain(opts.extra_tables.iter().cloned())
+        .collect();
+    let views = views::EVENT_VIEWS
+        .iter()
+        .chain(views::MESSAGE_VIEWS)
+        .map(|(n, _)| n.to_string())
+        .collect();
+    Inputs::new(tables, views)
 }
 
 /// Registers our SQL functions on `ctx`.

@@ -83,6 +83,15 @@ pub enum Error {
     /// A bad argument or option value.
     #[error("{0}")]
     Invalid(String),
+
+    /// A statement that would write into a table the report reads, or a
+    /// result written where a registered table lives.
+    #[error("{0}")]
+    ReadOnly(String),
+
+    /// The work was stopped by an interrupt (SIGINT or SIGTERM).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl Error {

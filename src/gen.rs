@@ -731,6 +731,43 @@ fn send(tx: &SyncSender<Job>, path: PathBuf, batch: RecordBatch) -> Result<()> {
         .map_err(|_| Error::invalid("generator: the Parquet writer thread stopped"))
 }
 
+/// Most users `gen` accepts: the per-user model holds 8 bytes a user, and
+/// 50M users over 90 days are about 2.5 billion events already.
+pub const MAX_USERS: u64 = 50_000_000;
+/// Most days `gen` accepts (ten years).
+pub const MAX_DAYS: u32 = 3_660;
+/// Earliest first day `gen` accepts.
+pub const MIN_START: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date");
+/// Latest last day `gen` accepts: four-digit years only, so every day
+/// partition name is `date=YYYY-MM-DD`.
+pub const MAX_END: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid date");
+
+/// Every option in its range, with a one-line error naming the flag.
+fn check_options(opts: &GenOptions) -> Result<()> {
+    if !(1..=MAX_USERS).contains(&opts.users) {
+        return Err(Error::invalid(format!(
+            "--users {} is out of range: give 1 to {MAX_USERS}",
+            opts.users
+        )));
+    }
+    if !(1..=MAX_DAYS).contains(&opts.days) {
+        return Err(Error::invalid(format!(
+            "--days {} is out of range: give 1 to {MAX_DAYS}",
+            opts.days
+        )));
+    }
+    let last = opts
+        .start
+        .checked_add_signed(chrono::Duration::days(i64::from(opts.days) - 1));
+    if opts.start < MIN_START || last.is_none_or(|l| l > MAX_END) {
+        return Err(Error::invalid(format!(
+            "--start {} with --days {} is out of range: the days must lie within {MIN_START}..{MAX_END}",
+            opts.start, opts.days
+        )));
+    }
+    Ok(())
+}
+
 /// Checks `out` and returns the temporary sibling directory to write into.
 fn prepare_out(out: &Path, overwrite: bool) -> Result<PathBuf> {
     if out.exists() {
@@ -763,14 +800,10 @@ fn prepare_out(out: &Path, overwrite: bool) -> Result<PathBuf> {
 
 /// Generates the dataset described by `opts`.
 pub fn generate(opts: &GenOptions) -> Result<GenStats> {
-    if opts.users == 0 {
-        return Err(Error::invalid("--users must be at least 1"));
-    }
-    if opts.days == 0 {
-        return Err(Error::invalid("--days must be at least 1"));
-    }
+    check_options(opts)?;
     let started = Instant::now();
     let tmp = prepare_out(&opts.out, opts.overwrite)?;
+    let _registered = crate::scratch::register(&tmp);
     let result = generate_into(opts, &tmp);
     match result {
         Ok(mut stats) => {
@@ -826,6 +859,7 @@ fn produce(opts: &GenOptions, dir: &Path, tx: &SyncSender<Job>) -> Result<GenSta
     let mut today: Vec<Ev> = Vec::new();
     let mut messages: Vec<Msg> = Vec::new();
     for d in 0..opts.days {
+        crate::scratch::check()?;
         let day = first_day + i64::from(d);
         let date = epoch + chrono::Duration::days(day);
         let day_start = day * MICROS_PER_DAY;
@@ -837,7 +871,10 @@ fn produce(opts: &GenOptions, dir: &Path, tx: &SyncSender<Job>) -> Result<GenSta
             .sample(&mut rng) as u64;
         let mut part = 0usize;
         let mut produced: Vec<Ev> = Vec::new();
-        for _ in 0..episodes {
+        for i in 0..episodes {
+            if i % 4096 == 4095 {
+                crate::scratch::check()?;
+            }
             let u = g.model.user_pick.sample(&mut rng);
             let user = format!("u{u:08}");
             let t0 = day_start
@@ -881,6 +918,23 @@ fn produce(opts: &GenOptions, dir: &Path, tx: &SyncSender<Job>) -> Result<GenSta
     // Rows scheduled after the last day are dropped, as in a real export
     // taken at the end of that day.
     bar.finish_and_clear();
+    // A table with no rows still gets one (empty) file, so the dataset has
+    // both tables with their schemas and reads as empty, not as missing.
+    let first = epoch + chrono::Duration::days(first_day);
+    if stats.events == 0 {
+        let path = dir
+            .join("events")
+            .join(format!("date={}", first.format("%Y-%m-%d")))
+            .join("part-00000.parquet");
+        send(tx, path, events_batch(&[])?)?;
+    }
+    if stats.messages == 0 {
+        let path = dir
+            .join("messages")
+            .join(format!("date={}", first.format("%Y-%m-%d")))
+            .join("part-00000.parquet");
+        send(tx, path, messages_batch(&[])?)?;
+    }
     Ok(stats)
 }
 

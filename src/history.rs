@@ -42,6 +42,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
     StringBuilder,
@@ -376,7 +378,10 @@ impl Lifecycle {
 struct Chunk {
     rows_read: u64,
     rejected: [u64; 7],
+    /// The latest valid `ts` not after the cutoff (see `HistoryOptions`).
     max_valid_ts: Option<i64>,
+    /// Valid events after the cutoff.
+    future_valid: u64,
     users: Interner,
     convs: Interner,
     actions: Actions,
@@ -441,7 +446,7 @@ fn classify(
 }
 
 impl Chunk {
-    fn add_batch(&mut self, b: &RecordBatch, hasher: IdHasher) -> Result<()> {
+    fn add_batch(&mut self, b: &RecordBatch, hasher: IdHasher, cutoff: i64) -> Result<()> {
         let id = utf8(b.column(0))?;
         let user = utf8(b.column(1))?;
         let ts = int64(b.column(2))?;
@@ -471,7 +476,11 @@ impl Chunk {
                 }
             };
             let t = ts.value(i);
-            self.max_valid_ts = Some(self.max_valid_ts.map_or(t, |m| m.max(t)));
+            if t <= cutoff {
+                self.max_valid_ts = Some(self.max_valid_ts.map_or(t, |m| m.max(t)));
+            } else {
+                self.future_valid += 1;
+            }
             let h = hasher.hash(id.value(i).as_bytes());
             if k <= kind::STARTED {
                 let a = &mut self.actions;
@@ -512,12 +521,13 @@ fn actor_class(actor: Option<&str>) -> u8 {
 async fn scan_partition(
     mut stream: SendableRecordBatchStream,
     hasher: IdHasher,
+    cutoff: i64,
     seen: Option<Arc<AtomicUsize>>,
 ) -> Result<Chunk> {
     let mut chunk = Chunk::default();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        chunk.add_batch(&batch, hasher)?;
+        chunk.add_batch(&batch, hasher, cutoff)?;
         if let Some(seen) = &seen {
             seen.fetch_add(batch.num_rows(), Ordering::Relaxed);
         }
@@ -858,8 +868,11 @@ pub struct EventCounts {
 pub struct History {
     /// The data-quality counts.
     pub counts: EventCounts,
-    /// The latest `ts` of a valid event, in the column's ticks.
+    /// The latest `ts` of a valid event (not after
+    /// [`HistoryOptions::valid_until`]), in the column's ticks.
     pub latest_valid_ts: Option<i64>,
+    /// Valid events after [`HistoryOptions::valid_until`].
+    pub future_valid_events: u64,
     /// Valid rows whose event_id hash was seen more than once (the
     /// candidates for repeats).
     pub candidate_rows: usize,
@@ -890,6 +903,12 @@ pub struct HistoryOptions {
     pub id_hash_bits: u32,
     /// Counts the rows the first scan has read, for progress.
     pub rows_seen: Option<Arc<AtomicUsize>>,
+    /// Valid events after this instant are counted in
+    /// [`History::future_valid_events`] and left out of
+    /// [`History::latest_valid_ts`] (the report passes the current time, so
+    /// that a few events dated in the future cannot move the default
+    /// period); `None`: no cutoff.
+    pub valid_until: Option<DateTime<Utc>>,
 }
 
 impl Default for HistoryOptions {
@@ -897,6 +916,7 @@ impl Default for HistoryOptions {
         Self {
             id_hash_bits: 64,
             rows_seen: None,
+            valid_until: None,
         }
     }
 }
@@ -954,10 +974,16 @@ impl History {
             .field_with_unqualified_name("ts")?
             .data_type()
             .clone();
+        let cutoff = opts.valid_until.map_or(i64::MAX, |t| {
+            let tps = ticks_per_second(&ts_type);
+            t.timestamp()
+                .saturating_mul(tps)
+                .saturating_add(i64::from(t.timestamp_subsec_nanos()) / (1_000_000_000 / tps))
+        });
         let streams = df.execute_stream_partitioned().await?;
         let tasks: Vec<_> = streams
             .into_iter()
-            .map(|s| tokio::spawn(scan_partition(s, hasher, opts.rows_seen.clone())))
+            .map(|s| tokio::spawn(scan_partition(s, hasher, cutoff, opts.rows_seen.clone())))
             .collect();
         let mut chunks = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -969,7 +995,9 @@ impl History {
         // Counts, and the event_id hashes seen twice.
         let mut counts = EventCounts::default();
         let mut latest_valid_ts = None::<i64>;
+        let mut future_valid_events = 0;
         for c in &chunks {
+            future_valid_events += c.future_valid;
             counts.rows_read += c.rows_read;
             for (a, b) in counts.rejected.iter_mut().zip(c.rejected) {
                 *a += b;
@@ -1217,6 +1245,7 @@ impl History {
         Ok(History {
             counts,
             latest_valid_ts,
+            future_valid_events,
             candidate_rows,
             tied_conversations,
             users,

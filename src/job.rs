@@ -137,6 +137,7 @@ pub async fn run_job(
                 progress: None,
                 keep_sessions: job.sessions,
                 path: Default::default(),
+                now: None,
             };
             let report = run_report(engine, &opts).await?;
             let mut written = Vec::new();

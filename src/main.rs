@@ -17,7 +17,7 @@ use supportfunnel::output::{self, Format};
 use supportfunnel::period::parse_tz;
 use supportfunnel::progress::{Progress, ProgressRef};
 use supportfunnel::render;
-use supportfunnel::report::{rows_of, run_report, ReportOptions};
+use supportfunnel::report::{rows_of, run_report, ReportOptions, ReportPath};
 use supportfunnel::sql;
 
 /// See Cargo.toml: large aggregations are several times faster with mimalloc.
@@ -80,8 +80,10 @@ enum Command {
     Sql(SqlArgs),
     /// The support funnel report: every section, current vs previous period.
     ///
-    /// Without --from/--to: the last 28 full days of the data in --tz (the day
-    /// of the latest event counts as incomplete). Filters of one kind are
+    /// Without --from/--to: the 28 full days in --tz before the day of the
+    /// latest valid event dated up to now (that day counts as incomplete);
+    /// events dated after now are counted and reported as a warning, and do
+    /// not move the period. Filters of one kind are
     /// alternatives (OR); different kinds must all hold (AND).
     ///
     /// Example:
@@ -207,6 +209,10 @@ struct SqlArgs {
     output: Option<String>,
 }
 
+fn parse_strategy(s: &str) -> std::result::Result<ReportPath, String> {
+    s.parse().map_err(|e: supportfunnel::Error| e.to_string())
+}
+
 fn parse_format(s: &str) -> std::result::Result<Format, String> {
     s.parse().map_err(|e: supportfunnel::Error| e.to_string())
 }
@@ -239,6 +245,13 @@ struct ReportArgs {
     /// Write to this file or s3:// object (atomically) instead of stdout
     #[arg(long, short = 'o', value_name = "PATH|URL")]
     output: Option<String>,
+    /// How sessions and conversations are computed: `native` (one scan, in
+    /// memory: fastest), `sql` (DataFusion plans step by step, spilling to
+    /// --temp-dir under --memory-limit), or `auto`: native when its estimate
+    /// (about 100 bytes an event) fits in --memory-limit, or without a limit
+    /// in half the machine's memory. Every strategy gives the same report.
+    #[arg(long, default_value = "auto", value_parser = parse_strategy)]
+    strategy: ReportPath,
     /// Print each step of the report with the rows it read and its time on
     /// stderr (a live progress line is shown anyway when stderr is a terminal)
     #[arg(long, short = 'v')]
@@ -410,11 +423,32 @@ async fn run(cli: Cli) -> Result<()> {
                     senders: or_config(a.senders, &config.defaults.senders),
                     progress: progress.clone().map(|p| p as ProgressRef),
                     keep_sessions: false,
-                    path: Default::default(),
+                    path: a.strategy,
+                    now: None,
                 },
             )
             .await?;
             drop(progress);
+            if let Some(anchor) = &report.anchor {
+                let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC");
+                if anchor.future_events > 0 {
+                    let n = anchor.future_events;
+                    eprintln!(
+                        "warning: {n} valid {} dated after now ({}); the default period \
+                         ends with the day of the latest event before now ({}); pass --from and \
+                         --to to report on later dates",
+                        if n == 1 { "event is" } else { "events are" },
+                        at(anchor.now),
+                        at(anchor.latest)
+                    );
+                } else if a.verbose {
+                    eprintln!(
+                        "default period: the {} full days before the latest event, {}",
+                        report.periods.days(),
+                        at(anchor.latest)
+                    );
+                }
+            }
             if a.format == Format::Table {
                 let text = render::render(&rows_of(&report.batch), &report.periods);
                 match &a.output {
@@ -508,7 +542,23 @@ fn one_line(e: &anyhow::Error) -> String {
             parts.push(text);
         }
     }
-    parts.join(": ")
+    let line = parts.join(": ");
+    if line.contains("Resources exhausted") || line.contains("Not enough memory") {
+        // DataFusion's advice names its own settings; ours are the flag and
+        // the config key that set them.
+        let advice = line
+            .find(" Consider increasing")
+            .and_then(|i| line[i..].find("caused by").map(|j| i..i + j));
+        let mut line = line.clone();
+        if let Some(r) = advice {
+            line.replace_range(r, " ");
+        }
+        return format!(
+            "{line}; the query needs more memory than --memory-limit ([engine] memory_limit) \
+             allows: raise it"
+        );
+    }
+    line
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -517,6 +567,38 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// SIGINT or SIGTERM, as (name, exit code): 128 + the signal number, as
+/// shells report a process killed by it.
+async fn interrupt_signal() -> (&'static str, u8) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => ("SIGINT", 130),
+                _ = term.recv() => ("SIGTERM", 143),
+            },
+            // Without handlers the default action (exit) stays in place.
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => ("Ctrl-C", 130),
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// How long an interrupted command gets to stop by itself (futures dropped,
+/// `gen` noticing the flag) before what is left of its temporary files is
+/// removed under it.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn main() -> ExitCode {
     tune_allocator();
@@ -531,13 +613,39 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    // The command runs as a task so that this thread stays free to notice
+    // a signal while the command's threads are busy.
+    let mut work = runtime.spawn(run(cli));
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            done = &mut work => Ok(done),
+            signal = interrupt_signal() => Err(signal),
+        }
+    });
+    match outcome {
+        Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
         // A reader that stopped early (`| head`) is not a failure.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(Ok(Err(e))) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Ok(Ok(Err(e))) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
+        }
+        Ok(Err(join)) => {
+            supportfunnel::scratch::remove_all();
+            eprintln!("error: internal error: {join}");
+            ExitCode::from(101)
+        }
+        Err((name, code)) => {
+            supportfunnel::scratch::interrupt();
+            work.abort();
+            runtime.shutdown_timeout(STOP_GRACE);
+            let left = supportfunnel::scratch::remove_all();
+            if left == 0 {
+                eprintln!("interrupted by {name}: stopped, temporary files removed");
+            } else {
+                eprintln!("interrupted by {name}: stopped; {left} temporary paths could not be removed");
+            }
+            ExitCode::from(code)
         }
     }
 }

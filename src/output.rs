@@ -116,7 +116,7 @@ pub fn write_result(
         None => {
             if format == Format::Parquet {
                 return Err(Error::invalid(
-                    "--format parquet needs --output FILE (Parquet is not written to a terminal)",
+                    "Parquet is not written to a terminal: give an output file",
                 ));
             }
             let mut out = BufWriter::new(io::stdout());
@@ -142,7 +142,7 @@ where
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if path.is_dir() {
         return Err(Error::invalid(format!(
-            "{}: is a directory; --output takes a file path",
+            "{}: is a directory; a result is written to a file, not into a directory",
             path.display()
         )));
     }
@@ -151,6 +151,7 @@ where
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _registered = crate::scratch::register(&tmp);
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = BufWriter::new(file);
@@ -187,6 +188,8 @@ pub async fn put_atomically(
 ) -> Result<()> {
     use object_store::ObjectStore;
     use tokio::io::AsyncWriteExt;
+
+    crate::readonly::Inputs::of(ctx).check_output(location)?;
 
     if !crate::storage::is_url(location) {
         let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
@@ -248,6 +251,9 @@ pub async fn write_result_to(
     batches: &[RecordBatch],
     location: Option<&str>,
 ) -> Result<()> {
+    if let Some(loc) = location {
+        crate::readonly::Inputs::of(ctx).check_output(loc)?;
+    }
     match location {
         Some(loc) if crate::storage::is_url(loc) => {
             let mut bytes = Vec::new();

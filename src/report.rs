@@ -79,6 +79,24 @@ pub struct ReportOptions {
     /// Which engine computes sessions and conversations (both give the
     /// same report; [`ReportPath::Auto`] picks by memory).
     pub path: ReportPath,
+    /// The current time, which the default period never goes past (see
+    /// [`Anchor`]); the clock when `None` (tests fix it).
+    pub now: Option<DateTime<Utc>>,
+}
+
+/// What placed the default period (no `from`/`to`): the latest valid event
+/// dated up to now. Events dated after now are left out of placing it, so a
+/// few rows with a wrong clock (a year 2200 `ts`) cannot move the period to
+/// where there is no data; they are counted here, and in every metric of a
+/// period that holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// The latest valid event not after `now`.
+    pub latest: DateTime<Utc>,
+    /// The instant taken as now.
+    pub now: DateTime<Utc>,
+    /// Valid events dated after `now`.
+    pub future_events: u64,
 }
 
 /// A section of the report and its metrics, in the spec's order.
@@ -176,6 +194,8 @@ pub struct Report {
     /// The current period's sessions (the `sessions` view's columns), when
     /// asked for with [`ReportOptions::keep_sessions`].
     pub sessions: Option<(SchemaRef, Vec<RecordBatch>)>,
+    /// What placed the period, when it was the default one.
+    pub anchor: Option<Anchor>,
 }
 
 /// The output schema of spec §5.
@@ -252,6 +272,29 @@ fn ts_ticks(t: DateTime<Utc>, dt: &DataType) -> Result<i64> {
     })
 }
 
+/// Refuses periods that `column` (of timestamp type `dt`) cannot express:
+/// only nanoseconds have a narrow range (1677 to 2262). The message names the
+/// dates the user gave and the previous period they imply.
+fn check_period(periods: &Periods, dt: &DataType, column: &str) -> Result<()> {
+    let fits = |t: DateTime<Utc>| ts_ticks(t, dt).is_ok();
+    if fits(periods.previous.start) && fits(periods.current.end) {
+        return Ok(());
+    }
+    let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
+    let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let prev_from = periods.from - chrono::Duration::days(periods.days());
+    Err(Error::invalid(format!(
+        "the period {}..{} (compared with {}..{}) reaches outside what `{column}` can hold: \
+         it is stored in nanoseconds, from {} to {}; choose --from and --to within that range",
+        day(periods.from),
+        day(periods.to),
+        day(prev_from),
+        day(periods.from),
+        at(DateTime::from_timestamp_nanos(i64::MIN)),
+        at(DateTime::from_timestamp_nanos(i64::MAX)),
+    )))
+}
+
 /// The instant of `ticks` of a timestamp type.
 fn ticks_to_time(ticks: i64, dt: &DataType) -> Option<DateTime<Utc>> {
     match dt {
@@ -302,7 +345,7 @@ async fn query(ctx: &SessionContext, sql: &str, params: &Params) -> Result<Recor
 /// memory.
 enum Store {
     Memory,
-    Disk(tempfile::TempDir),
+    Disk(crate::scratch::TempDir),
 }
 
 impl Store {
@@ -312,12 +355,10 @@ impl Store {
             .temp_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix("supportfunnel-report-")
-            .tempdir_in(&base)
-            .map_err(|e| Error::io(&base, e))?;
-        Ok(Store::Disk(dir))
+        Ok(Store::Disk(crate::scratch::temp_dir_in(
+            &base,
+            "supportfunnel-report-",
+        )?))
     }
 
     /// Runs `sql` with the parameters and registers the result as table
@@ -406,16 +447,22 @@ async fn nanos(ctx: &SessionContext, sql: &str, params: &Params) -> Result<Optio
     Ok((b.num_rows() == 1 && col.is_valid(0)).then(|| col.value(0)))
 }
 
-/// The latest valid event time, for the default period (the SQL path).
+/// The latest valid event time not after `now`, and the number of valid
+/// events after it, for the default period (the SQL path).
 ///
 /// Looked for first in the last day of data only: `max(ts)` over all rows
 /// comes from the Parquet footers, and `ts >= that - 1 day` lets the scan
 /// skip every older row group. If that day holds a valid event, the latest
 /// of them is the latest of all; otherwise the whole table is scanned.
-async fn latest_event(ctx: &SessionContext, ts_type: &DataType) -> Result<Option<DateTime<Utc>>> {
+async fn latest_event(
+    ctx: &SessionContext,
+    ts_type: &DataType,
+    now: DateTime<Utc>,
+) -> Result<(Option<DateTime<Utc>>, u64)> {
     const SQL: &str =
         "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') \
-         FROM validated_events WHERE reject_reason IS NULL";
+         FROM validated_events WHERE reject_reason IS NULL AND ts <= $now";
+    let now_param = ("now", ts_scalar(now, ts_type)?);
     // Native ticks, not nanoseconds: this maximum includes rejected rows, and
     // an absurd timestamp there must not make the conversion fail.
     let ticks = nanos(
@@ -426,13 +473,13 @@ async fn latest_event(ctx: &SessionContext, ts_type: &DataType) -> Result<Option
     .await?;
     let since = ticks
         .and_then(|t| ticks_to_time(t, ts_type))
-        .map(|t| t - chrono::Duration::days(1));
+        .map(|t| t.min(now) - chrono::Duration::days(1));
     let recent = match since {
         Some(since) => {
             nanos(
                 ctx,
                 &format!("{SQL} AND ts >= $since"),
-                &vec![("since", ts_scalar(since, ts_type)?)],
+                &vec![("since", ts_scalar(since, ts_type)?), now_param.clone()],
             )
             .await?
         }
@@ -440,25 +487,64 @@ async fn latest_event(ctx: &SessionContext, ts_type: &DataType) -> Result<Option
     };
     let latest = match recent {
         Some(t) => Some(t),
-        None => nanos(ctx, SQL, &vec![]).await?,
+        None => nanos(ctx, SQL, &vec![now_param.clone()]).await?,
     };
-    Ok(latest.map(DateTime::from_timestamp_nanos))
+    // Row groups whose footer says nothing is after now are skipped.
+    let future = query(
+        ctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL AND ts > $now",
+        &vec![now_param],
+    )
+    .await?;
+    let future = future
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .value(0);
+    Ok((
+        latest.map(DateTime::from_timestamp_nanos),
+        u64::try_from(future).unwrap_or(0),
+    ))
+}
+
+/// The [`Anchor`] of the default period (`None` when `from`/`to` are
+/// given), or why there is none.
+fn default_anchor(
+    opts: &ReportOptions,
+    latest: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    future_events: u64,
+) -> Result<Option<Anchor>> {
+    if opts.from.is_some() || opts.to.is_some() {
+        return Ok(None);
+    }
+    match latest {
+        Some(latest) => Ok(Some(Anchor {
+            latest,
+            now,
+            future_events,
+        })),
+        None if future_events > 0 => Err(Error::invalid(format!(
+            "every valid event is dated after now ({} events after {}), so there is no \
+             default period; pass --from and --to",
+            future_events,
+            now.format("%Y-%m-%d %H:%M:%S UTC")
+        ))),
+        None => Err(Error::invalid(
+            "the events table has no valid event to place the default period; pass --from and --to",
+        )),
+    }
 }
 
 /// The periods asked for, or, without `--from/--to`, the last
-/// [`DEFAULT_DAYS`] full days before the latest valid event.
-fn periods_for(opts: &ReportOptions, latest: Option<DateTime<Utc>>) -> Result<Periods> {
+/// [`DEFAULT_DAYS`] full days before the day of the anchor's latest event.
+fn periods_for(opts: &ReportOptions, anchor: Option<Anchor>) -> Result<Periods> {
     let tz = opts.tz.unwrap_or(Tz::UTC);
-    match (opts.from, opts.to) {
-        (Some(from), Some(to)) => Periods::new(from, to, tz),
-        (None, None) => {
-            let latest = latest.ok_or_else(|| {
-                Error::invalid(
-                    "the events table has no valid event to place the default period; pass --from and --to",
-                )
-            })?;
-            Periods::trailing(latest, DEFAULT_DAYS, tz)
-        }
+    match (opts.from, opts.to, anchor) {
+        (Some(from), Some(to), _) => Periods::new(from, to, tz),
+        (None, None, Some(a)) => Periods::trailing(a.latest, DEFAULT_DAYS, tz),
+        (None, None, None) => Err(Error::invalid(
+            "the events table has no valid event to place the default period; pass --from and --to",
+        )),
         _ => Err(Error::invalid(
             "--from and --to go together (or give neither for the last 28 full days)",
         )),
@@ -475,6 +561,20 @@ pub enum ReportPath {
     Native,
     /// The SQL views, step by step, spilling under `--memory-limit`.
     Sql,
+}
+
+impl std::str::FromStr for ReportPath {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(ReportPath::Auto),
+            "native" => Ok(ReportPath::Native),
+            "sql" => Ok(ReportPath::Sql),
+            _ => Err(Error::invalid(format!(
+                "unknown strategy `{s}` (expected auto, native or sql)"
+            ))),
+        }
+    }
 }
 
 /// The path [`ReportPath::Auto`] resolves to: native when its memory
@@ -560,13 +660,15 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
         total: if path == ReportPath::Sql { 11 } else { 5 },
         done: 0,
     };
-    let (periods, store, kept) = match path {
+    let (periods, anchor, store, kept) = match path {
         ReportPath::Sql => {
-            let (periods, store) = sql_tables(engine, &ctx, opts, &ts_type, &mut steps).await?;
-            (periods, store, None)
+            let (periods, anchor, store) =
+                sql_tables(engine, &ctx, opts, &ts_type, &mut steps).await?;
+            (periods, anchor, store, None)
         }
         _ => native_tables(&ctx, opts, &mut steps).await?,
     };
+    check_period(&periods, &sent_type, "messages.sent_at")?;
     let params = message_params(&periods, &sent_type, &ts_type, opts)?;
     for (name, sql) in [
         ("message_checks", "SELECT * FROM message_checks"),
@@ -609,8 +711,27 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     Ok(Report {
         periods,
         batch,
-        sessions,
+        sessions: sessions.map(sort_sessions).transpose()?,
+        anchor,
     })
+}
+
+/// Sessions by user, then start: both paths compute them in parallel pieces
+/// in no fixed order, and a written result must come out byte-identical
+/// when run again. A user's sessions never share a start.
+fn sort_sessions(
+    (schema, batches): (SchemaRef, Vec<RecordBatch>),
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    use datafusion::arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+    let all = concat_batches(&schema, &batches)?;
+    let key = |name: &str| -> Result<SortColumn> {
+        Ok(SortColumn {
+            values: Arc::clone(all.column(schema.index_of(name)?)),
+            options: None,
+        })
+    };
+    let order = lexsort_to_indices(&[key("user_id")?, key("session_start")?], None)?;
+    Ok((Arc::clone(&schema), vec![take_record_batch(&all, &order)?]))
 }
 
 /// The parameters of the message and section queries.
@@ -641,11 +762,18 @@ async fn native_tables(
     ctx: &SessionContext,
     opts: &ReportOptions,
     steps: &mut Steps<'_>,
-) -> Result<(Periods, Store, Option<(SchemaRef, Vec<RecordBatch>)>)> {
+) -> Result<(
+    Periods,
+    Option<Anchor>,
+    Store,
+    Option<(SchemaRef, Vec<RecordBatch>)>,
+)> {
     let started = steps.start("history");
     let seen = Arc::new(AtomicUsize::new(0));
+    let now = opts.now.unwrap_or_else(Utc::now);
     let hopts = HistoryOptions {
         rows_seen: Some(Arc::clone(&seen)),
+        valid_until: Some(now),
         ..HistoryOptions::default()
     };
     let history = watch_rows(
@@ -661,7 +789,9 @@ async fn native_tables(
     let latest = history
         .latest_valid_ts
         .and_then(|t| ticks_to_time(t, &ts_type));
-    let periods = periods_for(opts, latest)?;
+    let anchor = default_anchor(opts, latest, now, history.future_valid_events)?;
+    let periods = periods_for(opts, anchor)?;
+    check_period(&periods, &ts_type, "events.ts")?;
     let (cur, prev) = (periods.current, periods.previous);
     let bounds = [
         (
@@ -703,7 +833,7 @@ async fn native_tables(
         None
     };
     steps.finish("report_sessions", n, started);
-    Ok((periods, Store::Memory, kept))
+    Ok((periods, anchor, Store::Memory, kept))
 }
 
 /// `report_event_counts` (see `queries/report/00_report_event_counts.sql`).
@@ -732,12 +862,17 @@ async fn sql_tables(
     opts: &ReportOptions,
     ts_type: &DataType,
     steps: &mut Steps<'_>,
-) -> Result<(Periods, Store)> {
-    let latest = match (opts.from, opts.to) {
-        (None, None) => latest_event(ctx, ts_type).await?,
+) -> Result<(Periods, Option<Anchor>, Store)> {
+    let anchor = match (opts.from, opts.to) {
+        (None, None) => {
+            let now = opts.now.unwrap_or_else(Utc::now);
+            let (latest, future) = latest_event(ctx, ts_type, now).await?;
+            default_anchor(opts, latest, now, future)?
+        }
         _ => None,
     };
-    let periods = periods_for(opts, latest)?;
+    let periods = periods_for(opts, anchor)?;
+    check_period(&periods, ts_type, "events.ts")?;
     let (cur, prev) = (periods.current, periods.previous);
     let params: Params = vec![
         ("prev_start", ts_scalar(prev.start, ts_type)?),
@@ -782,7 +917,7 @@ async fn sql_tables(
             views::register_event_views_with(ctx, &swapped).await?;
         }
     }
-    Ok((periods, store))
+    Ok((periods, anchor, store))
 }
 
 /// Runs every section and the data quality query over the registered

@@ -13,6 +13,7 @@ use rustyline::error::ReadlineError;
 
 use crate::error::{Error, Result};
 use crate::output::{self, Format};
+use crate::readonly::Inputs;
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
@@ -38,9 +39,11 @@ pub async fn run_script(ctx: &SessionContext, sql: &str) -> Result<Vec<Statement
     if statements.is_empty() {
         return Err(Error::invalid("no SQL statement given"));
     }
+    let inputs = Inputs::of(ctx);
     let mut results = Vec::with_capacity(statements.len());
     for statement in statements {
         let plan = ctx.state().statement_to_plan(statement).await?;
+        inputs.check_plan(&plan)?;
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = df.schema().inner().clone();
         let batches = df.collect().await?;
@@ -66,6 +69,13 @@ pub async fn repl(ctx: &SessionContext) -> Result<()> {
     }
     eprintln!("supportfunnel SQL. End statements with `;`. \\d lists tables, \\q quits.");
     let mut buffer = String::new();
+    // Statements that failed: a script piped in must not end with exit 0
+    // after an error (a person at the terminal sees each error instead).
+    let (mut run, mut failed) = (0usize, 0usize);
+    let mut tally = |ok: bool| {
+        run += 1;
+        failed += usize::from(!ok);
+    };
     loop {
         let prompt = if buffer.is_empty() {
             "supportfunnel> "
@@ -95,7 +105,7 @@ pub async fn repl(ctx: &SessionContext) -> Result<()> {
                         } else {
                             format!("DESCRIBE {rest}")
                         };
-                        run_and_print(ctx, &sql).await;
+                        tally(run_and_print(ctx, &sql).await);
                         continue;
                     }
                 }
@@ -104,7 +114,7 @@ pub async fn repl(ctx: &SessionContext) -> Result<()> {
                 if trimmed.ends_with(';') {
                     let sql = std::mem::take(&mut buffer);
                     let _ = editor.add_history_entry(sql.trim());
-                    run_and_print(ctx, &sql).await;
+                    tally(run_and_print(ctx, &sql).await);
                 }
             }
             Err(ReadlineError::Interrupted) => {
@@ -117,21 +127,33 @@ pub async fn repl(ctx: &SessionContext) -> Result<()> {
     if let Some(h) = &history {
         let _ = editor.save_history(h);
     }
+    if failed > 0 && !std::io::stdin().is_terminal() {
+        return Err(Error::invalid(format!(
+            "{failed} of {run} statements read from standard input failed"
+        )));
+    }
     Ok(())
 }
 
-async fn run_and_print(ctx: &SessionContext, sql: &str) {
+/// Runs `sql` and prints its results; false when it failed.
+async fn run_and_print(ctx: &SessionContext, sql: &str) -> bool {
     let started = Instant::now();
     match run_script(ctx, sql).await {
         Ok(results) => {
+            let mut ok = true;
             for r in &results {
                 if let Err(e) = output::write_result(Format::Table, &r.schema, &r.batches, None) {
                     eprintln!("error: {e}");
+                    ok = false;
                 }
             }
             let rows = results.last().map(|r| r.num_rows()).unwrap_or(0);
             eprintln!("{rows} row(s) in {:.3}s", started.elapsed().as_secs_f64());
+            ok
         }
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            false
+        }
     }
 }

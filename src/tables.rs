@@ -135,10 +135,76 @@ fn is_string(t: &DataType) -> bool {
 }
 
 /// Per-column accumulator of what the files hold, to pick the canonical type.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Seen {
     finest: Option<TimeUnit>,
+    /// Timestamp columns: each file's unit and, from its footer statistics,
+    /// the least and greatest raw value (`None`: no statistics).
+    ranges: Vec<(TimeUnit, Option<(i64, i64)>)>,
     wide_int: bool,
+}
+
+/// The multiplier from ticks of `from` to ticks of `to` when `to` is finer
+/// (1 otherwise: dividing never overflows).
+fn unit_factor(from: TimeUnit, to: TimeUnit) -> i64 {
+    let per_second = |u: TimeUnit| match u {
+        TimeUnit::Second => 1i64,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    };
+    (per_second(to) / per_second(from)).max(1)
+}
+
+/// The unit a timestamp column is exposed in: the finest unit any file uses,
+/// so no file loses precision, unless a file of a coarser unit holds a value
+/// that unit cannot represent (a year-2500 millisecond timestamp does not
+/// fit in nanoseconds, whose range ends in 2262); then the finest unit that
+/// holds every value the footers report. Casting one file would otherwise
+/// fail every query over the table for one row. Files without statistics
+/// are assumed to fit.
+fn fitting_unit(seen: &Seen) -> TimeUnit {
+    const COARSER: [TimeUnit; 4] = [
+        TimeUnit::Nanosecond,
+        TimeUnit::Microsecond,
+        TimeUnit::Millisecond,
+        TimeUnit::Second,
+    ];
+    let finest = seen.finest.unwrap_or(TimeUnit::Microsecond);
+    COARSER
+        .into_iter()
+        .skip_while(|u| *u != finest)
+        .find(|to| {
+            seen.ranges.iter().all(|(from, range)| {
+                let f = unit_factor(*from, *to);
+                range.is_none_or(|(lo, hi)| lo.checked_mul(f).is_some() && hi.checked_mul(f).is_some())
+            })
+        })
+        .unwrap_or(TimeUnit::Second)
+}
+
+/// The least and greatest raw value of an INT64 leaf column `column` over
+/// all row groups, from the footer's statistics; `None` when a row group has
+/// none (a row group of nulls only has nothing to fit and is skipped).
+fn int64_range(md: &datafusion::parquet::file::metadata::ParquetMetaData, column: &str) -> Option<(i64, i64)> {
+    use datafusion::parquet::file::statistics::Statistics;
+    let descr = md.file_metadata().schema_descr();
+    let index = (0..descr.num_columns()).find(|&i| {
+        let path = descr.column(i).path().parts().to_vec();
+        path.len() == 1 && path[0] == column
+    })?;
+    let mut range: Option<(i64, i64)> = None;
+    for rg in md.row_groups() {
+        match rg.column(index).statistics()? {
+            Statistics::Int64(v) => {
+                if let (Some(lo), Some(hi)) = (v.min_opt(), v.max_opt()) {
+                    range = Some(range.map_or((*lo, *hi), |(a, b)| (a.min(*lo), b.max(*hi))));
+                }
+            }
+            _ => return None,
+        }
+    }
+    range
 }
 
 /// Checks one file's type for a contract column; returns a problem sentence.
@@ -163,6 +229,7 @@ fn check_type(kind: Kind, t: &DataType, seen: &mut Seen) -> Option<String> {
                 if seen.finest.is_none_or(|f| unit_rank(*unit) > unit_rank(f)) {
                     seen.finest = Some(*unit);
                 }
+                seen.ranges.push((*unit, None));
                 true
             }
             DataType::Null => true,
@@ -188,29 +255,35 @@ fn check_type(kind: Kind, t: &DataType, seen: &mut Seen) -> Option<String> {
     Some(format!("has type {t}, expected {expected}"))
 }
 
-fn canonical(kind: Kind, seen: Seen) -> DataType {
+fn canonical(kind: Kind, seen: &Seen) -> DataType {
     match kind {
         Kind::Str => DataType::Utf8,
         Kind::Int if seen.wide_int => DataType::Int64,
         Kind::Int => DataType::Int32,
-        Kind::Timestamp => DataType::Timestamp(
-            seen.finest.unwrap_or(TimeUnit::Microsecond),
-            Some("UTC".into()),
-        ),
+        Kind::Timestamp => DataType::Timestamp(fitting_unit(seen), Some("UTC".into())),
         Kind::StrList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
     }
 }
 
-/// Reads one file's Arrow schema and row count from its footer. The footer
-/// goes into DataFusion's metadata cache, so the scans that follow do not
-/// fetch it again.
+/// What one file's footer says: its Arrow schema, its rows, and for each
+/// timestamp column of the contract the range of its raw values.
+struct FileFacts {
+    schema: SchemaRef,
+    rows: u64,
+    ts_ranges: Vec<(&'static str, Option<(i64, i64)>)>,
+}
+
+/// Reads one file's facts from its footer. The footer goes into
+/// DataFusion's metadata cache, so the scans that follow do not fetch it
+/// again.
 async fn file_schema(
     ctx: &SessionContext,
-    table: &str,
+    contract: &Contract,
     store: &dyn ObjectStore,
     meta: &ObjectMeta,
     display: &str,
-) -> Result<(SchemaRef, u64)> {
+) -> Result<FileFacts> {
+    let table = contract.name;
     let bad = |message: String| Error::BadFile {
         table: table.to_string(),
         file: display.to_string(),
@@ -225,7 +298,17 @@ async fn file_schema(
     let fmd = md.file_metadata();
     let schema = parquet_to_arrow_schema(fmd.schema_descr(), fmd.key_value_metadata())
         .map_err(|e| bad(e.to_string()))?;
-    Ok((Arc::new(schema), fmd.num_rows().max(0) as u64))
+    let ts_ranges = contract
+        .columns
+        .iter()
+        .filter(|(_, k)| *k == Kind::Timestamp)
+        .map(|(c, _)| (*c, int64_range(&md, c)))
+        .collect();
+    Ok(FileFacts {
+        schema: Arc::new(schema),
+        rows: fmd.num_rows().max(0) as u64,
+        ts_ranges,
+    })
 }
 
 /// Renders an object path as the user would recognise it.
@@ -344,14 +427,16 @@ pub async fn register_table(
     }
 
     // Read all footers, a few at a time (object stores reward concurrency).
-    let schemas: Vec<(SchemaRef, u64, String)> = futures::stream::iter(files.iter())
-        .map(|meta| {
+    // Owned metas: a closure over borrowed ones makes the future not `Send`
+    // (a higher-ranked lifetime the compiler cannot prove), and the binary
+    // runs commands as spawned tasks.
+    let schemas: Vec<(FileFacts, String)> = futures::stream::iter(files.iter().cloned())
+        .map(|meta: ObjectMeta| {
             let store = Arc::clone(&store);
-            let display = display_path(&url, meta);
+            let display = display_path(&url, &meta);
             async move {
-                let (schema, rows) =
-                    file_schema(ctx, contract.name, store.as_ref(), meta, &display).await?;
-                Ok::<_, Error>((schema, rows, display))
+                let facts = file_schema(ctx, contract, store.as_ref(), &meta, &display).await?;
+                Ok::<_, Error>((facts, display))
             }
         })
         .buffered(16)
@@ -360,12 +445,23 @@ pub async fn register_table(
 
     let mut seen = vec![Seen::default(); contract.columns.len()];
     let mut rows = 0u64;
-    for (schema, n, file) in &schemas {
-        rows += n;
+    for (facts, file) in &schemas {
+        rows += facts.rows;
         for (i, (col, kind)) in contract.columns.iter().enumerate() {
-            let problem = match schema.field_with_name(col) {
+            let problem = match facts.schema.field_with_name(col) {
                 Err(_) => Some("is missing".to_string()),
-                Ok(f) => check_type(*kind, f.data_type(), &mut seen[i]),
+                Ok(f) => {
+                    let before = seen[i].ranges.len();
+                    let problem = check_type(*kind, f.data_type(), &mut seen[i]);
+                    // This file's timestamp unit was just recorded: add its range.
+                    if seen[i].ranges.len() > before {
+                        let range = facts.ts_ranges.iter().find(|(c, _)| c == col);
+                        if let (Some(last), Some((_, range))) = (seen[i].ranges.last_mut(), range) {
+                            last.1 = *range;
+                        }
+                    }
+                    problem
+                }
             };
             if let Some(problem) = problem {
                 return Err(Error::Schema {
@@ -382,7 +478,7 @@ pub async fn register_table(
         .columns
         .iter()
         .zip(&seen)
-        .map(|((col, kind), s)| Field::new(*col, canonical(*kind, *s), true))
+        .map(|((col, kind), s)| Field::new(*col, canonical(*kind, s), true))
         .collect();
     let schema = Arc::new(Schema::new(fields));
 
@@ -458,4 +554,36 @@ pub async fn register_plain_parquet(
         .await
         .map_err(|e| Error::invalid(format!("table `{name}` at {location}: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(files: &[(TimeUnit, Option<(i64, i64)>)]) -> Seen {
+        let mut s = Seen::default();
+        for (u, r) in files {
+            check_type(Kind::Timestamp, &DataType::Timestamp(*u, None), &mut s);
+            s.ranges.last_mut().unwrap().1 = *r;
+        }
+        s
+    }
+
+    #[test]
+    fn the_finest_unit_unless_a_coarser_file_does_not_fit_in_it() {
+        use TimeUnit::*;
+        let y2026_ms = 1_780_000_000_000;
+        let y2500_ms = 16_725_225_600_000;
+        let ns = (Nanosecond, Some((0, 1)));
+        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((y2026_ms, y2026_ms)))])), Nanosecond);
+        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((0, y2500_ms)))])), Microsecond);
+        // before 1677 does not fit either
+        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((-y2500_ms, 0)))])), Microsecond);
+        // beyond what microseconds hold: milliseconds
+        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((0, i64::MAX / 10)))])), Millisecond);
+        assert_eq!(fitting_unit(&seen(&[ns, (Second, Some((0, i64::MAX / 10)))])), Second);
+        // no statistics: assumed to fit
+        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, None)])), Nanosecond);
+        assert_eq!(fitting_unit(&Seen::default()), Microsecond);
+    }
 }

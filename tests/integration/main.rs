@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod generator;
 mod history;
+mod hostile;
 mod report;
 mod s3;
 mod slt;

@@ -1,0 +1,182 @@
+//! The tables the engine registers are inputs: nothing run through it writes
+//! into them.
+//!
+//! DataFusion lets SQL write: `INSERT INTO events …` adds a Parquet file to
+//! the events dataset, and `COPY … TO 'data/events/x.parquet'` can put a
+//! file among the inputs or overwrite one. The report would then read what a
+//! query wrote. So:
+//!
+//! * `INSERT`, `UPDATE`, `DELETE` into a registered table or view, or into
+//!   any table whose files live where a registered table's do, are refused;
+//! * a result (`COPY … TO`, `--output`, the job's output location) is never
+//!   written inside a registered table's location, nor to a directory that
+//!   holds one.
+//!
+//! Writing elsewhere stays possible, as in datafusion-cli: `COPY (SELECT …)
+//! TO 'result.parquet'`, or `CREATE EXTERNAL TABLE` over a new directory and
+//! `INSERT INTO` it.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+
+use crate::error::{Error, Result};
+
+/// The registered tables (name, location) and views of a context, kept in
+/// its configuration as an extension.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    tables: Vec<(String, String)>,
+    views: Vec<String>,
+}
+
+impl Inputs {
+    /// Inputs with the given tables (name, location as given) and view names.
+    pub fn new(tables: Vec<(String, String)>, views: Vec<String>) -> Self {
+        Self { tables, views }
+    }
+
+    /// The inputs recorded in `ctx`'s configuration (none if it has none).
+    pub fn of(ctx: &SessionContext) -> Arc<Inputs> {
+        ctx.state()
+            .config()
+            .get_extension::<Inputs>()
+            .unwrap_or_default()
+    }
+
+    /// Refuses a statement that writes into an input (see the module
+    /// documentation); everything else passes.
+    pub fn check_plan(&self, plan: &LogicalPlan) -> Result<()> {
+        match plan {
+            LogicalPlan::Dml(dml) => {
+                let name = dml.table_name.table();
+                let in_schema = matches!(dml.table_name.schema(), None | Some("public"));
+                if in_schema && self.tables.iter().any(|(t, _)| t == name) {
+                    return Err(Error::ReadOnly(format!(
+                        "table `{name}` is read-only: it is an input of the report; \
+                         write results with COPY (…) TO 'file' or --output, outside the inputs"
+                    )));
+                }
+                if in_schema && self.views.iter().any(|v| v == name) {
+                    return Err(Error::ReadOnly(format!(
+                        "`{name}` is a view of the report and read-only"
+                    )));
+                }
+                if let Ok(provider) = source_as_provider(&dml.target) {
+                    if let Some(listing) = provider.downcast_ref::<ListingTable>() {
+                        for url in listing.table_paths() {
+                            self.check_output(url.as_str()).map_err(|e| {
+                                Error::ReadOnly(format!("table `{name}`: {e}"))
+                            })?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            LogicalPlan::Copy(copy) => self.check_output(&copy.output_url),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses writing to `location` (a path or URL) when it is inside a
+    /// registered table's location, is that location, or holds it.
+    pub fn check_output(&self, location: &str) -> Result<()> {
+        let target = normalize(location);
+        for (name, input) in &self.tables {
+            let input_n = normalize(input);
+            if nested(&target, &input_n) || nested(&input_n, &target) {
+                return Err(Error::ReadOnly(format!(
+                    "refusing to write to {location}: table `{name}` is read from {input}, \
+                     and results are never written among the inputs"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A comparable form of a location: URLs without a trailing `/`, local
+/// paths absolute with symbolic links resolved as far as they exist.
+fn normalize(location: &str) -> String {
+    let local = location.strip_prefix("file://").unwrap_or(location);
+    if crate::storage::is_url(location) {
+        return location.trim_end_matches('/').to_string();
+    }
+    let path = std::path::absolute(local).unwrap_or_else(|_| PathBuf::from(local));
+    // Lexically drop `.` and `..`, then resolve the longest existing prefix.
+    let mut clean = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut p = real;
+            for r in rest.iter().rev() {
+                p.push(r);
+            }
+            return p.to_string_lossy().trim_end_matches('/').to_string();
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return clean.to_string_lossy().trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// Whether `inner` is `outer` or lies below it.
+fn nested(inner: &str, outer: &str) -> bool {
+    if crate::storage::is_url(inner) != crate::storage::is_url(outer) {
+        return false;
+    }
+    if crate::storage::is_url(inner) {
+        return inner == outer || inner.starts_with(&format!("{outer}/"));
+    }
+    Path::new(inner).starts_with(Path::new(outer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_inside_around_or_at_an_input_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("lake/events");
+        std::fs::create_dir_all(&events).unwrap();
+        let inputs = Inputs::new(
+            vec![
+                ("events".into(), events.to_string_lossy().into_owned()),
+                ("messages".into(), "s3://bucket/messages/".into()),
+            ],
+            vec![],
+        );
+        let refused = |loc: &str| inputs.check_output(loc).is_err();
+        let under = |rel: &str| dir.path().join(rel).to_string_lossy().into_owned();
+        assert!(refused(&under("lake/events/date=2026-01-01/x.parquet")));
+        assert!(refused(&under("lake/events")));
+        assert!(refused(&under("lake/x/../events/new.parquet")));
+        assert!(refused(&under("lake")));
+        assert!(refused(&format!("file://{}", under("lake/events/a.parquet"))));
+        assert!(refused("s3://bucket/messages/part.parquet"));
+        assert!(refused("s3://bucket"));
+        assert!(!refused(&under("lake/events-copy.parquet")));
+        assert!(!refused(&under("out/result.parquet")));
+        assert!(!refused("s3://bucket/messages-out/x.parquet"));
+        assert!(!refused("s3://other/messages/x.parquet"));
+    }
+}

@@ -1,0 +1,672 @@
+//! Hostile input and faults, one test per case, each named after what it
+//! tries (docs/RELIABILITY.md lists them with what happens): absurd
+//! arguments, data a writer got wrong, interrupts mid-run, statements that
+//! would write into the inputs, and results that must come out the same
+//! bytes every time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use supportfunnel::report::{run_report, ReportOptions, ReportPath};
+use supportfunnel::{build_context, EngineOptions};
+
+use crate::common::{ev, events_batch, write_one_message, write_parquet, Row};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_supportfunnel"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sample(table: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/sample")
+        .join(table)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Fails unless `o` failed with one `error:` line and no panic.
+fn assert_one_line_error(o: &Output, what: &str) -> String {
+    let err = stderr(o);
+    assert!(!o.status.success(), "{what}: should fail");
+    assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: one line expected: {err}");
+    assert!(lines[0].starts_with("error: "), "{what}: {err}");
+    err
+}
+
+/// Names of the entries of `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn gen_rejects_absurd_arguments_with_one_line_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("data");
+    let out = out.to_str().unwrap();
+    for (args, says) in [
+        (vec!["--start", "+262142-12-30"], "--start"),
+        (vec!["--start", "1800-01-01"], "--start"),
+        (vec!["--start", "9999-12-30", "--days", "5"], "--start"),
+        (vec!["--users", "18446744073709551615"], "--users"),
+        (vec!["--users", "1000000000000"], "--users"),
+        (vec!["--users", "0"], "--users"),
+        (vec!["--days", "0"], "--days"),
+        (vec!["--days", "100000"], "--days"),
+    ] {
+        let mut all = vec!["gen", "--out", out];
+        all.extend(&args);
+        let o = run(&all);
+        let err = assert_one_line_error(&o, &args.join(" "));
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn gen_of_zero_rows_writes_empty_tables_that_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("data");
+    let o = run(&[
+        "gen",
+        "--out",
+        out.to_str().unwrap(),
+        "--users",
+        "1",
+        "--days",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "report",
+        "--events",
+        out.join("events").to_str().unwrap(),
+        "--messages",
+        out.join("messages").to_str().unwrap(),
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-02",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = String::from_utf8_lossy(&o.stdout);
+    assert!(csv.contains("data_quality,rows_read,events,"), "{csv}");
+    // without dates: no valid event to place the period, said in one line
+    let o = run(&[
+        "report",
+        "--events",
+        out.join("events").to_str().unwrap(),
+        "--messages",
+        out.join("messages").to_str().unwrap(),
+    ]);
+    assert!(assert_one_line_error(&o, "empty default period").contains("--from"));
+}
+
+/// A copy of the sample under `dir` (tests that try to write into their
+/// inputs must not be able to change the real one): (events, messages).
+fn copy_sample(dir: &Path) -> (String, String) {
+    for table in ["events", "messages"] {
+        for entry in walk(Path::new(&sample(table))) {
+            let rel = entry.strip_prefix(sample(table)).unwrap();
+            let to = dir.join(table).join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&entry, &to).unwrap();
+        }
+    }
+    let at = |t: &str| dir.join(t).to_string_lossy().into_owned();
+    (at("events"), at("messages"))
+}
+
+/// The sample's events plus one valid event in 2200.
+fn sample_with_future_event(dir: &Path) -> (String, String) {
+    let (_, messages) = copy_sample(dir);
+    let events = dir.join("events");
+    let future = [ev("future-1", "u-future", "2200-06-01 12:00:00", "article_view")];
+    write_parquet(
+        &events.join("date=2200-06-01/part-0.parquet"),
+        &events_batch(&future),
+    );
+    (events.to_string_lossy().into_owned(), messages)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn one_future_event_does_not_move_the_default_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, messages) = sample_with_future_event(dir.path());
+    let plain = build_context(&EngineOptions::new(sample("events"), sample("messages")))
+        .await
+        .unwrap();
+    let engine = build_context(&EngineOptions::new(events, messages))
+        .await
+        .unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap();
+    for path in [ReportPath::Native, ReportPath::Sql] {
+        let opts = ReportOptions {
+            now: Some(now),
+            path,
+            ..ReportOptions::default()
+        };
+        let expected = run_report(&plain, &opts).await.unwrap();
+        let report = run_report(&engine, &opts).await.unwrap();
+        assert_eq!(report.periods, expected.periods, "{path:?}");
+        let anchor = report.anchor.expect("default period");
+        assert_eq!(anchor.future_events, 1, "{path:?}");
+        assert_eq!(anchor.latest, expected.anchor.unwrap().latest, "{path:?}");
+        assert_eq!(expected.anchor.unwrap().future_events, 0);
+        // A clock past the event: it is an ordinary event again.
+        let later = ReportOptions {
+            now: Some(Utc.with_ymd_and_hms(2300, 1, 1, 0, 0, 0).unwrap()),
+            path,
+            ..ReportOptions::default()
+        };
+        let report = run_report(&engine, &later).await.unwrap();
+        assert_eq!(report.periods.to, NaiveDate::from_ymd_opt(2200, 6, 1).unwrap());
+        assert_eq!(report.anchor.unwrap().future_events, 0);
+    }
+}
+
+#[test]
+fn the_cli_warns_about_future_events_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, messages) = sample_with_future_event(dir.path());
+    let plain = run(&["report", "--format", "csv"]);
+    let o = run(&[
+        "report", "--events", &events, "--messages", &messages, "--format", "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: 1 valid event is dated after now"),
+        "{}",
+        stderr(&o)
+    );
+    // Same period as without the event (every row carries the period).
+    let first = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(first(&o), first(&plain));
+}
+
+/// A day of ns-unit events next to a file holding one millisecond timestamp
+/// in year 2500 (beyond what nanoseconds hold).
+fn mixed_units(dir: &Path) -> (String, String) {
+    let rows: Vec<Row> = vec![
+        ev("a", "u1", "2026-03-02 09:00:00", "help_center_visit"),
+        ev("b", "u1", "2026-03-02 09:00:01", "article_view"),
+        ev("c", "u2", "2026-03-02 10:00:00", "article_search"),
+    ];
+    let batch = events_batch(&rows);
+    let ns = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let ts_at = batch.schema().index_of("ts").unwrap();
+    fields[ts_at] = Field::new("ts", ns.clone(), true);
+    let mut cols = batch.columns().to_vec();
+    cols[ts_at] = cast(&cols[ts_at], &ns).unwrap();
+    let ns_batch = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), cols).unwrap();
+    write_parquet(&dir.join("events/a.parquet"), &ns_batch);
+
+    let far = events_batch(&[ev("z", "u3", "2026-03-02 11:00:00", "article_view")]);
+    let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    fields[ts_at] = Field::new("ts", ms, true);
+    let mut cols = far.columns().to_vec();
+    let y2500 = Utc.with_ymd_and_hms(2500, 1, 1, 0, 0, 0).unwrap();
+    cols[ts_at] = Arc::new(
+        TimestampMillisecondArray::from(vec![y2500.timestamp_millis()]).with_timezone("UTC"),
+    ) as ArrayRef;
+    let ms_batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    write_parquet(&dir.join("events/b.parquet"), &ms_batch);
+    write_one_message(&dir.join("messages/m.parquet"));
+    (
+        dir.join("events").to_string_lossy().into_owned(),
+        dir.join("messages").to_string_lossy().into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_year_2500_millisecond_row_next_to_nanosecond_files_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, messages) = mixed_units(dir.path());
+    let engine = build_context(&EngineOptions::new(events, messages))
+        .await
+        .unwrap();
+    let got = crate::common::rows(
+        &engine.ctx,
+        "SELECT count(*), max(ts), arrow_typeof(max(ts)) FROM events",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec!["4|2500-01-01T00:00:00Z|Timestamp(µs, \"UTC\")".to_string()]
+    );
+    let mut rows = Vec::new();
+    for path in [ReportPath::Native, ReportPath::Sql] {
+        let opts = ReportOptions {
+            now: Some(Utc.with_ymd_and_hms(2026, 12, 3, 0, 0, 0).unwrap()),
+            path,
+            ..ReportOptions::default()
+        };
+        let report = run_report(&engine, &opts).await.unwrap();
+        assert_eq!(report.anchor.unwrap().future_events, 1, "{path:?}");
+        rows.push(supportfunnel::report::rows_of(&report.batch));
+    }
+    assert_eq!(rows[0], rows[1]);
+}
+
+#[test]
+fn a_period_beyond_nanosecond_timestamps_names_the_dates_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<Row> = vec![ev("a", "u1", "2026-03-02 09:00:00", "help_center_visit")];
+    let batch = events_batch(&rows);
+    let ns = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    let ts_at = batch.schema().index_of("ts").unwrap();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[ts_at] = Field::new("ts", ns.clone(), true);
+    let mut cols = batch.columns().to_vec();
+    cols[ts_at] = cast(&cols[ts_at], &ns).unwrap();
+    write_parquet(
+        &dir.path().join("events/a.parquet"),
+        &RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+    );
+    write_one_message(&dir.path().join("messages/m.parquet"));
+    let events = dir.path().join("events");
+    let messages = dir.path().join("messages");
+    let o = run(&[
+        "report",
+        "--events",
+        events.to_str().unwrap(),
+        "--messages",
+        messages.to_str().unwrap(),
+        "--from",
+        "1700-01-01",
+        "--to",
+        "1800-01-01",
+    ]);
+    let err = assert_one_line_error(&o, "period before 1677");
+    assert!(
+        err.contains("1700-01-01..1800-01-01") && err.contains("nanoseconds"),
+        "{err}"
+    );
+}
+
+// ---- interrupts -----------------------------------------------------------
+
+/// Waits until `ready` holds (polling), then sends `signal` to `child`, and
+/// returns its exit code and stderr. Panics if the child ended first: the
+/// test would prove nothing.
+fn interrupt_when(mut child: Child, signal: i32, ready: impl Fn() -> bool) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("the command ended ({status}) before it could be interrupted: {err}");
+        }
+        assert!(Instant::now() < deadline, "never got ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) with the pid of our own child and a valid signal.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), stderr(&out))
+}
+
+const SIGINT: i32 = libc::SIGINT;
+const SIGTERM: i32 = libc::SIGTERM;
+
+fn spawn(args: &[&str]) -> Child {
+    bin()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn assert_interrupted(code: Option<i32>, err: &str, signal: i32) {
+    let (name, expected) = if signal == SIGINT {
+        ("SIGINT", 130)
+    } else {
+        ("SIGTERM", 143)
+    };
+    assert_eq!(code, Some(expected), "{err}");
+    assert!(
+        err.contains(&format!("interrupted by {name}: stopped, temporary files removed")),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigint_during_gen_leaves_no_temporary_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("big");
+    let child = spawn(&[
+        "gen",
+        "--out",
+        out.to_str().unwrap(),
+        "--users",
+        "2000000",
+        "--days",
+        "365",
+    ]);
+    let (code, err) = interrupt_when(child, SIGINT, || {
+        entries(dir.path()).iter().any(|e| e.starts_with(".big.tmp-"))
+    });
+    assert_interrupted(code, &err, SIGINT);
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+fn walk_if_exists(p: &Path) -> usize {
+    if p.is_dir() {
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| 1 + walk_if_exists(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+#[test]
+fn sigterm_during_the_sql_report_removes_its_intermediate_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join("tmp");
+    let child = spawn(&[
+        "report",
+        "--strategy",
+        "sql",
+        "--temp-dir",
+        temp.to_str().unwrap(),
+        "--format",
+        "csv",
+    ]);
+    let (code, err) = interrupt_when(child, SIGTERM, || {
+        entries(&temp)
+            .iter()
+            .any(|e| e.starts_with("supportfunnel-report-") && walk_if_exists(&temp.join(e)) > 0)
+    });
+    assert_interrupted(code, &err, SIGTERM);
+    assert!(entries(&temp).is_empty(), "{:?}", entries(&temp));
+}
+
+#[test]
+fn sigint_during_a_spilling_sql_output_leaves_no_spill_files_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join("tmp");
+    let out = dir.path().join("out.parquet");
+    let child = spawn(&[
+        "sql",
+        "--memory-limit",
+        "64MiB",
+        "--temp-dir",
+        temp.to_str().unwrap(),
+        "--format",
+        "parquet",
+        "--output",
+        out.to_str().unwrap(),
+        "SELECT value, random() AS r FROM range(200000000) ORDER BY r",
+    ]);
+    let (code, err) = interrupt_when(child, SIGINT, || {
+        // a spill file exists: <temp>/supportfunnel-spill-*/datafusion-*/…
+        entries(&temp)
+            .iter()
+            .any(|e| walk_if_exists(&temp.join(e)) >= 2)
+    });
+    assert_interrupted(code, &err, SIGINT);
+    assert!(entries(&temp).is_empty(), "{:?}", entries(&temp));
+    assert!(entries(dir.path()).iter().all(|e| e == "tmp"), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn sigterm_during_run_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let temp = dir.path().join("tmp");
+    let out = dir.path().join("out");
+    let mut config = format!(
+        "[engine]\ntemp_dir = \"{}\"\n[output]\nlocation = \"{}\"\n",
+        temp.display(),
+        out.display()
+    );
+    // Enough reports that the job is still running when the signal comes.
+    for i in 0..200 {
+        config.push_str(&format!(
+            "[[reports]]\nname = \"r{i}\"\nperiod = \"trailing_28d\"\n"
+        ));
+    }
+    let cfg = dir.path().join("job.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let child = spawn(&["run", "--config", cfg.to_str().unwrap(), "--date", "2026-03-01"]);
+    let (code, err) = interrupt_when(child, SIGTERM, || entries(&out).len() >= 2);
+    assert_interrupted(code, &err, SIGTERM);
+    assert!(entries(&temp).is_empty(), "{:?}", entries(&temp));
+    // every result is whole: no temporary object among them
+    for f in walk(&out) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name, "data.parquet", "{}", f.display());
+    }
+}
+
+// ---- the inputs are read-only ---------------------------------------------
+
+#[test]
+fn insert_into_a_contract_table_or_a_view_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, messages) = copy_sample(dir.path());
+    let before = walk(Path::new(&events)).len();
+    for (sql, says) in [
+        (
+            "INSERT INTO events (event_id) VALUES ('x')",
+            "table `events` is read-only",
+        ),
+        (
+            "INSERT INTO messages (message_id) VALUES ('x')",
+            "table `messages` is read-only",
+        ),
+        ("DELETE FROM events", "table `events` is read-only"),
+        (
+            "INSERT INTO sessions (user_id) VALUES ('x')",
+            "`sessions` is a view of the report and read-only",
+        ),
+    ] {
+        let o = run(&["sql", "--events", &events, "--messages", &messages, sql]);
+        let err = assert_one_line_error(&o, sql);
+        assert!(err.contains(says), "{sql}: {err}");
+    }
+    assert_eq!(walk(Path::new(&events)).len(), before);
+}
+
+#[test]
+fn writing_results_among_the_inputs_is_refused_elsewhere_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, messages) = copy_sample(&dir.path().join("lake"));
+    let tables = ["--events", &events, "--messages", &messages];
+    let run = |args: &[&str]| {
+        let mut all = vec![args[0]];
+        all.extend(tables);
+        all.extend(&args[1..]);
+        run(&all)
+    };
+    let before = walk(Path::new(&events)).len();
+    let inside = format!("{events}/date=2026-03-01/x.parquet");
+    let o = run(&["sql", &format!("COPY (SELECT 1 AS a) TO '{inside}'")]);
+    assert!(assert_one_line_error(&o, "copy into events").contains("table `events` is read from"));
+    // an external table over the events directory cannot be written either
+    let o = run(&[
+        "sql",
+        &format!(
+            "CREATE EXTERNAL TABLE e2 STORED AS PARQUET LOCATION '{events}/'; \
+             INSERT INTO e2 SELECT * FROM e2 LIMIT 1"
+        ),
+    ]);
+    assert!(assert_one_line_error(&o, "insert via alias").contains("refusing to write"));
+    let o = run(&["sql", "--output", &inside, "SELECT 1 AS a"]);
+    assert!(assert_one_line_error(&o, "--output into events").contains("refusing to write"));
+    let o = run(&["report", "--format", "csv", "--output", &inside]);
+    assert!(assert_one_line_error(&o, "report into events").contains("refusing to write"));
+    assert_eq!(walk(Path::new(&events)).len(), before);
+    // elsewhere is fine
+    let out = dir.path().join("copy.parquet");
+    let o = run(&[
+        "sql",
+        &format!("COPY (SELECT 1 AS a) TO '{}'", out.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.is_file());
+}
+
+#[test]
+fn a_job_writing_into_its_inputs_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events");
+    let messages = dir.path().join("messages");
+    write_parquet(
+        &events.join("a.parquet"),
+        &events_batch(&[ev("a", "u1", "2026-02-02 09:00:00", "article_view")]),
+    );
+    write_one_message(&messages.join("m.parquet"));
+    let cfg = dir.path().join("job.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[tables]]\nname = \"events\"\nuri = \"{}\"\n[[tables]]\nname = \"messages\"\nuri = \"{}\"\n\
+             [output]\nlocation = \"{}\"\n[[reports]]\nname = \"daily\"\nperiod = \"daily\"\n",
+            events.display(),
+            messages.display(),
+            events.join("reports").display()
+        ),
+    )
+    .unwrap();
+    let o = run(&["run", "--config", cfg.to_str().unwrap(), "--date", "2026-03-01"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("refusing to write"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("--output"), "{}", stderr(&o));
+    assert_eq!(entries(&events), vec!["a.parquet".to_string()]);
+}
+
+// ---- messages -------------------------------------------------------------
+
+#[test]
+fn out_of_memory_names_our_flag_not_datafusions_setting() {
+    let o = run(&[
+        "report",
+        "--strategy",
+        "sql",
+        "--memory-limit",
+        "4MiB",
+        "--format",
+        "csv",
+    ]);
+    let err = assert_one_line_error(&o, "tiny memory limit");
+    assert!(err.contains("--memory-limit"), "{err}");
+    assert!(!err.contains("datafusion.runtime.memory_limit"), "{err}");
+}
+
+#[test]
+fn a_failed_statement_piped_to_the_prompt_exits_non_zero() {
+    let mut child = bin()
+        .arg("sql")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"SELECT 1;\nSELECT nope FROM nowhere;\nSELECT 2;\n")
+            .unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 of 3 statements read from standard input failed"),
+        "{}",
+        stderr(&o)
+    );
+    // all statements still ran
+    assert!(String::from_utf8_lossy(&o.stdout).contains('2'));
+}
+
+// ---- stable bytes -----------------------------------------------------------
+
+#[test]
+fn a_rerun_of_the_job_writes_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("job.toml");
+    let out = dir.path().join("out");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[output]\nlocation = \"{0}/report\"\nsessions_location = \"{0}/sessions\"\n\
+             [[reports]]\nname = \"monthly\"\nperiod = \"trailing_28d\"\nsessions = true\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let o = run(&["run", "--config", cfg.to_str().unwrap(), "--date", "2026-03-01"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut files = walk(&out);
+        files.sort();
+        seen.push(
+            files
+                .iter()
+                .map(|f| (f.clone(), std::fs::read(f).unwrap()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(seen[0].len(), 2);
+    assert!(seen[0] == seen[1], "a re-run wrote different bytes");
+}
