@@ -16,6 +16,10 @@
 //! region = "eu-west-1"
 //! endpoint = "http://127.0.0.1:9000"
 //! allow_http = true
+//! max_retries = 10                    # optional: retries of a failed request
+//! retry_timeout = "3m"                #   … for at most this long
+//! timeout = "30s"                     #   one request, body included
+//! connect_timeout = "5s"
 //!
 //! [engine]
 //! memory_limit = "2GiB"
@@ -117,6 +121,50 @@ pub struct S3Config {
     pub allow_http: Option<bool>,
     /// Virtual-hosted-style requests (`bucket.host`); path-style when false.
     pub virtual_hosted_style: Option<bool>,
+    /// How many times a failed request (5xx, `SlowDown`, a timeout, a
+    /// connection reset) is tried again [default: 10].
+    pub max_retries: Option<usize>,
+    /// Stop retrying a request this long after its first try, e.g. "2m"
+    /// [default: 3m].
+    pub retry_timeout: Option<String>,
+    /// Time one request may take, body included, e.g. "30s" [default: 30s].
+    pub timeout: Option<String>,
+    /// Time to open a connection, e.g. "5s" [default: 5s].
+    pub connect_timeout: Option<String>,
+}
+
+impl S3Config {
+    /// The durations, parsed (`None` where unset); a bad one is an error
+    /// naming its key.
+    pub fn durations(&self) -> Result<S3Durations> {
+        let parse = |key: &str, v: &Option<String>| -> Result<Option<std::time::Duration>> {
+            v.as_deref()
+                .map(|s| {
+                    humantime::parse_duration(s).map_err(|e| {
+                        Error::invalid(format!(
+                            "[storage.s3] {key} = \"{s}\": {e} (write a duration such as \"30s\" or \"2m\")"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        Ok(S3Durations {
+            retry_timeout: parse("retry_timeout", &self.retry_timeout)?,
+            timeout: parse("timeout", &self.timeout)?,
+            connect_timeout: parse("connect_timeout", &self.connect_timeout)?,
+        })
+    }
+}
+
+/// The parsed durations of [`S3Config`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct S3Durations {
+    /// See [`S3Config::retry_timeout`].
+    pub retry_timeout: Option<std::time::Duration>,
+    /// See [`S3Config::timeout`].
+    pub timeout: Option<std::time::Duration>,
+    /// See [`S3Config::connect_timeout`].
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for S3Config {
@@ -130,6 +178,10 @@ impl fmt::Debug for S3Config {
             .field("session_token", &redact(&self.session_token))
             .field("allow_http", &self.allow_http)
             .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout", &self.retry_timeout)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -226,6 +278,10 @@ impl Config {
     }
 
     fn check(&self, origin: &str) -> Result<()> {
+        self.storage
+            .s3
+            .durations()
+            .map_err(|e| Error::invalid(format!("{origin}: {e}")))?;
         let mut names = std::collections::HashSet::new();
         for t in &self.tables {
             if !names.insert(t.name.as_str()) {

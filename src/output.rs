@@ -230,16 +230,20 @@ pub async fn put_atomically(
                 head.len()
             )));
         }
-        writer.write_all(tail).await?;
-        writer.shutdown().await
+        writer.write_all(tail).await
     }
     .await;
-    if let Err(e) = result {
-        // Nothing was completed; make sure a started upload is dropped too.
-        let _ = writer.abort().await;
-        return Err(Error::invalid(format!("writing {location}: {e}")));
-    }
-    Ok(())
+    let result = match result {
+        Ok(()) => writer.shutdown().await,
+        Err(e) => {
+            // Nothing was completed; make sure a started upload is dropped
+            // too. (Only before shutdown: a writer that began shutting down
+            // cannot be aborted, and its failed upload never becomes visible.)
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    };
+    result.map_err(|e| Error::invalid(format!("writing {location}: {e}")))
 }
 
 /// Encodes the result and writes it to `location` atomically (see

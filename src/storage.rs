@@ -43,7 +43,7 @@ pub fn ensure_store(ctx: &SessionContext, url: &Url) -> Result<()> {
                 .get_extension::<S3Config>()
                 .map(|s| (*s).clone())
                 .unwrap_or_default();
-            let store = s3_builder(&settings).with_bucket_name(bucket).build()?;
+            let store = s3_builder(&settings)?.with_bucket_name(bucket).build()?;
             ctx.register_object_store(&base, Arc::new(store));
             Ok(())
         }
@@ -53,9 +53,31 @@ pub fn ensure_store(ctx: &SessionContext, url: &Url) -> Result<()> {
     }
 }
 
-/// An S3 builder from the environment, overridden by `settings`.
-pub fn s3_builder(settings: &S3Config) -> AmazonS3Builder {
+/// An S3 builder from the environment, overridden by `settings`. Requests
+/// that fail in a way worth retrying (5xx such as `503 SlowDown`, timeouts,
+/// connection resets, a body cut short) are retried by object_store with
+/// exponential backoff, as `max_retries` and `retry_timeout` allow.
+pub fn s3_builder(settings: &S3Config) -> Result<AmazonS3Builder> {
     let mut b = AmazonS3Builder::from_env();
+    let durations = settings.durations()?;
+    let mut retry = object_store::RetryConfig::default();
+    if let Some(n) = settings.max_retries {
+        retry.max_retries = n;
+    }
+    if let Some(d) = durations.retry_timeout {
+        retry.retry_timeout = d;
+    }
+    b = b.with_retry(retry);
+    // Through the config keys, which change only these two of the client
+    // options the environment may already have set (AWS_ALLOW_HTTP, …).
+    use object_store::aws::AmazonS3ConfigKey;
+    use object_store::ClientConfigKey;
+    if let (Some(_), Some(text)) = (durations.timeout, &settings.timeout) {
+        b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), text);
+    }
+    if let (Some(_), Some(text)) = (durations.connect_timeout, &settings.connect_timeout) {
+        b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), text);
+    }
     if let Some(v) = &settings.region {
         b = b.with_region(v);
     }
@@ -77,7 +99,7 @@ pub fn s3_builder(settings: &S3Config) -> AmazonS3Builder {
     if let Some(v) = settings.virtual_hosted_style {
         b = b.with_virtual_hosted_style_request(v);
     }
-    b
+    Ok(b)
 }
 
 /// Whether `location` names an object store URL rather than a local path.

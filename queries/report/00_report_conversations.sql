@@ -2,6 +2,9 @@
 -- sessions in report_sessions, with that session's period and status.
 -- Implements REPORT_SPEC §2 "Conversations": a conversation belongs to the
 -- session of its earliest conversation_started row.
+-- Timestamp join keys are compared as Int64: under --memory-limit joins are
+-- sort-merge joins (hash joins cannot spill), and DataFusion 55's sort-merge
+-- join has no comparator for timestamps.
 SELECT
     s.period,
     s.status,
@@ -18,4 +21,4 @@ SELECT
     c.closes,
     c.automated
 FROM conversations c
-JOIN report_sessions s ON s.user_id = c.user_id AND s.session_start = c.session_start
+JOIN report_sessions s ON s.user_id = c.user_id AND arrow_cast(s.session_start, 'Int64') = arrow_cast(c.session_start, 'Int64')

@@ -13,6 +13,9 @@
 -- article_views_resolved (§4 `self_serve`): the session's article_views with
 -- no conversation_started of the session at a later ts (an equal ts is not
 -- later).
+-- Timestamp join keys are compared as Int64: under --memory-limit joins are
+-- sort-merge joins (hash joins cannot spill), and DataFusion 55's sort-merge
+-- join has no comparator for timestamps.
 CREATE OR REPLACE VIEW sessions AS
 WITH acts AS (
     SELECT
@@ -31,7 +34,7 @@ WITH acts AS (
 resolved AS (
     SELECT a.user_id, a.session_start, count(*) AS article_views_resolved
     FROM session_actions a
-    JOIN acts s ON s.user_id = a.user_id AND s.session_start = a.session_start
+    JOIN acts s ON s.user_id = a.user_id AND arrow_cast(s.session_start, 'Int64') = arrow_cast(a.session_start, 'Int64')
     WHERE a.event_type = 'article_view'
       AND (s.last_conversation_started_at IS NULL OR a.ts >= s.last_conversation_started_at)
     GROUP BY a.user_id, a.session_start
@@ -86,5 +89,5 @@ SELECT
     a.last_conversation_started_at,
     coalesce(r.article_views_resolved, 0) AS article_views_resolved
 FROM acts a
-LEFT JOIN convs c ON c.user_id = a.user_id AND c.session_start = a.session_start
-LEFT JOIN resolved r ON r.user_id = a.user_id AND r.session_start = a.session_start;
+LEFT JOIN convs c ON c.user_id = a.user_id AND arrow_cast(c.session_start, 'Int64') = arrow_cast(a.session_start, 'Int64')
+LEFT JOIN resolved r ON r.user_id = a.user_id AND arrow_cast(r.session_start, 'Int64') = arrow_cast(a.session_start, 'Int64');

@@ -670,3 +670,149 @@ fn a_rerun_of_the_job_writes_the_same_bytes() {
     assert_eq!(seen[0].len(), 2);
     assert!(seen[0] == seen[1], "a re-run wrote different bytes");
 }
+
+// ---- S3 faults ----------------------------------------------------------------
+
+mod s3_faults {
+    use std::time::{Duration, Instant};
+
+    use chrono::NaiveDate;
+    use supportfunnel::config::S3Config;
+    use supportfunnel::context::bare_context;
+    use supportfunnel::output::put_atomically;
+    use supportfunnel::report::{rows_of, run_report, ReportOptions};
+    use supportfunnel::{build_context, EngineOptions};
+
+    use crate::s3_server::{Fault, Rule, S3Server, SECRET_KEY};
+
+    fn report_opts() -> ReportOptions {
+        ReportOptions {
+            from: NaiveDate::from_ymd_opt(2026, 2, 1),
+            to: NaiveDate::from_ymd_opt(2026, 3, 1),
+            ..ReportOptions::default()
+        }
+    }
+
+    async fn with_sample(buckets: &[&str]) -> S3Server {
+        let server = S3Server::start(buckets);
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+        server.upload(&sample.join("events"), "lake", "events").await;
+        server.upload(&sample.join("messages"), "lake", "messages").await;
+        server
+    }
+
+    fn on_s3(s3: S3Config) -> EngineOptions {
+        let mut o = EngineOptions::new("s3://lake/events/", "s3://lake/messages/");
+        o.s3 = s3;
+        o
+    }
+
+    async fn local_rows() -> Vec<supportfunnel::report::Row> {
+        let engine = build_context(&EngineOptions::new(super::sample("events"), super::sample("messages")))
+            .await
+            .unwrap();
+        rows_of(&run_report(&engine, &report_opts()).await.unwrap().batch)
+    }
+
+    fn rule(method: &'static str, path: &str, fault: Fault, times: usize) -> Rule {
+        Rule {
+            method,
+            path_contains: path.to_string(),
+            fault,
+            times,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn s3_slowdown_and_bodies_cut_mid_get_are_retried_and_the_report_is_the_same() {
+        let server = with_sample(&["lake"]).await;
+        server.faults.add(rule("GET", "/lake", Fault::SlowDown, 6));
+        server.faults.add(rule("GET", "/lake/events/", Fault::CutBody, 3));
+        server.faults.add(rule("GET", "/lake/messages/", Fault::CutBody, 2));
+        let engine = build_context(&on_s3(server.settings(SECRET_KEY))).await.unwrap();
+        let report = run_report(&engine, &report_opts()).await.unwrap();
+        assert_eq!(server.faults.injected(), 11);
+        assert_eq!(rows_of(&report.batch), local_rows().await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn s3_responses_late_past_the_timeout_are_retried_then_succeed() {
+        let server = with_sample(&["lake"]).await;
+        let mut s3 = server.settings(SECRET_KEY);
+        s3.timeout = Some("1s".into());
+        server
+            .faults
+            .add(rule("GET", "/lake", Fault::Delay(Duration::from_secs(3)), 2));
+        let engine = build_context(&on_s3(s3)).await.unwrap();
+        let report = run_report(&engine, &report_opts()).await.unwrap();
+        assert_eq!(server.faults.injected(), 2);
+        assert_eq!(rows_of(&report.batch), local_rows().await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn s3_a_server_that_never_answers_in_time_fails_in_bounded_time_with_one_line() {
+        let server = with_sample(&["lake"]).await;
+        let mut s3 = server.settings(SECRET_KEY);
+        s3.timeout = Some("1s".into());
+        s3.max_retries = Some(2);
+        s3.retry_timeout = Some("10s".into());
+        server
+            .faults
+            .add(rule("GET", "/lake", Fault::Delay(Duration::from_secs(30)), 1000));
+        let started = Instant::now();
+        let err = match build_context(&on_s3(s3)).await {
+            Ok(_) => panic!("a server that never answers cannot be read"),
+            Err(e) => e.to_string(),
+        };
+        let took = started.elapsed();
+        // 3 tries of 1 s plus backoff, far from the 30 s the server sleeps
+        assert!(took < Duration::from_secs(15), "took {took:?}");
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("table `events`") && err.contains("s3://lake/events/"), "{err}");
+        assert!(!err.contains(SECRET_KEY));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn s3_a_put_cut_half_way_is_retried_or_leaves_the_previous_object() {
+        let server = S3Server::start(&["out"]);
+        let mut s3 = server.settings(SECRET_KEY);
+        let location = "s3://out/report/data.parquet";
+        let get = |s3: S3Config| async move {
+            use object_store::ObjectStoreExt;
+            let store = supportfunnel::storage::s3_builder(&s3)
+                .unwrap()
+                .with_bucket_name("out")
+                .build()
+                .unwrap();
+            let path = object_store::path::Path::from("report/data.parquet");
+            store.get(&path).await.unwrap().bytes().await.unwrap().to_vec()
+        };
+        let ctx = |s3: S3Config| {
+            let mut o = EngineOptions::default();
+            o.s3 = s3;
+            bare_context(&o).unwrap()
+        };
+        let v1 = vec![1u8; 300_000];
+        put_atomically(&ctx(s3.clone()), location, v1.clone(), None)
+            .await
+            .unwrap();
+        // one cut upload: retried, the new object is whole
+        server.faults.add(rule("PUT", "/out/", Fault::CutUpload, 1));
+        let v2 = vec![2u8; 300_000];
+        put_atomically(&ctx(s3.clone()), location, v2.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(server.faults.injected(), 1);
+        assert!(get(s3.clone()).await == v2);
+        // every upload cut: the write fails, the previous object stays
+        server.faults.add(rule("PUT", "/out/", Fault::CutUpload, 1000));
+        s3.max_retries = Some(1);
+        let err = put_atomically(&ctx(s3.clone()), location, vec![3u8; 300_000], None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(location), "{err}");
+        server.faults.clear();
+        assert!(get(s3).await == v2);
+    }
+}

@@ -8,6 +8,7 @@ mod history;
 mod hostile;
 mod report;
 mod s3;
+mod s3_server;
 mod slt;
 mod tables;
 mod udwf;

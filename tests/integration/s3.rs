@@ -5,16 +5,10 @@
 //! prefix, a job failing mid-write leaves no partial result, and a re-run of
 //! a date leaves one result.
 //!
-//! The server binary is `$S3S_FS_BIN`, else `s3s-fs` on `PATH` or in
-//! `~/.cargo/bin`; without one, the first test to need it builds it once
-//! with `cargo install s3s-fs@0.14.1` into the test target directory
-//! (`CARGO_TARGET_TMPDIR`), so `cargo test` needs nothing installed first.
-//! If that fails these tests fail: they are never skipped.
+//! The server runs inside the test process (`s3_server`): nothing to install.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
@@ -29,151 +23,7 @@ use supportfunnel::report::{report_schema, rows_of, run_report, ReportOptions};
 use supportfunnel::storage::s3_builder;
 use supportfunnel::{build_context, EngineOptions};
 
-const ACCESS_KEY: &str = "sf-test-access";
-const SECRET_KEY: &str = "sf-test-secret-0123456789";
-
-/// A running `s3s-fs` over a temporary root; killed on drop.
-pub struct S3Server {
-    child: Child,
-    /// `http://127.0.0.1:PORT`
-    pub endpoint: String,
-    /// The directory it serves: `<root>/<bucket>/<key>`.
-    _root: tempfile::TempDir,
-}
-
-/// The version of the server the tests use (the last one this toolchain
-/// builds).
-const S3S_FS_VERSION: &str = "0.14.1";
-
-fn server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("S3S_FS_BIN") {
-        return PathBuf::from(p);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("s3s-fs"))
-            .find(|p| p.is_file())
-    });
-    let home =
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo/bin/s3s-fs");
-    on_path
-        .or_else(|| home.is_file().then_some(home))
-        .unwrap_or_else(built_server)
-}
-
-/// Builds `s3s-fs` once into the test target directory (the first call
-/// builds, the others wait for it), and returns its path.
-fn built_server() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("s3s-fs");
-            let bin = root.join("bin").join("s3s-fs");
-            if bin.is_file() {
-                return bin;
-            }
-            eprintln!("building s3s-fs {S3S_FS_VERSION} for the S3 tests (once)");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["install", "--locked", "--features", "binary", "--root"])
-                .arg(&root)
-                .arg("--target-dir")
-                .arg(root.join("build"))
-                .arg(format!("s3s-fs@{S3S_FS_VERSION}"))
-                .stdout(Stdio::null())
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building s3s-fs {S3S_FS_VERSION} failed");
-            bin
-        })
-        .clone()
-}
-
-impl S3Server {
-    /// Starts a server with the given (empty) buckets.
-    pub fn start(buckets: &[&str]) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        for b in buckets {
-            std::fs::create_dir_all(root.path().join(b)).unwrap();
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let bin = server_binary();
-        let child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the S3 server {} ({e}); set S3S_FS_BIN to an s3s-fs binary",
-                    bin.display()
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "S3 server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            _root: root,
-        }
-    }
-
-    /// Settings that reach this server with the right (or given) keys.
-    pub fn settings(&self, secret: &str) -> S3Config {
-        S3Config {
-            region: Some("us-east-1".into()),
-            endpoint: Some(self.endpoint.clone()),
-            access_key_id: Some(ACCESS_KEY.into()),
-            secret_access_key: Some(secret.into()),
-            session_token: None,
-            allow_http: Some(true),
-            virtual_hosted_style: Some(false),
-        }
-    }
-
-    /// Uploads a local directory tree to `s3://bucket/prefix/` through the S3
-    /// API (signed PUTs), not by copying into the server's directory.
-    pub async fn upload(&self, local: &Path, bucket: &str, prefix: &str) {
-        let store = s3_builder(&self.settings(SECRET_KEY))
-            .with_bucket_name(bucket)
-            .build()
-            .unwrap();
-        let mut stack = vec![local.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let rel = path
-                    .strip_prefix(local)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
-                let bytes = std::fs::read(&path).unwrap();
-                store.put(&key, bytes.into()).await.unwrap();
-            }
-        }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::s3_server::{S3Server, ACCESS_KEY, SECRET_KEY};
 
 fn options(events: &str, messages: &str, s3: S3Config) -> EngineOptions {
     let mut o = EngineOptions::new(events, messages);
@@ -318,6 +168,7 @@ fn engine_options(config: &Config) -> EngineOptions {
 /// Every object key under `s3://out/<prefix>`.
 async fn keys(server: &S3Server, prefix: &str) -> Vec<String> {
     let store = s3_builder(&server.settings(SECRET_KEY))
+        .unwrap()
         .with_bucket_name("out")
         .build()
         .unwrap();
@@ -333,6 +184,7 @@ async fn keys(server: &S3Server, prefix: &str) -> Vec<String> {
 
 async fn get(server: &S3Server, key: &str) -> Vec<u8> {
     let store = s3_builder(&server.settings(SECRET_KEY))
+        .unwrap()
         .with_bucket_name("out")
         .build()
         .unwrap();
