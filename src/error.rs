@@ -89,6 +89,11 @@ pub enum Error {
     #[error("{0}")]
     ReadOnly(String),
 
+    /// The work needs more memory than `--memory-limit` allows; the message
+    /// says what limit works.
+    #[error("{0}")]
+    MemoryLimit(String),
+
     /// The work was stopped by an interrupt (SIGINT or SIGTERM).
     #[error("interrupted")]
     Interrupted,

@@ -921,21 +921,31 @@ impl Default for HistoryOptions {
     }
 }
 
-/// Memory the native path needs per events row, whole process: slim rows,
-/// id tables, per-conversation state, the scan's buffers and the runtime.
-/// Measured peaks (docs/PERFORMANCE.md): 96 bytes per row at 10M events
-/// (fixed costs weigh more), 58 at 50M; rounded up so that a report under
-/// `--memory-limit` stays within it.
-pub const NATIVE_BYTES_PER_EVENT: u64 = 100;
+/// Memory the native path needs under `--memory-limit`, whole process:
+/// a fixed part (runtime, scan buffers) plus a part per events row (slim
+/// rows, id tables, per-conversation state). Measured peaks with the
+/// binary's allocator settings under a limit (freed memory returned at once;
+/// docs/PERFORMANCE.md), rounded up so that a report chosen by this estimate
+/// stays within its limit.
+pub const NATIVE_FIXED_BYTES: u64 = 160 << 20;
+/// See [`NATIVE_FIXED_BYTES`].
+pub const NATIVE_BYTES_PER_EVENT: u64 = 48;
+/// Per events row without a limit, when the allocator keeps freed memory
+/// for reuse (the measured peaks are about twice as high).
+pub const NATIVE_BYTES_PER_EVENT_UNBOUNDED: u64 = 100;
+
+/// What the native path over `rows` events needs under a memory limit.
+pub fn native_estimate(rows: u64) -> u64 {
+    NATIVE_FIXED_BYTES.saturating_add(rows.saturating_mul(NATIVE_BYTES_PER_EVENT))
+}
 
 /// Whether the native path over `rows` events fits: in `memory_limit` when
 /// one is set, else in half the machine's memory.
 pub fn native_fits(rows: u64, memory_limit: Option<usize>) -> bool {
-    let budget = match memory_limit {
-        Some(limit) => limit as u64,
-        None => physical_memory() / 2,
-    };
-    rows.saturating_mul(NATIVE_BYTES_PER_EVENT) <= budget
+    match memory_limit {
+        Some(limit) => native_estimate(rows) <= limit as u64,
+        None => rows.saturating_mul(NATIVE_BYTES_PER_EVENT_UNBOUNDED) <= physical_memory() / 2,
+    }
 }
 
 /// The machine's physical memory, from /proc/meminfo (8 GiB if unknown).

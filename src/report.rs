@@ -551,6 +551,9 @@ fn periods_for(opts: &ReportOptions, anchor: Option<Anchor>) -> Result<Periods> 
     }
 }
 
+/// Memory limit per plan partition on the SQL path under `--memory-limit`.
+pub const SQL_BYTES_PER_PARTITION: usize = 2 << 30;
+
 /// Which engine computes the report's sessions and conversations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ReportPath {
@@ -650,6 +653,80 @@ impl Steps<'_> {
 /// user's context holds changes, during the report or after it, even when it
 /// fails; its intermediate files go with it.
 pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
+    check_memory(engine, choose_path(engine, opts.path))?;
+    compute_report(engine, opts).await.map_err(|e| explain_memory(engine, e))
+}
+
+/// Least memory limit per events row the SQL path was seen to need
+/// (docs/PERFORMANCE.md): below it the report would only fail later.
+pub const SQL_MIN_BYTES_PER_EVENT: u64 = 40;
+
+fn events_rows(engine: &Engine) -> u64 {
+    engine
+        .tables
+        .iter()
+        .filter(|t| t.name == crate::tables::EVENTS.name)
+        .map(|t| t.rows)
+        .sum()
+}
+
+fn iec(bytes: u64) -> String {
+    // whole MiB, rounded up, so the figure given always suffices
+    let mib = bytes.div_ceil(1 << 20) << 20;
+    bytesize::ByteSize::b(mib).display().iec().to_string()
+}
+
+/// Refuses, before any work, a SQL-path report under a limit smaller than
+/// what that path needs for this many events.
+fn check_memory(engine: &Engine, path: ReportPath) -> Result<()> {
+    let (Some(limit), ReportPath::Sql) = (engine.options.memory_limit, path) else {
+        return Ok(());
+    };
+    let rows = events_rows(engine);
+    let least = rows.saturating_mul(SQL_MIN_BYTES_PER_EVENT);
+    if (limit as u64) >= least {
+        return Ok(());
+    }
+    Err(Error::MemoryLimit(format!(
+        "the report over {rows} events needs more than --memory-limit {}: the sql strategy \
+         needs about {} for this many events; a limit of {} or more works (the native \
+         strategy's estimate)",
+        iec(limit as u64),
+        iec(least),
+        iec(crate::history::native_estimate(rows))
+    )))
+}
+
+/// An out-of-memory failure under `--memory-limit`, said with a limit that
+/// works: the native strategy's estimate for this many events (at that
+/// limit `auto` picks it, and it stays within its estimate).
+fn explain_memory(engine: &Engine, e: Error) -> Error {
+    let text = e.to_string();
+    let Some(limit) = engine.options.memory_limit else {
+        return e;
+    };
+    if !text.contains("Resources exhausted") {
+        return e;
+    }
+    let rows = events_rows(engine);
+    let needed = crate::history::native_estimate(rows);
+    // DataFusion's own advice names its settings, not ours.
+    let detail = match text.find(" Consider increasing") {
+        Some(i) => {
+            let rest = text[i..].find("caused by").map_or("", |j| &text[i + j..]);
+            format!("{}{rest}", &text[..i])
+        }
+        None => text,
+    };
+    Error::MemoryLimit(format!(
+        "the report over {rows} events does not fit in --memory-limit {} ({detail}); \
+         a limit of {} or more works for this many events",
+        iec(limit as u64),
+        iec(needed)
+    ))
+}
+
+async fn compute_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
     let ctx = private_context(engine).await?;
     let ts_type = column_type(engine, "events", "ts")?;
     let sent_type = column_type(engine, "messages", "sent_at")?;
@@ -888,6 +965,18 @@ async fn sql_tables(
     // sort-merge joins they would sort the whole history.
     let spill_joins = engine.options.memory_limit.is_some();
     let prefer_hash = ctx.state().config().options().optimizer.prefer_hash_join;
+    if let Some(limit) = engine.options.memory_limit {
+        // Every partition runs its own sorts at once, and the pool is shared
+        // fairly among them: with too little each, a sort cannot even merge
+        // its spill files. One partition per SQL_BYTES_PER_PARTITION of the
+        // limit (measured, docs/PERFORMANCE.md).
+        let cores = ctx.state().config().options().execution.target_partitions;
+        let parts = (limit / SQL_BYTES_PER_PARTITION).clamp(1, cores.max(1));
+        ctx.sql(&format!(
+            "SET datafusion.execution.target_partitions = {parts}"
+        ))
+        .await?;
+    }
     let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
     for (name, sql) in [
         ("event_checks", "SELECT * FROM event_checks"),

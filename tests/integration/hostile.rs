@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
-use datafusion::arrow::array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use supportfunnel::report::{run_report, ReportOptions, ReportPath};
@@ -815,4 +815,313 @@ mod s3_faults {
         server.faults.clear();
         assert!(get(s3).await == v2);
     }
+}
+
+// ---- corrupted pages ----------------------------------------------------------
+
+/// A corrupted data page is refused when the file carries page checksums
+/// (the fixture was written by pyarrow with `write_page_checksum=True`,
+/// uncompressed, so a flipped byte changes a value and nothing else).
+#[tokio::test]
+async fn a_corrupted_page_with_a_checksum_is_an_error_not_garbage() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let fixture: &[u8] = include_bytes!("../fixtures/events_with_page_checksums.parquet");
+    let reader = SerializedFileReader::new(bytes::Bytes::from_static(fixture)).unwrap();
+    let ts = reader.metadata().row_group(0).column(2);
+    assert_eq!(ts.column_path().string(), "ts");
+    // a byte among the last values of the ts page
+    let at = (ts.data_page_offset() + ts.compressed_size() - 20) as usize;
+
+    let query = "SELECT count(*), min(ts), max(ts) FROM events";
+    let intact = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(intact.path().join("events")).unwrap();
+    std::fs::write(intact.path().join("events/a.parquet"), fixture).unwrap();
+    write_one_message(&intact.path().join("messages/m.parquet"));
+    let engine = build_context(&EngineOptions::new(
+        intact.path().join("events").to_string_lossy(),
+        intact.path().join("messages").to_string_lossy(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        crate::common::rows(&engine.ctx, query).await,
+        vec!["200|2026-03-02T00:00:00Z|2026-03-02T02:02:43Z".to_string()]
+    );
+
+    let corrupt = tempfile::tempdir().unwrap();
+    let mut bytes = fixture.to_vec();
+    bytes[at] ^= 0x5A;
+    std::fs::create_dir_all(corrupt.path().join("events")).unwrap();
+    std::fs::write(corrupt.path().join("events/a.parquet"), &bytes).unwrap();
+    write_one_message(&corrupt.path().join("messages/m.parquet"));
+    let engine = build_context(&EngineOptions::new(
+        corrupt.path().join("events").to_string_lossy(),
+        corrupt.path().join("messages").to_string_lossy(),
+    ))
+    .await
+    .unwrap();
+    let err = match engine.ctx.sql(query).await.unwrap().collect().await {
+        Ok(b) => panic!(
+            "a corrupted page was read: {:?}",
+            crate::common::render(&b)
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.to_lowercase().contains("crc checksum mismatch"), "{err}");
+}
+
+// ---- skew and size ------------------------------------------------------------
+
+/// Runs the binary and returns its output and peak RSS in bytes (from
+/// wait4, so only this child counts).
+fn run_measured(args: &[&str]) -> (Output, u64) {
+    let child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    // Drain the pipes on threads so the child never blocks on a full pipe.
+    let mut child = child;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut v).unwrap();
+        v
+    });
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter; pid is our child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    use std::os::unix::process::ExitStatusExt;
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
+#[test]
+fn one_user_with_a_million_actions_among_ordinary_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // The whale: an article view every 10 s for 10,000,000 s. Sessions last
+    // exactly 24 h from their first action, and an action falls on every
+    // 86,400 s boundary: ceil(10,000,000 / 86,400) = 116 sessions.
+    const N: i64 = 1_000_000;
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap().timestamp_micros();
+    let ids: Vec<String> = (0..N).map(|i| format!("w{i}")).collect();
+    let mut rows: Vec<(String, String, i64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), "whale".to_string(), t0 + i as i64 * 10_000_000))
+        .collect();
+    // 2,000 ordinary users with one visit each
+    for u in 0..2_000i64 {
+        rows.push((format!("o{u}"), format!("user{u}"), t0 + u * 1_000_000));
+    }
+    let n = rows.len();
+    let schema = events_batch(&[]).schema();
+    let text = |v: Vec<Option<String>>| Arc::new(StringArray::from(v)) as ArrayRef;
+    let none = || text(vec![None; n]);
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            text(rows.iter().map(|r| Some(r.0.clone())).collect()),
+            text(rows.iter().map(|r| Some(r.1.clone())).collect()),
+            Arc::new(
+                datafusion::arrow::array::TimestampMicrosecondArray::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            text(vec![Some("article_view".to_string()); n]),
+            text(vec![Some("help_center".to_string()); n]),
+            none(),
+            none(),
+            none(),
+            Arc::new(datafusion::arrow::array::Int32Array::from(vec![None::<i32>; n])),
+        ],
+    )
+    .unwrap();
+    write_parquet(&dir.path().join("events/a.parquet"), &batch);
+    write_one_message(&dir.path().join("messages/m.parquet"));
+    let events = dir.path().join("events");
+    let messages = dir.path().join("messages");
+    let tables = [
+        "--events",
+        events.to_str().unwrap(),
+        "--messages",
+        messages.to_str().unwrap(),
+    ];
+    let mut args = vec!["sql", "--format", "csv"];
+    args.extend(tables);
+    args.push(
+        "SELECT user_id = 'whale' AS whale, count(*) AS sessions, sum(actions) AS actions \
+         FROM sessions GROUP BY 1 ORDER BY 1",
+    );
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "whale,sessions,actions\nfalse,2000,2000\ntrue,116,1000000\n"
+    );
+    // The report under a 256 MiB limit stays within 1.25 × 256 + 100 MiB.
+    let mut args = vec![
+        "report",
+        "--memory-limit",
+        "256MiB",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-05-01",
+        "--format",
+        "csv",
+    ];
+    args.extend(tables);
+    let (o, peak) = run_measured(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(peak <= (320 + 100) << 20, "peak RSS {} MiB", peak >> 20);
+}
+
+/// Rows `a`..: one session each, for the size cases below.
+fn visits(n: usize) -> Vec<Row> {
+    let ids: Vec<&'static str> = (0..n)
+        .map(|i| &*Box::leak(format!("v{i}").into_boxed_str()))
+        .collect();
+    ids.into_iter()
+        .map(|id| ev(id, id, "2026-03-02 09:00:00", "help_center_visit"))
+        .collect()
+}
+
+/// The report over `events` (and one message) in CSV, or the error.
+fn report_csv(events: &Path, messages: &Path) -> String {
+    let o = run(&[
+        "report",
+        "--events",
+        events.to_str().unwrap(),
+        "--messages",
+        messages.to_str().unwrap(),
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-08",
+        "--format",
+        "csv",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn an_empty_file_and_row_groups_of_one_row_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = visits(50);
+    write_parquet(&dir.path().join("plain/a.parquet"), &events_batch(&rows));
+    write_one_message(&dir.path().join("messages/m.parquet"));
+    let messages = dir.path().join("messages");
+    let expected = report_csv(&dir.path().join("plain"), &messages);
+    assert!(expected.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,50.0"), "{expected}");
+
+    // the same rows, one row per row group, next to a file of 0 rows
+    let odd = dir.path().join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    let props = datafusion::parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(1))
+        .build();
+    let batch = events_batch(&rows);
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(odd.join("a.parquet")).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    write_parquet(&odd.join("empty.parquet"), &events_batch(&[]));
+    assert_eq!(report_csv(&odd, &messages), expected);
+}
+
+#[test]
+fn ten_thousand_small_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = visits(10_000);
+    let events = dir.path().join("events");
+    for (i, r) in rows.chunks(1).enumerate() {
+        write_parquet(
+            &events.join(format!("date=2026-03-02/part-{i:05}.parquet")),
+            &events_batch(r),
+        );
+    }
+    write_one_message(&dir.path().join("messages/m.parquet"));
+    let csv = report_csv(&events, &dir.path().join("messages"));
+    assert!(csv.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,10000.0"), "{csv}");
+    assert!(csv.contains("data_quality,rows_read,events,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,10000.0"), "{csv}");
+}
+
+#[test]
+fn ten_kilobyte_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = |c: char, i: usize| -> &'static str {
+        Box::leak(format!("{}{i}", c.to_string().repeat(10_000)).into_boxed_str())
+    };
+    let mut rows = Vec::new();
+    for u in 0..3 {
+        let user = long('u', u);
+        for k in 0..4 {
+            let ts: &'static str = Box::leak(format!("2026-03-02 0{k}:00:00").into_boxed_str());
+            rows.push(ev(long('e', u * 10 + k), user, ts, "article_view"));
+        }
+    }
+    // a repeat of an event_id with a 10 KB id
+    rows.push(rows[0].clone());
+    write_parquet(&dir.path().join("events/a.parquet"), &events_batch(&rows));
+    write_one_message(&dir.path().join("messages/m.parquet"));
+    let csv = report_csv(&dir.path().join("events"), &dir.path().join("messages"));
+    assert!(csv.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,3.0"), "{csv}");
+    assert!(csv.contains("data_quality,duplicate_events,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,1.0"), "{csv}");
+}
+
+#[test]
+fn non_utf8_bytes_in_a_binary_id_column_are_a_clear_type_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = events_batch(&visits(2));
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[1] = Field::new("user_id", DataType::Binary, true);
+    let mut cols = batch.columns().to_vec();
+    cols[1] = Arc::new(datafusion::arrow::array::BinaryArray::from(vec![
+        Some(&[0xff, 0xfe, 0x00][..]),
+        Some(&b"ok"[..]),
+    ]));
+    write_parquet(
+        &dir.path().join("events/bad.parquet"),
+        &RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+    );
+    write_one_message(&dir.path().join("messages/m.parquet"));
+    let o = run(&[
+        "report",
+        "--events",
+        dir.path().join("events").to_str().unwrap(),
+        "--messages",
+        dir.path().join("messages").to_str().unwrap(),
+    ]);
+    let err = assert_one_line_error(&o, "binary user_id");
+    assert!(
+        err.contains("table `events`: column `user_id` has type Binary, expected a string")
+            && err.contains("bad.parquet"),
+        "{err}"
+    );
 }

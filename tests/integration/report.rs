@@ -853,16 +853,19 @@ async fn a_failed_report_leaves_the_users_context_as_it_was() {
 
 #[tokio::test]
 async fn the_paths_choose_by_memory() {
-    use supportfunnel::history::NATIVE_BYTES_PER_EVENT;
+    use supportfunnel::history::native_estimate;
     use supportfunnel::report::choose_path;
     let mut o = EngineOptions::new(sample_location("events"), sample_location("messages"));
     let e = build_context(&o).await.unwrap();
     assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Native);
     assert_eq!(choose_path(&e, ReportPath::Sql), ReportPath::Sql);
     let rows = e.tables.iter().find(|t| t.name == "events").unwrap().rows;
-    o.memory_limit = Some((rows * NATIVE_BYTES_PER_EVENT) as usize - 1);
+    o.memory_limit = Some(native_estimate(rows) as usize - 1);
     let e = build_context(&o).await.unwrap();
     assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Sql);
+    o.memory_limit = Some(native_estimate(rows) as usize);
+    let e = build_context(&o).await.unwrap();
+    assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Native);
 }
 
 #[tokio::test]
