@@ -464,6 +464,11 @@ async fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+            if a.verbose {
+                if let Some(kib) = peak_memory_kib() {
+                    eprintln!("peak memory: {} MiB", kib / 1024);
+                }
+            }
             if a.format == Format::Table {
                 let text = render::render(&rows_of(&report.batch), &report.periods);
                 match &a.output {
@@ -586,6 +591,19 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The process's peak resident memory so far (`VmHWM`, Linux), in KiB.
+/// Not getrusage: its maximum includes the parent's memory before `exec`.
+fn peak_memory_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// SIGINT or SIGTERM, as (name, exit code): 128 + the signal number, as
 /// shells report a process killed by it.
 async fn interrupt_signal() -> (&'static str, u8) {
@@ -661,7 +679,9 @@ fn main() -> ExitCode {
             if left == 0 {
                 eprintln!("interrupted by {name}: stopped, temporary files removed");
             } else {
-                eprintln!("interrupted by {name}: stopped; {left} temporary paths could not be removed");
+                eprintln!(
+                    "interrupted by {name}: stopped; {left} temporary paths could not be removed"
+                );
             }
             ExitCode::from(code)
         }

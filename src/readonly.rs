@@ -69,9 +69,8 @@ impl Inputs {
                 if let Ok(provider) = source_as_provider(&dml.target) {
                     if let Some(listing) = provider.downcast_ref::<ListingTable>() {
                         for url in listing.table_paths() {
-                            self.check_output(url.as_str()).map_err(|e| {
-                                Error::ReadOnly(format!("table `{name}`: {e}"))
-                            })?;
+                            self.check_output(url.as_str())
+                                .map_err(|e| Error::ReadOnly(format!("table `{name}`: {e}")))?;
                         }
                     }
                 }
@@ -171,7 +170,10 @@ mod tests {
         assert!(refused(&under("lake/events")));
         assert!(refused(&under("lake/x/../events/new.parquet")));
         assert!(refused(&under("lake")));
-        assert!(refused(&format!("file://{}", under("lake/events/a.parquet"))));
+        assert!(refused(&format!(
+            "file://{}",
+            under("lake/events/a.parquet")
+        )));
         assert!(refused("s3://bucket/messages/part.parquet"));
         assert!(refused("s3://bucket"));
         assert!(!refused(&under("lake/events-copy.parquet")));

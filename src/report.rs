@@ -654,7 +654,9 @@ impl Steps<'_> {
 /// fails; its intermediate files go with it.
 pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
     check_memory(engine, choose_path(engine, opts.path))?;
-    compute_report(engine, opts).await.map_err(|e| explain_memory(engine, e))
+    compute_report(engine, opts)
+        .await
+        .map_err(|e| explain_memory(engine, e))
 }
 
 /// Least memory limit per events row the SQL path was seen to need
@@ -670,10 +672,10 @@ fn events_rows(engine: &Engine) -> u64 {
         .sum()
 }
 
+/// Whole MiB, rounded up, so the figure given always suffices and can be
+/// passed back as it is (`--memory-limit 2505MiB`).
 fn iec(bytes: u64) -> String {
-    // whole MiB, rounded up, so the figure given always suffices
-    let mib = bytes.div_ceil(1 << 20) << 20;
-    bytesize::ByteSize::b(mib).display().iec().to_string()
+    format!("{}MiB", bytes.div_ceil(1 << 20))
 }
 
 /// Refuses, before any work, a SQL-path report under a limit smaller than

@@ -76,7 +76,10 @@ pub fn s3_builder(settings: &S3Config) -> Result<AmazonS3Builder> {
         b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), text);
     }
     if let (Some(_), Some(text)) = (durations.connect_timeout, &settings.connect_timeout) {
-        b = b.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), text);
+        b = b.with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            text,
+        );
     }
     if let Some(v) = &settings.region {
         b = b.with_region(v);

@@ -177,7 +177,9 @@ fn fitting_unit(seen: &Seen) -> TimeUnit {
         .find(|to| {
             seen.ranges.iter().all(|(from, range)| {
                 let f = unit_factor(*from, *to);
-                range.is_none_or(|(lo, hi)| lo.checked_mul(f).is_some() && hi.checked_mul(f).is_some())
+                range.is_none_or(|(lo, hi)| {
+                    lo.checked_mul(f).is_some() && hi.checked_mul(f).is_some()
+                })
             })
         })
         .unwrap_or(TimeUnit::Second)
@@ -186,7 +188,10 @@ fn fitting_unit(seen: &Seen) -> TimeUnit {
 /// The least and greatest raw value of an INT64 leaf column `column` over
 /// all row groups, from the footer's statistics; `None` when a row group has
 /// none (a row group of nulls only has nothing to fit and is skipped).
-fn int64_range(md: &datafusion::parquet::file::metadata::ParquetMetaData, column: &str) -> Option<(i64, i64)> {
+fn int64_range(
+    md: &datafusion::parquet::file::metadata::ParquetMetaData,
+    column: &str,
+) -> Option<(i64, i64)> {
     use datafusion::parquet::file::statistics::Statistics;
     let descr = md.file_metadata().schema_descr();
     let index = (0..descr.num_columns()).find(|&i| {
@@ -575,13 +580,28 @@ mod tests {
         let y2026_ms = 1_780_000_000_000;
         let y2500_ms = 16_725_225_600_000;
         let ns = (Nanosecond, Some((0, 1)));
-        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((y2026_ms, y2026_ms)))])), Nanosecond);
-        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((0, y2500_ms)))])), Microsecond);
+        assert_eq!(
+            fitting_unit(&seen(&[ns, (Millisecond, Some((y2026_ms, y2026_ms)))])),
+            Nanosecond
+        );
+        assert_eq!(
+            fitting_unit(&seen(&[ns, (Millisecond, Some((0, y2500_ms)))])),
+            Microsecond
+        );
         // before 1677 does not fit either
-        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((-y2500_ms, 0)))])), Microsecond);
+        assert_eq!(
+            fitting_unit(&seen(&[ns, (Millisecond, Some((-y2500_ms, 0)))])),
+            Microsecond
+        );
         // beyond what microseconds hold: milliseconds
-        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, Some((0, i64::MAX / 10)))])), Millisecond);
-        assert_eq!(fitting_unit(&seen(&[ns, (Second, Some((0, i64::MAX / 10)))])), Second);
+        assert_eq!(
+            fitting_unit(&seen(&[ns, (Millisecond, Some((0, i64::MAX / 10)))])),
+            Millisecond
+        );
+        assert_eq!(
+            fitting_unit(&seen(&[ns, (Second, Some((0, i64::MAX / 10)))])),
+            Second
+        );
         // no statistics: assumed to fit
         assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, None)])), Nanosecond);
         assert_eq!(fitting_unit(&Seen::default()), Microsecond);

@@ -146,7 +146,12 @@ fn copy_sample(dir: &Path) -> (String, String) {
 fn sample_with_future_event(dir: &Path) -> (String, String) {
     let (_, messages) = copy_sample(dir);
     let events = dir.join("events");
-    let future = [ev("future-1", "u-future", "2200-06-01 12:00:00", "article_view")];
+    let future = [ev(
+        "future-1",
+        "u-future",
+        "2200-06-01 12:00:00",
+        "article_view",
+    )];
     write_parquet(
         &events.join("date=2200-06-01/part-0.parquet"),
         &events_batch(&future),
@@ -198,7 +203,10 @@ async fn one_future_event_does_not_move_the_default_period() {
             ..ReportOptions::default()
         };
         let report = run_report(&engine, &later).await.unwrap();
-        assert_eq!(report.periods.to, NaiveDate::from_ymd_opt(2200, 6, 1).unwrap());
+        assert_eq!(
+            report.periods.to,
+            NaiveDate::from_ymd_opt(2200, 6, 1).unwrap()
+        );
         assert_eq!(report.anchor.unwrap().future_events, 0);
     }
 }
@@ -209,7 +217,13 @@ fn the_cli_warns_about_future_events_on_stderr() {
     let (events, messages) = sample_with_future_event(dir.path());
     let plain = run(&["report", "--format", "csv"]);
     let o = run(&[
-        "report", "--events", &events, "--messages", &messages, "--format", "csv",
+        "report",
+        "--events",
+        &events,
+        "--messages",
+        &messages,
+        "--format",
+        "csv",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -344,13 +358,22 @@ fn a_period_beyond_nanosecond_timestamps_names_the_dates_given() {
 /// Waits until `ready` holds (polling), then sends `signal` to `child`, and
 /// returns its exit code and stderr. Panics if the child ended first: the
 /// test would prove nothing.
-fn interrupt_when(mut child: Child, signal: i32, ready: impl Fn() -> bool) -> (Option<i32>, String) {
+fn interrupt_when(
+    mut child: Child,
+    signal: i32,
+    ready: impl Fn() -> bool,
+) -> (Option<i32>, String) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !ready() {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("the command ended ({status}) before it could be interrupted: {err}");
         }
         assert!(Instant::now() < deadline, "never got ready");
@@ -382,7 +405,9 @@ fn assert_interrupted(code: Option<i32>, err: &str, signal: i32) {
     };
     assert_eq!(code, Some(expected), "{err}");
     assert!(
-        err.contains(&format!("interrupted by {name}: stopped, temporary files removed")),
+        err.contains(&format!(
+            "interrupted by {name}: stopped, temporary files removed"
+        )),
         "{err}"
     );
 }
@@ -401,7 +426,9 @@ fn sigint_during_gen_leaves_no_temporary_directory() {
         "365",
     ]);
     let (code, err) = interrupt_when(child, SIGINT, || {
-        entries(dir.path()).iter().any(|e| e.starts_with(".big.tmp-"))
+        entries(dir.path())
+            .iter()
+            .any(|e| e.starts_with(".big.tmp-"))
     });
     assert_interrupted(code, &err, SIGINT);
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
@@ -464,7 +491,11 @@ fn sigint_during_a_spilling_sql_output_leaves_no_spill_files_and_no_output() {
     });
     assert_interrupted(code, &err, SIGINT);
     assert!(entries(&temp).is_empty(), "{:?}", entries(&temp));
-    assert!(entries(dir.path()).iter().all(|e| e == "tmp"), "{:?}", entries(dir.path()));
+    assert!(
+        entries(dir.path()).iter().all(|e| e == "tmp"),
+        "{:?}",
+        entries(dir.path())
+    );
 }
 
 #[test]
@@ -485,7 +516,13 @@ fn sigterm_during_run_leaves_no_temporary_files() {
     }
     let cfg = dir.path().join("job.toml");
     std::fs::write(&cfg, config).unwrap();
-    let child = spawn(&["run", "--config", cfg.to_str().unwrap(), "--date", "2026-03-01"]);
+    let child = spawn(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--date",
+        "2026-03-01",
+    ]);
     let (code, err) = interrupt_when(child, SIGTERM, || entries(&out).len() >= 2);
     assert_interrupted(code, &err, SIGTERM);
     assert!(entries(&temp).is_empty(), "{:?}", entries(&temp));
@@ -586,7 +623,13 @@ fn a_job_writing_into_its_inputs_fails_and_writes_nothing() {
         ),
     )
     .unwrap();
-    let o = run(&["run", "--config", cfg.to_str().unwrap(), "--date", "2026-03-01"]);
+    let o = run(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--date",
+        "2026-03-01",
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("refusing to write"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("--output"), "{}", stderr(&o));
@@ -656,7 +699,13 @@ fn a_rerun_of_the_job_writes_the_same_bytes() {
     .unwrap();
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let o = run(&["run", "--config", cfg.to_str().unwrap(), "--date", "2026-03-01"]);
+        let o = run(&[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--date",
+            "2026-03-01",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let mut files = walk(&out);
         files.sort();
@@ -696,8 +745,12 @@ mod s3_faults {
     async fn with_sample(buckets: &[&str]) -> S3Server {
         let server = S3Server::start(buckets);
         let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
-        server.upload(&sample.join("events"), "lake", "events").await;
-        server.upload(&sample.join("messages"), "lake", "messages").await;
+        server
+            .upload(&sample.join("events"), "lake", "events")
+            .await;
+        server
+            .upload(&sample.join("messages"), "lake", "messages")
+            .await;
         server
     }
 
@@ -708,9 +761,12 @@ mod s3_faults {
     }
 
     async fn local_rows() -> Vec<supportfunnel::report::Row> {
-        let engine = build_context(&EngineOptions::new(super::sample("events"), super::sample("messages")))
-            .await
-            .unwrap();
+        let engine = build_context(&EngineOptions::new(
+            super::sample("events"),
+            super::sample("messages"),
+        ))
+        .await
+        .unwrap();
         rows_of(&run_report(&engine, &report_opts()).await.unwrap().batch)
     }
 
@@ -727,9 +783,15 @@ mod s3_faults {
     async fn s3_slowdown_and_bodies_cut_mid_get_are_retried_and_the_report_is_the_same() {
         let server = with_sample(&["lake"]).await;
         server.faults.add(rule("GET", "/lake", Fault::SlowDown, 6));
-        server.faults.add(rule("GET", "/lake/events/", Fault::CutBody, 3));
-        server.faults.add(rule("GET", "/lake/messages/", Fault::CutBody, 2));
-        let engine = build_context(&on_s3(server.settings(SECRET_KEY))).await.unwrap();
+        server
+            .faults
+            .add(rule("GET", "/lake/events/", Fault::CutBody, 3));
+        server
+            .faults
+            .add(rule("GET", "/lake/messages/", Fault::CutBody, 2));
+        let engine = build_context(&on_s3(server.settings(SECRET_KEY)))
+            .await
+            .unwrap();
         let report = run_report(&engine, &report_opts()).await.unwrap();
         assert_eq!(server.faults.injected(), 11);
         assert_eq!(rows_of(&report.batch), local_rows().await);
@@ -740,9 +802,12 @@ mod s3_faults {
         let server = with_sample(&["lake"]).await;
         let mut s3 = server.settings(SECRET_KEY);
         s3.timeout = Some("1s".into());
-        server
-            .faults
-            .add(rule("GET", "/lake", Fault::Delay(Duration::from_secs(3)), 2));
+        server.faults.add(rule(
+            "GET",
+            "/lake",
+            Fault::Delay(Duration::from_secs(3)),
+            2,
+        ));
         let engine = build_context(&on_s3(s3)).await.unwrap();
         let report = run_report(&engine, &report_opts()).await.unwrap();
         assert_eq!(server.faults.injected(), 2);
@@ -756,9 +821,12 @@ mod s3_faults {
         s3.timeout = Some("1s".into());
         s3.max_retries = Some(2);
         s3.retry_timeout = Some("10s".into());
-        server
-            .faults
-            .add(rule("GET", "/lake", Fault::Delay(Duration::from_secs(30)), 1000));
+        server.faults.add(rule(
+            "GET",
+            "/lake",
+            Fault::Delay(Duration::from_secs(30)),
+            1000,
+        ));
         let started = Instant::now();
         let err = match build_context(&on_s3(s3)).await {
             Ok(_) => panic!("a server that never answers cannot be read"),
@@ -768,7 +836,10 @@ mod s3_faults {
         // 3 tries of 1 s plus backoff, far from the 30 s the server sleeps
         assert!(took < Duration::from_secs(15), "took {took:?}");
         assert!(!err.contains('\n'), "{err}");
-        assert!(err.contains("table `events`") && err.contains("s3://lake/events/"), "{err}");
+        assert!(
+            err.contains("table `events`") && err.contains("s3://lake/events/"),
+            "{err}"
+        );
         assert!(!err.contains(SECRET_KEY));
     }
 
@@ -785,12 +856,21 @@ mod s3_faults {
                 .build()
                 .unwrap();
             let path = object_store::path::Path::from("report/data.parquet");
-            store.get(&path).await.unwrap().bytes().await.unwrap().to_vec()
+            store
+                .get(&path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
         };
         let ctx = |s3: S3Config| {
-            let mut o = EngineOptions::default();
-            o.s3 = s3;
-            bare_context(&o).unwrap()
+            bare_context(&EngineOptions {
+                s3,
+                ..EngineOptions::default()
+            })
+            .unwrap()
         };
         let v1 = vec![1u8; 300_000];
         put_atomically(&ctx(s3.clone()), location, v1.clone(), None)
@@ -805,7 +885,9 @@ mod s3_faults {
         assert_eq!(server.faults.injected(), 1);
         assert!(get(s3.clone()).await == v2);
         // every upload cut: the write fails, the previous object stays
-        server.faults.add(rule("PUT", "/out/", Fault::CutUpload, 1000));
+        server
+            .faults
+            .add(rule("PUT", "/out/", Fault::CutUpload, 1000));
         s3.max_retries = Some(1);
         let err = put_atomically(&ctx(s3.clone()), location, vec![3u8; 300_000], None)
             .await
@@ -861,54 +943,16 @@ async fn a_corrupted_page_with_a_checksum_is_an_error_not_garbage() {
     .await
     .unwrap();
     let err = match engine.ctx.sql(query).await.unwrap().collect().await {
-        Ok(b) => panic!(
-            "a corrupted page was read: {:?}",
-            crate::common::render(&b)
-        ),
+        Ok(b) => panic!("a corrupted page was read: {:?}", crate::common::render(&b)),
         Err(e) => e.to_string(),
     };
-    assert!(err.to_lowercase().contains("crc checksum mismatch"), "{err}");
+    assert!(
+        err.to_lowercase().contains("crc checksum mismatch"),
+        "{err}"
+    );
 }
 
 // ---- skew and size ------------------------------------------------------------
-
-/// Runs the binary and returns its output and peak RSS in bytes (from
-/// wait4, so only this child counts).
-fn run_measured(args: &[&str]) -> (Output, u64) {
-    let child = bin()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    // Drain the pipes on threads so the child never blocks on a full pipe.
-    let mut child = child;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).unwrap();
-        v
-    });
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter; pid is our child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid);
-    use std::os::unix::process::ExitStatusExt;
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-    };
-    (output, usage.ru_maxrss as u64 * 1024)
-}
 
 #[test]
 fn one_user_with_a_million_actions_among_ordinary_ones() {
@@ -917,7 +961,10 @@ fn one_user_with_a_million_actions_among_ordinary_ones() {
     // exactly 24 h from their first action, and an action falls on every
     // 86,400 s boundary: ceil(10,000,000 / 86,400) = 116 sessions.
     const N: i64 = 1_000_000;
-    let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap().timestamp_micros();
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp_micros();
     let ids: Vec<String> = (0..N).map(|i| format!("w{i}")).collect();
     let mut rows: Vec<(String, String, i64)> = ids
         .iter()
@@ -948,11 +995,23 @@ fn one_user_with_a_million_actions_among_ordinary_ones() {
             none(),
             none(),
             none(),
-            Arc::new(datafusion::arrow::array::Int32Array::from(vec![None::<i32>; n])),
+            Arc::new(datafusion::arrow::array::Int32Array::from(vec![
+                None::<i32>;
+                n
+            ])),
         ],
     )
     .unwrap();
-    write_parquet(&dir.path().join("events/a.parquet"), &batch);
+    // Row groups of 64Ki rows, as event pipelines write them.
+    let props = datafusion::parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(65_536))
+        .build();
+    std::fs::create_dir_all(dir.path().join("events")).unwrap();
+    let file = std::fs::File::create(dir.path().join("events/a.parquet")).unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))
+        .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
     write_one_message(&dir.path().join("messages/m.parquet"));
     let events = dir.path().join("events");
     let messages = dir.path().join("messages");
@@ -977,6 +1036,7 @@ fn one_user_with_a_million_actions_among_ordinary_ones() {
     // The report under a 256 MiB limit stays within 1.25 × 256 + 100 MiB.
     let mut args = vec![
         "report",
+        "-v",
         "--memory-limit",
         "256MiB",
         "--from",
@@ -987,9 +1047,20 @@ fn one_user_with_a_million_actions_among_ordinary_ones() {
         "csv",
     ];
     args.extend(tables);
-    let (o, peak) = run_measured(&args);
+    let o = run(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(peak <= (320 + 100) << 20, "peak RSS {} MiB", peak >> 20);
+    let err = stderr(&o);
+    let peak: u64 = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("peak memory: ")?
+                .strip_suffix(" MiB")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no peak memory line: {err}"));
+    eprintln!("whale report: peak memory {peak} MiB");
+    assert!(peak <= 320 + 100, "peak memory {peak} MiB");
 }
 
 /// Rows `a`..: one session each, for the size cases below.
@@ -1029,7 +1100,11 @@ fn an_empty_file_and_row_groups_of_one_row_change_nothing() {
     write_one_message(&dir.path().join("messages/m.parquet"));
     let messages = dir.path().join("messages");
     let expected = report_csv(&dir.path().join("plain"), &messages);
-    assert!(expected.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,50.0"), "{expected}");
+    assert!(
+        expected
+            .contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,50.0"),
+        "{expected}"
+    );
 
     // the same rows, one row per row group, next to a file of 0 rows
     let odd = dir.path().join("odd");
@@ -1063,8 +1138,16 @@ fn ten_thousand_small_files() {
     }
     write_one_message(&dir.path().join("messages/m.parquet"));
     let csv = report_csv(&events, &dir.path().join("messages"));
-    assert!(csv.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,10000.0"), "{csv}");
-    assert!(csv.contains("data_quality,rows_read,events,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,10000.0"), "{csv}");
+    assert!(
+        csv.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,10000.0"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(
+            "data_quality,rows_read,events,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,10000.0"
+        ),
+        "{csv}"
+    );
 }
 
 #[test]
@@ -1086,8 +1169,16 @@ fn ten_kilobyte_ids() {
     write_parquet(&dir.path().join("events/a.parquet"), &events_batch(&rows));
     write_one_message(&dir.path().join("messages/m.parquet"));
     let csv = report_csv(&dir.path().join("events"), &dir.path().join("messages"));
-    assert!(csv.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,3.0"), "{csv}");
-    assert!(csv.contains("data_quality,duplicate_events,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,1.0"), "{csv}");
+    assert!(
+        csv.contains("sessions,sessions_total,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,3.0"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(
+            "data_quality,duplicate_events,,2026-03-01T00:00:00Z,2026-03-08T00:00:00Z,1.0"
+        ),
+        "{csv}"
+    );
 }
 
 #[test]

@@ -209,9 +209,8 @@ async fn serve(
             _ = &mut stopped => break,
         };
         let (s3, faults) = (s3.clone(), Arc::clone(&faults));
-        let service = hyper::service::service_fn(move |req| {
-            handle(s3.clone(), Arc::clone(&faults), req)
-        });
+        let service =
+            hyper::service::service_fn(move |req| handle(s3.clone(), Arc::clone(&faults), req));
         let conn = http
             .serve_connection(TokioIo::new(socket), service)
             .into_owned();
