@@ -351,6 +351,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_job_parses_with_its_s3_retry_settings() {
+        let text = include_str!("../examples/job.toml");
+        Config::parse(text, "examples/job.toml").unwrap();
+        let on = ["max_retries", "retry_timeout", "timeout", "connect_timeout"]
+            .iter()
+            .fold(text.to_string(), |t, k| t.replace(&format!("# {k} ="), &format!("{k} =")));
+        let c = Config::parse(&on, "examples/job.toml").unwrap();
+        assert_eq!(c.storage.s3.max_retries, Some(10));
+        let d = c.storage.s3.durations().unwrap();
+        assert_eq!(d.retry_timeout, Some(std::time::Duration::from_secs(180)));
+        assert_eq!(d.timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(d.connect_timeout, Some(std::time::Duration::from_secs(5)));
+        let e = Config::parse("[storage.s3]\ntimeout = \"soon\"\n", "job.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("job.toml: [storage.s3] timeout = \"soon\""), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = Config::parse("[engine]\nmemory_limt = \"1GiB\"\n", "job.toml").unwrap_err();
         assert!(e.to_string().contains("memory_limt"), "{e}");
