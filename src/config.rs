@@ -356,7 +356,9 @@ mod tests {
         Config::parse(text, "examples/job.toml").unwrap();
         let on = ["max_retries", "retry_timeout", "timeout", "connect_timeout"]
             .iter()
-            .fold(text.to_string(), |t, k| t.replace(&format!("# {k} ="), &format!("{k} =")));
+            .fold(text.to_string(), |t, k| {
+                t.replace(&format!("# {k} ="), &format!("{k} ="))
+            });
         let c = Config::parse(&on, "examples/job.toml").unwrap();
         assert_eq!(c.storage.s3.max_retries, Some(10));
         let d = c.storage.s3.durations().unwrap();
@@ -366,7 +368,10 @@ mod tests {
         let e = Config::parse("[storage.s3]\ntimeout = \"soon\"\n", "job.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("job.toml: [storage.s3] timeout = \"soon\""), "{e}");
+        assert!(
+            e.contains("job.toml: [storage.s3] timeout = \"soon\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! memory and as Parquet files, and reading query results back as strings.
 
 use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -284,4 +285,27 @@ pub async fn engine_with(dir: &Path, events: &[Row], messages: &[MsgRow]) -> Eng
     ))
     .await
     .unwrap()
+}
+
+/// The `supportfunnel` binary, run from the crate root (where the bundled
+/// sample is).
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_supportfunnel"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// Runs the binary with `args` to the end.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("binary runs")
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }

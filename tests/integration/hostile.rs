@@ -5,7 +5,7 @@
 //! bytes every time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,21 +16,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use supportfunnel::report::{run_report, ReportOptions, ReportPath};
 use supportfunnel::{build_context, EngineOptions};
 
-use crate::common::{ev, events_batch, write_one_message, write_parquet, Row};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_supportfunnel"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use crate::common::{bin, ev, events_batch, run, stderr, write_one_message, write_parquet, Row};
 
 fn sample(table: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -744,20 +730,16 @@ mod s3_faults {
 
     async fn with_sample(buckets: &[&str]) -> S3Server {
         let server = S3Server::start(buckets);
-        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
-        server
-            .upload(&sample.join("events"), "lake", "events")
-            .await;
-        server
-            .upload(&sample.join("messages"), "lake", "messages")
-            .await;
+        crate::s3::sample_on_s3(&server).await;
         server
     }
 
     fn on_s3(s3: S3Config) -> EngineOptions {
-        let mut o = EngineOptions::new("s3://lake/events/", "s3://lake/messages/");
-        o.s3 = s3;
-        o
+        crate::s3::options(
+            "s3://lake/support/events/",
+            "s3://lake/support/messages/",
+            s3,
+        )
     }
 
     async fn local_rows() -> Vec<supportfunnel::report::Row> {
@@ -785,10 +767,10 @@ mod s3_faults {
         server.faults.add(rule("GET", "/lake", Fault::SlowDown, 6));
         server
             .faults
-            .add(rule("GET", "/lake/events/", Fault::CutBody, 3));
+            .add(rule("GET", "/lake/support/events/", Fault::CutBody, 3));
         server
             .faults
-            .add(rule("GET", "/lake/messages/", Fault::CutBody, 2));
+            .add(rule("GET", "/lake/support/messages/", Fault::CutBody, 2));
         let engine = build_context(&on_s3(server.settings(SECRET_KEY)))
             .await
             .unwrap();
@@ -837,7 +819,7 @@ mod s3_faults {
         assert!(took < Duration::from_secs(15), "took {took:?}");
         assert!(!err.contains('\n'), "{err}");
         assert!(
-            err.contains("table `events`") && err.contains("s3://lake/events/"),
+            err.contains("table `events`") && err.contains("s3://lake/support/events/"),
             "{err}"
         );
         assert!(!err.contains(SECRET_KEY));

@@ -25,13 +25,13 @@ use supportfunnel::{build_context, EngineOptions};
 
 use crate::s3_server::{S3Server, ACCESS_KEY, SECRET_KEY};
 
-fn options(events: &str, messages: &str, s3: S3Config) -> EngineOptions {
+pub(crate) fn options(events: &str, messages: &str, s3: S3Config) -> EngineOptions {
     let mut o = EngineOptions::new(events, messages);
     o.s3 = s3;
     o
 }
 
-async fn sample_on_s3(server: &S3Server) {
+pub(crate) async fn sample_on_s3(server: &S3Server) {
     let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sample");
     server
         .upload(&sample.join("events"), "lake", "support/events")
