@@ -8,6 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::SessionContext;
@@ -308,4 +309,18 @@ pub fn stdout(o: &Output) -> String {
 /// Standard error as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Rebuilds the events batch with `ts` in another unit / zone.
+pub fn with_ts(batch: &RecordBatch, ts: ArrayRef) -> RecordBatch {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[2] = Field::new("ts", ts.data_type().clone(), true);
+    let mut cols = batch.columns().to_vec();
+    cols[2] = ts;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }

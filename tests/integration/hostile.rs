@@ -16,7 +16,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use supportfunnel::report::{run_report, ReportOptions, ReportPath};
 use supportfunnel::{build_context, EngineOptions};
 
-use crate::common::{bin, ev, events_batch, run, stderr, write_one_message, write_parquet, Row};
+use crate::common::{
+    bin, ev, events_batch, run, stderr, with_ts, write_one_message, write_parquet, Row,
+};
 
 fn sample(table: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -236,36 +238,25 @@ fn mixed_units(dir: &Path) -> (String, String) {
         ev("b", "u1", "2026-03-02 09:00:01", "article_view"),
         ev("c", "u2", "2026-03-02 10:00:00", "article_search"),
     ];
-    let batch = events_batch(&rows);
-    let ns = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let ts_at = batch.schema().index_of("ts").unwrap();
-    fields[ts_at] = Field::new("ts", ns.clone(), true);
-    let mut cols = batch.columns().to_vec();
-    cols[ts_at] = cast(&cols[ts_at], &ns).unwrap();
-    let ns_batch = RecordBatch::try_new(Arc::new(Schema::new(fields.clone())), cols).unwrap();
-    write_parquet(&dir.join("events/a.parquet"), &ns_batch);
-
+    write_parquet(
+        &dir.join("events/a.parquet"),
+        &in_nanoseconds(&events_batch(&rows)),
+    );
     let far = events_batch(&[ev("z", "u3", "2026-03-02 11:00:00", "article_view")]);
-    let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    fields[ts_at] = Field::new("ts", ms, true);
-    let mut cols = far.columns().to_vec();
     let y2500 = Utc.with_ymd_and_hms(2500, 1, 1, 0, 0, 0).unwrap();
-    cols[ts_at] = Arc::new(
-        TimestampMillisecondArray::from(vec![y2500.timestamp_millis()]).with_timezone("UTC"),
-    ) as ArrayRef;
-    let ms_batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
-    write_parquet(&dir.join("events/b.parquet"), &ms_batch);
+    let ms = TimestampMillisecondArray::from(vec![y2500.timestamp_millis()]).with_timezone("UTC");
+    write_parquet(&dir.join("events/b.parquet"), &with_ts(&far, Arc::new(ms)));
     write_one_message(&dir.join("messages/m.parquet"));
     (
         dir.join("events").to_string_lossy().into_owned(),
         dir.join("messages").to_string_lossy().into_owned(),
     )
+}
+
+/// The events batch with `ts` in nanoseconds.
+fn in_nanoseconds(batch: &RecordBatch) -> RecordBatch {
+    let ns = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    with_ts(batch, cast(batch.column(2), &ns).unwrap())
 }
 
 #[tokio::test]
@@ -302,21 +293,9 @@ async fn a_year_2500_millisecond_row_next_to_nanosecond_files_is_read() {
 fn a_period_beyond_nanosecond_timestamps_names_the_dates_given() {
     let dir = tempfile::tempdir().unwrap();
     let rows: Vec<Row> = vec![ev("a", "u1", "2026-03-02 09:00:00", "help_center_visit")];
-    let batch = events_batch(&rows);
-    let ns = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-    let ts_at = batch.schema().index_of("ts").unwrap();
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields[ts_at] = Field::new("ts", ns.clone(), true);
-    let mut cols = batch.columns().to_vec();
-    cols[ts_at] = cast(&cols[ts_at], &ns).unwrap();
     write_parquet(
         &dir.path().join("events/a.parquet"),
-        &RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+        &in_nanoseconds(&events_batch(&rows)),
     );
     write_one_message(&dir.path().join("messages/m.parquet"));
     let events = dir.path().join("events");

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, TimestampNanosecondArray,
+    ArrayRef, StringArray, TimestampMillisecondArray, TimestampNanosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use supportfunnel::{build_context, EngineOptions, Error};
 
-use super::common::{ev, events_batch, rows, write_one_message, write_parquet, Row};
+use super::common::{ev, events_batch, rows, with_ts, write_one_message, write_parquet, Row};
 
 fn sample_rows() -> Vec<Row> {
     vec![
@@ -24,20 +24,6 @@ fn opts(dir: &std::path::Path, events: &str) -> EngineOptions {
         write_one_message(&messages.join("m.parquet"));
     }
     EngineOptions::new(events, messages.to_string_lossy())
-}
-
-/// Rebuilds the events batch with `ts` in another unit / zone.
-fn with_ts(batch: &RecordBatch, ts: ArrayRef) -> RecordBatch {
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields[2] = Field::new("ts", ts.data_type().clone(), true);
-    let mut cols = batch.columns().to_vec();
-    cols[2] = ts;
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }
 
 #[tokio::test]
