@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -128,9 +129,19 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
     // Spill files go into a directory of our own under the temp dir, known
     // to `scratch`, so an interrupt removes them even when DataFusion's
     // threads are still busy and its own clean-up never runs.
-    let base = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let spill = Arc::new(crate::scratch::temp_dir_in(&base, "supportfunnel-spill-")?);
-    runtime = runtime.with_temp_file_path(spill.path());
+    // A temp dir the user named must work; when the system's does not (a
+    // read-only container), queries still run and only spilling is off.
+    let spill = match &opts.temp_dir {
+        Some(dir) => Some(crate::scratch::temp_dir_in(dir, "supportfunnel-spill-")?),
+        None => crate::scratch::temp_dir_in(&std::env::temp_dir(), "supportfunnel-spill-").ok(),
+    };
+    let spill = Arc::new(spill);
+    runtime = match spill.as_ref() {
+        Some(dir) => runtime.with_temp_file_path(dir.path()),
+        None => runtime.with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        ),
+    };
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         // Strings are read as Utf8, not Utf8View: see `tables` for why.

@@ -65,11 +65,18 @@ pub fn register(path: impl Into<PathBuf>) -> Registration {
 /// missing), registered while the returned handle lives and removed when it
 /// is dropped.
 pub fn temp_dir_in(base: &Path, prefix: &str) -> Result<TempDir> {
-    std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
+    let unusable = |e: std::io::Error| {
+        Error::invalid(format!(
+            "cannot create a temporary directory in {}: {e} (choose another with \
+             --temp-dir or [engine] temp_dir)",
+            base.display()
+        ))
+    };
+    std::fs::create_dir_all(base).map_err(unusable)?;
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(base)
-        .map_err(|e| Error::io(base, e))?;
+        .map_err(unusable)?;
     let registration = register(dir.path());
     Ok(TempDir {
         _registration: registration,

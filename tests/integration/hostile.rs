@@ -1177,3 +1177,30 @@ fn non_utf8_bytes_in_a_binary_id_column_are_a_clear_type_error() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unusable_temp_dir_only_stops_what_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // a directory cannot be made under a regular file, even by root
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = file.join("tmp");
+    let with_tmpdir = |args: &[&str]| bin().env("TMPDIR", &bad).args(args).output().unwrap();
+    // no spilling needed: works, spilling is off
+    let o = with_tmpdir(&[
+        "sql",
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM sessions",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = with_tmpdir(&["report", "--format", "csv"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // the SQL strategy needs a working directory: one line naming the flag
+    let o = with_tmpdir(&["report", "--strategy", "sql", "--format", "csv"]);
+    let err = assert_one_line_error(&o, "report with an unusable TMPDIR");
+    assert!(err.contains("--temp-dir"), "{err}");
+    // a --temp-dir that cannot be used is an error even for a plain query
+    let o = run(&["sql", "--temp-dir", bad.to_str().unwrap(), "SELECT 1"]);
+    assert!(assert_one_line_error(&o, "bad --temp-dir").contains("--temp-dir"));
+}
