@@ -132,7 +132,13 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
     // A temp dir the user named must work; when the system's does not (a
     // read-only container), queries still run and only spilling is off.
     let spill = match &opts.temp_dir {
-        Some(dir) => Some(crate::scratch::temp_dir_in(dir, "supportfunnel-spill-")?),
+        Some(dir) => {
+            // Temporary files never go among the inputs either.
+            inputs_of(opts)
+                .check_output(&dir.to_string_lossy())
+                .map_err(|e| Error::ReadOnly(format!("--temp-dir: {e}")))?;
+            Some(crate::scratch::temp_dir_in(dir, "supportfunnel-spill-")?)
+        }
         None => crate::scratch::temp_dir_in(&std::env::temp_dir(), "supportfunnel-spill-").ok(),
     };
     let spill = Arc::new(spill);

@@ -804,7 +804,12 @@ pub fn generate(opts: &GenOptions) -> Result<GenStats> {
     let started = Instant::now();
     let tmp = prepare_out(&opts.out, opts.overwrite)?;
     let _registered = crate::scratch::register(&tmp);
-    let result = generate_into(opts, &tmp);
+    // An interrupt that came as the last file was written still publishes
+    // nothing.
+    let result = generate_into(opts, &tmp).and_then(|stats| {
+        crate::scratch::check()?;
+        Ok(stats)
+    });
     match result {
         Ok(mut stats) => {
             if opts.out.exists() {

@@ -73,6 +73,7 @@ pub fn encode<W: Write + Send>(
                 writer.write(&RecordBatch::new_empty(schema.clone()))?;
             }
             for b in batches {
+                crate::scratch::check()?;
                 writer.write(b)?;
             }
         }
@@ -83,6 +84,7 @@ pub fn encode<W: Write + Send>(
                 .with_explicit_nulls(true)
                 .build::<_, datafusion::arrow::json::writer::LineDelimited>(w);
             for b in batches {
+                crate::scratch::check()?;
                 writer.write(b)?;
             }
             writer.finish()?;
@@ -93,6 +95,7 @@ pub fn encode<W: Write + Send>(
                 .build();
             let mut writer = ArrowWriter::try_new(w, schema.clone(), Some(props))?;
             for b in batches {
+                crate::scratch::check()?;
                 writer.write(b)?;
             }
             writer.close()?;
@@ -160,6 +163,8 @@ where
             .into_inner()
             .map_err(|e| Error::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        // An interrupted command publishes nothing, even a finished file.
+        crate::scratch::check()?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     })();
     if result.is_err() {
@@ -233,6 +238,9 @@ pub async fn put_atomically(
         writer.write_all(tail).await
     }
     .await;
+    // An interrupted command completes no upload.
+    let result =
+        result.and_then(|()| crate::scratch::check().map_err(|e| io::Error::other(e.to_string())));
     let result = match result {
         Ok(()) => writer.shutdown().await,
         Err(e) => {

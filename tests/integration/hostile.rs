@@ -553,6 +553,10 @@ fn writing_results_among_the_inputs_is_refused_elsewhere_allowed() {
     assert!(assert_one_line_error(&o, "insert via alias").contains("refusing to write"));
     let o = run(&["sql", "--output", &inside, "SELECT 1 AS a"]);
     assert!(assert_one_line_error(&o, "--output into events").contains("refusing to write"));
+    // temporary files do not go among the inputs either
+    let spill_inside = format!("{events}/tmp");
+    let o = run(&["report", "--strategy", "sql", "--temp-dir", &spill_inside]);
+    assert!(assert_one_line_error(&o, "--temp-dir in events").contains("--temp-dir: refusing"));
     let o = run(&["report", "--format", "csv", "--output", &inside]);
     assert!(assert_one_line_error(&o, "report into events").contains("refusing to write"));
     assert_eq!(walk(Path::new(&events)).len(), before);
