@@ -284,6 +284,12 @@ impl Config {
             .map_err(|e| Error::invalid(format!("{origin}: {e}")))?;
         let mut names = std::collections::HashSet::new();
         for t in &self.tables {
+            if t.uri.trim().is_empty() {
+                return Err(Error::invalid(format!(
+                    "{origin}: table `{}` has an empty uri (give a path or s3:// URL)",
+                    t.name
+                )));
+            }
             if !names.insert(t.name.as_str()) {
                 return Err(Error::invalid(format!(
                     "{origin}: table `{}` is configured twice",

@@ -54,6 +54,9 @@ pub struct EngineOptions {
     pub cached_sessions: bool,
 }
 
+/// Most plan partitions accepted (`--target-partitions`).
+pub const MAX_TARGET_PARTITIONS: usize = 256;
+
 /// Plan parallelism when a table is on an object store and
 /// `target_partitions` is not set (see [`bare_context`]).
 pub const REMOTE_MIN_PARTITIONS: usize = 8;
@@ -166,7 +169,13 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
             .map_err(|e| Error::invalid(format!("[datafusion] {key} = {value}: {e}")))?;
     }
     if let Some(n) = opts.target_partitions {
-        config = config.with_target_partitions(n.max(1));
+        if !(1..=MAX_TARGET_PARTITIONS).contains(&n) {
+            return Err(Error::invalid(format!(
+                "--target-partitions {n} is out of range: give 1 to {MAX_TARGET_PARTITIONS} \
+                 (each partition holds its own buffers: thousands exhaust memory)"
+            )));
+        }
+        config = config.with_target_partitions(n);
     } else if opts.reads_object_store() {
         // Over an object store a scan waits on requests, one file at a time
         // per partition: more partitions keep more requests in flight.

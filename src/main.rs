@@ -604,31 +604,82 @@ fn peak_memory_kib() -> Option<u64> {
         .ok()
 }
 
-/// SIGINT or SIGTERM, as (name, exit code): 128 + the signal number, as
-/// shells report a process killed by it.
-async fn interrupt_signal() -> (&'static str, u8) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => tokio::select! {
-                _ = int.recv() => ("SIGINT", 130),
-                _ = term.recv() => ("SIGTERM", 143),
-            },
-            // Without handlers the default action (exit) stays in place.
-            _ => std::future::pending().await,
+/// Waits for SIGINT and SIGTERM on a thread of its own, outside the async
+/// runtime: the runtime's signal driver only runs when a worker is idle, and
+/// a command keeping every worker busy (or swapping) would never hear one.
+/// The signals are blocked in every thread (the mask is inherited, so this
+/// runs before any other thread starts) and taken here with `sigwait`.
+///
+/// On the first signal the interrupt flag is set and the main thread told;
+/// if the process is still alive `STOP_GRACE` + 2 s later, or on a second
+/// signal, this thread removes the temporary files and exits itself.
+#[cfg(unix)]
+fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
+    // pthread_sigmask only changes this thread's mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let named = |sig: i32| {
+        if sig == libc::SIGINT {
+            ("SIGINT", 130u8)
+        } else {
+            ("SIGTERM", 143u8)
         }
-    }
-    #[cfg(not(unix))]
-    {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => ("Ctrl-C", 130),
-            Err(_) => std::future::pending().await,
+    };
+    let wait = move || {
+        let mut sig = 0;
+        // SAFETY: `set` is a valid signal set; `sig` a valid out-pointer.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        named(sig)
+    };
+    std::thread::spawn(move || {
+        let (name, code) = wait();
+        supportfunnel::scratch::interrupt();
+        let _ = tx.send((name, code));
+        // The main thread normally exits within STOP_GRACE; this is the
+        // backstop, and a second signal means "now".
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(wait());
+        });
+        let _ = done_rx.recv_timeout(STOP_GRACE + std::time::Duration::from_secs(2));
+        let left = supportfunnel::scratch::remove_all();
+        eprintln!(
+            "interrupted by {name}: stopped{}",
+            if left == 0 {
+                ", temporary files removed".to_string()
+            } else {
+                format!("; {left} temporary paths could not be removed")
+            }
+        );
+        std::process::exit(i32::from(code));
+    });
+    rx
+}
+
+/// Without Unix signals: Ctrl-C through the runtime.
+#[cfg(not(unix))]
+fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                supportfunnel::scratch::interrupt();
+                let _ = tx.send(("Ctrl-C", 130));
+            }
         }
-    }
+    });
+    rx
 }
 
 /// How long an interrupted command gets to stop by itself (futures dropped,
@@ -639,6 +690,8 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    // Before the runtime starts its threads (they inherit the signal mask).
+    let signals = watch_signals();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -655,7 +708,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         tokio::select! {
             done = &mut work => Ok(done),
-            signal = interrupt_signal() => Err(signal),
+            Ok(signal) = signals => Err(signal),
         }
     });
     match outcome {

@@ -85,9 +85,18 @@ impl Inputs {
     /// registered table's location, is that location, or holds it.
     pub fn check_output(&self, location: &str) -> Result<()> {
         let target = normalize(location);
+        // A directory written into may already hold links into an input
+        // (a `p=x` partition directory that is a symlink): those count too.
+        let mut targets = vec![target.clone()];
+        if !crate::storage::is_url(location) {
+            linked_dirs(Path::new(&target), &mut targets);
+        }
         for (name, input) in &self.tables {
             let input_n = normalize(input);
-            if nested(&target, &input_n) || nested(&input_n, &target) {
+            if targets
+                .iter()
+                .any(|t| nested(t, &input_n) || nested(&input_n, t))
+            {
                 return Err(Error::ReadOnly(format!(
                     "refusing to write to {location}: table `{name}` is read from {input}, \
                      and results are never written among the inputs"
@@ -137,6 +146,35 @@ fn normalize(location: &str) -> String {
     }
 }
 
+/// The resolved targets of the symbolic links to directories below `dir`
+/// (an existing directory), a few levels deep, as partitioned writes go.
+fn linked_dirs(dir: &Path, out: &mut Vec<String>) {
+    fn walk(dir: &Path, depth: usize, budget: &mut usize, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if *budget == 0 {
+                return;
+            }
+            *budget -= 1;
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                if let Ok(real) = p.canonicalize() {
+                    out.push(real.to_string_lossy().trim_end_matches('/').to_string());
+                }
+            } else if meta.is_dir() && depth > 0 {
+                walk(&p, depth - 1, budget, out);
+            }
+        }
+    }
+    let mut budget = 100_000;
+    walk(dir, 8, &mut budget, out);
+}
+
 /// Whether `inner` is `outer` or lies below it.
 fn nested(inner: &str, outer: &str) -> bool {
     if crate::storage::is_url(inner) != crate::storage::is_url(outer) {
@@ -180,5 +218,15 @@ mod tests {
         assert!(!refused(&under("out/result.parquet")));
         assert!(!refused("s3://bucket/messages-out/x.parquet"));
         assert!(!refused("s3://other/messages/x.parquet"));
+        // a partition directory under the target that links into the input
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        assert!(!refused(&under("out")));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&events, out.join("p=x")).unwrap();
+            assert!(refused(&under("out")));
+            assert!(refused(&under("out/")));
+        }
     }
 }

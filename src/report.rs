@@ -675,6 +675,9 @@ fn events_rows(engine: &Engine) -> u64 {
 /// Whole MiB, rounded up, so the figure given always suffices and can be
 /// passed back as it is (`--memory-limit 2505MiB`).
 fn iec(bytes: u64) -> String {
+    if bytes < 1 << 20 {
+        return format!("{bytes}B");
+    }
     format!("{}MiB", bytes.div_ceil(1 << 20))
 }
 

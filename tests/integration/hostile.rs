@@ -1208,3 +1208,35 @@ fn an_unusable_temp_dir_only_stops_what_needs_one() {
     let o = run(&["sql", "--temp-dir", bad.to_str().unwrap(), "SELECT 1"]);
     assert!(assert_one_line_error(&o, "bad --temp-dir").contains("--temp-dir"));
 }
+
+#[test]
+fn absurd_engine_settings_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            vec!["report", "--target-partitions", "100000"],
+            "--target-partitions 100000 is out of range",
+        ),
+        (
+            vec!["report", "--target-partitions", "0"],
+            "--target-partitions 0 is out of range",
+        ),
+        (
+            vec!["sql", "--memory-limit", "0", "SELECT 1"],
+            "--memory-limit",
+        ),
+        (vec!["report", "--strategy", "fastest"], "unknown strategy"),
+    ] {
+        let o = run(&args);
+        let err = stderr(&o);
+        assert!(
+            !o.status.success() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[[tables]]\nname = \"events\"\nuri = \"\"\n").unwrap();
+    let o = run(&["sql", "--config", cfg.to_str().unwrap(), "SELECT 1"]);
+    assert!(assert_one_line_error(&o, "empty uri").contains("table `events` has an empty uri"));
+}
