@@ -313,14 +313,20 @@ pub fn stderr(o: &Output) -> String {
 
 /// Rebuilds the events batch with `ts` in another unit / zone.
 pub fn with_ts(batch: &RecordBatch, ts: ArrayRef) -> RecordBatch {
+    with_column(batch, "ts", ts)
+}
+
+/// Rebuilds `batch` with column `name` replaced by `values` (any type).
+pub fn with_column(batch: &RecordBatch, name: &str, values: ArrayRef) -> RecordBatch {
+    let at = batch.schema().index_of(name).unwrap();
     let mut fields: Vec<Field> = batch
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields[2] = Field::new("ts", ts.data_type().clone(), true);
+    fields[at] = Field::new(name, values.data_type().clone(), true);
     let mut cols = batch.columns().to_vec();
-    cols[2] = ts;
+    cols[at] = values;
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }

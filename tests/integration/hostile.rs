@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, TimeZone, Utc};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use supportfunnel::report::{run_report, ReportOptions, ReportPath};
 use supportfunnel::{build_context, EngineOptions};
 
 use crate::common::{
-    bin, ev, events_batch, run, stderr, with_ts, write_one_message, write_parquet, Row,
+    bin, ev, events_batch, run, stderr, with_column, with_ts, write_one_message, write_parquet, Row,
 };
 
 fn sample(table: &str) -> String {
@@ -813,23 +813,6 @@ mod s3_faults {
         let server = S3Server::start(&["out"]);
         let mut s3 = server.settings(SECRET_KEY);
         let location = "s3://out/report/data.parquet";
-        let get = |s3: S3Config| async move {
-            use object_store::ObjectStoreExt;
-            let store = supportfunnel::storage::s3_builder(&s3)
-                .unwrap()
-                .with_bucket_name("out")
-                .build()
-                .unwrap();
-            let path = object_store::path::Path::from("report/data.parquet");
-            store
-                .get(&path)
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap()
-                .to_vec()
-        };
         let ctx = |s3: S3Config| {
             bare_context(&EngineOptions {
                 s3,
@@ -848,7 +831,7 @@ mod s3_faults {
             .await
             .unwrap();
         assert_eq!(server.faults.injected(), 1);
-        assert!(get(s3.clone()).await == v2);
+        assert!(crate::s3::get(&server, "report/data.parquet").await == v2);
         // every upload cut: the write fails, the previous object stays
         server
             .faults
@@ -860,7 +843,7 @@ mod s3_faults {
             .to_string();
         assert!(err.contains(location), "{err}");
         server.faults.clear();
-        assert!(get(s3).await == v2);
+        assert!(crate::s3::get(&server, "report/data.parquet").await == v2);
     }
 }
 
@@ -1149,22 +1132,13 @@ fn ten_kilobyte_ids() {
 #[test]
 fn non_utf8_bytes_in_a_binary_id_column_are_a_clear_type_error() {
     let dir = tempfile::tempdir().unwrap();
-    let batch = events_batch(&visits(2));
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields[1] = Field::new("user_id", DataType::Binary, true);
-    let mut cols = batch.columns().to_vec();
-    cols[1] = Arc::new(datafusion::arrow::array::BinaryArray::from(vec![
+    let user_ids = datafusion::arrow::array::BinaryArray::from(vec![
         Some(&[0xff, 0xfe, 0x00][..]),
         Some(&b"ok"[..]),
-    ]));
+    ]);
     write_parquet(
         &dir.path().join("events/bad.parquet"),
-        &RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+        &with_column(&events_batch(&visits(2)), "user_id", Arc::new(user_ids)),
     );
     write_one_message(&dir.path().join("messages/m.parquet"));
     let o = run(&[

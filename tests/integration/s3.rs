@@ -182,7 +182,7 @@ async fn keys(server: &S3Server, prefix: &str) -> Vec<String> {
     keys
 }
 
-async fn get(server: &S3Server, key: &str) -> Vec<u8> {
+pub(crate) async fn get(server: &S3Server, key: &str) -> Vec<u8> {
     let store = s3_builder(&server.settings(SECRET_KEY))
         .unwrap()
         .with_bucket_name("out")
