@@ -48,7 +48,8 @@ fn bench_report(c: &mut Criterion) {
     let opts = EngineOptions::new(
         dir.join("events").to_string_lossy(),
         dir.join("messages").to_string_lossy(),
-    );
+    )
+    .unwrap();
     let mut group = c.benchmark_group("report");
     group.sample_size(10);
     group.bench_function("1M_events_default_period", |b| {

@@ -17,7 +17,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicr
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use supportfunnel::context::{bare_context, EngineOptions};
+use supportfunnel::context::{context_without_tables, EngineOptions};
 use supportfunnel::udwf::{session_starts, SessionRule, DEFAULT_MAX_SPAN_NANOS};
 
 fn rows() -> usize {
@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let ctx = bare_context(&EngineOptions::default()).unwrap();
+    let ctx = context_without_tables(&EngineOptions::default()).unwrap();
     table(&ctx, &users, &ts);
     // The same query shape with the built-in `lag` (also a bounded window
     // function) as the yardstick for the operator's own cost.

@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::location::Location;
 
 /// The whole file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -79,6 +80,10 @@ pub struct Config {
     /// The reports the scheduled job computes.
     #[serde(default)]
     pub reports: Vec<JobReport>,
+    /// Where the config came from (the file's path), for errors found after
+    /// parsing; empty for the default config.
+    #[serde(skip)]
+    pub origin: String,
 }
 
 /// One table.
@@ -141,7 +146,7 @@ impl S3Config {
             v.as_deref()
                 .map(|s| {
                     humantime::parse_duration(s).map_err(|e| {
-                        Error::invalid(format!(
+                        Error::usage(format!(
                             "[storage.s3] {key} = \"{s}\": {e} (write a duration such as \"30s\" or \"2m\")"
                         ))
                     })
@@ -254,7 +259,7 @@ impl JobReport {
                 .filter(|n| (1..=3660).contains(n)),
         };
         days.ok_or_else(|| {
-            Error::invalid(format!(
+            Error::usage(format!(
                 "report `{}`: period `{}` is not daily, weekly, trailing_28d or <N>d",
                 self.name, self.period
             ))
@@ -265,9 +270,12 @@ impl JobReport {
 impl Config {
     /// Parses a config from TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| Error::invalid(format!("{origin}: {}", e.to_string().trim_end())))?;
-        config.check(origin)?;
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            origin: origin.to_string(),
+            problem: e.to_string().trim_end().to_string(),
+        })?;
+        config.origin = origin.to_string();
+        config.check()?;
         Ok(config)
     }
 
@@ -277,51 +285,71 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
-    fn check(&self, origin: &str) -> Result<()> {
+    /// An error about this config, naming where it came from.
+    pub fn error(&self, problem: impl Into<String>) -> Error {
+        Error::Config {
+            origin: if self.origin.is_empty() {
+                "config".into()
+            } else {
+                self.origin.clone()
+            },
+            problem: problem.into(),
+        }
+    }
+
+    /// The location of a configured table, parsed.
+    pub fn location_of(&self, table: &TableConfig) -> Result<Location> {
+        Location::parse(&table.uri).map_err(|e| self.error(format!("table `{}`: {e}", table.name)))
+    }
+
+    fn check(&self) -> Result<()> {
         self.storage
             .s3
             .durations()
-            .map_err(|e| Error::invalid(format!("{origin}: {e}")))?;
+            .map_err(|e| self.error(e.to_string()))?;
         let mut names = std::collections::HashSet::new();
         for t in &self.tables {
             if t.uri.trim().is_empty() {
-                return Err(Error::invalid(format!(
-                    "{origin}: table `{}` has an empty uri (give a path or s3:// URL)",
+                return Err(self.error(format!(
+                    "table `{}` has an empty uri (give a path or s3:// URL)",
                     t.name
                 )));
             }
+            self.location_of(t)?;
             if !names.insert(t.name.as_str()) {
-                return Err(Error::invalid(format!(
-                    "{origin}: table `{}` is configured twice",
-                    t.name
-                )));
+                return Err(self.error(format!("table `{}` is configured twice", t.name)));
+            }
+        }
+        if let Some(output) = &self.output {
+            Location::parse(&output.location)
+                .map_err(|e| self.error(format!("[output] location: {e}")))?;
+            if let Some(s) = &output.sessions_location {
+                Location::parse(s)
+                    .map_err(|e| self.error(format!("[output] sessions_location: {e}")))?;
             }
         }
         let mut reports = std::collections::HashSet::new();
         for r in &self.reports {
-            r.days()?;
+            r.days().map_err(|e| self.error(e.to_string()))?;
             if r.name.is_empty()
                 || !r
                     .name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                return Err(Error::invalid(format!(
-                    "{origin}: report name `{}` must be letters, digits, `_` or `-`",
+                return Err(self.error(format!(
+                    "report name `{}` must be letters, digits, `_` or `-`",
                     r.name
                 )));
             }
             if !reports.insert(r.name.as_str()) {
-                return Err(Error::invalid(format!(
-                    "{origin}: report `{}` is configured twice",
-                    r.name
-                )));
+                return Err(self.error(format!("report `{}` is configured twice", r.name)));
             }
         }
         for key in self.datafusion.keys() {
             if !key.starts_with("datafusion.") {
-                return Err(Error::invalid(format!(
-                    "{origin}: [datafusion] key `{key}` must be a full option name such as \
+                return Err(self.error(format!(
+                    "[datafusion] key `{key}` must be a full option name such as \
                      datafusion.execution.batch_size"
                 )));
             }

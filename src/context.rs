@@ -14,22 +14,41 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::cache::CachedSessions;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::readonly::Inputs;
 use crate::tables::{self, TableInfo, EVENTS, MESSAGES};
 use crate::{udf, udwf, views};
 
-/// Default events location: the bundled sample.
-pub const SAMPLE_EVENTS: &str = "data/sample/events";
-/// Default messages location: the bundled sample.
-pub const SAMPLE_MESSAGES: &str = "data/sample/messages";
+/// A table to register: its name in SQL, where its files are, and the Hive
+/// partition columns its files must have (when a config names them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSource {
+    /// Table name in SQL. `events` and `messages` are the contract tables
+    /// (checked against spec §1, with the derived views); any other name is
+    /// a plain Parquet table for ad-hoc SQL.
+    pub name: String,
+    /// Where its Parquet files are.
+    pub location: Location,
+    /// Partition columns the directory layout must have; unchecked when `None`.
+    pub partition_cols: Option<Vec<String>>,
+}
+
+impl TableSource {
+    /// A table at `location` with no partition check.
+    pub fn new(name: impl Into<String>, location: Location) -> Self {
+        Self {
+            name: name.into(),
+            location,
+            partition_cols: None,
+        }
+    }
+}
 
 /// Everything needed to build a context.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
-    /// Path or URL of the `events` dataset; `None` registers no events table.
-    pub events: Option<String>,
-    /// Path or URL of the `messages` dataset; `None` registers no messages table.
-    pub messages: Option<String>,
+    /// The tables to register, contract tables first.
+    pub tables: Vec<TableSource>,
     /// Memory the query may use before operators spill to disk (bytes);
     /// `None` means unbounded.
     pub memory_limit: Option<usize>,
@@ -43,11 +62,6 @@ pub struct EngineOptions {
     pub s3: S3Config,
     /// DataFusion options (`datafusion.*` key, value), applied in order.
     pub datafusion_options: Vec<(String, String)>,
-    /// Hive partition columns the events / messages files must have, when
-    /// the config file names them.
-    pub partition_cols: Vec<(String, Vec<String>)>,
-    /// More Parquet tables for ad-hoc SQL: (name, location).
-    pub extra_tables: Vec<(String, String)>,
     /// Register `sessions` as [`crate::cache::CachedSessions`] (computed by
     /// the native path once per state of the files) instead of the view,
     /// when the native path fits in memory. For interactive SQL.
@@ -58,26 +72,30 @@ pub struct EngineOptions {
 pub const MAX_TARGET_PARTITIONS: usize = 256;
 
 /// Plan parallelism when a table is on an object store and
-/// `target_partitions` is not set (see [`bare_context`]).
+/// `target_partitions` is not set (see [`context_without_tables`]).
 pub const REMOTE_MIN_PARTITIONS: usize = 8;
 
 impl EngineOptions {
-    /// Whether any table is read from an object store (not a local path).
-    pub fn reads_object_store(&self) -> bool {
-        [&self.events, &self.messages]
-            .into_iter()
-            .flatten()
-            .chain(self.extra_tables.iter().map(|(_, l)| l))
-            .any(|l| crate::storage::is_url(l))
+    /// Options reading the `events` and `messages` datasets at the given
+    /// paths or URLs, everything else default.
+    pub fn new(events: impl AsRef<str>, messages: impl AsRef<str>) -> Result<Self> {
+        Ok(Self {
+            tables: vec![
+                TableSource::new(EVENTS.name, Location::parse(events.as_ref())?),
+                TableSource::new(MESSAGES.name, Location::parse(messages.as_ref())?),
+            ],
+            ..Self::default()
+        })
     }
 
-    /// Options reading the given events and messages locations.
-    pub fn new(events: impl Into<String>, messages: impl Into<String>) -> Self {
-        Self {
-            events: Some(events.into()),
-            messages: Some(messages.into()),
-            ..Self::default()
-        }
+    /// The table named `name`, if any.
+    pub fn table(&self, name: &str) -> Option<&TableSource> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// Whether any table is read from an object store (not a local path).
+    pub fn reads_object_store(&self) -> bool {
+        self.tables.iter().any(|t| t.location.is_remote())
     }
 }
 
@@ -92,34 +110,19 @@ pub struct Engine {
     pub options: EngineOptions,
 }
 
-/// Where the bundled sample lives: `data/sample/<table>` under the current
-/// directory when present (a checkout), else under the crate's own source
-/// directory (an installed binary run from elsewhere on a dev machine).
-pub fn sample_location(table: &str) -> String {
-    let rel = format!("data/sample/{table}");
-    if std::path::Path::new(&rel).exists() {
-        return rel;
-    }
-    let abs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(&rel);
-    if abs.exists() {
-        abs.to_string_lossy().into_owned()
-    } else {
-        rel
-    }
-}
-
 /// Share of `--memory-limit` given to DataFusion's memory pool; the rest is
 /// headroom for memory the pool does not track (Parquet decoding and
-/// writing, batches in flight). Measured on the 200M-event report with
-/// `--memory-limit 2GiB`: 60% peaked at 2,613 MiB, 50% at 2,214 MiB.
+/// writing, batches in flight). Chosen by measuring the process's peak
+/// against the limit (docs/PERFORMANCE.md, "Memory").
 pub const POOL_SHARE: f64 = 0.5;
 
-/// A context with the runtime, config and functions, but no tables.
-pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
+/// A context with the runtime, config and functions, but no tables (the
+/// UDWF tests and benches register their own).
+pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = opts.memory_limit {
         if limit == 0 {
-            return Err(Error::invalid("--memory-limit must be more than 0 bytes"));
+            return Err(Error::usage("--memory-limit must be more than 0 bytes"));
         }
         // FairSpillPool shares the pool among spilling operators so that
         // sorts and aggregations spill instead of failing one another. The
@@ -138,7 +141,7 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
         Some(dir) => {
             // Temporary files never go among the inputs either.
             inputs_of(opts)
-                .check_output(&dir.to_string_lossy())
+                .check_output(&Location::Local(dir.clone()))
                 .map_err(|e| Error::ReadOnly(format!("--temp-dir: {e}")))?;
             Some(crate::scratch::temp_dir_in(dir, "supportfunnel-spill-")?)
         }
@@ -166,11 +169,11 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
         config
             .options_mut()
             .set(key, value)
-            .map_err(|e| Error::invalid(format!("[datafusion] {key} = {value}: {e}")))?;
+            .map_err(|e| Error::usage(format!("[datafusion] {key} = {value}: {e}")))?;
     }
     if let Some(n) = opts.target_partitions {
         if !(1..=MAX_TARGET_PARTITIONS).contains(&n) {
-            return Err(Error::invalid(format!(
+            return Err(Error::usage(format!(
                 "--target-partitions {n} is out of range: give 1 to {MAX_TARGET_PARTITIONS} \
                  (each partition holds its own buffers: thousands exhaust memory)"
             )));
@@ -178,9 +181,8 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
         config = config.with_target_partitions(n);
     } else if opts.reads_object_store() {
         // Over an object store a scan waits on requests, one file at a time
-        // per partition: more partitions keep more requests in flight.
-        // Measured (1M events, 90 files, S3-compatible server on loopback):
-        // 14.3 s with 2 partitions, 4.2 s with 8; local files 2.0 s either way.
+        // per partition: more partitions keep more requests in flight
+        // (docs/PERFORMANCE.md, "Object stores").
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         config = config.with_target_partitions(cores.max(REMOTE_MIN_PARTITIONS));
     }
@@ -197,10 +199,10 @@ pub fn bare_context(opts: &EngineOptions) -> Result<SessionContext> {
 /// The tables and views `build_context` registers for `opts`, which
 /// statements and results may not write into (see [`crate::readonly`]).
 fn inputs_of(opts: &EngineOptions) -> Inputs {
-    let tables = [(EVENTS.name, &opts.events), (MESSAGES.name, &opts.messages)]
-        .into_iter()
-        .filter_map(|(n, l)| Some((n.to_string(), l.clone()?)))
-        .chain(opts.extra_tables.iter().cloned())
+    let tables = opts
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.location.clone()))
         .collect();
     let views = views::EVENT_VIEWS
         .iter()
@@ -217,12 +219,12 @@ pub fn register_functions(ctx: &SessionContext) {
 }
 
 /// Builds the context: runtime, functions, tables (validated), and, when both
-/// tables are there, the derived views.
+/// contract tables are there, the derived views.
 pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
-    let ctx = bare_context(opts)?;
+    let ctx = context_without_tables(opts)?;
     let mut infos = Vec::new();
-    if let Some(events) = &opts.events {
-        let info = tables::register_table(&ctx, &EVENTS, events).await?;
+    if let Some(events) = opts.table(EVENTS.name) {
+        let info = tables::register_table(&ctx, &EVENTS, &events.location).await?;
         views::register_event_views(&ctx).await?;
         if opts.cached_sessions && crate::history::native_fits(info.rows, opts.memory_limit) {
             let ts = info.schema.field_with_name("ts")?.data_type().clone();
@@ -230,29 +232,35 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
             ctx.deregister_table("sessions")?;
             ctx.register_table("sessions", Arc::new(CachedSessions::new(provider, &ts)))?;
         }
-        infos.push(info);
+        infos.push((events, info));
     }
-    if let Some(messages) = &opts.messages {
-        infos.push(tables::register_table(&ctx, &MESSAGES, messages).await?);
+    if let Some(messages) = opts.table(MESSAGES.name) {
+        let info = tables::register_table(&ctx, &MESSAGES, &messages.location).await?;
         views::register_message_views(&ctx).await?;
+        infos.push((messages, info));
     }
-    for (name, expected) in &opts.partition_cols {
-        if let Some(info) = infos.iter().find(|i| &i.name == name) {
+    for (source, info) in &infos {
+        if let Some(expected) = &source.partition_cols {
             if &info.partition_columns != expected {
-                return Err(Error::invalid(format!(
-                    "table `{name}` at {}: the config says partition_cols = {expected:?}, \
-                     the files are partitioned by {:?}",
-                    info.location, info.partition_columns
-                )));
+                return Err(Error::location(
+                    &info.location,
+                    format!(
+                        "table `{}`: the config says partition_cols = {expected:?}, \
+                         the files are partitioned by {:?}",
+                        info.name, info.partition_columns
+                    ),
+                ));
             }
         }
     }
-    for (name, location) in &opts.extra_tables {
-        tables::register_plain_parquet(&ctx, name, location).await?;
+    for t in &opts.tables {
+        if t.name != EVENTS.name && t.name != MESSAGES.name {
+            tables::register_plain_parquet(&ctx, &t.name, &t.location).await?;
+        }
     }
     Ok(Engine {
         ctx,
-        tables: infos,
+        tables: infos.into_iter().map(|(_, info)| info).collect(),
         options: opts.clone(),
     })
 }
@@ -260,11 +268,11 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
 /// Parses a human byte size such as `2GiB`, `512MB` or `1073741824`.
 pub fn parse_bytes(s: &str) -> Result<usize> {
     let size: bytesize::ByteSize = s.trim().parse().map_err(|e| {
-        Error::invalid(format!(
+        Error::usage(format!(
             "`{s}` is not a size (try 2GiB, 512MB or a byte count): {e}"
         ))
     })?;
-    usize::try_from(size.as_u64()).map_err(|_| Error::invalid(format!("`{s}` is too large")))
+    usize::try_from(size.as_u64()).map_err(|_| Error::usage(format!("`{s}` is too large")))
 }
 
 #[cfg(test)]
@@ -274,7 +282,7 @@ mod tests {
     #[test]
     fn remote_tables_get_more_partitions_unless_set() {
         let parts = |o: &EngineOptions| {
-            bare_context(o)
+            context_without_tables(o)
                 .unwrap()
                 .state()
                 .config()
@@ -282,10 +290,10 @@ mod tests {
                 .execution
                 .target_partitions
         };
-        let remote = EngineOptions::new("s3://lake/events/", "data/sample/messages");
+        let remote = EngineOptions::new("s3://lake/events/", "data/sample/messages").unwrap();
         assert!(remote.reads_object_store());
         assert!(parts(&remote) >= REMOTE_MIN_PARTITIONS);
-        let local = EngineOptions::new("data/sample/events", "data/sample/messages");
+        let local = EngineOptions::new("data/sample/events", "data/sample/messages").unwrap();
         assert!(!local.reads_object_store());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(parts(&local), cores);

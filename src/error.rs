@@ -1,9 +1,13 @@
-//! The library's one error type.
+//! The library's one error type, one variant per source: the query engine,
+//! file formats, object stores and S3, local files, locations, the data
+//! contract, the config file, arguments, the read-only rule, memory,
+//! interrupts.
 //!
-//! Every variant says *what* went wrong and *where* (table, column, file or
-//! URL) in one line, because a data engineer reading a scheduler log has
-//! nothing else to go on. Secrets never go into messages: object-store errors
-//! are passed through as object_store renders them, which omits credentials.
+//! Every variant says *what* went wrong and *where* (table, column, file,
+//! URL or config key) in one line, because a data engineer reading a
+//! scheduler log has nothing else to go on. Secrets never go into messages:
+//! object-store errors are passed through as object_store renders them,
+//! which omits credentials.
 
 use std::path::PathBuf;
 
@@ -15,7 +19,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// Query planning or execution failed inside DataFusion.
     #[error(transparent)]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    Query(#[from] datafusion::error::DataFusionError),
 
     /// Arrow kernel or IPC/CSV/JSON writer failure.
     #[error(transparent)]
@@ -28,6 +32,28 @@ pub enum Error {
     /// An object store (S3, local) refused or failed a request.
     #[error(transparent)]
     ObjectStore(#[from] object_store::Error),
+
+    /// S3 refused a request in a way worth explaining (credentials, a
+    /// missing bucket), with S3's error code when its response had one.
+    #[error("{location}: {problem}")]
+    S3 {
+        /// The URL involved.
+        location: String,
+        /// S3's `<Code>` (`AccessDenied`, `NoSuchBucket`, …), if known.
+        code: Option<String>,
+        /// What it means and what to check.
+        problem: String,
+    },
+
+    /// A path or URL that cannot be used as given (malformed, unsupported
+    /// scheme, a bucket where an object is needed).
+    #[error("{location}: {problem}")]
+    Location {
+        /// The path or URL as given.
+        location: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 
     /// A local file or directory could not be read or written.
     #[error("{}: {source}", path.display())]
@@ -80,9 +106,18 @@ pub enum Error {
         message: String,
     },
 
-    /// A bad argument or option value.
+    /// A config file that does not parse or does not make sense.
+    #[error("{origin}: {problem}")]
+    Config {
+        /// The file (or other origin) the config came from.
+        origin: String,
+        /// What is wrong, naming the key.
+        problem: String,
+    },
+
+    /// A bad argument or option value (a flag, or a setting once resolved).
     #[error("{0}")]
-    Invalid(String),
+    Usage(String),
 
     /// A statement that would write into a table the report reads, or a
     /// result written where a registered table lives.
@@ -97,12 +132,31 @@ pub enum Error {
     /// The work was stopped by an interrupt (SIGINT or SIGTERM).
     #[error("interrupted")]
     Interrupted,
+
+    /// One of our own queries returned something it never should (a bug,
+    /// not a data problem).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
-    /// Shorthand for [`Error::Invalid`].
+    /// Shorthand for [`Error::Usage`].
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage(msg.into())
+    }
+
+    /// TEMPORARY alias of [`Error::usage`] while gen.rs is reworked.
+    #[doc(hidden)]
     pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::Invalid(msg.into())
+        Error::Usage(msg.into())
+    }
+
+    /// Shorthand for [`Error::Location`].
+    pub fn location(location: impl ToString, problem: impl Into<String>) -> Self {
+        Error::Location {
+            location: location.to_string(),
+            problem: problem.into(),
+        }
     }
 
     /// Wraps an I/O error with the path it concerns.

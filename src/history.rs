@@ -963,13 +963,7 @@ fn physical_memory() -> u64 {
 
 /// Ticks of a timestamp type per second.
 pub fn ticks_per_second(dt: &DataType) -> i64 {
-    use datafusion::arrow::datatypes::TimeUnit;
-    match dt {
-        DataType::Timestamp(TimeUnit::Second, _) => 1,
-        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000,
-        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000_000,
-        _ => 1_000_000_000,
-    }
+    crate::timestamps::ticks_per_second(crate::timestamps::unit_of(dt))
 }
 
 impl History {
@@ -999,7 +993,7 @@ impl History {
         for t in tasks {
             chunks.push(
                 t.await
-                    .map_err(|e| Error::invalid(format!("event scan task failed: {e}")))??,
+                    .map_err(|e| Error::Internal(format!("event scan task failed: {e}")))??,
             );
         }
         // Counts, and the event_id hashes seen twice.
@@ -1313,7 +1307,7 @@ impl History {
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(Error::invalid("session thread panicked")))
+                        .unwrap_or_else(|_| Err(Error::Internal("session thread panicked".into())))
                 })
                 .collect()
         });
@@ -1492,7 +1486,7 @@ impl History {
 
 fn slim(r: &FullRow, users: &Keys, convs: &Keys) -> Result<Slim> {
     let missing = || {
-        Error::invalid(format!(
+        Error::Internal(format!(
             "event {} was not seen by the first scan",
             r.event_id
         ))

@@ -35,9 +35,10 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::context::Engine;
 use crate::error::{Error, Result};
-use crate::output::{encode, put_atomically, FailPoint, Format};
-use crate::period::parse_tz;
+use crate::location::Location;
+use crate::output::{encode, put_atomically, Format};
 use crate::report::{run_report, ReportOptions};
+use crate::settings::Settings;
 
 /// One object the job wrote.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -85,28 +86,22 @@ pub fn result_location(base: &str, name: &str, date: NaiveDate) -> String {
     )
 }
 
-/// Runs every report of `config` for `date`. `fail` injects a failure into
-/// the writes (tests).
+/// Runs every report of `config` for `date`, in the zone and with the
+/// filters of `settings` (resolved from the same config).
 pub async fn run_job(
     engine: &Engine,
+    settings: &Settings,
     config: &Config,
     date: NaiveDate,
-    fail: Option<FailPoint>,
 ) -> Result<JobSummary> {
     let started = Instant::now();
     let output = config
         .output
         .as_ref()
-        .ok_or_else(|| Error::invalid("the config has no [output] location for the job"))?;
+        .ok_or_else(|| config.error("no [output] location for the job"))?;
     if config.reports.is_empty() {
-        return Err(Error::invalid(
-            "the config has no [[reports]]: nothing for the job to do",
-        ));
+        return Err(config.error("no [[reports]]: nothing for the job to do"));
     }
-    let tz = match &config.defaults.tz {
-        Some(z) => parse_tz(z)?,
-        None => chrono_tz::Tz::UTC,
-    };
     let mut summary = JobSummary {
         date: date.format("%Y-%m-%d").to_string(),
         written: Vec::new(),
@@ -119,7 +114,7 @@ pub async fn run_job(
             let days = job.days()?;
             let sessions_base = if job.sessions {
                 Some(output.sessions_location.as_deref().ok_or_else(|| {
-                    Error::invalid(format!(
+                    config.error(format!(
                         "report `{}` wants sessions but [output] has no sessions_location",
                         job.name
                     ))
@@ -130,14 +125,14 @@ pub async fn run_job(
             let opts = ReportOptions {
                 from: Some(date - Duration::days(i64::from(days))),
                 to: Some(date),
-                tz: Some(tz),
-                tags: config.defaults.tags.clone(),
-                content_types: config.defaults.content_types.clone(),
-                senders: config.defaults.senders.clone(),
+                tz: Some(settings.tz),
+                tags: settings.filters.tags.clone(),
+                content_types: settings.filters.content_types.clone(),
+                senders: settings.filters.senders.clone(),
                 progress: None,
                 keep_sessions: job.sessions,
                 path: Default::default(),
-                now: None,
+                now: Some(settings.now),
             };
             let report = run_report(engine, &opts).await?;
             let mut written = Vec::new();
@@ -149,7 +144,7 @@ pub async fn run_job(
                 &mut bytes,
             )?;
             let location = result_location(&output.location, &job.name, date);
-            put_atomically(&engine.ctx, &location, bytes, fail).await?;
+            put_atomically(&engine.ctx, &Location::parse(&location)?, bytes).await?;
             written.push(Written {
                 report: job.name.clone(),
                 table: "report",
@@ -160,7 +155,7 @@ pub async fn run_job(
                 let mut bytes = Vec::new();
                 encode(Format::Parquet, schema, batches, &mut bytes)?;
                 let location = result_location(base, &job.name, date);
-                put_atomically(&engine.ctx, &location, bytes, fail).await?;
+                put_atomically(&engine.ctx, &Location::parse(&location)?, bytes).await?;
                 written.push(Written {
                     report: job.name.clone(),
                     table: "sessions",

@@ -1,29 +1,51 @@
 //! supportfunnel: the support funnel report on Apache DataFusion.
 //!
-//! The library registers a company's support `events` and proactive
-//! `messages` (Parquet, local or S3) as DataFusion tables, adds the
-//! `session_start` window function and the derived views of the report spec,
-//! and runs SQL over them. The binary (`src/main.rs`) is a thin CLI over it.
+//! The library is the engine. It registers a company's support `events` and
+//! proactive `messages` (Parquet, local or S3) as DataFusion tables, adds
+//! the `session_start` window function and the derived views of the report
+//! spec, runs ad-hoc SQL and the report over them, and writes results. The
+//! `supportfunnel` binary (`src/main.rs`, `src/cli/`) is a thin command line
+//! over it; without default features (`cargo build --no-default-features
+//! --lib`) the library builds alone, with none of the terminal's crates.
 //!
-//! Start with [`context::build_context`].
+//! Where to start:
+//! * [`settings::Settings::resolve`]: flags over config over defaults;
+//! * [`context::build_context`]: the session with tables, functions, views;
+//! * [`report::run_report`]: the report; [`job::run_job`]: the scheduled job;
+//! * [`udwf`]: the `session_start` window function.
+//!
+//! The modules by layer:
+//! * settings: [`config`] (the TOML file), [`settings`], [`location`];
+//! * tables: [`tables`] (the data contract), [`views`] (`queries/views/`),
+//!   [`cache`], [`readonly`];
+//! * functions: [`udwf`], [`udf`], [`timestamps`];
+//! * queries: [`query`], [`report`] (`queries/report/`), [`history`] (the
+//!   report's native path), [`period`], [`progress`];
+//! * io: [`storage`] (object stores), [`output`], [`job`], [`display`],
+//!   [`scratch`] (temporary files and interrupts);
+//! * [`gen`] (feature `gen`): the synthetic data generator.
 
 pub mod cache;
 pub mod config;
 pub mod context;
+pub mod display;
 pub mod error;
+#[cfg(feature = "gen")]
 pub mod gen;
 pub mod history;
 pub mod job;
+pub mod location;
 pub mod output;
 pub mod period;
 pub mod progress;
+pub mod query;
 pub mod readonly;
-pub mod render;
 pub mod report;
 pub mod scratch;
-pub mod sql;
+pub mod settings;
 pub mod storage;
 pub mod tables;
+pub mod timestamps;
 pub mod udf;
 pub mod udwf;
 pub mod views;

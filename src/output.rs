@@ -19,6 +19,7 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
+use crate::location::Location;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,7 +43,7 @@ impl FromStr for Format {
             "csv" => Ok(Format::Csv),
             "json" | "ndjson" => Ok(Format::Json),
             "parquet" => Ok(Format::Parquet),
-            _ => Err(Error::invalid(format!(
+            _ => Err(Error::usage(format!(
                 "unknown format `{s}` (expected table, csv, json or parquet)"
             ))),
         }
@@ -118,7 +119,7 @@ pub fn write_result(
     match output {
         None => {
             if format == Format::Parquet {
-                return Err(Error::invalid(
+                return Err(Error::usage(
                     "Parquet is not written to a terminal: give an output file",
                 ));
             }
@@ -144,10 +145,10 @@ where
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if path.is_dir() {
-        return Err(Error::invalid(format!(
-            "{}: is a directory; a result is written to a file, not into a directory",
-            path.display()
-        )));
+        return Err(Error::location(
+            path.display(),
+            "is a directory; a result is written to a file, not into a directory",
+        ));
     }
     let name = path
         .file_name()
@@ -173,71 +174,44 @@ where
     result
 }
 
-/// Where a write may be made to fail on purpose (tests of atomicity).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailPoint {
-    /// Give up after half of the bytes of an object have been sent.
-    MidWrite,
-}
-
-/// Writes `bytes` to `location` (a local path or an object store URL) so that
-/// a reader sees the previous object or the complete new one, never a part:
-/// local files are renamed into place, objects are sent with one PUT or a
-/// multipart upload that only becomes visible when completed (S3's own
-/// guarantee), and that is aborted on failure.
+/// Writes `bytes` to `location` so that a reader sees the previous object
+/// or the complete new one, never a part: local files are renamed into
+/// place, objects are sent with one PUT or a multipart upload that only
+/// becomes visible when completed (S3's own guarantee), and that is aborted
+/// on failure.
 pub async fn put_atomically(
     ctx: &datafusion::prelude::SessionContext,
-    location: &str,
+    location: &Location,
     bytes: Vec<u8>,
-    fail: Option<FailPoint>,
 ) -> Result<()> {
     use object_store::ObjectStore;
     use tokio::io::AsyncWriteExt;
 
     crate::readonly::Inputs::of(ctx).check_output(location)?;
 
-    if !crate::storage::is_url(location) {
-        let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
-        return write_file_atomically(path, |w| {
-            let (head, tail) = bytes.split_at(bytes.len() / 2);
-            w.write_all(head).map_err(|e| Error::io(path, e))?;
-            if fail == Some(FailPoint::MidWrite) {
-                return Err(Error::invalid(format!(
-                    "{location}: injected failure after {} of {} bytes",
-                    head.len(),
-                    bytes.len()
-                )));
-            }
-            w.write_all(tail).map_err(|e| Error::io(path, e))
-        });
-    }
-    let url = url::Url::parse(location).map_err(|e| Error::invalid(format!("{location}: {e}")))?;
-    crate::storage::ensure_store(ctx, &url)?;
+    let url = match location {
+        Location::Local(path) => {
+            return write_file_atomically(path, |w| {
+                w.write_all(&bytes).map_err(|e| Error::io(path, e))
+            })
+        }
+        Location::Remote(url) => url,
+    };
+    crate::storage::ensure_store(ctx, url)?;
     let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
         &url[..url::Position::BeforePath],
     )?;
     let store: Arc<dyn ObjectStore> = ctx.runtime_env().object_store(&store_url)?;
     let path = object_store::path::Path::from_url_path(url.path())
-        .map_err(|e| Error::invalid(format!("{location}: {e}")))?;
-    if path.as_ref().is_empty() || location.ends_with('/') {
-        return Err(Error::invalid(format!(
-            "{location}: an output needs an object name, not a bucket or a prefix"
-        )));
+        .map_err(|e| Error::location(location, e.to_string()))?;
+    if path.as_ref().is_empty() || url.path().ends_with('/') {
+        return Err(Error::location(
+            location,
+            "an output needs an object name, not a bucket or a prefix",
+        ));
     }
-    let total = bytes.len();
     let mut writer = object_store::buffered::BufWriter::new(store, path);
-    let (head, tail) = bytes.split_at(total / 2);
-    let result = async {
-        writer.write_all(head).await?;
-        if fail == Some(FailPoint::MidWrite) {
-            return Err(io::Error::other(format!(
-                "injected failure after {} of {total} bytes",
-                head.len()
-            )));
-        }
-        writer.write_all(tail).await
-    }
-    .await;
+    let result = writer.write_all(&bytes).await;
     // An interrupted command completes no upload.
     let result =
         result.and_then(|()| crate::scratch::check().map_err(|e| io::Error::other(e.to_string())));
@@ -251,7 +225,7 @@ pub async fn put_atomically(
             Err(e)
         }
     };
-    result.map_err(|e| Error::invalid(format!("writing {location}: {e}")))
+    result.map_err(|e| Error::location(location, format!("writing failed: {e}")))
 }
 
 /// Encodes the result and writes it to `location` atomically (see
@@ -261,18 +235,19 @@ pub async fn write_result_to(
     format: Format,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    location: Option<&str>,
+    location: Option<&Location>,
 ) -> Result<()> {
-    if let Some(loc) = location {
-        crate::readonly::Inputs::of(ctx).check_output(loc)?;
-    }
     match location {
-        Some(loc) if crate::storage::is_url(loc) => {
+        Some(loc @ Location::Remote(_)) => {
+            crate::readonly::Inputs::of(ctx).check_output(loc)?;
             let mut bytes = Vec::new();
             encode(format, schema, batches, &mut bytes)?;
-            put_atomically(ctx, loc, bytes, None).await
+            put_atomically(ctx, loc, bytes).await
         }
-        Some(loc) => write_result(format, schema, batches, Some(Path::new(loc))),
+        Some(loc @ Location::Local(path)) => {
+            crate::readonly::Inputs::of(ctx).check_output(loc)?;
+            write_result(format, schema, batches, Some(path))
+        }
         None => write_result(format, schema, batches, None),
     }
 }

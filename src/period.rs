@@ -38,7 +38,7 @@ pub struct Periods {
 /// Parses an IANA zone name such as `UTC` or `America/New_York`.
 pub fn parse_tz(name: &str) -> Result<Tz> {
     name.parse::<Tz>().map_err(|_| {
-        Error::invalid(format!(
+        Error::usage(format!(
             "unknown time zone `{name}` (use an IANA name such as UTC or America/New_York)"
         ))
     })
@@ -47,7 +47,7 @@ pub fn parse_tz(name: &str) -> Result<Tz> {
 /// Parses `YYYY-MM-DD`.
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|e| Error::invalid(format!("`{s}` is not a YYYY-MM-DD date: {e}")))
+        .map_err(|e| Error::usage(format!("`{s}` is not a YYYY-MM-DD date: {e}")))
 }
 
 /// The UTC instant at which local `day` begins in `tz`.
@@ -68,7 +68,7 @@ pub fn day_start(tz: Tz, day: NaiveDate) -> Result<DateTime<Utc>> {
                     LocalResult::None => continue,
                 }
             }
-            Err(Error::invalid(format!(
+            Err(Error::usage(format!(
                 "{day} has no start in time zone {tz}"
             )))
         }
@@ -79,7 +79,7 @@ impl Periods {
     /// The periods for local days `[from, to)` in `tz`.
     pub fn new(from: NaiveDate, to: NaiveDate, tz: Tz) -> Result<Self> {
         if from >= to {
-            return Err(Error::invalid(format!(
+            return Err(Error::usage(format!(
                 "--from {from} must be before --to {to} (--to is exclusive)"
             )));
         }

@@ -25,18 +25,19 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
+use crate::location::Location;
 
 /// The registered tables (name, location) and views of a context, kept in
 /// its configuration as an extension.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
-    tables: Vec<(String, String)>,
+    tables: Vec<(String, Location)>,
     views: Vec<String>,
 }
 
 impl Inputs {
-    /// Inputs with the given tables (name, location as given) and view names.
-    pub fn new(tables: Vec<(String, String)>, views: Vec<String>) -> Self {
+    /// Inputs with the given tables (name, location) and view names.
+    pub fn new(tables: Vec<(String, Location)>, views: Vec<String>) -> Self {
         Self { tables, views }
     }
 
@@ -69,28 +70,29 @@ impl Inputs {
                 if let Ok(provider) = source_as_provider(&dml.target) {
                     if let Some(listing) = provider.downcast_ref::<ListingTable>() {
                         for url in listing.table_paths() {
-                            self.check_output(url.as_str())
+                            self.check_output(&Location::parse(url.as_str())?)
                                 .map_err(|e| Error::ReadOnly(format!("table `{name}`: {e}")))?;
                         }
                     }
                 }
                 Ok(())
             }
-            LogicalPlan::Copy(copy) => self.check_output(&copy.output_url),
+            LogicalPlan::Copy(copy) => self.check_output(&Location::parse(&copy.output_url)?),
             _ => Ok(()),
         }
     }
 
-    /// Refuses writing to `location` (a path or URL) when it is inside a
-    /// registered table's location, is that location, or holds it.
-    pub fn check_output(&self, location: &str) -> Result<()> {
+    /// Refuses writing to `location` when it is inside a registered table's
+    /// location, is that location, or holds it.
+    pub fn check_output(&self, location: &Location) -> Result<()> {
         let target = normalize(location);
         // A directory written into may already hold links into an input
         // (a `p=x` partition directory that is a symlink): those count too.
-        let mut targets = vec![target.clone()];
-        if !crate::storage::is_url(location) {
-            linked_dirs(Path::new(&target), &mut targets);
+        let mut targets = vec![];
+        if let Place::Local(dir) = &target {
+            linked_dirs(dir, &mut targets);
         }
+        targets.push(target);
         for (name, input) in &self.tables {
             let input_n = normalize(input);
             if targets
@@ -107,14 +109,23 @@ impl Inputs {
     }
 }
 
-/// A comparable form of a location: URLs without a trailing `/`, local
-/// paths absolute with symbolic links resolved as far as they exist.
-fn normalize(location: &str) -> String {
-    let local = location.strip_prefix("file://").unwrap_or(location);
-    if crate::storage::is_url(location) {
-        return location.trim_end_matches('/').to_string();
-    }
-    let path = std::path::absolute(local).unwrap_or_else(|_| PathBuf::from(local));
+/// A location in comparable form.
+#[derive(Debug, Clone, PartialEq)]
+enum Place {
+    /// Absolute, `.` and `..` dropped, symbolic links resolved as far as the
+    /// path exists.
+    Local(PathBuf),
+    /// The URL without a trailing `/`.
+    Remote(String),
+}
+
+/// The comparable form of `location`.
+fn normalize(location: &Location) -> Place {
+    let local = match location {
+        Location::Remote(url) => return Place::Remote(url.as_str().trim_end_matches('/').into()),
+        Location::Local(p) => p,
+    };
+    let path = std::path::absolute(local).unwrap_or_else(|_| local.clone());
     // Lexically drop `.` and `..`, then resolve the longest existing prefix.
     let mut clean = PathBuf::new();
     for c in path.components() {
@@ -134,22 +145,22 @@ fn normalize(location: &str) -> String {
             for r in rest.iter().rev() {
                 p.push(r);
             }
-            return p.to_string_lossy().trim_end_matches('/').to_string();
+            return Place::Local(p);
         }
         match (existing.parent(), existing.file_name()) {
             (Some(parent), Some(name)) => {
                 rest.push(name.to_os_string());
                 existing = parent;
             }
-            _ => return clean.to_string_lossy().trim_end_matches('/').to_string(),
+            _ => return Place::Local(clean),
         }
     }
 }
 
 /// The resolved targets of the symbolic links to directories below `dir`
 /// (an existing directory), a few levels deep, as partitioned writes go.
-fn linked_dirs(dir: &Path, out: &mut Vec<String>) {
-    fn walk(dir: &Path, depth: usize, budget: &mut usize, out: &mut Vec<String>) {
+fn linked_dirs(dir: &Path, out: &mut Vec<Place>) {
+    fn walk(dir: &Path, depth: usize, budget: &mut usize, out: &mut Vec<Place>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -164,7 +175,7 @@ fn linked_dirs(dir: &Path, out: &mut Vec<String>) {
             };
             if meta.file_type().is_symlink() {
                 if let Ok(real) = p.canonicalize() {
-                    out.push(real.to_string_lossy().trim_end_matches('/').to_string());
+                    out.push(Place::Local(real));
                 }
             } else if meta.is_dir() && depth > 0 {
                 walk(&p, depth - 1, budget, out);
@@ -176,14 +187,12 @@ fn linked_dirs(dir: &Path, out: &mut Vec<String>) {
 }
 
 /// Whether `inner` is `outer` or lies below it.
-fn nested(inner: &str, outer: &str) -> bool {
-    if crate::storage::is_url(inner) != crate::storage::is_url(outer) {
-        return false;
+fn nested(inner: &Place, outer: &Place) -> bool {
+    match (inner, outer) {
+        (Place::Remote(i), Place::Remote(o)) => i == o || i.starts_with(&format!("{o}/")),
+        (Place::Local(i), Place::Local(o)) => i.starts_with(o),
+        _ => false,
     }
-    if crate::storage::is_url(inner) {
-        return inner == outer || inner.starts_with(&format!("{outer}/"));
-    }
-    Path::new(inner).starts_with(Path::new(outer))
 }
 
 #[cfg(test)]
@@ -197,12 +206,15 @@ mod tests {
         std::fs::create_dir_all(&events).unwrap();
         let inputs = Inputs::new(
             vec![
-                ("events".into(), events.to_string_lossy().into_owned()),
-                ("messages".into(), "s3://bucket/messages/".into()),
+                ("events".into(), Location::Local(events.clone())),
+                (
+                    "messages".into(),
+                    Location::parse("s3://bucket/messages/").unwrap(),
+                ),
             ],
             vec![],
         );
-        let refused = |loc: &str| inputs.check_output(loc).is_err();
+        let refused = |loc: &str| inputs.check_output(&Location::parse(loc).unwrap()).is_err();
         let under = |rel: &str| dir.path().join(rel).to_string_lossy().into_owned();
         assert!(refused(&under("lake/events/date=2026-01-01/x.parquet")));
         assert!(refused(&under("lake/events")));

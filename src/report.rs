@@ -11,7 +11,7 @@
 //!    * **SQL**: the views of `queries/views/` run once each, in order
 //!      (`event_checks`, `duplicate_winners`, `conversation_facts`,
 //!      `session_actions`, `conversations`, `sessions`), each written to
-//!      Parquet in a private temp directory ([`Store`]) and put in place of
+//!      Parquet in a private temp directory ([`Intermediates`]) and put in place of
 //!      its view for the steps after it; under `--memory-limit` everything
 //!      spills. [`choose_path`] takes the native path when its memory
 //!      estimate fits;
@@ -52,7 +52,8 @@ use crate::error::{Error, Result};
 use crate::history::{sessions_schema, Detail, History, HistoryOptions};
 use crate::period::Periods;
 use crate::progress::{self, ProgressRef};
-use crate::views;
+use crate::query::{self, Params};
+use crate::{timestamps, views};
 
 /// Days in the default period (without `--from/--to`).
 pub const DEFAULT_DAYS: i64 = 28;
@@ -99,79 +100,43 @@ pub struct Anchor {
     pub future_events: u64,
 }
 
-/// A section of the report and its metrics, in the spec's order.
+/// A section of the report: its name and its SQL. The section's metrics
+/// are the SQL's result columns other than `period` and `segment`, in
+/// column order: the SQL file is the one list of them.
 struct Section {
     name: &'static str,
     sql: &'static str,
-    metrics: &'static [&'static str],
 }
 
+/// The sections, in the spec's order.
 const SECTIONS: &[Section] = &[
     Section {
         name: "funnel",
         sql: include_str!("../queries/report/01_funnel.sql"),
-        metrics: &[
-            "proactive_messages",
-            "people_seeking_support",
-            "people_tried_self_serve",
-            "people_resolved_self_serve",
-            "people_human_after_self_serve",
-            "people_human_from_start",
-            "people_stopped",
-        ],
     },
     Section {
         name: "sessions",
         sql: include_str!("../queries/report/02_sessions.sql"),
-        metrics: &[
-            "sessions_total",
-            "sessions_self_serve_resolved",
-            "sessions_human_supported",
-            "sessions_human_after_self_serve",
-            "sessions_human_from_start",
-            "sessions_stopped",
-        ],
     },
     Section {
         name: "proactive",
         sql: include_str!("../queries/report/03_proactive.sql"),
-        metrics: &[
-            "messages_delivered",
-            "messages_opened",
-            "messages_clicked",
-            "messages_reacted",
-            "open_rate",
-            "click_rate",
-            "reaction_rate",
-        ],
     },
     Section {
         name: "self_serve",
         sql: include_str!("../queries/report/04_self_serve.sql"),
-        metrics: &[
-            "self_serve_resolution_rate",
-            "article_views",
-            "article_views_resolved",
-            "articles_resolution_rate",
-            "automated_resolutions",
-            "sessions_with_bot_answer",
-            "sessions_automated_resolved",
-            "automated_resolution_rate",
-        ],
     },
     Section {
         name: "human",
         sql: include_str!("../queries/report/05_human.sql"),
-        metrics: &[
-            "conversations",
-            "rated_conversations",
-            "avg_rating",
-            "csat",
-            "median_first_response_s",
-            "median_time_to_close_s",
-        ],
     },
 ];
+
+/// The name of the data quality section, computed by [`DATA_QUALITY_SQL`].
+const DATA_QUALITY: &str = "data_quality";
+
+/// Result columns of a section's SQL that are not metrics.
+const KEY_COLUMNS: &[&str] = &["period", "segment"];
 
 /// The segments of the `human` section, in output order.
 const HUMAN_SEGMENTS: &[&str] = &["after_self_serve", "from_start"];
@@ -230,11 +195,13 @@ pub struct Row {
 }
 
 impl Row {
-    fn delta(&self) -> Option<f64> {
+    /// `current - previous`, when both are known.
+    pub fn delta(&self) -> Option<f64> {
         Some(self.current? - self.previous?)
     }
 
-    fn delta_pct(&self) -> Option<f64> {
+    /// The delta in percent of `previous`, when that is known and not zero.
+    pub fn delta_pct(&self) -> Option<f64> {
         let prev = self.previous?;
         if prev == 0.0 {
             return None;
@@ -246,30 +213,18 @@ impl Row {
 /// A timestamp bound in the unit and zone of a column, so that placeholders
 /// compare with it without a cast.
 fn ts_scalar(t: DateTime<Utc>, dt: &DataType) -> Result<ScalarValue> {
-    let tz = Some(Arc::from("UTC"));
-    let ticks = ts_ticks(t, dt)?;
-    Ok(match dt {
-        DataType::Timestamp(TimeUnit::Second, _) => ScalarValue::TimestampSecond(Some(ticks), tz),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            ScalarValue::TimestampMillisecond(Some(ticks), tz)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            ScalarValue::TimestampMicrosecond(Some(ticks), tz)
-        }
-        _ => ScalarValue::TimestampNanosecond(Some(ticks), tz),
-    })
+    let unit = timestamps::unit_of(dt);
+    Ok(timestamps::scalar(
+        Some(ts_ticks(t, dt)?),
+        unit,
+        Some(Arc::from("UTC")),
+    ))
 }
 
 /// An instant in the ticks of a timestamp type.
 fn ts_ticks(t: DateTime<Utc>, dt: &DataType) -> Result<i64> {
-    Ok(match dt {
-        DataType::Timestamp(TimeUnit::Second, _) => t.timestamp(),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => t.timestamp_millis(),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => t.timestamp_micros(),
-        _ => t
-            .timestamp_nanos_opt()
-            .ok_or_else(|| Error::invalid(format!("{t} is out of the timestamp range")))?,
-    })
+    timestamps::to_ticks(t, timestamps::unit_of(dt))
+        .ok_or_else(|| Error::usage(format!("{t} is out of the timestamp range")))
 }
 
 /// Refuses periods that `column` (of timestamp type `dt`) cannot express:
@@ -283,7 +238,7 @@ fn check_period(periods: &Periods, dt: &DataType, column: &str) -> Result<()> {
     let day = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
     let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     let prev_from = periods.from - chrono::Duration::days(periods.days());
-    Err(Error::invalid(format!(
+    Err(Error::usage(format!(
         "the period {}..{} (compared with {}..{}) reaches outside what `{column}` can hold: \
          it is stored in nanoseconds, from {} to {}; choose --from and --to within that range",
         day(periods.from),
@@ -297,12 +252,7 @@ fn check_period(periods: &Periods, dt: &DataType, column: &str) -> Result<()> {
 
 /// The instant of `ticks` of a timestamp type.
 fn ticks_to_time(ticks: i64, dt: &DataType) -> Option<DateTime<Utc>> {
-    match dt {
-        DataType::Timestamp(TimeUnit::Second, _) => DateTime::from_timestamp(ticks, 0),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => DateTime::from_timestamp_millis(ticks),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => DateTime::from_timestamp_micros(ticks),
-        _ => Some(DateTime::from_timestamp_nanos(ticks)),
-    }
+    timestamps::from_ticks(ticks, timestamps::unit_of(dt))
 }
 
 fn string_list(values: &[String]) -> ScalarValue {
@@ -318,21 +268,8 @@ fn column_type(engine: &Engine, table: &str, column: &str) -> Result<DataType> {
         .tables
         .iter()
         .find(|t| t.name == table)
-        .ok_or_else(|| Error::invalid(format!("the report needs the `{table}` table")))?;
+        .ok_or_else(|| Error::usage(format!("the report needs the `{table}` table")))?;
     Ok(info.schema.field_with_name(column)?.data_type().clone())
-}
-
-/// The report's named SQL parameters (`$cur_start`, …; see each SQL file's
-/// header), bound by DataFusion, never pasted into the text.
-type Params = Vec<(&'static str, ScalarValue)>;
-
-/// Runs `sql` with the report's parameters and collects it into one batch.
-async fn query(ctx: &SessionContext, sql: &str, params: &Params) -> Result<RecordBatch> {
-    let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
-    let plan = df.create_physical_plan().await?;
-    let schema = plan.schema();
-    let batches = collect(plan, ctx.task_ctx()).await?;
-    Ok(concat_batches(&schema, &batches)?)
 }
 
 /// Where the report keeps its intermediate tables.
@@ -343,19 +280,19 @@ async fn query(ctx: &SessionContext, sql: &str, params: &Params) -> Result<Recor
 /// hold data, and under `--memory-limit` those spill. The native path's
 /// tables are small (the report's sessions and deliveries) and stay in
 /// memory.
-enum Store {
+enum Intermediates {
     Memory,
     Disk(crate::scratch::TempDir),
 }
 
-impl Store {
+impl Intermediates {
     fn on_disk(engine: &Engine) -> Result<Self> {
         let base = engine
             .options
             .temp_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        Ok(Store::Disk(crate::scratch::temp_dir_in(
+        Ok(Intermediates::Disk(crate::scratch::temp_dir_in(
             &base,
             "supportfunnel-report-",
         )?))
@@ -371,23 +308,20 @@ impl Store {
         params: &Params,
         progress: Option<&ProgressRef>,
     ) -> Result<usize> {
-        let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
-        // The physical plan's schema is the batches' schema (the logical one
-        // may differ in nullability).
-        let plan = df.create_physical_plan().await?;
+        let plan = query::plan(ctx, sql, params).await?;
         let schema = plan.schema();
         let table: Arc<dyn TableProvider> = match self {
-            Store::Memory => {
+            Intermediates::Memory => {
                 let run = collect(Arc::clone(&plan), ctx.task_ctx());
-                let batches = watch(&plan, run, progress).await?;
+                let batches = run_reporting_scans(&plan, run, progress).await?;
                 Arc::new(MemTable::try_new(schema, vec![batches])?)
             }
-            Store::Disk(dir) => {
+            Intermediates::Disk(dir) => {
                 let path = dir.path().join(name);
                 std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
                 let url = format!("{}/", path.to_string_lossy());
                 let run = ctx.write_parquet(Arc::clone(&plan), &url, None);
-                watch(&plan, run, progress).await?;
+                run_reporting_scans(&plan, run, progress).await?;
                 let table_url = ListingTableUrl::parse(&url)?;
                 let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                     .with_file_extension(".parquet");
@@ -405,7 +339,7 @@ impl Store {
 
 /// Drives `run` to completion, telling `progress` every [`progress::TICK`]
 /// how many rows have been read so far (`rows()`).
-async fn watch_rows<T, E>(
+async fn run_reporting_rows<T, E>(
     rows: impl Fn() -> usize,
     run: impl std::future::Future<Output = std::result::Result<T, E>>,
     progress: Option<&ProgressRef>,
@@ -426,8 +360,8 @@ where
     }
 }
 
-/// [`watch_rows`] with the rows read by `plan`'s scans.
-async fn watch<T, E>(
+/// [`run_reporting_rows`] with the rows read by `plan`'s scans.
+async fn run_reporting_scans<T, E>(
     plan: &Arc<dyn ExecutionPlan>,
     run: impl std::future::Future<Output = std::result::Result<T, E>>,
     progress: Option<&ProgressRef>,
@@ -435,12 +369,12 @@ async fn watch<T, E>(
 where
     Error: From<E>,
 {
-    watch_rows(|| progress::rows_read(plan), run, progress).await
+    run_reporting_rows(|| progress::rows_read(plan), run, progress).await
 }
 
 /// Runs a one-value query returning a timestamp as Int64 nanoseconds.
-async fn nanos(ctx: &SessionContext, sql: &str, params: &Params) -> Result<Option<i64>> {
-    let b = query(ctx, sql, params).await?;
+async fn query_i64(ctx: &SessionContext, sql: &str, params: &Params) -> Result<Option<i64>> {
+    let b = query::collect_one(ctx, sql, params).await?;
     let col = b
         .column(0)
         .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
@@ -465,7 +399,7 @@ async fn latest_event(
     let now_param = ("now", ts_scalar(now, ts_type)?);
     // Native ticks, not nanoseconds: this maximum includes rejected rows, and
     // an absurd timestamp there must not make the conversion fail.
-    let ticks = nanos(
+    let ticks = query_i64(
         ctx,
         "SELECT arrow_cast(max(ts), 'Int64') FROM events",
         &vec![],
@@ -476,7 +410,7 @@ async fn latest_event(
         .map(|t| t.min(now) - chrono::Duration::days(1));
     let recent = match since {
         Some(since) => {
-            nanos(
+            query_i64(
                 ctx,
                 &format!("{SQL} AND ts >= $since"),
                 &vec![("since", ts_scalar(since, ts_type)?), now_param.clone()],
@@ -487,10 +421,10 @@ async fn latest_event(
     };
     let latest = match recent {
         Some(t) => Some(t),
-        None => nanos(ctx, SQL, &vec![now_param.clone()]).await?,
+        None => query_i64(ctx, SQL, &vec![now_param.clone()]).await?,
     };
     // Row groups whose footer says nothing is after now are skipped.
-    let future = query(
+    let future = query::collect_one(
         ctx,
         "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL AND ts > $now",
         &vec![now_param],
@@ -523,13 +457,13 @@ fn default_anchor(
             now,
             future_events,
         })),
-        None if future_events > 0 => Err(Error::invalid(format!(
+        None if future_events > 0 => Err(Error::usage(format!(
             "every valid event is dated after now ({} events after {}), so there is no \
              default period; pass --from and --to",
             future_events,
             now.format("%Y-%m-%d %H:%M:%S UTC")
         ))),
-        None => Err(Error::invalid(
+        None => Err(Error::usage(
             "the events table has no valid event to place the default period; pass --from and --to",
         )),
     }
@@ -542,10 +476,10 @@ fn periods_for(opts: &ReportOptions, anchor: Option<Anchor>) -> Result<Periods> 
     match (opts.from, opts.to, anchor) {
         (Some(from), Some(to), _) => Periods::new(from, to, tz),
         (None, None, Some(a)) => Periods::trailing(a.latest, DEFAULT_DAYS, tz),
-        (None, None, None) => Err(Error::invalid(
+        (None, None, None) => Err(Error::usage(
             "the events table has no valid event to place the default period; pass --from and --to",
         )),
-        _ => Err(Error::invalid(
+        _ => Err(Error::usage(
             "--from and --to go together (or give neither for the last 28 full days)",
         )),
     }
@@ -573,7 +507,7 @@ impl std::str::FromStr for ReportPath {
             "auto" => Ok(ReportPath::Auto),
             "native" => Ok(ReportPath::Native),
             "sql" => Ok(ReportPath::Sql),
-            _ => Err(Error::invalid(format!(
+            _ => Err(Error::usage(format!(
                 "unknown strategy `{s}` (expected auto, native or sql)"
             ))),
         }
@@ -847,7 +781,7 @@ async fn native_tables(
 ) -> Result<(
     Periods,
     Option<Anchor>,
-    Store,
+    Intermediates,
     Option<(SchemaRef, Vec<RecordBatch>)>,
 )> {
     let started = steps.start("history");
@@ -858,7 +792,7 @@ async fn native_tables(
         valid_until: Some(now),
         ..HistoryOptions::default()
     };
-    let history = watch_rows(
+    let history = run_reporting_rows(
         || seen.load(Ordering::Relaxed),
         History::compute(ctx, &hopts),
         steps.progress,
@@ -915,7 +849,7 @@ async fn native_tables(
         None
     };
     steps.finish("report_sessions", n, started);
-    Ok((periods, anchor, Store::Memory, kept))
+    Ok((periods, anchor, Intermediates::Memory, kept))
 }
 
 /// `report_event_counts` (see `queries/report/00_report_event_counts.sql`).
@@ -944,7 +878,7 @@ async fn sql_tables(
     opts: &ReportOptions,
     ts_type: &DataType,
     steps: &mut Steps<'_>,
-) -> Result<(Periods, Option<Anchor>, Store)> {
+) -> Result<(Periods, Option<Anchor>, Intermediates)> {
     let anchor = match (opts.from, opts.to) {
         (None, None) => {
             let now = opts.now.unwrap_or_else(Utc::now);
@@ -961,7 +895,7 @@ async fn sql_tables(
         ("cur_start", ts_scalar(cur.start, ts_type)?),
         ("cur_end", ts_scalar(cur.end, ts_type)?),
     ];
-    let store = Store::on_disk(engine)?;
+    let store = Intermediates::on_disk(engine)?;
     // Under a memory limit the joins between big intermediate tables
     // (conversations to actions, sessions to conversations) use sort-merge
     // joins, which spill; a hash join's build side cannot spill and would
@@ -1019,31 +953,38 @@ async fn sql_tables(
 async fn compute_sections(ctx: &SessionContext, params: &Params) -> Result<Vec<Row>> {
     let mut rows: Vec<Row> = Vec::new();
     for section in SECTIONS {
-        let b = query(ctx, section.sql, params).await?;
+        let b = query::collect_one(ctx, section.sql, params).await?;
+        let schema = b.schema();
+        let metrics: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| !KEY_COLUMNS.contains(name))
+            .collect();
         let segments: Vec<Option<&str>> = if section.name == "human" {
             HUMAN_SEGMENTS.iter().map(|s| Some(*s)).collect()
         } else {
             vec![None]
         };
         for segment in segments {
-            for metric in section.metrics {
+            for metric in &metrics {
                 rows.push(Row {
                     section: section.name,
                     metric: metric.to_string(),
                     segment: segment.map(str::to_string),
-                    current: value(&b, metric, segment, "current")?,
-                    previous: value(&b, metric, segment, "previous")?,
+                    current: metric_value(&b, metric, segment, "current")?,
+                    previous: metric_value(&b, metric, segment, "previous")?,
                 });
             }
         }
     }
-    let dq = query(ctx, DATA_QUALITY_SQL, &vec![]).await?;
+    let dq = query::collect_one(ctx, DATA_QUALITY_SQL, &vec![]).await?;
     let metric = strings(&dq, "metric")?;
     let segment = strings(&dq, "segment")?;
     let val = floats(&dq, "value")?;
     for i in 0..dq.num_rows() {
         rows.push(Row {
-            section: "data_quality",
+            section: DATA_QUALITY,
             metric: metric.value(i).to_string(),
             segment: segment.is_valid(i).then(|| segment.value(i).to_string()),
             current: val.is_valid(i).then(|| val.value(i)),
@@ -1068,7 +1009,7 @@ fn floats(b: &RecordBatch, name: &str) -> Result<Float64Array> {
 }
 
 /// Reads `metric` for (`segment`, `period`) from a section's result.
-fn value(
+fn metric_value(
     b: &RecordBatch,
     metric: &str,
     segment: Option<&str>,
@@ -1089,7 +1030,7 @@ fn value(
             return Ok(values.is_valid(i).then(|| values.value(i)));
         }
     }
-    Err(Error::invalid(format!(
+    Err(Error::Internal(format!(
         "report query returned no {period} row for {metric}"
     )))
 }
@@ -1139,7 +1080,7 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
             section: SECTIONS
                 .iter()
                 .map(|x| x.name)
-                .chain(["data_quality"])
+                .chain([DATA_QUALITY])
                 .find(|n| *n == section.value(i))
                 .unwrap_or("unknown"),
             metric: metric.value(i).to_string(),

@@ -66,11 +66,13 @@ pub fn register(path: impl Into<PathBuf>) -> Registration {
 /// is dropped.
 pub fn temp_dir_in(base: &Path, prefix: &str) -> Result<TempDir> {
     let unusable = |e: std::io::Error| {
-        Error::invalid(format!(
-            "cannot create a temporary directory in {}: {e} (choose another with \
-             --temp-dir or [engine] temp_dir)",
-            base.display()
-        ))
+        Error::location(
+            base.display(),
+            format!(
+                "cannot create a temporary directory here: {e} (choose another with \
+                 --temp-dir or [engine] temp_dir)"
+            ),
+        )
     };
     std::fs::create_dir_all(base).map_err(unusable)?;
     let dir = tempfile::Builder::new()

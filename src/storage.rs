@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use object_store::aws::AmazonS3Builder;
@@ -27,12 +28,10 @@ pub fn ensure_store(ctx: &SessionContext, url: &Url) -> Result<()> {
         "file" => Ok(()),
         "s3" | "s3a" => {
             let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
-                Error::invalid(format!(
-                    "{url}: an S3 URL needs a bucket (s3://bucket/prefix)"
-                ))
+                Error::location(url, "an S3 URL needs a bucket (s3://bucket/prefix)")
             })?;
             let base = Url::parse(&format!("{}://{bucket}", url.scheme()))
-                .map_err(|e| Error::invalid(format!("{url}: {e}")))?;
+                .map_err(|e| Error::location(url, e.to_string()))?;
             let store_url = ObjectStoreUrl::parse(base.as_str())?;
             if ctx.runtime_env().object_store(&store_url).is_ok() {
                 return Ok(());
@@ -47,9 +46,12 @@ pub fn ensure_store(ctx: &SessionContext, url: &Url) -> Result<()> {
             ctx.register_object_store(&base, Arc::new(store));
             Ok(())
         }
-        other => Err(Error::invalid(format!(
-            "{url}: unsupported storage scheme `{other}` (use a local path or s3://bucket/prefix)"
-        ))),
+        other => Err(Error::location(
+            url,
+            format!(
+                "unsupported storage scheme `{other}` (use a local path or s3://bucket/prefix)"
+            ),
+        )),
     }
 }
 
@@ -105,13 +107,51 @@ pub fn s3_builder(settings: &S3Config) -> Result<AmazonS3Builder> {
     Ok(b)
 }
 
-/// Whether `location` names an object store URL rather than a local path.
-pub fn is_url(location: &str) -> bool {
-    location.contains("://") && !location.starts_with("file://")
+/// Explains an object-store failure listing `location` when S3 refused
+/// it: an [`Error::S3`] for refused credentials and for a missing bucket
+/// (listing a missing prefix is not an error, so "not found" there means
+/// the bucket), `None` for anything else.
+///
+/// object_store types the HTTP status of object requests
+/// (`PermissionDenied`, `NotFound`) but wraps a failed listing as `Generic`
+/// with S3's response quoted in its message, and its retry error type is
+/// private: for listings S3's `<Code>` in that message is all there is.
+pub fn explain_listing_error(location: &str, e: &DataFusionError) -> Option<Error> {
+    let DataFusionError::ObjectStore(e) = e.find_root() else {
+        return None;
+    };
+    let code = s3_code(&e.to_string());
+    let denied = matches!(
+        code.as_deref(),
+        Some("AccessDenied" | "SignatureDoesNotMatch" | "InvalidAccessKeyId" | "ExpiredToken")
+    );
+    let problem = match e.as_ref() {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => access_denied(code.as_deref()),
+        _ if denied => access_denied(code.as_deref()),
+        object_store::Error::NotFound { .. } => "the bucket does not exist".to_string(),
+        _ if code.as_deref() == Some("NoSuchBucket") => {
+            "the bucket does not exist (NoSuchBucket)".to_string()
+        }
+        _ => return None,
+    };
+    Some(Error::S3 {
+        location: location.to_string(),
+        code,
+        problem,
+    })
 }
 
-/// The `<Code>` of an S3 error response quoted in an error's text, if any.
-pub fn s3_error_code(text: &str) -> Option<String> {
+fn access_denied(code: Option<&str>) -> String {
+    format!(
+        "access denied ({}): check the credentials (AWS_ACCESS_KEY_ID / \
+         AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or [storage.s3])",
+        code.unwrap_or("HTTP 401/403")
+    )
+}
+
+/// The `<Code>` of an S3 error response quoted in an error's message.
+fn s3_code(text: &str) -> Option<String> {
     let start = text.find("<Code>")? + "<Code>".len();
     let end = text[start..].find("</Code>")? + start;
     Some(text[start..end].to_string())

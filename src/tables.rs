@@ -38,12 +38,14 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
 use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::storage;
+use crate::timestamps::ticks_per_second;
 
 /// The logical kind of a contract column; each accepts a family of physical
 /// Arrow types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum ColumnKind {
     /// Any string type.
     Str,
     /// Any integer type that fits in Int64.
@@ -60,22 +62,22 @@ pub struct Contract {
     /// Table name in SQL.
     pub name: &'static str,
     /// `(column, kind)` in contract order.
-    pub columns: &'static [(&'static str, Kind)],
+    pub columns: &'static [(&'static str, ColumnKind)],
 }
 
 /// `events` — customer actions and conversation lifecycle (spec §1).
 pub const EVENTS: Contract = Contract {
     name: "events",
     columns: &[
-        ("event_id", Kind::Str),
-        ("user_id", Kind::Str),
-        ("ts", Kind::Timestamp),
-        ("event_type", Kind::Str),
-        ("channel", Kind::Str),
-        ("article_id", Kind::Str),
-        ("conversation_id", Kind::Str),
-        ("actor", Kind::Str),
-        ("rating", Kind::Int),
+        ("event_id", ColumnKind::Str),
+        ("user_id", ColumnKind::Str),
+        ("ts", ColumnKind::Timestamp),
+        ("event_type", ColumnKind::Str),
+        ("channel", ColumnKind::Str),
+        ("article_id", ColumnKind::Str),
+        ("conversation_id", ColumnKind::Str),
+        ("actor", ColumnKind::Str),
+        ("rating", ColumnKind::Int),
     ],
 };
 
@@ -83,15 +85,15 @@ pub const EVENTS: Contract = Contract {
 pub const MESSAGES: Contract = Contract {
     name: "messages",
     columns: &[
-        ("message_id", Kind::Str),
-        ("user_id", Kind::Str),
-        ("sent_at", Kind::Timestamp),
-        ("content_type", Kind::Str),
-        ("sender", Kind::Str),
-        ("tags", Kind::StrList),
-        ("opened_at", Kind::Timestamp),
-        ("clicked_at", Kind::Timestamp),
-        ("reacted_at", Kind::Timestamp),
+        ("message_id", ColumnKind::Str),
+        ("user_id", ColumnKind::Str),
+        ("sent_at", ColumnKind::Timestamp),
+        ("content_type", ColumnKind::Str),
+        ("sender", ColumnKind::Str),
+        ("tags", ColumnKind::StrList),
+        ("opened_at", ColumnKind::Timestamp),
+        ("clicked_at", ColumnKind::Timestamp),
+        ("reacted_at", ColumnKind::Timestamp),
     ],
 };
 
@@ -100,8 +102,8 @@ pub const MESSAGES: Contract = Contract {
 pub struct TableInfo {
     /// Table name.
     pub name: String,
-    /// The location as given.
-    pub location: String,
+    /// Where its files are.
+    pub location: Location,
     /// Number of Parquet files.
     pub files: usize,
     /// Total bytes of those files.
@@ -112,15 +114,6 @@ pub struct TableInfo {
     pub partition_columns: Vec<String>,
     /// The canonical schema the table exposes (without partition columns).
     pub schema: SchemaRef,
-}
-
-fn unit_rank(u: TimeUnit) -> u8 {
-    match u {
-        TimeUnit::Second => 0,
-        TimeUnit::Millisecond => 1,
-        TimeUnit::Microsecond => 2,
-        TimeUnit::Nanosecond => 3,
-    }
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -136,7 +129,7 @@ fn is_string(t: &DataType) -> bool {
 
 /// Per-column accumulator of what the files hold, to pick the canonical type.
 #[derive(Debug, Clone, Default)]
-struct Seen {
+struct TypesSeen {
     finest: Option<TimeUnit>,
     /// Timestamp columns: each file's unit and, from its footer statistics,
     /// the least and greatest raw value (`None`: no statistics).
@@ -147,13 +140,7 @@ struct Seen {
 /// The multiplier from ticks of `from` to ticks of `to` when `to` is finer
 /// (1 otherwise: dividing never overflows).
 fn unit_factor(from: TimeUnit, to: TimeUnit) -> i64 {
-    let per_second = |u: TimeUnit| match u {
-        TimeUnit::Second => 1i64,
-        TimeUnit::Millisecond => 1_000,
-        TimeUnit::Microsecond => 1_000_000,
-        TimeUnit::Nanosecond => 1_000_000_000,
-    };
-    (per_second(to) / per_second(from)).max(1)
+    (ticks_per_second(to) / ticks_per_second(from)).max(1)
 }
 
 /// The unit a timestamp column is exposed in: the finest unit any file uses,
@@ -163,19 +150,19 @@ fn unit_factor(from: TimeUnit, to: TimeUnit) -> i64 {
 /// holds every value the footers report. Casting one file would otherwise
 /// fail every query over the table for one row. Files without statistics
 /// are assumed to fit.
-fn fitting_unit(seen: &Seen) -> TimeUnit {
+fn fitting_unit(types_seen: &TypesSeen) -> TimeUnit {
     const COARSER: [TimeUnit; 4] = [
         TimeUnit::Nanosecond,
         TimeUnit::Microsecond,
         TimeUnit::Millisecond,
         TimeUnit::Second,
     ];
-    let finest = seen.finest.unwrap_or(TimeUnit::Microsecond);
+    let finest = types_seen.finest.unwrap_or(TimeUnit::Microsecond);
     COARSER
         .into_iter()
         .skip_while(|u| *u != finest)
         .find(|to| {
-            seen.ranges.iter().all(|(from, range)| {
+            types_seen.ranges.iter().all(|(from, range)| {
                 let f = unit_factor(*from, *to);
                 range.is_none_or(|(lo, hi)| {
                     lo.checked_mul(f).is_some() && hi.checked_mul(f).is_some()
@@ -213,34 +200,37 @@ fn int64_range(
 }
 
 /// Checks one file's type for a contract column; returns a problem sentence.
-fn check_type(kind: Kind, t: &DataType, seen: &mut Seen) -> Option<String> {
+fn check_type(kind: ColumnKind, t: &DataType, types_seen: &mut TypesSeen) -> Option<String> {
     let ok = match kind {
-        Kind::Str => is_string(t),
-        Kind::Int => match t {
+        ColumnKind::Str => is_string(t),
+        ColumnKind::Int => match t {
             DataType::Int8
             | DataType::Int16
             | DataType::Int32
             | DataType::UInt8
             | DataType::UInt16 => true,
             DataType::Int64 | DataType::UInt32 => {
-                seen.wide_int = true;
+                types_seen.wide_int = true;
                 true
             }
             DataType::Null => true,
             _ => false,
         },
-        Kind::Timestamp => match t {
+        ColumnKind::Timestamp => match t {
             DataType::Timestamp(unit, _) => {
-                if seen.finest.is_none_or(|f| unit_rank(*unit) > unit_rank(f)) {
-                    seen.finest = Some(*unit);
+                if types_seen
+                    .finest
+                    .is_none_or(|f| ticks_per_second(*unit) > ticks_per_second(f))
+                {
+                    types_seen.finest = Some(*unit);
                 }
-                seen.ranges.push((*unit, None));
+                types_seen.ranges.push((*unit, None));
                 true
             }
             DataType::Null => true,
             _ => false,
         },
-        Kind::StrList => match t {
+        ColumnKind::StrList => match t {
             DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
                 is_string(f.data_type())
             }
@@ -252,21 +242,21 @@ fn check_type(kind: Kind, t: &DataType, seen: &mut Seen) -> Option<String> {
         return None;
     }
     let expected = match kind {
-        Kind::Str => "a string",
-        Kind::Int => "an integer",
-        Kind::Timestamp => "a timestamp",
-        Kind::StrList => "a list of strings",
+        ColumnKind::Str => "a string",
+        ColumnKind::Int => "an integer",
+        ColumnKind::Timestamp => "a timestamp",
+        ColumnKind::StrList => "a list of strings",
     };
     Some(format!("has type {t}, expected {expected}"))
 }
 
-fn canonical(kind: Kind, seen: &Seen) -> DataType {
+fn canonical(kind: ColumnKind, types_seen: &TypesSeen) -> DataType {
     match kind {
-        Kind::Str => DataType::Utf8,
-        Kind::Int if seen.wide_int => DataType::Int64,
-        Kind::Int => DataType::Int32,
-        Kind::Timestamp => DataType::Timestamp(fitting_unit(seen), Some("UTC".into())),
-        Kind::StrList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+        ColumnKind::Str => DataType::Utf8,
+        ColumnKind::Int if types_seen.wide_int => DataType::Int64,
+        ColumnKind::Int => DataType::Int32,
+        ColumnKind::Timestamp => DataType::Timestamp(fitting_unit(types_seen), Some("UTC".into())),
+        ColumnKind::StrList => DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
     }
 }
 
@@ -306,7 +296,7 @@ async fn file_schema(
     let ts_ranges = contract
         .columns
         .iter()
-        .filter(|(_, k)| *k == Kind::Timestamp)
+        .filter(|(_, k)| *k == ColumnKind::Timestamp)
         .map(|(c, _)| (*c, int64_range(&md, c)))
         .collect();
     Ok(FileFacts {
@@ -331,36 +321,38 @@ fn display_path(url: &ListingTableUrl, meta: &ObjectMeta) -> String {
     }
 }
 
-/// Turns a user-given path or URL into a listing URL; directories get a
+/// Turns a table's location into a listing URL; directories get a
 /// trailing slash so they are listed rather than looked up as one object.
-fn table_url(contract: &Contract, location: &str) -> Result<ListingTableUrl> {
-    let has_scheme = location.contains("://");
-    let normalized = if has_scheme {
-        if location.ends_with('/') || location.ends_with(".parquet") {
-            location.to_string()
-        } else {
-            format!("{location}/")
+fn table_url(contract: &Contract, location: &Location) -> Result<ListingTableUrl> {
+    let normalized = match location {
+        Location::Remote(url) => {
+            let text = url.as_str();
+            if text.ends_with('/') || text.ends_with(".parquet") {
+                text.to_string()
+            } else {
+                format!("{text}/")
+            }
         }
-    } else {
-        let p = std::path::Path::new(location);
-        if !p.exists() {
-            return Err(Error::MissingLocation {
-                table: contract.name.to_string(),
-                location: location.to_string(),
-            });
+        Location::Local(p) => {
+            if !p.exists() {
+                return Err(Error::MissingLocation {
+                    table: contract.name.to_string(),
+                    location: location.to_string(),
+                });
+            }
+            let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
+            let mut s = abs.to_string_lossy().into_owned();
+            if abs.is_dir() && !s.ends_with('/') {
+                s.push('/');
+            }
+            s
         }
-        let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
-        let mut s = abs.to_string_lossy().into_owned();
-        if abs.is_dir() && !s.ends_with('/') {
-            s.push('/');
-        }
-        s
     };
     ListingTableUrl::parse(&normalized).map_err(|e| {
-        Error::invalid(format!(
-            "table `{}`: `{location}` is not a valid path or URL: {e}",
-            contract.name
-        ))
+        Error::location(
+            location,
+            format!("table `{}`: not a valid path or URL: {e}", contract.name),
+        )
     })
 }
 
@@ -382,7 +374,7 @@ fn partition_keys(url: &ListingTableUrl, meta: &ObjectMeta) -> Vec<String> {
 pub async fn register_table(
     ctx: &SessionContext,
     contract: &Contract,
-    location: &str,
+    location: &Location,
 ) -> Result<TableInfo> {
     let url = table_url(contract, location)?;
     storage::ensure_store(ctx, url.get_url())?;
@@ -420,14 +412,17 @@ pub async fn register_table(
     for f in &files[1..] {
         let k = partition_keys(&url, f);
         if k != keys {
-            return Err(Error::invalid(format!(
-                "table `{}`: mixed partition layouts under {location}: {} has [{}], {} has [{}]",
-                contract.name,
-                display_path(&url, &files[0]),
-                keys.join(", "),
-                display_path(&url, f),
-                k.join(", ")
-            )));
+            return Err(Error::location(
+                location,
+                format!(
+                    "table `{}`: mixed partition layouts: {} has [{}], {} has [{}]",
+                    contract.name,
+                    display_path(&url, &files[0]),
+                    keys.join(", "),
+                    display_path(&url, f),
+                    k.join(", ")
+                ),
+            ));
         }
     }
 
@@ -448,7 +443,7 @@ pub async fn register_table(
         .try_collect()
         .await?;
 
-    let mut seen = vec![Seen::default(); contract.columns.len()];
+    let mut types_seen = vec![TypesSeen::default(); contract.columns.len()];
     let mut rows = 0u64;
     for (facts, file) in &schemas {
         rows += facts.rows;
@@ -456,12 +451,14 @@ pub async fn register_table(
             let problem = match facts.schema.field_with_name(col) {
                 Err(_) => Some("is missing".to_string()),
                 Ok(f) => {
-                    let before = seen[i].ranges.len();
-                    let problem = check_type(*kind, f.data_type(), &mut seen[i]);
+                    let before = types_seen[i].ranges.len();
+                    let problem = check_type(*kind, f.data_type(), &mut types_seen[i]);
                     // This file's timestamp unit was just recorded: add its range.
-                    if seen[i].ranges.len() > before {
+                    if types_seen[i].ranges.len() > before {
                         let range = facts.ts_ranges.iter().find(|(c, _)| c == col);
-                        if let (Some(last), Some((_, range))) = (seen[i].ranges.last_mut(), range) {
+                        if let (Some(last), Some((_, range))) =
+                            (types_seen[i].ranges.last_mut(), range)
+                        {
                             last.1 = *range;
                         }
                     }
@@ -482,7 +479,7 @@ pub async fn register_table(
     let fields: Vec<Field> = contract
         .columns
         .iter()
-        .zip(&seen)
+        .zip(&types_seen)
         .map(|((col, kind), s)| Field::new(*col, canonical(*kind, s), true))
         .collect();
     let schema = Arc::new(Schema::new(fields));
@@ -511,7 +508,7 @@ pub async fn register_table(
 
     Ok(TableInfo {
         name: contract.name.to_string(),
-        location: location.to_string(),
+        location: location.clone(),
         files: files.len(),
         bytes: files.iter().map(|f| f.size).sum(),
         rows,
@@ -523,26 +520,25 @@ pub async fn register_table(
 /// Object-store listing errors, reworded to name the table.
 fn map_listing_error(
     contract: &Contract,
-    location: &str,
+    location: &Location,
     e: datafusion::error::DataFusionError,
 ) -> Error {
-    let text = e.to_string();
-    let code = crate::storage::s3_error_code(&text);
-    let what = match code.as_deref() {
-        Some("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied" | "ExpiredToken") => {
-            format!(
-                "access denied ({}): check the credentials (AWS_ACCESS_KEY_ID / \
-                 AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or [storage.s3])",
-                code.unwrap_or_default()
-            )
-        }
-        Some("NoSuchBucket") => "the bucket does not exist (NoSuchBucket)".to_string(),
-        _ => text,
-    };
-    Error::invalid(format!(
-        "table `{}`: cannot list {location}: {what}",
-        contract.name
-    ))
+    match storage::explain_listing_error(&location.to_string(), &e) {
+        Some(Error::S3 {
+            location,
+            code,
+            problem,
+        }) => Error::S3 {
+            location,
+            code,
+            problem: format!("cannot list table `{}`: {problem}", contract.name),
+        },
+        Some(other) => other,
+        None => Error::location(
+            location,
+            format!("table `{}`: cannot list: {e}", contract.name),
+        ),
+    }
 }
 
 /// Registers a Parquet dataset outside the contract as table `name`, for
@@ -551,13 +547,14 @@ fn map_listing_error(
 pub async fn register_plain_parquet(
     ctx: &SessionContext,
     name: &str,
-    location: &str,
+    location: &Location,
 ) -> Result<()> {
-    let url = ListingTableUrl::parse(location)?;
+    let text = location.to_string();
+    let url = ListingTableUrl::parse(&text)?;
     storage::ensure_store(ctx, url.get_url())?;
-    ctx.register_parquet(name, location, Default::default())
+    ctx.register_parquet(name, &text, Default::default())
         .await
-        .map_err(|e| Error::invalid(format!("table `{name}` at {location}: {e}")))?;
+        .map_err(|e| Error::location(location, format!("table `{name}`: {e}")))?;
     Ok(())
 }
 
@@ -565,10 +562,14 @@ pub async fn register_plain_parquet(
 mod tests {
     use super::*;
 
-    fn seen(files: &[(TimeUnit, Option<(i64, i64)>)]) -> Seen {
-        let mut s = Seen::default();
+    fn types_seen(files: &[(TimeUnit, Option<(i64, i64)>)]) -> TypesSeen {
+        let mut s = TypesSeen::default();
         for (u, r) in files {
-            check_type(Kind::Timestamp, &DataType::Timestamp(*u, None), &mut s);
+            check_type(
+                ColumnKind::Timestamp,
+                &DataType::Timestamp(*u, None),
+                &mut s,
+            );
             s.ranges.last_mut().unwrap().1 = *r;
         }
         s
@@ -581,29 +582,35 @@ mod tests {
         let y2500_ms = 16_725_225_600_000;
         let ns = (Nanosecond, Some((0, 1)));
         assert_eq!(
-            fitting_unit(&seen(&[ns, (Millisecond, Some((y2026_ms, y2026_ms)))])),
+            fitting_unit(&types_seen(&[
+                ns,
+                (Millisecond, Some((y2026_ms, y2026_ms)))
+            ])),
             Nanosecond
         );
         assert_eq!(
-            fitting_unit(&seen(&[ns, (Millisecond, Some((0, y2500_ms)))])),
+            fitting_unit(&types_seen(&[ns, (Millisecond, Some((0, y2500_ms)))])),
             Microsecond
         );
         // before 1677 does not fit either
         assert_eq!(
-            fitting_unit(&seen(&[ns, (Millisecond, Some((-y2500_ms, 0)))])),
+            fitting_unit(&types_seen(&[ns, (Millisecond, Some((-y2500_ms, 0)))])),
             Microsecond
         );
         // beyond what microseconds hold: milliseconds
         assert_eq!(
-            fitting_unit(&seen(&[ns, (Millisecond, Some((0, i64::MAX / 10)))])),
+            fitting_unit(&types_seen(&[ns, (Millisecond, Some((0, i64::MAX / 10)))])),
             Millisecond
         );
         assert_eq!(
-            fitting_unit(&seen(&[ns, (Second, Some((0, i64::MAX / 10)))])),
+            fitting_unit(&types_seen(&[ns, (Second, Some((0, i64::MAX / 10)))])),
             Second
         );
         // no statistics: assumed to fit
-        assert_eq!(fitting_unit(&seen(&[ns, (Millisecond, None)])), Nanosecond);
-        assert_eq!(fitting_unit(&Seen::default()), Microsecond);
+        assert_eq!(
+            fitting_unit(&types_seen(&[ns, (Millisecond, None)])),
+            Nanosecond
+        );
+        assert_eq!(fitting_unit(&TypesSeen::default()), Microsecond);
     }
 }

@@ -35,18 +35,17 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{make_array, Array, ArrayRef, AsArray, Int64Array, PrimitiveArray};
+use datafusion::arrow::array::{make_array, Array, ArrayRef, Int64Array};
 use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
-use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, IntervalUnit, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, IntervalUnit, TimeUnit};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
 use datafusion::logical_expr::{
     PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
 };
 use datafusion::physical_expr::expressions::Literal;
+
+use crate::timestamps;
 
 /// Name under which the function is registered.
 pub const SESSION_START: &str = "session_start";
@@ -224,16 +223,6 @@ fn span_nanos(value: &ScalarValue, name: &str) -> Result<Option<i64>> {
     Ok(Some(i64::try_from(nanos).unwrap_or(i64::MAX)))
 }
 
-/// How many nanoseconds one tick of `unit` is.
-fn nanos_per_tick(unit: TimeUnit) -> i64 {
-    match unit {
-        TimeUnit::Second => 1_000_000_000,
-        TimeUnit::Millisecond => 1_000_000,
-        TimeUnit::Microsecond => 1_000,
-        TimeUnit::Nanosecond => 1,
-    }
-}
-
 /// The session rule in the timestamp's own ticks.
 ///
 /// Spans are rounded **up** to whole ticks: for integer tick differences `d`,
@@ -248,7 +237,7 @@ pub struct SessionRule {
 impl SessionRule {
     /// A rule for timestamps of `unit`, spans given in nanoseconds.
     pub fn new(unit: TimeUnit, max_span_nanos: Option<i64>, gap_nanos: Option<i64>) -> Self {
-        let k = nanos_per_tick(unit);
+        let k = timestamps::nanos_per_tick(unit);
         let ticks = |n: i64| n / k + i64::from(n % k != 0);
         Self {
             max_span: max_span_nanos.map(ticks),
@@ -326,18 +315,7 @@ impl SessionEvaluator {
 
     fn scalar(&self, v: Option<i64>) -> ScalarValue {
         match &self.out_type {
-            DataType::Timestamp(TimeUnit::Second, tz) => {
-                ScalarValue::TimestampSecond(v, tz.clone())
-            }
-            DataType::Timestamp(TimeUnit::Millisecond, tz) => {
-                ScalarValue::TimestampMillisecond(v, tz.clone())
-            }
-            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-                ScalarValue::TimestampMicrosecond(v, tz.clone())
-            }
-            DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
-                ScalarValue::TimestampNanosecond(v, tz.clone())
-            }
+            DataType::Timestamp(unit, tz) => timestamps::scalar(v, *unit, tz.clone()),
             // `field` only admits timestamps.
             _ => ScalarValue::Null,
         }
@@ -346,27 +324,13 @@ impl SessionEvaluator {
 
 /// The i64 ticks and validity of any timestamp array.
 fn ticks(array: &ArrayRef) -> Result<(&ScalarBuffer<i64>, Option<&NullBuffer>)> {
-    fn parts<T>(a: &PrimitiveArray<T>) -> (&ScalarBuffer<i64>, Option<&NullBuffer>)
-    where
-        T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>,
-    {
-        (a.values(), a.nulls())
+    match timestamps::ticks(array) {
+        Some(parts) => Ok(parts),
+        None => exec_err!(
+            "{SESSION_START}: expected a timestamp column, got {}",
+            array.data_type()
+        ),
     }
-    Ok(match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            parts(array.as_primitive::<TimestampSecondType>())
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            parts(array.as_primitive::<TimestampMillisecondType>())
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            parts(array.as_primitive::<TimestampMicrosecondType>())
-        }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            parts(array.as_primitive::<TimestampNanosecondType>())
-        }
-        other => return exec_err!("{SESSION_START}: expected a timestamp column, got {other}"),
-    })
 }
 
 impl PartitionEvaluator for SessionEvaluator {
@@ -425,7 +389,8 @@ impl PartitionEvaluator for SessionEvaluator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use datafusion::arrow::array::{AsArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::TimestampMicrosecondType;
 
     const H: i64 = 3_600_000_000; // one hour in microseconds
 

@@ -144,10 +144,13 @@ pub async fn engine_for(dir: &Path, rows: &[Row]) -> Engine {
     write_parquet(&events, &events_batch(rows));
     let messages = dir.join("messages").join("part-0.parquet");
     write_one_message(&messages);
-    build_context(&EngineOptions::new(
-        dir.join("events").to_string_lossy(),
-        dir.join("messages").to_string_lossy(),
-    ))
+    build_context(
+        &EngineOptions::new(
+            dir.join("events").to_string_lossy(),
+            dir.join("messages").to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap()
 }
@@ -280,10 +283,13 @@ pub async fn engine_with(dir: &Path, events: &[Row], messages: &[MsgRow]) -> Eng
         &dir.join("messages").join("part-0.parquet"),
         &messages_batch(messages),
     );
-    build_context(&EngineOptions::new(
-        dir.join("events").to_string_lossy(),
-        dir.join("messages").to_string_lossy(),
-    ))
+    build_context(
+        &EngineOptions::new(
+            dir.join("events").to_string_lossy(),
+            dir.join("messages").to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap()
 }
@@ -329,4 +335,13 @@ pub fn with_column(batch: &RecordBatch, name: &str, values: ArrayRef) -> RecordB
     let mut cols = batch.columns().to_vec();
     cols[at] = values;
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+/// A table of the bundled sample, as a path string.
+pub fn sample(table: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/sample")
+        .join(table)
+        .to_string_lossy()
+        .into_owned()
 }

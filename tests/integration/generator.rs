@@ -95,10 +95,13 @@ async fn carries_every_edge_case_of_the_spec() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d");
     let stats = generate(&opts(&out, 3000, 30, 11)).unwrap();
-    let e = build_context(&EngineOptions::new(
-        out.join("events").to_string_lossy(),
-        out.join("messages").to_string_lossy(),
-    ))
+    let e = build_context(
+        &EngineOptions::new(
+            out.join("events").to_string_lossy(),
+            out.join("messages").to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let n = rows(&e.ctx, "SELECT count(*) FROM events").await;

@@ -102,7 +102,8 @@ async fn compare(dir: &Path, bits: u32, batch_size: usize) {
     let mut o = EngineOptions::new(
         dir.join("events").to_string_lossy(),
         dir.join("messages").to_string_lossy(),
-    );
+    )
+    .unwrap();
     o.batch_size = Some(batch_size);
     let e = build_context(&o).await.unwrap();
     let opts = HistoryOptions {
@@ -225,7 +226,8 @@ async fn cached_sessions_equal_the_view_and_follow_the_files() {
     let opts = EngineOptions::new(
         out.join("events").to_string_lossy(),
         out.join("messages").to_string_lossy(),
-    );
+    )
+    .unwrap();
     let cached_opts = EngineOptions {
         cached_sessions: true,
         ..opts.clone()

@@ -17,16 +17,9 @@ use supportfunnel::report::{run_report, ReportOptions, ReportPath};
 use supportfunnel::{build_context, EngineOptions};
 
 use crate::common::{
-    bin, ev, events_batch, run, stderr, with_column, with_ts, write_one_message, write_parquet, Row,
+    bin, ev, events_batch, run, sample, stderr, with_column, with_ts, write_one_message,
+    write_parquet, Row,
 };
-
-fn sample(table: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/sample")
-        .join(table)
-        .to_string_lossy()
-        .into_owned()
-}
 
 /// Fails unless `o` failed with one `error:` line and no panic.
 fn assert_one_line_error(o: &Output, what: &str) -> String {
@@ -164,10 +157,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 async fn one_future_event_does_not_move_the_default_period() {
     let dir = tempfile::tempdir().unwrap();
     let (events, messages) = sample_with_future_event(dir.path());
-    let plain = build_context(&EngineOptions::new(sample("events"), sample("messages")))
+    let plain = build_context(&EngineOptions::new(sample("events"), sample("messages")).unwrap())
         .await
         .unwrap();
-    let engine = build_context(&EngineOptions::new(events, messages))
+    let engine = build_context(&EngineOptions::new(events, messages).unwrap())
         .await
         .unwrap();
     let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap();
@@ -263,7 +256,7 @@ fn in_nanoseconds(batch: &RecordBatch) -> RecordBatch {
 async fn a_year_2500_millisecond_row_next_to_nanosecond_files_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let (events, messages) = mixed_units(dir.path());
-    let engine = build_context(&EngineOptions::new(events, messages))
+    let engine = build_context(&EngineOptions::new(events, messages).unwrap())
         .await
         .unwrap();
     let got = crate::common::rows(
@@ -696,7 +689,8 @@ mod s3_faults {
 
     use chrono::NaiveDate;
     use supportfunnel::config::S3Config;
-    use supportfunnel::context::bare_context;
+    use supportfunnel::context::context_without_tables;
+    use supportfunnel::location::Location;
     use supportfunnel::output::put_atomically;
     use supportfunnel::report::{rows_of, run_report, ReportOptions};
     use supportfunnel::{build_context, EngineOptions};
@@ -726,10 +720,13 @@ mod s3_faults {
     }
 
     async fn local_rows() -> Vec<supportfunnel::report::Row> {
-        let engine = build_context(&EngineOptions::new(
-            super::sample("events"),
-            super::sample("messages"),
-        ))
+        let engine = build_context(
+            &EngineOptions::new(
+                crate::common::sample("events"),
+                crate::common::sample("messages"),
+            )
+            .unwrap(),
+        )
         .await
         .unwrap();
         rows_of(&run_report(&engine, &report_opts()).await.unwrap().batch)
@@ -813,21 +810,22 @@ mod s3_faults {
         let server = S3Server::start(&["out"]);
         let mut s3 = server.settings(SECRET_KEY);
         let location = "s3://out/report/data.parquet";
+        let out = Location::parse(location).unwrap();
         let ctx = |s3: S3Config| {
-            bare_context(&EngineOptions {
+            context_without_tables(&EngineOptions {
                 s3,
                 ..EngineOptions::default()
             })
             .unwrap()
         };
         let v1 = vec![1u8; 300_000];
-        put_atomically(&ctx(s3.clone()), location, v1.clone(), None)
+        put_atomically(&ctx(s3.clone()), &out, v1.clone())
             .await
             .unwrap();
         // one cut upload: retried, the new object is whole
         server.faults.add(rule("PUT", "/out/", Fault::CutUpload, 1));
         let v2 = vec![2u8; 300_000];
-        put_atomically(&ctx(s3.clone()), location, v2.clone(), None)
+        put_atomically(&ctx(s3.clone()), &out, v2.clone())
             .await
             .unwrap();
         assert_eq!(server.faults.injected(), 1);
@@ -837,7 +835,7 @@ mod s3_faults {
             .faults
             .add(rule("PUT", "/out/", Fault::CutUpload, 1000));
         s3.max_retries = Some(1);
-        let err = put_atomically(&ctx(s3.clone()), location, vec![3u8; 300_000], None)
+        let err = put_atomically(&ctx(s3.clone()), &out, vec![3u8; 300_000])
             .await
             .unwrap_err()
             .to_string();
@@ -867,10 +865,13 @@ async fn a_corrupted_page_with_a_checksum_is_an_error_not_garbage() {
     std::fs::create_dir_all(intact.path().join("events")).unwrap();
     std::fs::write(intact.path().join("events/a.parquet"), fixture).unwrap();
     write_one_message(&intact.path().join("messages/m.parquet"));
-    let engine = build_context(&EngineOptions::new(
-        intact.path().join("events").to_string_lossy(),
-        intact.path().join("messages").to_string_lossy(),
-    ))
+    let engine = build_context(
+        &EngineOptions::new(
+            intact.path().join("events").to_string_lossy(),
+            intact.path().join("messages").to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     assert_eq!(
@@ -884,10 +885,13 @@ async fn a_corrupted_page_with_a_checksum_is_an_error_not_garbage() {
     std::fs::create_dir_all(corrupt.path().join("events")).unwrap();
     std::fs::write(corrupt.path().join("events/a.parquet"), &bytes).unwrap();
     write_one_message(&corrupt.path().join("messages/m.parquet"));
-    let engine = build_context(&EngineOptions::new(
-        corrupt.path().join("events").to_string_lossy(),
-        corrupt.path().join("messages").to_string_lossy(),
-    ))
+    let engine = build_context(
+        &EngineOptions::new(
+            corrupt.path().join("events").to_string_lossy(),
+            corrupt.path().join("messages").to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let err = match engine.ctx.sql(query).await.unwrap().collect().await {

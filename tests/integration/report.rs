@@ -4,7 +4,6 @@
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::Array;
-use supportfunnel::context::sample_location;
 use supportfunnel::gen::{generate, GenOptions};
 use supportfunnel::period::parse_tz;
 use supportfunnel::report::{rows_of, run_report, ReportOptions, ReportPath, Row};
@@ -217,10 +216,13 @@ async fn duplicates_within_and_across_files_rejects_and_orphans() {
         &dir.path().join("messages/m.parquet"),
         &super::common::messages_batch(&msgs),
     );
-    let e = build_context(&EngineOptions::new(
-        dir.path().join("events").to_string_lossy(),
-        dir.path().join("messages").to_string_lossy(),
-    ))
+    let e = build_context(
+        &EngineOptions::new(
+            dir.path().join("events").to_string_lossy(),
+            dir.path().join("messages").to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let r = report(&e, &period("2026-03-02", "2026-03-03")).await;
@@ -613,10 +615,13 @@ async fn invariants_on_generated_data() {
             progress: false,
         })
         .unwrap();
-        let e = build_context(&EngineOptions::new(
-            out.join("events").to_string_lossy(),
-            out.join("messages").to_string_lossy(),
-        ))
+        let e = build_context(
+            &EngineOptions::new(
+                out.join("events").to_string_lossy(),
+                out.join("messages").to_string_lossy(),
+            )
+            .unwrap(),
+        )
         .await
         .unwrap();
         let r = report(&e, &period("2026-02-11", "2026-02-18")).await;
@@ -746,7 +751,11 @@ fn json_snapshot_on_the_sample() {
 #[tokio::test]
 async fn memory_limited_report_keeps_intermediates_on_disk_and_agrees() {
     let sample = |limit: Option<usize>, temp: Option<std::path::PathBuf>| {
-        let mut o = EngineOptions::new(sample_location("events"), sample_location("messages"));
+        let mut o = EngineOptions::new(
+            crate::common::sample("events"),
+            crate::common::sample("messages"),
+        )
+        .unwrap();
         o.memory_limit = limit;
         o.temp_dir = temp;
         o
@@ -808,10 +817,13 @@ async fn a_failed_report_leaves_the_users_context_as_it_was() {
     );
     let messages = dir.path().join("messages.parquet");
     write_parquet(&messages, &super::common::messages_batch(&one_msg()));
-    let e = build_context(&EngineOptions::new(
-        dir.path().join("events").to_string_lossy(),
-        messages.to_string_lossy(),
-    ))
+    let e = build_context(
+        &EngineOptions::new(
+            dir.path().join("events").to_string_lossy(),
+            messages.to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let tables = |e: &Engine| {
@@ -855,7 +867,11 @@ async fn a_failed_report_leaves_the_users_context_as_it_was() {
 async fn the_paths_choose_by_memory() {
     use supportfunnel::history::native_estimate;
     use supportfunnel::report::choose_path;
-    let mut o = EngineOptions::new(sample_location("events"), sample_location("messages"));
+    let mut o = EngineOptions::new(
+        crate::common::sample("events"),
+        crate::common::sample("messages"),
+    )
+    .unwrap();
     let e = build_context(&o).await.unwrap();
     assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Native);
     assert_eq!(choose_path(&e, ReportPath::Sql), ReportPath::Sql);
@@ -870,10 +886,13 @@ async fn the_paths_choose_by_memory() {
 
 #[tokio::test]
 async fn kept_sessions_are_the_same_by_both_paths() {
-    let e = build_context(&EngineOptions::new(
-        sample_location("events"),
-        sample_location("messages"),
-    ))
+    let e = build_context(
+        &EngineOptions::new(
+            crate::common::sample("events"),
+            crate::common::sample("messages"),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let kept = |path| {
@@ -921,10 +940,13 @@ async fn every_timestamp_unit_gives_the_same_report_by_both_paths() {
     })
     .unwrap();
     // All events in one batch, then rewritten with `ts` in each unit.
-    let probe = build_context(&EngineOptions::new(
-        src.join("events").to_string_lossy(),
-        src.join("messages").to_string_lossy(),
-    ))
+    let probe = build_context(
+        &EngineOptions::new(
+            src.join("events").to_string_lossy(),
+            src.join("messages").to_string_lossy(),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let batches = probe
@@ -962,10 +984,13 @@ async fn every_timestamp_unit_gives_the_same_report_by_both_paths() {
                 &batch,
             );
         }
-        let e = build_context(&EngineOptions::new(
-            out.join("events").to_string_lossy(),
-            src.join("messages").to_string_lossy(),
-        ))
+        let e = build_context(
+            &EngineOptions::new(
+                out.join("events").to_string_lossy(),
+                src.join("messages").to_string_lossy(),
+            )
+            .unwrap(),
+        )
         .await
         .unwrap();
         // `report` asserts that the native and the SQL path agree.

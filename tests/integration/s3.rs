@@ -16,17 +16,16 @@ use datafusion::arrow::compute::{cast, concat_batches};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use supportfunnel::config::{Config, S3Config};
-use supportfunnel::context::sample_location;
 use supportfunnel::job::{result_location, run_job};
-use supportfunnel::output::FailPoint;
 use supportfunnel::report::{report_schema, rows_of, run_report, ReportOptions};
+use supportfunnel::settings::{Env, Flags, Settings};
 use supportfunnel::storage::s3_builder;
 use supportfunnel::{build_context, EngineOptions};
 
-use crate::s3_server::{S3Server, ACCESS_KEY, SECRET_KEY};
+use crate::s3_server::{Fault, Rule, S3Server, ACCESS_KEY, SECRET_KEY};
 
 pub(crate) fn options(events: &str, messages: &str, s3: S3Config) -> EngineOptions {
-    let mut o = EngineOptions::new(events, messages);
+    let mut o = EngineOptions::new(events, messages).unwrap();
     o.s3 = s3;
     o
 }
@@ -50,10 +49,13 @@ async fn report_from_s3_equals_report_from_local_files() {
         to: NaiveDate::from_ymd_opt(2026, 3, 1),
         ..ReportOptions::default()
     };
-    let local = build_context(&EngineOptions::new(
-        sample_location("events"),
-        sample_location("messages"),
-    ))
+    let local = build_context(
+        &EngineOptions::new(
+            crate::common::sample("events"),
+            crate::common::sample("messages"),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     let remote = build_context(&options(
@@ -85,7 +87,7 @@ async fn wrong_credentials_missing_bucket_and_missing_prefix_fail_clearly() {
     let try_open = |events: &str, secret: &str| {
         let o = options(
             events,
-            &sample_location("messages"),
+            &crate::common::sample("messages"),
             server.settings(secret),
         );
         async move {
@@ -156,13 +158,9 @@ period = "weekly"
     Config::parse(&text, "job.toml").unwrap()
 }
 
-fn engine_options(config: &Config) -> EngineOptions {
-    let mut o = EngineOptions::new(
-        config.table("events").unwrap().uri.clone(),
-        config.table("messages").unwrap().uri.clone(),
-    );
-    o.s3 = config.storage.s3.clone();
-    o
+/// What `supportfunnel run --config` resolves to, without flags.
+fn job_settings(config: &Config) -> Settings {
+    Settings::resolve(&Flags::default(), config, &Env::from_process()).unwrap()
 }
 
 /// Every object key under `s3://out/<prefix>`.
@@ -204,9 +202,10 @@ async fn job_writes_to_s3_reads_back_and_reruns_replace() {
     let server = S3Server::start(&["lake", "out"]);
     sample_on_s3(&server).await;
     let config = job_config(&server);
-    let engine = build_context(&engine_options(&config)).await.unwrap();
+    let settings = job_settings(&config);
+    let engine = build_context(&settings.engine).await.unwrap();
     let date = NaiveDate::from_ymd_opt(2026, 2, 15).unwrap();
-    let summary = run_job(&engine, &config, date, None).await.unwrap();
+    let summary = run_job(&engine, &settings, &config, date).await.unwrap();
     assert!(summary.ok, "{summary:?}");
     assert_eq!(summary.written.len(), 3, "daily + its sessions + weekly");
     let expected = vec![
@@ -268,7 +267,7 @@ async fn job_writes_to_s3_reads_back_and_reruns_replace() {
 
     // a re-run of the same date replaces, never adds
     let before = get(&server, &expected[0]).await;
-    let again = run_job(&engine, &config, date, None).await.unwrap();
+    let again = run_job(&engine, &settings, &config, date).await.unwrap();
     assert!(again.ok);
     assert_eq!(keys(&server, "funnel_report").await, expected);
     assert_eq!(
@@ -283,14 +282,23 @@ async fn job_writes_to_s3_reads_back_and_reruns_replace() {
 async fn a_job_failing_mid_write_leaves_no_partial_result() {
     let server = S3Server::start(&["lake", "out"]);
     sample_on_s3(&server).await;
-    let config = job_config(&server);
-    let engine = build_context(&engine_options(&config)).await.unwrap();
+    let mut config = job_config(&server);
+    // No retries: an upload cut half-way fails the write at once.
+    config.storage.s3.max_retries = Some(0);
+    let settings = job_settings(&config);
+    let engine = build_context(&settings.engine).await.unwrap();
     let date = NaiveDate::from_ymd_opt(2026, 2, 15).unwrap();
+    let cut_every_upload = || Rule {
+        method: "PUT",
+        path_contains: "/out/".into(),
+        fault: Fault::CutUpload,
+        times: usize::MAX,
+    };
 
     // nothing there yet: a failed write leaves nothing
-    let failed = run_job(&engine, &config, date, Some(FailPoint::MidWrite))
-        .await
-        .unwrap();
+    server.faults.add(cut_every_upload());
+    let failed = run_job(&engine, &settings, &config, date).await.unwrap();
+    server.faults.clear();
     assert!(!failed.ok && failed.written.is_empty(), "{failed:?}");
     assert_eq!(failed.failed.len(), 2);
     assert!(
@@ -300,12 +308,12 @@ async fn a_job_failing_mid_write_leaves_no_partial_result() {
     );
 
     // a good result, then a failing re-run: the good result stays as it was
-    assert!(run_job(&engine, &config, date, None).await.unwrap().ok);
+    assert!(run_job(&engine, &settings, &config, date).await.unwrap().ok);
     let key = result_location("funnel_report", "daily", date);
     let good = get(&server, &key).await;
-    let failed = run_job(&engine, &config, date, Some(FailPoint::MidWrite))
-        .await
-        .unwrap();
+    server.faults.add(cut_every_upload());
+    let failed = run_job(&engine, &settings, &config, date).await.unwrap();
+    server.faults.clear();
     assert!(!failed.ok);
     assert_eq!(get(&server, &key).await, good);
     assert_eq!(keys(&server, "funnel_report").await.len(), 2);

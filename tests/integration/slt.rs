@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use datafusion::arrow::datatypes::DataType;
 use sqllogictest::{DBOutput, DefaultColumnType};
-use supportfunnel::context::{bare_context, EngineOptions};
+use supportfunnel::context::{context_without_tables, EngineOptions};
 
 struct Db {
     ctx: datafusion::prelude::SessionContext,
@@ -63,7 +63,7 @@ async fn slt_files() {
                 ..EngineOptions::default()
             };
             Ok(Db {
-                ctx: bare_context(&opts).unwrap(),
+                ctx: context_without_tables(&opts).unwrap(),
             })
         });
         runner

@@ -23,7 +23,7 @@ fn opts(dir: &std::path::Path, events: &str) -> EngineOptions {
     if !messages.exists() {
         write_one_message(&messages.join("m.parquet"));
     }
-    EngineOptions::new(events, messages.to_string_lossy())
+    EngineOptions::new(events, messages.to_string_lossy()).unwrap()
 }
 
 #[tokio::test]

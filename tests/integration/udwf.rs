@@ -9,7 +9,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicr
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 use proptest::prelude::*;
-use supportfunnel::context::{bare_context, EngineOptions};
+use supportfunnel::context::{context_without_tables, EngineOptions};
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -56,7 +56,7 @@ async fn via_sql(
     batch_size: usize,
     partitions: usize,
 ) -> Vec<Option<i64>> {
-    let ctx = bare_context(&EngineOptions {
+    let ctx = context_without_tables(&EngineOptions {
         batch_size: Some(batch_size),
         target_partitions: Some(partitions),
         ..EngineOptions::default()
@@ -147,7 +147,7 @@ proptest! {
 
 #[tokio::test]
 async fn plan_is_bounded_and_streams() {
-    let ctx = bare_context(&EngineOptions::default()).unwrap();
+    let ctx = context_without_tables(&EngineOptions::default()).unwrap();
     ctx.sql("CREATE TABLE a (user_id VARCHAR, ts TIMESTAMP) AS VALUES ('u', TIMESTAMP '2026-01-01 00:00:00')")
         .await
         .unwrap();

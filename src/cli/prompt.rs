@@ -1,63 +1,21 @@
-//! Ad-hoc SQL: run a script of statements, or an interactive prompt with
-//! history and multi-line statements (in the manner of datafusion-cli).
+//! The interactive SQL prompt (`supportfunnel sql` without a query), in the
+//! manner of datafusion-cli: history, statements over several lines, `\d`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use anyhow::{Context, Result};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::DFParser;
 use rustyline::error::ReadlineError;
-
-use crate::error::{Error, Result};
-use crate::output::{self, Format};
-use crate::readonly::Inputs;
-
-/// The result of one statement.
-#[derive(Debug, Clone)]
-pub struct StatementResult {
-    /// Output schema (empty for DDL).
-    pub schema: SchemaRef,
-    /// Output rows.
-    pub batches: Vec<RecordBatch>,
-}
-
-impl StatementResult {
-    /// Number of rows.
-    pub fn num_rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
-    }
-}
-
-/// Runs every statement of `sql` in order and returns each one's result.
-/// Statements are planned one at a time, so a script may create a view and
-/// query it.
-pub async fn run_script(ctx: &SessionContext, sql: &str) -> Result<Vec<StatementResult>> {
-    let statements = DFParser::parse_sql(sql)?;
-    if statements.is_empty() {
-        return Err(Error::invalid("no SQL statement given"));
-    }
-    let inputs = Inputs::of(ctx);
-    let mut results = Vec::with_capacity(statements.len());
-    for statement in statements {
-        let plan = ctx.state().statement_to_plan(statement).await?;
-        inputs.check_plan(&plan)?;
-        let df = ctx.execute_logical_plan(plan).await?;
-        let schema: SchemaRef = df.schema().inner().clone();
-        let batches = df.collect().await?;
-        results.push(StatementResult { schema, batches });
-    }
-    Ok(results)
-}
+use supportfunnel::output::{self, Format};
+use supportfunnel::query;
 
 /// Interactive prompt. Statements end with `;` and may span lines; `\q`
 /// quits, `\d` lists tables and views, `\d NAME` describes one. History is
 /// kept in `~/.supportfunnel_history`.
 pub async fn repl(ctx: &SessionContext) -> Result<()> {
-    let mut editor = rustyline::DefaultEditor::new()
-        .map_err(|e| Error::invalid(format!("cannot start the prompt: {e}")))?;
+    let mut editor = rustyline::DefaultEditor::new().context("cannot start the prompt")?;
     // History only for a person at a terminal, not for piped scripts.
     let history: Option<PathBuf> = std::io::stdin()
         .is_terminal()
@@ -121,16 +79,14 @@ pub async fn repl(ctx: &SessionContext) -> Result<()> {
                 buffer.clear();
             }
             Err(ReadlineError::Eof) => break,
-            Err(e) => return Err(Error::invalid(format!("prompt failed: {e}"))),
+            Err(e) => return Err(anyhow::Error::new(e).context("prompt failed")),
         }
     }
     if let Some(h) = &history {
         let _ = editor.save_history(h);
     }
     if failed > 0 && !std::io::stdin().is_terminal() {
-        return Err(Error::invalid(format!(
-            "{failed} of {run} statements read from standard input failed"
-        )));
+        anyhow::bail!("{failed} of {run} statements read from standard input failed");
     }
     Ok(())
 }
@@ -138,7 +94,7 @@ pub async fn repl(ctx: &SessionContext) -> Result<()> {
 /// Runs `sql` and prints its results; false when it failed.
 async fn run_and_print(ctx: &SessionContext, sql: &str) -> bool {
     let started = Instant::now();
-    match run_script(ctx, sql).await {
+    match query::run_script(ctx, sql).await {
         Ok(results) => {
             let mut ok = true;
             for r in &results {

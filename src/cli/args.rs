@@ -1,0 +1,221 @@
+//! The command line: flags of every command, and how they become the
+//! library's [`Flags`] (precedence itself is decided by
+//! [`supportfunnel::settings::Settings::resolve`]).
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand};
+use supportfunnel::output::Format;
+use supportfunnel::report::ReportPath;
+use supportfunnel::settings::Flags;
+
+/// Support funnel analytics over Parquet event history, on Apache DataFusion.
+///
+/// Tables: `events` and `messages` (the data contract), plus the views
+/// `validated_events`, `rejected_events`, `clean_events`, `session_actions`,
+/// `conversations`, `sessions`, `orphan_lifecycle_events`, and the window
+/// function `session_start(ts [, max_span [, gap]])`.
+#[derive(Parser, Debug)]
+#[command(name = "supportfunnel", version, about, long_about)]
+pub struct Cli {
+    /// Config file (TOML): tables, storage, engine, defaults, [datafusion]
+    /// options and the job's reports; flags given on the command line win
+    #[arg(long, global = true, value_name = "FILE", env = "SUPPORTFUNNEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run SQL over the tables and views (a query, a file, or an interactive prompt).
+    ///
+    /// Examples:
+    ///   supportfunnel sql "SELECT status, count(*) FROM sessions GROUP BY 1"
+    ///   supportfunnel sql --events s3://lake/events/ -f question.sql --format csv
+    ///   supportfunnel sql            (interactive: end statements with `;`)
+    #[command(verbatim_doc_comment)]
+    Sql(SqlArgs),
+    /// The support funnel report: every section, current vs previous period.
+    ///
+    /// Without --from/--to: the 28 full days in --tz before the day of the
+    /// latest valid event dated up to now (that day counts as incomplete);
+    /// events dated after now are counted and reported as a warning, and do
+    /// not move the period. Filters of one kind are
+    /// alternatives (OR); different kinds must all hold (AND).
+    ///
+    /// Example:
+    ///   supportfunnel report --from 2026-02-01 --to 2026-03-01 --tz Europe/Paris --tag outage
+    #[command(verbatim_doc_comment)]
+    Report(ReportArgs),
+    /// The scheduled job: every report of the config, for one run date, written
+    /// as Parquet to <output.location>/report=<name>/report_date=<DATE>/.
+    ///
+    /// Each result is one object replaced atomically: a re-run of a date
+    /// replaces its result, a failure leaves the previous one in place. Prints
+    /// a one-line JSON summary on stdout; exits 0 only when everything was
+    /// written.
+    ///
+    /// Example:
+    ///   supportfunnel run --config job.toml --date 2026-03-01
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Generate a synthetic dataset (events + messages), Hive-partitioned by day.
+    ///
+    /// Deterministic for a seed; about 1M events for --users 20000 --days 90.
+    Gen(GenArgs),
+}
+
+/// Where the data is and how much memory a query may use.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Events dataset: a Parquet file, a directory, a Hive-partitioned
+    /// directory, or s3://bucket/prefix [default: the bundled sample]
+    #[arg(long, value_name = "PATH|URL")]
+    pub events: Option<String>,
+    /// Messages dataset, same forms as --events [default: the bundled sample]
+    #[arg(long, value_name = "PATH|URL")]
+    pub messages: Option<String>,
+    /// Memory queries may use before spilling to --temp-dir, e.g. 2GiB
+    /// [default: unlimited]
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// Directory for spill files [default: the system temp directory]
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// Parallelism of query plans [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub target_partitions: Option<usize>,
+}
+
+impl EngineArgs {
+    /// The flags as the library takes them.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            events: self.events.clone(),
+            messages: self.messages.clone(),
+            memory_limit: self.memory_limit.clone(),
+            temp_dir: self.temp_dir.clone(),
+            target_partitions: self.target_partitions,
+            ..Flags::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Run date, YYYY-MM-DD: each report covers the days before it
+    /// [default: today in the config's time zone]
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub date: Option<NaiveDate>,
+}
+
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// SQL to run (several statements separated by `;` are run in order)
+    #[arg(value_name = "QUERY", conflicts_with = "file")]
+    pub query: Option<String>,
+    /// Read the SQL from a file (`-` for stdin)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Output format: table, csv, json (newline-delimited) or parquet
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    pub format: Format,
+    /// Write the result of the last statement to this file or s3:// object
+    /// (atomically) instead of stdout
+    #[arg(long, short = 'o', value_name = "PATH|URL")]
+    pub output: Option<String>,
+}
+
+fn parse_strategy(s: &str) -> Result<ReportPath, String> {
+    s.parse().map_err(|e: supportfunnel::Error| e.to_string())
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse().map_err(|e: supportfunnel::Error| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// First day of the period, YYYY-MM-DD (local to --tz)
+    #[arg(long, value_name = "DATE", requires = "to", value_parser = parse_date)]
+    pub from: Option<NaiveDate>,
+    /// Day after the last day of the period, YYYY-MM-DD (exclusive)
+    #[arg(long, value_name = "DATE", requires = "from", value_parser = parse_date)]
+    pub to: Option<NaiveDate>,
+    /// IANA time zone the days are read in [default: the config's, else UTC]
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Only proactive deliveries with this tag (repeatable)
+    #[arg(long = "tag", value_name = "T")]
+    pub tags: Vec<String>,
+    /// Only proactive deliveries of this content type (repeatable)
+    #[arg(long = "content-type", value_name = "C")]
+    pub content_types: Vec<String>,
+    /// Only proactive deliveries from this sender (repeatable)
+    #[arg(long = "sender", value_name = "S")]
+    pub senders: Vec<String>,
+    /// Output format: table (for a person), json (one object per row), csv or parquet
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    pub format: Format,
+    /// Write to this file or s3:// object (atomically) instead of stdout
+    #[arg(long, short = 'o', value_name = "PATH|URL")]
+    pub output: Option<String>,
+    /// How sessions and conversations are computed: `native` (one scan, in
+    /// memory: fastest), `sql` (DataFusion plans step by step, spilling to
+    /// --temp-dir under --memory-limit), or `auto`: native when its estimate
+    /// (about 100 bytes an event) fits in --memory-limit, or without a limit
+    /// in half the machine's memory. Every strategy gives the same report.
+    #[arg(long, default_value = "auto", value_parser = parse_strategy)]
+    pub strategy: ReportPath,
+    /// Print each step of the report with the rows it read and its time on
+    /// stderr (a live progress line is shown anyway when stderr is a terminal)
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+impl ReportArgs {
+    /// The flags as the library takes them.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            tz: self.tz.clone(),
+            tags: self.tags.clone(),
+            content_types: self.content_types.clone(),
+            senders: self.senders.clone(),
+            ..self.engine.flags()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GenArgs {
+    /// Output directory; gets `events/` and `messages/` (must be empty or new)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Number of users
+    #[arg(long, default_value_t = 20_000)]
+    pub users: u64,
+    /// Number of days
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// Random seed (same seed and sizes: same data)
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// First day, YYYY-MM-DD
+    #[arg(long, default_value = "2026-01-01", value_parser = parse_date)]
+    pub start: NaiveDate,
+    /// Replace the output directory if it is not empty
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    supportfunnel::period::parse_date(s).map_err(|e| e.to_string())
+}

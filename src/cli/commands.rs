@@ -1,0 +1,231 @@
+//! One function per command: resolve the settings, build the engine, call
+//! the library, print. Nothing here decides precedence or checks a value the
+//! library checks.
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::{Context, Result};
+use supportfunnel::config::Config;
+use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::job::run_job;
+use supportfunnel::location::Location;
+use supportfunnel::output::{self, Format};
+use supportfunnel::progress::ProgressRef;
+use supportfunnel::report::{rows_of, run_report, Anchor, ReportOptions};
+use supportfunnel::settings::{Env, Flags, Settings};
+use supportfunnel::{build_context, query};
+
+use crate::cli::args::{Cli, Command, GenArgs, ReportArgs, RunArgs, SqlArgs};
+use crate::cli::process::{peak_memory_kib, purge_freed_memory_at_once};
+use crate::cli::progress::CliProgress;
+use crate::cli::{prompt, table};
+
+/// Runs the command `cli` names.
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    match cli.command {
+        Command::Report(args) => report(&config, args).await,
+        Command::Sql(args) => sql(&config, args).await,
+        Command::Run(args) => run(cli.config.is_some(), &config, args).await,
+        Command::Gen(args) => gen(args),
+    }
+}
+
+/// Flags over the config over the defaults (the library's one rule), and
+/// the allocator set for a memory limit.
+fn settings(flags: &Flags, config: &Config) -> Result<Settings> {
+    let settings = Settings::resolve(flags, config, &Env::from_process())?;
+    if settings.engine.memory_limit.is_some() {
+        purge_freed_memory_at_once();
+    }
+    Ok(settings)
+}
+
+/// A file or object to write to, parsed.
+fn output_location(output: &Option<String>) -> Result<Option<Location>> {
+    output
+        .as_deref()
+        .map(|o| Location::parse(o).context("--output"))
+        .transpose()
+}
+
+/// `supportfunnel report`.
+async fn report(config: &Config, args: ReportArgs) -> Result<()> {
+    if args.format == Format::Parquet && args.output.is_none() {
+        anyhow::bail!("--format parquet needs --output FILE");
+    }
+    let output = output_location(&args.output)?;
+    let settings = settings(&args.flags(), config)?;
+    let engine = build_context(&settings.engine).await?;
+    let progress = CliProgress::new(args.verbose);
+    let report = run_report(
+        &engine,
+        &ReportOptions {
+            from: args.from,
+            to: args.to,
+            tz: Some(settings.tz),
+            tags: settings.filters.tags.clone(),
+            content_types: settings.filters.content_types.clone(),
+            senders: settings.filters.senders.clone(),
+            progress: progress.clone().map(|p| p as ProgressRef),
+            keep_sessions: false,
+            path: args.strategy,
+            now: Some(settings.now),
+        },
+    )
+    .await?;
+    drop(progress);
+    if let Some(anchor) = &report.anchor {
+        explain_default_period(anchor, report.periods.days(), args.verbose);
+    }
+    if args.verbose {
+        if let Some(kib) = peak_memory_kib() {
+            eprintln!("peak memory: {} MiB", kib / 1024);
+        }
+    }
+    if args.format == Format::Table {
+        let text = table::render(&rows_of(&report.batch), &report.periods);
+        match &output {
+            None => print!("{text}"),
+            Some(loc) => output::put_atomically(&engine.ctx, loc, text.into_bytes()).await?,
+        }
+    } else {
+        output::write_result_to(
+            &engine.ctx,
+            args.format,
+            &report.batch.schema(),
+            std::slice::from_ref(&report.batch),
+            output.as_ref(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Says on stderr what placed the default period: always when events dated
+/// after now were left out, with `--verbose` otherwise.
+fn explain_default_period(anchor: &Anchor, days: i64, verbose: bool) {
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC");
+    if anchor.future_events > 0 {
+        let n = anchor.future_events;
+        eprintln!(
+            "warning: {n} valid {} dated after now ({}); the default period \
+             ends with the day of the latest event before now ({}); pass --from and \
+             --to to report on later dates",
+            if n == 1 { "event is" } else { "events are" },
+            at(anchor.now),
+            at(anchor.latest)
+        );
+    } else if verbose {
+        eprintln!(
+            "default period: the {days} full days before the latest event, {}",
+            at(anchor.latest)
+        );
+    }
+}
+
+/// `supportfunnel sql`.
+async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
+    let text = match (&args.query, &args.file) {
+        (Some(q), _) => Some(q.clone()),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading SQL from stdin")?;
+            Some(s)
+        }
+        (None, Some(f)) => {
+            Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        (None, None) => None,
+    };
+    if text.is_none() && args.output.is_some() {
+        anyhow::bail!(
+            "--output needs a QUERY or -f FILE (the interactive prompt prints to the terminal)"
+        );
+    }
+    if args.format == Format::Parquet && args.output.is_none() {
+        anyhow::bail!("--format parquet needs --output FILE");
+    }
+    let output = output_location(&args.output)?;
+    let mut settings = settings(&args.engine.flags(), config)?;
+    settings.engine.cached_sessions = true;
+    let engine = build_context(&settings.engine).await?;
+    let Some(text) = text else {
+        return prompt::repl(&engine.ctx).await;
+    };
+    let results = query::run_script(&engine.ctx, &text).await?;
+    match &output {
+        // a file gets the last statement's result only
+        Some(loc) => {
+            let last = results
+                .last()
+                .context("no statement gave a result to write")?;
+            output::write_result_to(
+                &engine.ctx,
+                args.format,
+                &last.schema,
+                &last.batches,
+                Some(loc),
+            )
+            .await?;
+        }
+        None => {
+            for r in &results {
+                output::write_result(args.format, &r.schema, &r.batches, None)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `supportfunnel run`: the scheduled job.
+async fn run(has_config: bool, config: &Config, args: RunArgs) -> Result<()> {
+    if !has_config {
+        anyhow::bail!("run needs --config FILE (the reports and the output location)");
+    }
+    let settings = settings(&args.engine.flags(), config)?;
+    let engine = build_context(&settings.engine).await?;
+    let date = args.date.unwrap_or_else(|| settings.today());
+    let summary = run_job(&engine, &settings, config, date).await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    for f in &summary.failed {
+        eprintln!("error: report `{}`: {}", f.report, f.error);
+    }
+    if !summary.ok {
+        anyhow::bail!(
+            "{} of {} reports failed; see above",
+            summary.failed.len(),
+            config.reports.len()
+        );
+    }
+    Ok(())
+}
+
+/// `supportfunnel gen`.
+fn gen(args: GenArgs) -> Result<()> {
+    let stats = generate(&GenOptions {
+        out: args.out.clone(),
+        users: args.users,
+        days: args.days,
+        seed: args.seed,
+        start: args.start,
+        overwrite: args.overwrite,
+        progress: std::io::stderr().is_terminal(),
+    })
+    .with_context(|| format!("generating into {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} events and {} messages in {} files to {} in {:.2}s ({:.0} events/s)",
+        stats.events,
+        stats.messages,
+        stats.files,
+        args.out.display(),
+        stats.seconds,
+        stats.events as f64 / stats.seconds.max(1e-9)
+    );
+    Ok(())
+}

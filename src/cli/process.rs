@@ -1,0 +1,243 @@
+//! The process around a command: the allocator's settings, signals, the
+//! error line and the exit code.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// Runs `command` to its end and says how the process should exit: 0 on
+/// success (also when a reader closed the pipe early, `| head`), 1 with the
+/// error on one line, 130/143 on SIGINT/SIGTERM with the temporary files
+/// removed, 2 when no runtime could start.
+///
+/// The command runs as a task of a multi-threaded runtime, so that this
+/// thread stays free to notice a signal while the command's threads are
+/// busy. Call before any other thread starts (see [`watch_signals`]).
+pub fn run<F>(command: F) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let signals = watch_signals();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut work = runtime.spawn(command);
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            done = &mut work => Ok(done),
+            Ok(signal) = signals => Err(signal),
+        }
+    });
+    match outcome {
+        Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
+        Ok(Ok(Err(e))) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Ok(Ok(Err(e))) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+        Ok(Err(join)) => {
+            supportfunnel::scratch::remove_all();
+            eprintln!("error: internal error: {join}");
+            ExitCode::from(101)
+        }
+        Err((name, code)) => {
+            supportfunnel::scratch::interrupt();
+            work.abort();
+            runtime.shutdown_timeout(STOP_GRACE);
+            let left = supportfunnel::scratch::remove_all();
+            if left == 0 {
+                eprintln!("interrupted by {name}: stopped, temporary files removed");
+            } else {
+                eprintln!(
+                    "interrupted by {name}: stopped; {left} temporary paths could not be removed"
+                );
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+extern "C" {
+    /// mimalloc's option setter (the C library linked for the allocator).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// `mi_option_allow_thp` in the option enum of the mimalloc linked by
+/// libmimalloc-sys 0.1.49 (v3; Cargo.lock pins it).
+const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
+
+/// `mi_option_purge_delay` in the same enum.
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Under `--memory-limit`, memory freed is given back to the system at once
+/// instead of after mimalloc's purge delay: a report frees and allocates
+/// batches continuously, and the retained pages made the process use twice
+/// what the operators held (docs/PERFORMANCE.md), at a small cost in time.
+pub fn purge_freed_memory_at_once() {
+    // SAFETY: as in `tune_allocator`.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
+/// No transparent huge pages for mimalloc's memory. With them (the kernel's
+/// `madvise` mode, which mimalloc asks for) every fresh 64 KiB mimalloc page
+/// made the kernel zero a whole 2 MiB huge page, and a scan allocates and
+/// frees batch buffers continuously: a third of the report's CPU went to
+/// zeroing pages (docs/PERFORMANCE.md). Set before anything large is mapped.
+pub fn tune_allocator() {
+    // SAFETY: sets a plain integer option that mimalloc reads on each mapping.
+    unsafe { mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+    // The arena mimalloc reserved at start-up was already advised for huge
+    // pages: turn THP off for the whole process (what mimalloc itself does
+    // when the option is set before it starts).
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+/// Waits for SIGINT and SIGTERM on a thread of its own, outside the async
+/// runtime: the runtime's signal driver only runs when a worker is idle, and
+/// a command keeping every worker busy (or swapping) would never hear one.
+/// The signals are blocked in every thread (the mask is inherited, so this
+/// runs before any other thread starts) and taken here with `sigwait`.
+///
+/// On the first signal the interrupt flag is set and the main thread told;
+/// if the process is still alive `STOP_GRACE` + 2 s later, or on a second
+/// signal, this thread removes the temporary files and exits itself.
+#[cfg(unix)]
+fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
+    // pthread_sigmask only changes this thread's mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let named = |sig: i32| {
+        if sig == libc::SIGINT {
+            ("SIGINT", 130u8)
+        } else {
+            ("SIGTERM", 143u8)
+        }
+    };
+    let wait = move || {
+        let mut sig = 0;
+        // SAFETY: `set` is a valid signal set; `sig` a valid out-pointer.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        named(sig)
+    };
+    std::thread::spawn(move || {
+        let (name, code) = wait();
+        supportfunnel::scratch::interrupt();
+        let _ = tx.send((name, code));
+        // The main thread normally exits within STOP_GRACE; this is the
+        // backstop, and a second signal means "now".
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(wait());
+        });
+        let _ = done_rx.recv_timeout(STOP_GRACE + std::time::Duration::from_secs(2));
+        let left = supportfunnel::scratch::remove_all();
+        eprintln!(
+            "interrupted by {name}: stopped{}",
+            if left == 0 {
+                ", temporary files removed".to_string()
+            } else {
+                format!("; {left} temporary paths could not be removed")
+            }
+        );
+        std::process::exit(i32::from(code));
+    });
+    rx
+}
+
+/// Without Unix signals: Ctrl-C through the runtime.
+#[cfg(not(unix))]
+fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                supportfunnel::scratch::interrupt();
+                let _ = tx.send(("Ctrl-C", 130));
+            }
+        }
+    });
+    rx
+}
+
+/// How long an interrupted command gets to stop by itself (futures dropped,
+/// `gen` noticing the flag) before what is left of its temporary files is
+/// removed under it.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The error chain on one line: what failed, then why. DataFusion errors
+/// repeat their sources in their own text and span lines, so causes already
+/// said are dropped and line breaks folded.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let line = parts.join(": ");
+    if line.contains("--memory-limit") {
+        return line;
+    }
+    if line.contains("Resources exhausted") || line.contains("Not enough memory") {
+        // DataFusion's advice names its own settings; ours are the flag and
+        // the config key that set them.
+        let advice = line
+            .find(" Consider increasing")
+            .and_then(|i| line[i..].find("caused by").map(|j| i..i + j));
+        let mut line = line.clone();
+        if let Some(r) = advice {
+            line.replace_range(r, " ");
+        }
+        return format!(
+            "{line}; the query needs more memory than --memory-limit ([engine] memory_limit) \
+             allows: raise it"
+        );
+    }
+    line
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The process's peak resident memory so far (`VmHWM`, Linux), in KiB.
+/// Not getrusage: its maximum includes the parent's memory before `exec`.
+pub fn peak_memory_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
