@@ -5,20 +5,24 @@
 -- Timestamp join keys are compared as Int64: under --memory-limit joins are
 -- sort-merge joins (hash joins cannot spill), and DataFusion 55's sort-merge
 -- join has no comparator for timestamps.
+-- Output: period, status, then the conversation's columns, as listed.
+-- Parameters: none (reads the materialized report_sessions).
 SELECT
-    s.period,
-    s.status,
-    c.conversation_id,
-    c.user_id,
-    c.started_at,
-    c.session_start,
-    c.first_reply_at,
-    c.closed_at,
-    c.rating,
-    c.first_bot_answer_at,
-    c.bot_answers,
-    c.teammate_replies,
-    c.closes,
-    c.automated
-FROM conversations c
-JOIN report_sessions s ON s.user_id = c.user_id AND arrow_cast(s.session_start, 'Int64') = arrow_cast(c.session_start, 'Int64')
+    report_sessions.period,
+    report_sessions.status,
+    conversations.conversation_id,
+    conversations.user_id,
+    conversations.started_at,
+    conversations.session_start,
+    conversations.first_reply_at,
+    conversations.closed_at,
+    conversations.rating,
+    conversations.first_bot_answer_at,
+    conversations.bot_answers,
+    conversations.teammate_replies,
+    conversations.closes,
+    conversations.automated
+FROM conversations
+JOIN report_sessions
+    ON report_sessions.user_id = conversations.user_id
+    AND arrow_cast(report_sessions.session_start, 'Int64') = arrow_cast(conversations.session_start, 'Int64')

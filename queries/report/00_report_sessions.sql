@@ -4,6 +4,7 @@
 -- Implements REPORT_SPEC §2 and §3: sessions are computed over the whole
 -- history and a session belongs to the period in which it starts. The
 -- previous period ends where the current one begins.
+-- Output: period ('current' / 'previous'), then the sessions columns listed.
 -- Parameters: $prev_start, $cur_start, $cur_end (events' ts type).
 SELECT
     CASE WHEN session_start >= $cur_start THEN 'current' ELSE 'previous' END AS period,

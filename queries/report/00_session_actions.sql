@@ -5,6 +5,7 @@
 -- re-created over it.
 -- Implements REPORT_SPEC §2 and §3 "a session belongs to the period in which
 -- it starts". Only the columns those views read are kept.
+-- Output: event_id, user_id, ts, event_type, conversation_id, session_start.
 -- Parameters: $prev_start, $cur_end (events' ts type).
 SELECT event_id, user_id, ts, event_type, conversation_id, session_start
 FROM session_actions

@@ -4,8 +4,10 @@
 -- A person is counted in every group that fits, except that a person all of
 -- whose sessions in the period are `stopped` is in people_stopped only.
 -- Reads report_sessions and report_messages (tagged with their period).
+-- Parameters: none.
 WITH periods(period) AS (VALUES ('current'), ('previous')),
-people AS (
+-- person_flags: one row per person and period, with what their sessions did.
+person_flags AS (
     SELECT
         period,
         user_id,
@@ -26,7 +28,7 @@ people_counts AS (
         count(*) FILTER (WHERE after_self_serve) AS after_self_serve,
         count(*) FILTER (WHERE from_start) AS from_start,
         count(*) FILTER (WHERE all_stopped) AS stopped
-    FROM people
+    FROM person_flags
     GROUP BY period
 ),
 deliveries AS (
@@ -36,13 +38,13 @@ deliveries AS (
 )
 SELECT
     periods.period,
-    CAST(coalesce(d.delivered, 0) AS DOUBLE) AS proactive_messages,
-    CAST(coalesce(p.seeking, 0) AS DOUBLE) AS people_seeking_support,
-    CAST(coalesce(p.tried, 0) AS DOUBLE) AS people_tried_self_serve,
-    CAST(coalesce(p.resolved, 0) AS DOUBLE) AS people_resolved_self_serve,
-    CAST(coalesce(p.after_self_serve, 0) AS DOUBLE) AS people_human_after_self_serve,
-    CAST(coalesce(p.from_start, 0) AS DOUBLE) AS people_human_from_start,
-    CAST(coalesce(p.stopped, 0) AS DOUBLE) AS people_stopped
+    CAST(coalesce(deliveries.delivered, 0) AS DOUBLE) AS proactive_messages,
+    CAST(coalesce(people_counts.seeking, 0) AS DOUBLE) AS people_seeking_support,
+    CAST(coalesce(people_counts.tried, 0) AS DOUBLE) AS people_tried_self_serve,
+    CAST(coalesce(people_counts.resolved, 0) AS DOUBLE) AS people_resolved_self_serve,
+    CAST(coalesce(people_counts.after_self_serve, 0) AS DOUBLE) AS people_human_after_self_serve,
+    CAST(coalesce(people_counts.from_start, 0) AS DOUBLE) AS people_human_from_start,
+    CAST(coalesce(people_counts.stopped, 0) AS DOUBLE) AS people_stopped
 FROM periods
-LEFT JOIN people_counts p ON p.period = periods.period
-LEFT JOIN deliveries d ON d.period = periods.period
+LEFT JOIN people_counts ON people_counts.period = periods.period
+LEFT JOIN deliveries ON deliveries.period = periods.period

@@ -1,8 +1,9 @@
 -- sessions: sessions supported by self-serve and human support.
 -- Implements REPORT_SPEC §4 `sessions`. Output: one row per period, one
 -- column per metric in the spec's order. Reads report_sessions.
+-- Parameters: none.
 WITH periods(period) AS (VALUES ('current'), ('previous')),
-agg AS (
+status_counts AS (
     SELECT
         period,
         count(*) AS total,
@@ -22,4 +23,4 @@ SELECT
     CAST(coalesce(from_start, 0) AS DOUBLE) AS sessions_human_from_start,
     CAST(coalesce(stopped, 0) AS DOUBLE) AS sessions_stopped
 FROM periods
-LEFT JOIN agg ON agg.period = periods.period
+LEFT JOIN status_counts ON status_counts.period = periods.period

@@ -2,8 +2,9 @@
 -- Implements REPORT_SPEC §4 `proactive`; the filters are applied in
 -- report_messages. Rates are fractions, NULL when nothing was delivered.
 -- Output: one row per period, one column per metric in the spec's order.
+-- Reads report_messages. Parameters: none (the filters are bound there).
 WITH periods(period) AS (VALUES ('current'), ('previous')),
-agg AS (
+delivery_counts AS (
     SELECT
         period,
         count(*) AS delivered,
@@ -13,7 +14,8 @@ agg AS (
     FROM report_messages
     GROUP BY period
 ),
-c AS (
+-- period_counts: both periods, a missing one with zero counts.
+period_counts AS (
     SELECT
         periods.period,
         CAST(coalesce(delivered, 0) AS DOUBLE) AS delivered,
@@ -21,7 +23,7 @@ c AS (
         CAST(coalesce(clicked, 0) AS DOUBLE) AS clicked,
         CAST(coalesce(reacted, 0) AS DOUBLE) AS reacted
     FROM periods
-    LEFT JOIN agg ON agg.period = periods.period
+    LEFT JOIN delivery_counts ON delivery_counts.period = periods.period
 )
 SELECT
     period,
@@ -32,4 +34,4 @@ SELECT
     CASE WHEN delivered = 0 THEN NULL ELSE opened / delivered END AS open_rate,
     CASE WHEN delivered = 0 THEN NULL ELSE clicked / delivered END AS click_rate,
     CASE WHEN delivered = 0 THEN NULL ELSE reacted / delivered END AS reaction_rate
-FROM c
+FROM period_counts

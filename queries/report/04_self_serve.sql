@@ -5,9 +5,9 @@
 --     comes at a later ts (per session: article_views_resolved);
 --   * sessions_with_bot_answer / sessions_automated_resolved count sessions.
 -- Output: one row per period, one column per metric in the spec's order.
--- Reads report_sessions.
+-- Reads report_sessions. Parameters: none.
 WITH periods(period) AS (VALUES ('current'), ('previous')),
-agg AS (
+session_totals AS (
     SELECT
         period,
         count(*) FILTER (WHERE status = 'self_serve_resolved') AS resolved,
@@ -20,7 +20,8 @@ agg AS (
     FROM report_sessions
     GROUP BY period
 ),
-c AS (
+-- period_totals: both periods, a missing one with zeros, as DOUBLE.
+period_totals AS (
     SELECT
         periods.period,
         CAST(coalesce(resolved, 0) AS DOUBLE) AS resolved,
@@ -31,7 +32,7 @@ c AS (
         CAST(coalesce(with_bot, 0) AS DOUBLE) AS with_bot,
         CAST(coalesce(automated_sessions, 0) AS DOUBLE) AS automated_sessions
     FROM periods
-    LEFT JOIN agg ON agg.period = periods.period
+    LEFT JOIN session_totals ON session_totals.period = periods.period
 )
 SELECT
     period,
@@ -46,4 +47,4 @@ SELECT
     automated_sessions AS sessions_automated_resolved,
     CASE WHEN with_bot = 0 THEN NULL ELSE automated_sessions / with_bot END
         AS automated_resolution_rate
-FROM c
+FROM period_totals

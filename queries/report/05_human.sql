@@ -6,12 +6,15 @@
 -- count), in seconds with the input's precision.
 -- Output: one row per (segment, period), one column per metric in order.
 -- Reads report_conversations (tagged with their session's period and
--- status). Parameter: $ticks_per_second of the events' ts column.
-WITH grid(segment, period) AS (
+-- status). Parameters: $ticks_per_second of the events' ts column.
+-- segment_periods: every (segment, period) row the output must have.
+WITH segment_periods(segment, period) AS (
     VALUES ('after_self_serve', 'current'), ('after_self_serve', 'previous'),
            ('from_start', 'current'), ('from_start', 'previous')
 ),
-human AS (
+-- human_conversations: the human conversations of human sessions, with
+-- their segment and durations in ticks of the ts column.
+human_conversations AS (
     SELECT
         CASE status
             WHEN 'human_after_self_serve' THEN 'after_self_serve'
@@ -26,7 +29,8 @@ human AS (
     FROM report_conversations
     WHERE NOT automated AND status IN ('human_after_self_serve', 'human_from_start')
 ),
-agg AS (
+-- segment_stats: the counts and medians per (segment, period) present.
+segment_stats AS (
     SELECT
         segment,
         period,
@@ -36,17 +40,19 @@ agg AS (
         count(*) FILTER (WHERE rating >= 4) AS satisfied,
         median(first_response_ticks) AS median_first_response_ticks,
         median(close_ticks) AS median_close_ticks
-    FROM human
+    FROM human_conversations
     GROUP BY segment, period
 )
 SELECT
-    grid.segment,
-    grid.period,
+    segment_periods.segment,
+    segment_periods.period,
     CAST(coalesce(conversations, 0) AS DOUBLE) AS conversations,
     CAST(coalesce(rated, 0) AS DOUBLE) AS rated_conversations,
     avg_rating,
     CASE WHEN coalesce(rated, 0) = 0 THEN NULL ELSE CAST(satisfied AS DOUBLE) / rated END AS csat,
     median_first_response_ticks / $ticks_per_second AS median_first_response_s,
     median_close_ticks / $ticks_per_second AS median_time_to_close_s
-FROM grid
-LEFT JOIN agg ON agg.segment = grid.segment AND agg.period = grid.period
+FROM segment_periods
+LEFT JOIN segment_stats
+    ON segment_stats.segment = segment_periods.segment
+    AND segment_stats.period = segment_periods.period

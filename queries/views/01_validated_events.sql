@@ -5,6 +5,15 @@
 -- first reason in the spec's order. "Conversation events" are the five event
 -- types that carry a conversation: conversation_started and the lifecycle
 -- events. A rating outside 1..5 rejects the row whatever its event type.
+-- This CASE is where the reject rules and reason codes are defined, in the
+-- spec's order. Three other files spell the codes again, each for a reason
+-- SQL cannot avoid: views/03_event_checks.sql (a small integer per reason,
+-- so its one pass over the events groups on a single UInt64 key), and
+-- report/00_report_event_counts.sql and report/06_data_quality.sql (the
+-- codes are the column names of report_event_counts, a one-row table that
+-- the native path builds in Rust). A new reason must be added to all four,
+-- and to the Rust list.
+-- Output: the `events` columns plus reject_reason. Parameters: none.
 CREATE OR REPLACE VIEW validated_events AS
 SELECT
     event_id,

@@ -11,12 +11,20 @@
 -- makes this pass cheap over billions of rows: the single UInt64 key is the
 -- id's hash for a valid row (top bit always set) or the reason's position
 -- 1..7 for a rejected one, so the two never collide.
+-- The reason codes are defined in 01_validated_events.sql; they are listed
+-- here again only to give each one its small key (and back its name).
+-- Grouping on (reject_reason, id_hash) instead needs no list, but that
+-- two-column key made this pass ~7-10% slower in CPU time and up to ~10%
+-- bigger in peak memory (measured on the 50M-row m50 dataset).
+-- Parameters: none.
 CREATE OR REPLACE VIEW event_checks AS
+-- reasons: each reject reason's key, its position in the spec's order.
 WITH reasons(code, reason) AS (
     VALUES (1, 'null_event_id'), (2, 'null_user_id'), (3, 'null_ts'), (4, 'null_event_type'),
            (5, 'unknown_event_type'), (6, 'missing_conversation_id'), (7, 'invalid_rating')
 ),
-keyed AS (
+-- check_keys: one key per row: the reason's code or the event_id's hash.
+check_keys AS (
     SELECT
         CASE reject_reason
             WHEN 'null_event_id' THEN arrow_cast(1, 'UInt64')
@@ -30,12 +38,16 @@ keyed AS (
         END AS k
     FROM validated_events
 ),
-counted AS (
+-- key_counts: rows per key, keeping reasons and repeated hashes only.
+key_counts AS (
     SELECT k, count(*) AS n
-    FROM keyed
+    FROM check_keys
     GROUP BY k
     HAVING k <= 7 OR count(*) > 1
 )
-SELECT r.reason AS reject_reason, CASE WHEN c.k > 7 THEN c.k END AS id_hash, c.n
-FROM counted c
-LEFT JOIN reasons r ON arrow_cast(r.code, 'UInt64') = c.k;
+SELECT
+    reasons.reason AS reject_reason,
+    CASE WHEN key_counts.k > 7 THEN key_counts.k END AS id_hash,
+    key_counts.n
+FROM key_counts
+LEFT JOIN reasons ON arrow_cast(reasons.code, 'UInt64') = key_counts.k;

@@ -6,6 +6,7 @@
 -- `ts` is kept; copies that share it but differ elsewhere (the spec says they
 -- normally don't) are ordered by their other columns so the kept copy is
 -- deterministic. Only candidate rows are ranked, never the whole table.
+-- Output: the event columns plus `copies`. Parameters: none.
 CREATE OR REPLACE VIEW duplicate_winners AS
 SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating, copies
 FROM (

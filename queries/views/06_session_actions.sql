@@ -3,6 +3,7 @@
 -- Implements REPORT_SPEC §2 "Sessions": per user, over the whole history, a
 -- session covers [start, start + 24h) and is never extended by activity;
 -- lifecycle events take no part. `session_start` is the streaming UDWF.
+-- Output: the action's event columns plus `session_start`. Parameters: none.
 CREATE OR REPLACE VIEW session_actions AS
 SELECT
     event_id,

@@ -16,8 +16,11 @@
 -- after a chr(1) separator the value wanted. Ordered first_value/last_value
 -- aggregates cost several times more over millions of conversations. The
 -- key assumes event_ids contain no control character below chr(2).
+-- Parameters: none.
 CREATE OR REPLACE VIEW conversation_facts AS
-WITH keyed AS (
+-- conversation_events: every conversation event with its kind code and, for
+-- starts, closes and ratings, the order key described above.
+WITH conversation_events AS (
     SELECT
         conversation_id,
         -- a small code, so the aggregate's filters compare integers
@@ -47,7 +50,8 @@ WITH keyed AS (
         'conversation_started', 'bot_answer', 'teammate_reply', 'conversation_closed', 'conversation_rated'
     )
 ),
-agg AS (
+-- facts_per_conversation: the aggregates, with the order keys still packed.
+facts_per_conversation AS (
     SELECT
         conversation_id,
         count(*) FILTER (WHERE kind = 0) AS start_rows,
@@ -62,7 +66,7 @@ agg AS (
         max(ts) FILTER (WHERE kind = 3) AS closed_at,
         max(order_key) FILTER (WHERE kind = 3) AS last_close,
         max(order_key) FILTER (WHERE kind = 4) AS last_rating
-    FROM keyed
+    FROM conversation_events
     GROUP BY conversation_id
 )
 SELECT
@@ -85,4 +89,4 @@ SELECT
         THEN substr(last_close, strpos(last_close, chr(1)) + 2)
     END AS closed_by,
     CAST(nullif(split_part(last_rating, chr(1), 2), '') AS INT) AS rating
-FROM agg;
+FROM facts_per_conversation;

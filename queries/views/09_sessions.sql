@@ -16,8 +16,12 @@
 -- Timestamp join keys are compared as Int64: under --memory-limit joins are
 -- sort-merge joins (hash joins cannot spill), and DataFusion 55's sort-merge
 -- join has no comparator for timestamps.
+-- Output: one row per session (user_id, session_start, session_end, status,
+-- tried_self_serve, its action and conversation counts, ...: the columns of
+-- the final SELECT). Parameters: none.
 CREATE OR REPLACE VIEW sessions AS
-WITH acts AS (
+-- action_counts: per session, its actions by type and the times that matter.
+WITH action_counts AS (
     SELECT
         user_id,
         session_start,
@@ -31,15 +35,22 @@ WITH acts AS (
     FROM session_actions
     GROUP BY user_id, session_start
 ),
-resolved AS (
-    SELECT a.user_id, a.session_start, count(*) AS article_views_resolved
-    FROM session_actions a
-    JOIN acts s ON s.user_id = a.user_id AND arrow_cast(s.session_start, 'Int64') = arrow_cast(a.session_start, 'Int64')
-    WHERE a.event_type = 'article_view'
-      AND (s.last_conversation_started_at IS NULL OR a.ts >= s.last_conversation_started_at)
-    GROUP BY a.user_id, a.session_start
+-- resolved_views: per session, its article_views with no later
+-- conversation_started in the session.
+resolved_views AS (
+    SELECT viewed.user_id, viewed.session_start, count(*) AS article_views_resolved
+    FROM session_actions viewed
+    JOIN action_counts
+        ON action_counts.user_id = viewed.user_id
+        AND arrow_cast(action_counts.session_start, 'Int64') = arrow_cast(viewed.session_start, 'Int64')
+    WHERE viewed.event_type = 'article_view'
+      AND (action_counts.last_conversation_started_at IS NULL
+          OR viewed.ts >= action_counts.last_conversation_started_at)
+    GROUP BY viewed.user_id, viewed.session_start
 ),
-convs AS (
+-- session_conversations: per session, its conversations by kind and H (the
+-- earliest-started human conversation): its id, start and first reply.
+session_conversations AS (
     SELECT
         user_id,
         session_start,
@@ -58,36 +69,42 @@ convs AS (
     GROUP BY user_id, session_start
 )
 SELECT
-    a.user_id,
-    a.session_start,
-    a.session_start + INTERVAL '86400 seconds' AS session_end,
+    action_counts.user_id,
+    action_counts.session_start,
+    action_counts.session_start + INTERVAL '86400 seconds' AS session_end,
     CASE
-        WHEN c.h_conversation_id IS NOT NULL THEN
+        WHEN session_conversations.h_conversation_id IS NOT NULL THEN
             CASE
-                WHEN a.first_self_serve_at < c.h_started_at
-                    OR (c.first_bot_answer_at IS NOT NULL
-                        AND (c.h_first_reply_at IS NULL OR c.first_bot_answer_at < c.h_first_reply_at))
+                WHEN action_counts.first_self_serve_at < session_conversations.h_started_at
+                    OR (session_conversations.first_bot_answer_at IS NOT NULL
+                        AND (session_conversations.h_first_reply_at IS NULL
+                            OR session_conversations.first_bot_answer_at < session_conversations.h_first_reply_at))
                     THEN 'human_after_self_serve'
                 ELSE 'human_from_start'
             END
-        WHEN a.article_views > 0 OR coalesce(c.automated_conversations, 0) > 0 THEN 'self_serve_resolved'
+        WHEN action_counts.article_views > 0
+            OR coalesce(session_conversations.automated_conversations, 0) > 0 THEN 'self_serve_resolved'
         ELSE 'stopped'
     END AS status,
-    (a.article_views > 0 OR a.article_searches > 0
-        OR coalesce(c.conversations_with_bot_answer, 0) > 0) AS tried_self_serve,
-    a.actions,
-    a.help_center_visits,
-    a.article_searches,
-    a.article_views,
-    a.conversation_starts,
-    coalesce(c.conversations, 0) AS conversations,
-    coalesce(c.human_conversations, 0) AS human_conversations,
-    coalesce(c.automated_conversations, 0) AS automated_conversations,
-    coalesce(c.conversations_with_bot_answer, 0) AS conversations_with_bot_answer,
-    c.h_conversation_id AS first_human_conversation_id,
-    a.first_self_serve_at,
-    a.last_conversation_started_at,
-    coalesce(r.article_views_resolved, 0) AS article_views_resolved
-FROM acts a
-LEFT JOIN convs c ON c.user_id = a.user_id AND arrow_cast(c.session_start, 'Int64') = arrow_cast(a.session_start, 'Int64')
-LEFT JOIN resolved r ON r.user_id = a.user_id AND arrow_cast(r.session_start, 'Int64') = arrow_cast(a.session_start, 'Int64');
+    (action_counts.article_views > 0 OR action_counts.article_searches > 0
+        OR coalesce(session_conversations.conversations_with_bot_answer, 0) > 0) AS tried_self_serve,
+    action_counts.actions,
+    action_counts.help_center_visits,
+    action_counts.article_searches,
+    action_counts.article_views,
+    action_counts.conversation_starts,
+    coalesce(session_conversations.conversations, 0) AS conversations,
+    coalesce(session_conversations.human_conversations, 0) AS human_conversations,
+    coalesce(session_conversations.automated_conversations, 0) AS automated_conversations,
+    coalesce(session_conversations.conversations_with_bot_answer, 0) AS conversations_with_bot_answer,
+    session_conversations.h_conversation_id AS first_human_conversation_id,
+    action_counts.first_self_serve_at,
+    action_counts.last_conversation_started_at,
+    coalesce(resolved_views.article_views_resolved, 0) AS article_views_resolved
+FROM action_counts
+LEFT JOIN session_conversations
+    ON session_conversations.user_id = action_counts.user_id
+    AND arrow_cast(session_conversations.session_start, 'Int64') = arrow_cast(action_counts.session_start, 'Int64')
+LEFT JOIN resolved_views
+    ON resolved_views.user_id = action_counts.user_id
+    AND arrow_cast(resolved_views.session_start, 'Int64') = arrow_cast(action_counts.session_start, 'Int64');
