@@ -182,7 +182,7 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
     } else if opts.reads_object_store() {
         // Over an object store a scan waits on requests, one file at a time
         // per partition: more partitions keep more requests in flight
-        // (docs/PERFORMANCE.md, "Object stores").
+        // (docs/PERFORMANCE.md: the report over S3).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         config = config.with_target_partitions(cores.max(REMOTE_MIN_PARTITIONS));
     }

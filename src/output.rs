@@ -50,6 +50,19 @@ impl FromStr for Format {
     }
 }
 
+impl Format {
+    /// Refuses a format that cannot go where it is sent: Parquet is not
+    /// written to a terminal. Commands call this before doing the work.
+    pub fn check_destination(self, output: Option<&Location>) -> Result<()> {
+        if self == Format::Parquet && output.is_none() {
+            return Err(Error::usage(
+                "Parquet is not written to a terminal: give an output file (--output FILE)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Encodes `batches` in `format` into `w`.
 pub fn encode<W: Write + Send>(
     format: Format,
@@ -118,11 +131,7 @@ pub fn write_result(
 ) -> Result<()> {
     match output {
         None => {
-            if format == Format::Parquet {
-                return Err(Error::usage(
-                    "Parquet is not written to a terminal: give an output file",
-                ));
-            }
+            format.check_destination(None)?;
             let mut out = BufWriter::new(io::stdout());
             encode(format, schema, batches, &mut out)?;
             out.flush().map_err(stdout_err)?;

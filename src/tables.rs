@@ -11,8 +11,8 @@
 //! * strings (Utf8, LargeUtf8, Utf8View, dictionaries of them) → Utf8. Not
 //!   Utf8View: a filtered or joined view array keeps every Parquet page it
 //!   was decoded from alive, and the memory pool counts those pages, so sorts
-//!   spilled early, failed under `--memory-limit`, and the 10M-event report
-//!   peaked at 3.5 GB instead of 2.0 GB (and ran 5% slower);
+//!   spilled early, failed under `--memory-limit`, and the report's peak
+//!   memory nearly doubled (docs/PERFORMANCE.md, the SQL path's steps);
 //! * timestamps of any unit, with or without a zone → `Timestamp(unit, "UTC")`,
 //!   where `unit` is the finest unit any file uses for that column, so no
 //!   file loses precision (a zone-less timestamp is read as UTC);

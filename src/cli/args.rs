@@ -71,10 +71,11 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
     /// Events dataset: a Parquet file, a directory, a Hive-partitioned
-    /// directory, or s3://bucket/prefix [default: the bundled sample]
+    /// directory, or s3://bucket/prefix [default: the config's table, else
+    /// the bundled sample in ./data/sample]
     #[arg(long, value_name = "PATH|URL")]
     pub events: Option<String>,
-    /// Messages dataset, same forms as --events [default: the bundled sample]
+    /// Messages dataset, same forms as --events [default: as for --events]
     #[arg(long, value_name = "PATH|URL")]
     pub messages: Option<String>,
     /// Memory queries may use before spilling to --temp-dir, e.g. 2GiB

@@ -54,10 +54,8 @@ fn output_location(output: &Option<String>) -> Result<Option<Location>> {
 
 /// `supportfunnel report`.
 async fn report(config: &Config, args: ReportArgs) -> Result<()> {
-    if args.format == Format::Parquet && args.output.is_none() {
-        anyhow::bail!("--format parquet needs --output FILE");
-    }
     let output = output_location(&args.output)?;
+    args.format.check_destination(output.as_ref())?;
     let settings = settings(&args.flags(), config)?;
     let engine = build_context(&settings.engine).await?;
     let progress = CliProgress::new(args.verbose);
@@ -148,10 +146,8 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
             "--output needs a QUERY or -f FILE (the interactive prompt prints to the terminal)"
         );
     }
-    if args.format == Format::Parquet && args.output.is_none() {
-        anyhow::bail!("--format parquet needs --output FILE");
-    }
     let output = output_location(&args.output)?;
+    args.format.check_destination(output.as_ref())?;
     let mut settings = settings(&args.engine.flags(), config)?;
     settings.engine.cached_sessions = true;
     let engine = build_context(&settings.engine).await?;
