@@ -31,7 +31,7 @@ fn dataset() -> PathBuf {
             seed: 1,
             start: NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date"),
             overwrite: true,
-            progress: false,
+            progress: None,
         })
         .expect("generate the 1M-event dataset");
         std::fs::write(dir.join(".complete"), b"").expect("mark the dataset complete");

@@ -145,12 +145,6 @@ impl Error {
         Error::Usage(msg.into())
     }
 
-    /// TEMPORARY alias of [`Error::usage`] while gen.rs is reworked.
-    #[doc(hidden)]
-    pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::Usage(msg.into())
-    }
-
     /// Shorthand for [`Error::Location`].
     pub fn location(location: impl ToString, problem: impl Into<String>) -> Self {
         Error::Location {

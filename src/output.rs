@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -148,39 +148,19 @@ pub fn write_file_atomically<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if path.is_dir() {
         return Err(Error::location(
             path.display(),
             "is a directory; a result is written to a file, not into a directory",
         ));
     }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _registered = crate::scratch::register(&tmp);
-    let result = (|| {
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    crate::scratch::publish(path, |tmp| {
+        let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
         let mut w = BufWriter::new(file);
         write(&mut w)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        // An interrupted command publishes nothing, even a finished file.
-        crate::scratch::check()?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        let file = w.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(tmp, e))
+    })
 }
 
 /// Writes `bytes` to `location` so that a reader sees the previous object

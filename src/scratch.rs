@@ -53,6 +53,52 @@ fn lock() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Makes `path` (a file or a directory) by building it under a temporary
+/// name beside it, `.<name>.tmp-<pid>`, then renaming it into place, so that
+/// `path` is the previous one or the complete new one, never a part (for a
+/// file; a directory that exists is removed just before the rename).
+///
+/// `build` gets the temporary path, which does not exist yet. On an error,
+/// or an interrupt noticed after `build`, the temporary is removed and
+/// `path` left as it was. While it exists the temporary is registered, so an
+/// interrupt removes it too.
+pub fn publish<T>(path: &Path, build: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    remove_path(&tmp);
+    let _registered = register(&tmp);
+    let result = build(&tmp).and_then(|value| {
+        // An interrupted command publishes nothing, even a finished result.
+        check()?;
+        if tmp.is_dir() && path.exists() {
+            std::fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        Ok(value)
+    });
+    if result.is_err() {
+        remove_path(&tmp);
+    }
+    result
+}
+
+/// Removes a file or a directory tree, if there.
+fn remove_path(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Registers `path` (a file or a directory) as temporary until the returned
 /// value is dropped.
 pub fn register(path: impl Into<PathBuf>) -> Registration {

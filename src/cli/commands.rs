@@ -3,10 +3,11 @@
 //! library checks.
 
 use std::io::{IsTerminal, Read};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use supportfunnel::config::Config;
-use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::gen::{generate, DayProgress, GenOptions};
 use supportfunnel::job::run_job;
 use supportfunnel::location::Location;
 use supportfunnel::output::{self, Format};
@@ -204,16 +205,35 @@ async fn run(has_config: bool, config: &Config, args: RunArgs) -> Result<()> {
 
 /// `supportfunnel gen`.
 fn gen(args: GenArgs) -> Result<()> {
-    let stats = generate(&GenOptions {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(u64::from(args.days));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} days {msg} [{elapsed_precise}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let progress = bar.clone().map(|bar| {
+        DayProgress(Arc::new(move |done, _, events| {
+            bar.set_position(u64::from(done));
+            bar.set_message(format!("{events} events"));
+        }))
+    });
+    let generated = generate(&GenOptions {
         out: args.out.clone(),
         users: args.users,
         days: args.days,
         seed: args.seed,
         start: args.start,
         overwrite: args.overwrite,
-        progress: std::io::stderr().is_terminal(),
-    })
-    .with_context(|| format!("generating into {}", args.out.display()))?;
+        progress,
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let stats = generated.with_context(|| format!("generating into {}", args.out.display()))?;
     eprintln!(
         "wrote {} events and {} messages in {} files to {} in {:.2}s ({:.0} events/s)",
         stats.events,

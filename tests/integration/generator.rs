@@ -16,7 +16,7 @@ fn opts(out: &Path, users: u64, days: u32, seed: u64) -> GenOptions {
         seed,
         start: chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
         overwrite: false,
-        progress: false,
+        progress: None,
     }
 }
 

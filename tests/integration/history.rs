@@ -169,7 +169,7 @@ fn build(dir: &Path, seed: u64, users: u64, days: u32) {
         seed,
         start: NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
         overwrite: false,
-        progress: false,
+        progress: None,
     })
     .unwrap();
     write_parquet(

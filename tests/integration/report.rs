@@ -612,7 +612,7 @@ async fn invariants_on_generated_data() {
             seed,
             start: d("2026-02-01"),
             overwrite: false,
-            progress: false,
+            progress: None,
         })
         .unwrap();
         let e = build_context(
@@ -936,7 +936,7 @@ async fn every_timestamp_unit_gives_the_same_report_by_both_paths() {
         seed: 5,
         start: d("2026-02-01"),
         overwrite: false,
-        progress: false,
+        progress: None,
     })
     .unwrap();
     // All events in one batch, then rewritten with `ts` in each unit.
