@@ -345,3 +345,8 @@ pub fn sample(table: &str) -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Engine options over the bundled sample.
+pub fn sample_options() -> EngineOptions {
+    EngineOptions::new(sample("events"), sample("messages")).unwrap()
+}

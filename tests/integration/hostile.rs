@@ -157,7 +157,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 async fn one_future_event_does_not_move_the_default_period() {
     let dir = tempfile::tempdir().unwrap();
     let (events, messages) = sample_with_future_event(dir.path());
-    let plain = build_context(&EngineOptions::new(sample("events"), sample("messages")).unwrap())
+    let plain = build_context(&crate::common::sample_options())
         .await
         .unwrap();
     let engine = build_context(&EngineOptions::new(events, messages).unwrap())
@@ -720,15 +720,9 @@ mod s3_faults {
     }
 
     async fn local_rows() -> Vec<supportfunnel::report::Row> {
-        let engine = build_context(
-            &EngineOptions::new(
-                crate::common::sample("events"),
-                crate::common::sample("messages"),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+        let engine = build_context(&crate::common::sample_options())
+            .await
+            .unwrap();
         rows_of(&run_report(&engine, &report_opts()).await.unwrap().batch)
     }
 

@@ -751,11 +751,7 @@ fn json_snapshot_on_the_sample() {
 #[tokio::test]
 async fn memory_limited_report_keeps_intermediates_on_disk_and_agrees() {
     let sample = |limit: Option<usize>, temp: Option<std::path::PathBuf>| {
-        let mut o = EngineOptions::new(
-            crate::common::sample("events"),
-            crate::common::sample("messages"),
-        )
-        .unwrap();
+        let mut o = crate::common::sample_options();
         o.memory_limit = limit;
         o.temp_dir = temp;
         o
@@ -867,11 +863,7 @@ async fn a_failed_report_leaves_the_users_context_as_it_was() {
 async fn the_paths_choose_by_memory() {
     use supportfunnel::history::native_estimate;
     use supportfunnel::report::choose_path;
-    let mut o = EngineOptions::new(
-        crate::common::sample("events"),
-        crate::common::sample("messages"),
-    )
-    .unwrap();
+    let mut o = crate::common::sample_options();
     let e = build_context(&o).await.unwrap();
     assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Native);
     assert_eq!(choose_path(&e, ReportPath::Sql), ReportPath::Sql);
@@ -886,15 +878,9 @@ async fn the_paths_choose_by_memory() {
 
 #[tokio::test]
 async fn kept_sessions_are_the_same_by_both_paths() {
-    let e = build_context(
-        &EngineOptions::new(
-            crate::common::sample("events"),
-            crate::common::sample("messages"),
-        )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let e = build_context(&crate::common::sample_options())
+        .await
+        .unwrap();
     let kept = |path| {
         let e = &e;
         async move {

@@ -49,15 +49,9 @@ async fn report_from_s3_equals_report_from_local_files() {
         to: NaiveDate::from_ymd_opt(2026, 3, 1),
         ..ReportOptions::default()
     };
-    let local = build_context(
-        &EngineOptions::new(
-            crate::common::sample("events"),
-            crate::common::sample("messages"),
-        )
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+    let local = build_context(&crate::common::sample_options())
+        .await
+        .unwrap();
     let remote = build_context(&options(
         "s3://lake/support/events/",
         "s3://lake/support/messages/",
