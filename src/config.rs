@@ -203,6 +203,12 @@ pub struct EngineConfig {
     pub target_partitions: Option<usize>,
     /// Rows per batch.
     pub batch_size: Option<usize>,
+    /// Run on this Ballista cluster, `df://HOST:PORT` (docs/CLUSTER.md).
+    pub cluster: Option<String>,
+    /// On a cluster, where the report keeps its intermediate tables: an
+    /// `s3://` location (or a path mounted on every node) every executor
+    /// can read and write.
+    pub scratch: Option<String>,
 }
 
 /// Report defaults.

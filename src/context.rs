@@ -12,6 +12,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::cache::CachedSessions;
+use crate::cluster::ClusterUrl;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -64,8 +65,16 @@ pub struct EngineOptions {
     pub datafusion_options: Vec<(String, String)>,
     /// Register `sessions` as [`crate::cache::CachedSessions`] (computed by
     /// the native path once per state of the files) instead of the view,
-    /// when the native path fits in memory. For interactive SQL.
+    /// when the native path fits in memory. For interactive SQL; never on a
+    /// cluster.
     pub cached_sessions: bool,
+    /// Run queries on this Ballista cluster instead of in this process
+    /// (docs/CLUSTER.md).
+    pub cluster: Option<ClusterUrl>,
+    /// Where the report keeps its intermediate tables on a cluster: an S3
+    /// location (or a path mounted on every node) that every executor can
+    /// read and write.
+    pub scratch: Option<Location>,
 }
 
 /// Most plan partitions accepted (`--target-partitions`).
@@ -218,15 +227,38 @@ pub fn register_functions(ctx: &SessionContext) {
     ctx.register_udf(udf::id_hash_udf());
 }
 
+/// `ctx` itself, or on a cluster (`opts.cluster`) a context with the same
+/// configuration, runtime and tables whose queries run on the cluster.
+pub async fn on_cluster(ctx: SessionContext, opts: &EngineOptions) -> Result<SessionContext> {
+    let Some(url) = &opts.cluster else {
+        return Ok(ctx);
+    };
+    #[cfg(feature = "cluster")]
+    {
+        crate::cluster::client::attach(&ctx, url, &opts.s3).await
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        drop(ctx);
+        Err(Error::usage(format!(
+            "--cluster {url}: this build has no cluster support (build with the `cluster` feature)"
+        )))
+    }
+}
+
 /// Builds the context: runtime, functions, tables (validated), and, when both
-/// contract tables are there, the derived views.
+/// contract tables are there, the derived views. On a cluster the tables
+/// are still checked here, by the client, before any query is sent.
 pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
-    let ctx = context_without_tables(opts)?;
+    let ctx = on_cluster(context_without_tables(opts)?, opts).await?;
     let mut infos = Vec::new();
     if let Some(events) = opts.table(EVENTS.name) {
         let info = tables::register_table(&ctx, &EVENTS, &events.location).await?;
         views::register_event_views(&ctx).await?;
-        if opts.cached_sessions && crate::history::native_fits(info.rows, opts.memory_limit) {
+        if opts.cached_sessions
+            && opts.cluster.is_none()
+            && crate::history::native_fits(info.rows, opts.memory_limit)
+        {
             let ts = info.schema.field_with_name("ts")?.data_type().clone();
             let provider = ctx.table_provider(EVENTS.name).await?;
             ctx.deregister_table("sessions")?;

@@ -1,7 +1,7 @@
 //! The library's one error type, one variant per source: the query engine,
 //! file formats, object stores and S3, local files, locations, the data
-//! contract, the config file, arguments, the read-only rule, memory,
-//! interrupts.
+//! contract, the config file, arguments, the read-only rule, memory, a
+//! cluster, interrupts.
 //!
 //! Every variant says *what* went wrong and *where* (table, column, file,
 //! URL or config key) in one line, because a data engineer reading a
@@ -128,6 +128,17 @@ pub enum Error {
     /// says what limit works.
     #[error("{0}")]
     MemoryLimit(String),
+
+    /// A Ballista cluster could not be used: the scheduler is unreachable or
+    /// of another version, an executor could not read a table, every
+    /// executor was lost (see `docs/CLUSTER.md`).
+    #[error("cluster {cluster}: {problem}")]
+    Cluster {
+        /// The scheduler, as `df://host:port`.
+        cluster: String,
+        /// What went wrong, and what to check.
+        problem: String,
+    },
 
     /// The work was stopped by an interrupt (SIGINT or SIGTERM).
     #[error("interrupted")]

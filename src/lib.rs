@@ -23,9 +23,11 @@
 //!   report's native path), [`period`], [`progress`];
 //! * io: [`storage`] (object stores), [`output`], [`job`], [`display`],
 //!   [`scratch`] (temporary files and interrupts);
+//! * [`cluster`] (feature `cluster`): the same queries on Apache Ballista;
 //! * [`gen`] (feature `gen`): the synthetic data generator.
 
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod display;

@@ -39,6 +39,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -50,6 +51,7 @@ use datafusion::prelude::SessionContext;
 use crate::context::Engine;
 use crate::error::{Error, Result};
 use crate::history::{sessions_schema, Detail, History, HistoryOptions};
+use crate::location::Location;
 use crate::period::Periods;
 use crate::progress::{self, ProgressRef};
 use crate::query::{self, Params};
@@ -279,13 +281,16 @@ fn column_type(engine: &Engine, table: &str, column: &str) -> Result<DataType> {
 /// its memory does not grow with the history: only DataFusion's operators
 /// hold data, and under `--memory-limit` those spill. The native path's
 /// tables are small (the report's sessions and deliveries) and stay in
-/// memory.
-enum Intermediates {
+/// memory. On a cluster each step is written by the executors into a
+/// directory they all reach (`[engine] scratch`), and the next step's plan
+/// reads it there: no intermediate row passes through the client.
+enum Intermediates<'a> {
     Memory,
     Disk(crate::scratch::TempDir),
+    Shared(&'a crate::scratch::SharedDir),
 }
 
-impl Intermediates {
+impl Intermediates<'_> {
     fn on_disk(engine: &Engine) -> Result<Self> {
         let base = engine
             .options
@@ -299,7 +304,8 @@ impl Intermediates {
     }
 
     /// Runs `sql` with the parameters and registers the result as table
-    /// `name` of `ctx` (in place of the view of that name, if any).
+    /// `name` of `ctx` (in place of the view of that name, if any). Returns
+    /// the rows read (the rows written on a cluster).
     async fn materialize(
         &self,
         ctx: &SessionContext,
@@ -308,33 +314,57 @@ impl Intermediates {
         params: &Params,
         progress: Option<&ProgressRef>,
     ) -> Result<usize> {
+        if let Intermediates::Shared(dir) = self {
+            let url = dir.child(name);
+            let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let written = df
+                .write_parquet(&url, DataFrameWriteOptions::new(), None)
+                .await?;
+            let rows = written
+                .iter()
+                .filter_map(|b| {
+                    b.column(0)
+                        .as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>()
+                })
+                .flat_map(|c| c.iter().flatten())
+                .sum::<u64>();
+            ctx.deregister_table(name)?;
+            ctx.register_table(name, parquet_directory(&url, schema)?)?;
+            return Ok(rows as usize);
+        }
         let plan = query::plan(ctx, sql, params).await?;
         let schema = plan.schema();
         let table: Arc<dyn TableProvider> = match self {
-            Intermediates::Memory => {
-                let run = collect(Arc::clone(&plan), ctx.task_ctx());
-                let batches = run_reporting_scans(&plan, run, progress).await?;
-                Arc::new(MemTable::try_new(schema, vec![batches])?)
-            }
             Intermediates::Disk(dir) => {
                 let path = dir.path().join(name);
                 std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
                 let url = format!("{}/", path.to_string_lossy());
                 let run = ctx.write_parquet(Arc::clone(&plan), &url, None);
                 run_reporting_scans(&plan, run, progress).await?;
-                let table_url = ListingTableUrl::parse(&url)?;
-                let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet");
-                let config = ListingTableConfig::new(table_url)
-                    .with_listing_options(options)
-                    .with_schema(schema);
-                Arc::new(ListingTable::try_new(config)?)
+                parquet_directory(&url, schema)?
+            }
+            _ => {
+                let run = collect(Arc::clone(&plan), ctx.task_ctx());
+                let batches = run_reporting_scans(&plan, run, progress).await?;
+                Arc::new(MemTable::try_new(schema, vec![batches])?)
             }
         };
         ctx.deregister_table(name)?;
         ctx.register_table(name, table)?;
         Ok(progress::rows_read(&plan))
     }
+}
+
+/// The Parquet files written into directory `url`, as a table of `schema`.
+fn parquet_directory(url: &str, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    let table_url = ListingTableUrl::parse(url)?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// Drives `run` to completion, telling `progress` every [`progress::TICK`]
@@ -515,10 +545,14 @@ impl std::str::FromStr for ReportPath {
 }
 
 /// The path [`ReportPath::Auto`] resolves to: native when its memory
-/// estimate fits ([`crate::history::native_fits`]).
+/// estimate fits ([`crate::history::native_fits`]); SQL on a cluster.
 pub fn choose_path(engine: &Engine, asked: ReportPath) -> ReportPath {
     if asked != ReportPath::Auto {
         return asked;
+    }
+    if engine.options.cluster.is_some() {
+        // The native path holds the history in this process's memory.
+        return ReportPath::Sql;
     }
     let rows: u64 = engine
         .tables
@@ -549,6 +583,7 @@ async fn private_context(engine: &Engine) -> Result<SessionContext> {
     // other rows are never decoded.
     config.options_mut().execution.parquet.pushdown_filters = true;
     let ctx = SessionContext::new_with_config_rt(config, user.runtime_env());
+    let ctx = crate::context::on_cluster(ctx, &engine.options).await?;
     crate::context::register_functions(&ctx);
     for t in &engine.tables {
         ctx.register_table(t.name.as_str(), user.table_provider(t.name.as_str()).await?)?;
@@ -587,10 +622,59 @@ impl Steps<'_> {
 /// user's context holds changes, during the report or after it, even when it
 /// fails; its intermediate files go with it.
 pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
-    check_memory(engine, choose_path(engine, opts.path))?;
-    compute_report(engine, opts)
-        .await
-        .map_err(|e| explain_memory(engine, e))
+    let Some(cluster) = &engine.options.cluster else {
+        check_memory(engine, choose_path(engine, opts.path))?;
+        return compute_report(engine, opts, None)
+            .await
+            .map_err(|e| explain_memory(engine, e));
+    };
+    if opts.path == ReportPath::Native {
+        return Err(Error::usage(format!(
+            "--strategy native computes in this process; on cluster {cluster} the report \
+             takes the sql strategy (leave --strategy at auto)"
+        )));
+    }
+    let shared = shared_scratch(engine)?;
+    let result = compute_report(engine, opts, Some(&shared)).await;
+    // Removed whatever happened; a failure to remove is reported only when
+    // the report itself succeeded (its own error says more).
+    let removed = shared.remove().await;
+    #[cfg(feature = "cluster")]
+    let result =
+        result.map_err(|e| crate::cluster::client::explain(cluster, &engine.options.tables, e));
+    let report = result?;
+    removed?;
+    Ok(report)
+}
+
+/// A private directory for the report's steps under the cluster's scratch
+/// location, which every executor reads and writes.
+fn shared_scratch(engine: &Engine) -> Result<crate::scratch::SharedDir> {
+    let cluster = engine.options.cluster.as_ref().map(ToString::to_string);
+    let base = engine.options.scratch.as_ref().ok_or_else(|| {
+        Error::usage(format!(
+            "the report on cluster {} needs a scratch location every executor can read and \
+             write: give --scratch s3://bucket/prefix or [engine] scratch (docs/CLUSTER.md)",
+            cluster.unwrap_or_default()
+        ))
+    })?;
+    crate::readonly::Inputs::of(&engine.ctx)
+        .check_output(base)
+        .map_err(|e| Error::ReadOnly(format!("--scratch: {e}")))?;
+    let store = match base {
+        Location::Remote(url) => {
+            crate::storage::ensure_store(&engine.ctx, url)?;
+            let table_url = ListingTableUrl::parse(url.as_str())?;
+            Some(
+                engine
+                    .ctx
+                    .runtime_env()
+                    .object_store(table_url.object_store())?,
+            )
+        }
+        Location::Local(_) => None,
+    };
+    crate::scratch::SharedDir::create(base, "supportfunnel-report-", store)
 }
 
 /// Least memory limit per events row the SQL path was seen to need
@@ -665,7 +749,12 @@ fn explain_memory(engine: &Engine, e: Error) -> Error {
     ))
 }
 
-async fn compute_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
+/// The report, its intermediate tables in `shared` when on a cluster.
+async fn compute_report(
+    engine: &Engine,
+    opts: &ReportOptions,
+    shared: Option<&crate::scratch::SharedDir>,
+) -> Result<Report> {
     let ctx = private_context(engine).await?;
     let ts_type = column_type(engine, "events", "ts")?;
     let sent_type = column_type(engine, "messages", "sent_at")?;
@@ -679,7 +768,7 @@ async fn compute_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     let (periods, anchor, store, kept) = match path {
         ReportPath::Sql => {
             let (periods, anchor, store) =
-                sql_tables(engine, &ctx, opts, &ts_type, &mut steps).await?;
+                sql_tables(engine, &ctx, opts, &ts_type, shared, &mut steps).await?;
             (periods, anchor, store, None)
         }
         _ => native_tables(&ctx, opts, &mut steps).await?,
@@ -702,7 +791,10 @@ async fn compute_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     }
 
     let started = steps.start("sections");
-    if engine.options.memory_limit.is_some() && path == ReportPath::Sql {
+    if engine.options.memory_limit.is_some()
+        && path == ReportPath::Sql
+        && engine.options.cluster.is_none()
+    {
         // The sections join big tables: sort-merge joins spill, hash joins
         // cannot (only this private context is switched).
         ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
@@ -781,7 +873,7 @@ async fn native_tables(
 ) -> Result<(
     Periods,
     Option<Anchor>,
-    Intermediates,
+    Intermediates<'static>,
     Option<(SchemaRef, Vec<RecordBatch>)>,
 )> {
     let started = steps.start("history");
@@ -872,13 +964,14 @@ fn event_counts_batch(c: &crate::history::EventCounts) -> Result<RecordBatch> {
 
 /// The SQL path: each expensive view runs once, in order, is written to the
 /// private temp directory and replaces its view for the steps after it.
-async fn sql_tables(
+async fn sql_tables<'a>(
     engine: &Engine,
     ctx: &SessionContext,
     opts: &ReportOptions,
     ts_type: &DataType,
+    shared: Option<&'a crate::scratch::SharedDir>,
     steps: &mut Steps<'_>,
-) -> Result<(Periods, Option<Anchor>, Intermediates)> {
+) -> Result<(Periods, Option<Anchor>, Intermediates<'a>)> {
     let anchor = match (opts.from, opts.to) {
         (None, None) => {
             let now = opts.now.unwrap_or_else(Utc::now);
@@ -895,16 +988,22 @@ async fn sql_tables(
         ("cur_start", ts_scalar(cur.start, ts_type)?),
         ("cur_end", ts_scalar(cur.end, ts_type)?),
     ];
-    let store = Intermediates::on_disk(engine)?;
+    let store = match shared {
+        Some(dir) => Intermediates::Shared(dir),
+        None => Intermediates::on_disk(engine)?,
+    };
+    // On a cluster the executors' own memory limits and Ballista's join
+    // planning apply; the settings below are for this process.
+    let local = shared.is_none();
     // Under a memory limit the joins between big intermediate tables
     // (conversations to actions, sessions to conversations) use sort-merge
     // joins, which spill; a hash join's build side cannot spill and would
     // fail the report once it outgrows the pool. The joins before them have
     // a small build side (repeat candidates) and stay hash joins: as
     // sort-merge joins they would sort the whole history.
-    let spill_joins = engine.options.memory_limit.is_some();
+    let spill_joins = local && engine.options.memory_limit.is_some();
     let prefer_hash = ctx.state().config().options().optimizer.prefer_hash_join;
-    if let Some(limit) = engine.options.memory_limit {
+    if let Some(limit) = engine.options.memory_limit.filter(|_| local) {
         // Every partition runs its own sorts at once, and the pool is shared
         // fairly among them: with too little each, a sort cannot even merge
         // its spill files. One partition per SQL_BYTES_PER_PARTITION of the

@@ -10,6 +10,11 @@
 //! signal handler calls [`remove_all`] before it exits: whatever was left is
 //! removed then.
 //!
+//! On a cluster the report's intermediate tables live in a [`SharedDir`]
+//! (an S3 prefix or a shared mount every node reads), removed the same ways:
+//! by its owner ([`SharedDir::remove`]), or after an interrupt by
+//! [`remove_all_shared`].
+//!
 //! Long synchronous loops (`gen`) poll [`interrupted`] and give up with
 //! [`Error::Interrupted`](crate::Error::Interrupted), cleaning up on their
 //! error path as for any other failure.
@@ -19,7 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+
 use crate::error::{Error, Result};
+use crate::location::Location;
 
 /// The temporary paths that exist now.
 static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
@@ -197,6 +209,160 @@ pub fn remove_all() -> usize {
     failed
 }
 
+/// The shared directories on object stores that exist now, by id.
+type LiveShared = Vec<(u64, Arc<dyn ObjectStore>, ObjectPath)>;
+static LIVE_SHARED: Mutex<LiveShared> = Mutex::new(Vec::new());
+
+fn lock_shared() -> std::sync::MutexGuard<'static, LiveShared> {
+    LIVE_SHARED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A temporary directory that every node of a cluster can read and write:
+/// a run's own prefix under an S3 location, or a directory under a shared
+/// mount. Its owner removes it ([`SharedDir::remove`]); after an interrupt,
+/// [`remove_all_shared`] (and [`remove_all`] for a mount) does.
+#[derive(Debug)]
+pub struct SharedDir {
+    /// The directory, `<base>/<prefix><unique>`.
+    location: Location,
+    place: SharedPlace,
+}
+
+#[derive(Debug)]
+enum SharedPlace {
+    /// `None` once removed.
+    Local(Option<Registration>),
+    Remote {
+        id: u64,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
+}
+
+impl SharedDir {
+    /// A new directory named `<prefix><unique>` under `base`, through the
+    /// object store `store` when `base` is remote (nothing is created there
+    /// until something is written: object stores have no directories).
+    pub fn create(
+        base: &Location,
+        prefix: &str,
+        store: Option<Arc<dyn ObjectStore>>,
+    ) -> Result<Self> {
+        use std::sync::atomic::AtomicU64;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{prefix}{}-{stamp:x}-{id}", std::process::id());
+        match base {
+            Location::Local(dir) => {
+                let path = dir.join(&name);
+                std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+                Ok(Self {
+                    location: Location::Local(path.clone()),
+                    place: SharedPlace::Local(Some(register(path))),
+                })
+            }
+            Location::Remote(url) => {
+                let store = store
+                    .ok_or_else(|| Error::Internal(format!("no object store given for {url}")))?;
+                let joined = format!("{}/{name}/", url.as_str().trim_end_matches('/'));
+                let url = url::Url::parse(&joined)
+                    .map_err(|e| Error::location(&joined, e.to_string()))?;
+                let prefix = ObjectPath::from_url_path(url.path())
+                    .map_err(|e| Error::location(&joined, e.to_string()))?;
+                lock_shared().push((id, Arc::clone(&store), prefix.clone()));
+                Ok(Self {
+                    location: Location::Remote(url),
+                    place: SharedPlace::Remote { id, store, prefix },
+                })
+            }
+        }
+    }
+
+    /// The directory.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The URL or path of `name` inside it, as a directory (`…/name/`).
+    pub fn child(&self, name: &str) -> String {
+        match &self.location {
+            Location::Local(p) => format!("{}/", p.join(name).display()),
+            Location::Remote(u) => format!("{u}{name}/"),
+        }
+    }
+
+    /// Removes the directory and everything in it.
+    pub async fn remove(mut self) -> Result<()> {
+        match &mut self.place {
+            SharedPlace::Local(registration) => remove_local(registration),
+            SharedPlace::Remote { id, store, prefix } => {
+                let result = delete_prefix(store.as_ref(), prefix).await;
+                if result.is_ok() {
+                    let id = *id;
+                    lock_shared().retain(|(i, _, _)| *i != id);
+                }
+                result.map_err(|e| Error::location(&self.location, format!("cannot remove: {e}")))
+            }
+        }
+    }
+}
+
+/// Removes a shared directory on a mount, once.
+fn remove_local(registration: &mut Option<Registration>) -> Result<()> {
+    let Some(r) = registration.take() else {
+        return Ok(());
+    };
+    let path = r.path().to_path_buf();
+    match std::fs::remove_dir_all(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// A shared directory on a mount dropped without [`SharedDir::remove`] (a
+/// report abandoned by an interrupt) is removed now; one on an object
+/// store needs a request, left to [`remove_all_shared`].
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        if let SharedPlace::Local(registration) = &mut self.place {
+            let _ = remove_local(registration);
+        }
+    }
+}
+
+/// Deletes every object under `prefix`.
+async fn delete_prefix(store: &dyn ObjectStore, prefix: &ObjectPath) -> object_store::Result<()> {
+    let locations = store.list(Some(prefix)).map_ok(|m| m.location).boxed();
+    store
+        .delete_stream(locations)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// Removes every shared directory on an object store that still exists
+/// (after an interrupt) and returns how many could not be removed.
+pub async fn remove_all_shared() -> usize {
+    let live: LiveShared = lock_shared().clone();
+    let mut failed = 0;
+    for (id, store, prefix) in live {
+        if delete_prefix(store.as_ref(), &prefix).await.is_ok() {
+            lock_shared().retain(|(i, _, _)| *i != id);
+        } else {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// Whether any shared directory on an object store still exists.
+pub fn any_shared() -> bool {
+    !lock_shared().is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +395,37 @@ mod tests {
         assert!(p.is_dir() && lock().contains(&p));
         drop(t);
         assert!(!p.exists() && !lock().contains(&p));
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn shared_dirs_are_removed_with_their_contents() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let base = Location::parse("s3://lake/scratch").unwrap();
+        let dir = SharedDir::create(&base, "t-", Some(Arc::clone(&store))).unwrap();
+        let child = dir.child("step");
+        assert!(child.starts_with("s3://lake/scratch/t-") && child.ends_with("/step/"));
+        let url = url::Url::parse(&child).unwrap();
+        let file = ObjectPath::from_url_path(format!("{}part-0.parquet", url.path())).unwrap();
+        store.put(&file, "x".into()).await.unwrap();
+        let other = ObjectPath::from("scratch/kept");
+        store.put(&other, "y".into()).await.unwrap();
+        assert!(any_shared());
+        dir.remove().await.unwrap();
+        assert!(store.head(&file).await.is_err());
+        assert!(store.head(&other).await.is_ok());
+
+        let local = tempfile::tempdir().unwrap();
+        let dir = SharedDir::create(&Location::Local(local.path().into()), "t-", None).unwrap();
+        let path = dir.location().as_path().unwrap().to_path_buf();
+        std::fs::write(path.join("f"), b"x").unwrap();
+        dir.remove().await.unwrap();
+        assert!(!path.exists() && local.path().exists());
     }
 }

@@ -16,6 +16,8 @@
 //! | partitions | `--target-partitions` | `[engine] target_partitions` | the cores (8 at least over S3) |
 //! | batch size | — | `[engine] batch_size` | DataFusion's |
 //! | S3 | — | `[storage.s3]` | the `AWS_*` environment |
+//! | cluster | `--cluster` | `[engine] cluster` | none: queries run in this process |
+//! | cluster scratch | `--scratch` | `[engine] scratch` | none (a report on a cluster needs one) |
 //! | time zone | `--tz` | `[defaults] tz` | UTC |
 //! | proactive filters | `--tag`, `--content-type`, `--sender` | `[defaults]` lists | none |
 
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
+use crate::cluster::ClusterUrl;
 use crate::config::Config;
 use crate::context::{parse_bytes, EngineOptions, TableSource};
 use crate::error::{Error, Result};
@@ -45,6 +48,10 @@ pub struct Flags {
     pub temp_dir: Option<PathBuf>,
     /// `--target-partitions`.
     pub target_partitions: Option<usize>,
+    /// `--cluster`: `df://HOST:PORT` of a Ballista scheduler.
+    pub cluster: Option<String>,
+    /// `--scratch`: the report's intermediate tables on a cluster.
+    pub scratch: Option<String>,
     /// `--tz`: IANA zone the report's days are read in.
     pub tz: Option<String>,
     /// `--tag` (repeatable): proactive filter.
@@ -161,6 +168,26 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        let cluster = match (&flags.cluster, &config.engine.cluster) {
+            (Some(text), _) => {
+                Some(ClusterUrl::parse(text).map_err(|e| Error::usage(format!("--cluster: {e}")))?)
+            }
+            (None, Some(text)) => Some(
+                ClusterUrl::parse(text)
+                    .map_err(|e| config.error(format!("[engine] cluster: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        let scratch = match (&flags.scratch, &config.engine.scratch) {
+            (Some(text), _) => {
+                Some(Location::parse(text).map_err(|e| Error::usage(format!("--scratch: {e}")))?)
+            }
+            (None, Some(text)) => Some(
+                Location::parse(text)
+                    .map_err(|e| config.error(format!("[engine] scratch: {e}")))?,
+            ),
+            (None, None) => None,
+        };
         let tz = match (&flags.tz, &config.defaults.tz) {
             (Some(z), _) => parse_tz(z).map_err(|e| Error::usage(format!("--tz: {e}")))?,
             (None, Some(z)) => {
@@ -188,6 +215,8 @@ impl Settings {
                 s3: config.storage.s3.clone(),
                 datafusion_options: config.datafusion_options(),
                 cached_sessions: false,
+                cluster,
+                scratch,
             },
             tz,
             filters: Filters {

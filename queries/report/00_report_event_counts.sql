@@ -9,24 +9,45 @@
 -- duplicate_events, orphan_lifecycle_events. The native path builds the same
 -- row in Rust, so the column names and order are fixed; SQL cannot derive
 -- column names from the reason values, hence the list below.
+-- Each count is a global aggregate (exactly one row) and the row is their
+-- cross join: no scalar subquery, whose rewrite into outer joins a cluster
+-- would run once per partition (docs/CLUSTER.md).
 -- Parameters: none.
-WITH rejects_by_reason AS (
-    SELECT reject_reason, sum(n) AS n
+WITH reads AS (
+    SELECT count(*) AS rows_read FROM events
+),
+rejects AS (
+    SELECT
+        coalesce(sum(n) FILTER (WHERE reject_reason = 'null_event_id'), 0) AS null_event_id,
+        coalesce(sum(n) FILTER (WHERE reject_reason = 'null_user_id'), 0) AS null_user_id,
+        coalesce(sum(n) FILTER (WHERE reject_reason = 'null_ts'), 0) AS null_ts,
+        coalesce(sum(n) FILTER (WHERE reject_reason = 'null_event_type'), 0) AS null_event_type,
+        coalesce(sum(n) FILTER (WHERE reject_reason = 'unknown_event_type'), 0) AS unknown_event_type,
+        coalesce(sum(n) FILTER (WHERE reject_reason = 'missing_conversation_id'), 0) AS missing_conversation_id,
+        coalesce(sum(n) FILTER (WHERE reject_reason = 'invalid_rating'), 0) AS invalid_rating
     FROM event_checks
     WHERE reject_reason IS NOT NULL
-    GROUP BY reject_reason
+),
+duplicates AS (
+    SELECT coalesce(sum(copies - 1), 0) AS duplicate_events FROM duplicate_winners
+),
+orphans AS (
+    SELECT coalesce(sum(lifecycle_events), 0) AS orphan_lifecycle_events
+    FROM conversation_facts
+    WHERE start_rows = 0
 )
 SELECT
-    (SELECT count(*) FROM events) AS rows_read,
-    coalesce((SELECT n FROM rejects_by_reason WHERE reject_reason = 'null_event_id'), 0) AS null_event_id,
-    coalesce((SELECT n FROM rejects_by_reason WHERE reject_reason = 'null_user_id'), 0) AS null_user_id,
-    coalesce((SELECT n FROM rejects_by_reason WHERE reject_reason = 'null_ts'), 0) AS null_ts,
-    coalesce((SELECT n FROM rejects_by_reason WHERE reject_reason = 'null_event_type'), 0) AS null_event_type,
-    coalesce((SELECT n FROM rejects_by_reason WHERE reject_reason = 'unknown_event_type'), 0)
-        AS unknown_event_type,
-    coalesce((SELECT n FROM rejects_by_reason WHERE reject_reason = 'missing_conversation_id'), 0)
-        AS missing_conversation_id,
-    coalesce((SELECT n FROM rejects_by_reason WHERE reject_reason = 'invalid_rating'), 0) AS invalid_rating,
-    (SELECT coalesce(sum(copies - 1), 0) FROM duplicate_winners) AS duplicate_events,
-    (SELECT coalesce(sum(lifecycle_events), 0) FROM conversation_facts WHERE start_rows = 0)
-        AS orphan_lifecycle_events
+    reads.rows_read,
+    rejects.null_event_id,
+    rejects.null_user_id,
+    rejects.null_ts,
+    rejects.null_event_type,
+    rejects.unknown_event_type,
+    rejects.missing_conversation_id,
+    rejects.invalid_rating,
+    duplicates.duplicate_events,
+    orphans.orphan_lifecycle_events
+FROM reads
+CROSS JOIN rejects
+CROSS JOIN duplicates
+CROSS JOIN orphans

@@ -65,6 +65,81 @@ pub enum Command {
     ///
     /// Deterministic for a seed; about 1M events for --users 20000 --days 90.
     Gen(GenArgs),
+    /// Run an Apache Ballista scheduler with supportfunnel's functions.
+    ///
+    /// Clients send queries to it with --cluster df://HOST:PORT; it plans them
+    /// into stages and hands their tasks to the executors registered with it.
+    /// Prints `scheduler listening on HOST:PORT` on stderr once it accepts
+    /// connections. See docs/CLUSTER.md.
+    ///
+    /// Example:
+    ///   supportfunnel scheduler --bind 0.0.0.0:50050 --external-host sched.internal
+    #[cfg(feature = "cluster")]
+    #[command(verbatim_doc_comment)]
+    Scheduler(SchedulerArgs),
+    /// Run an Apache Ballista executor with supportfunnel's functions.
+    ///
+    /// Registers with the scheduler, runs the tasks it is given, and keeps
+    /// shuffle files in --work-dir. Every executor runs the same version of
+    /// supportfunnel as the scheduler and the clients. See docs/CLUSTER.md.
+    ///
+    /// Example:
+    ///   supportfunnel executor --scheduler sched.internal:50050 --concurrent-tasks 8 \
+    ///     --memory-limit 24GiB --work-dir /var/lib/supportfunnel
+    #[cfg(feature = "cluster")]
+    #[command(verbatim_doc_comment)]
+    Executor(ExecutorArgs),
+}
+
+#[cfg(feature = "cluster")]
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// Address to listen on (port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:50050", value_name = "HOST:PORT")]
+    pub bind: std::net::SocketAddr,
+    /// Host name executors and clients reach this scheduler by [default:
+    /// the bind address]
+    #[arg(long, value_name = "HOST")]
+    pub external_host: Option<String>,
+    /// Seconds without a heartbeat after which an executor is taken as lost
+    /// (its tasks run again on another; with none left, running queries fail
+    /// after as long again)
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(2..))]
+    pub executor_timeout: u64,
+}
+
+#[cfg(feature = "cluster")]
+#[derive(Args, Debug)]
+pub struct ExecutorArgs {
+    /// The scheduler to register with, HOST:PORT or df://HOST:PORT
+    #[arg(long, value_name = "HOST:PORT")]
+    pub scheduler: String,
+    /// Address to listen on for Arrow Flight (results and shuffle data);
+    /// the gRPC port is --grpc-port
+    #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
+    pub bind: std::net::SocketAddr,
+    /// Port for the scheduler's calls [default: the --bind port + 1]
+    #[arg(long, value_name = "PORT")]
+    pub grpc_port: Option<u16>,
+    /// Host name the scheduler and other executors reach this one by
+    /// [default: the bind address]
+    #[arg(long, value_name = "HOST")]
+    pub external_host: Option<String>,
+    /// Directory for shuffle files and spills [default: a private directory
+    /// in the system temp directory, removed on exit]
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Tasks run at once [default: the number of cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..1025))]
+    pub concurrent_tasks: Option<u64>,
+    /// Memory the running tasks may use together before spilling, e.g. 8GiB
+    /// [default: 70% of the machine's memory]
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// Seconds between heartbeats to the scheduler (keep well under its
+    /// --executor-timeout)
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval: u64,
 }
 
 /// Where the data is and how much memory a query may use.
@@ -88,6 +163,18 @@ pub struct EngineArgs {
     /// Parallelism of query plans [default: the number of cores]
     #[arg(long, value_name = "N")]
     pub target_partitions: Option<usize>,
+    /// Run the queries on this Apache Ballista cluster (`supportfunnel
+    /// scheduler` and `executor`) instead of in this process; tables must be
+    /// where every executor can read them (s3://, or a path mounted on
+    /// every node) [default: the config's [engine] cluster, else none]
+    #[arg(long, value_name = "df://HOST:PORT")]
+    pub cluster: Option<String>,
+    /// On a cluster, where the report keeps its intermediate tables: an
+    /// s3:// location (or a shared path) every executor can read and write;
+    /// a private prefix under it is removed when the report ends
+    /// [default: the config's [engine] scratch]
+    #[arg(long, value_name = "URL|PATH")]
+    pub scratch: Option<String>,
 }
 
 impl EngineArgs {
@@ -99,6 +186,8 @@ impl EngineArgs {
             memory_limit: self.memory_limit.clone(),
             temp_dir: self.temp_dir.clone(),
             target_partitions: self.target_partitions,
+            cluster: self.cluster.clone(),
+            scratch: self.scratch.clone(),
             ..Flags::default()
         }
     }

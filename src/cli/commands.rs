@@ -32,7 +32,105 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sql(args) => sql(&config, args).await,
         Command::Run(args) => run(cli.config.is_some(), &config, args).await,
         Command::Gen(args) => gen(args),
+        #[cfg(feature = "cluster")]
+        Command::Scheduler(args) => scheduler(args).await,
+        #[cfg(feature = "cluster")]
+        Command::Executor(args) => executor(args).await,
     }
+}
+
+/// Log lines of the scheduler and executor (Ballista's, through `log`) on
+/// stderr: `RUST_LOG` when set, else warnings, and Ballista's and ours at
+/// info. (Ballista writes a query's settings, S3 secrets included, only at
+/// trace level: do not run a node with RUST_LOG=trace outside a test.)
+#[cfg(feature = "cluster")]
+fn init_node_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("warn,ballista_scheduler=info,ballista_executor=info,supportfunnel=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// `supportfunnel scheduler`.
+#[cfg(feature = "cluster")]
+async fn scheduler(args: crate::cli::args::SchedulerArgs) -> Result<()> {
+    use supportfunnel::cluster::scheduler::{run_scheduler, SchedulerOptions};
+    init_node_logging();
+    let opts = SchedulerOptions {
+        bind: args.bind,
+        external_host: args.external_host,
+        executor_timeout: std::time::Duration::from_secs(args.executor_timeout),
+    };
+    run_scheduler(&opts, |addr| {
+        eprintln!(
+            "scheduler listening on {addr} (supportfunnel {}; clients use --cluster df://{}:{})",
+            supportfunnel::cluster::node_version(),
+            opts.external_host
+                .clone()
+                .unwrap_or_else(|| addr.ip().to_string()),
+            addr.port()
+        )
+    })
+    .await?;
+    Ok(())
+}
+
+/// `supportfunnel executor`.
+#[cfg(feature = "cluster")]
+async fn executor(args: crate::cli::args::ExecutorArgs) -> Result<()> {
+    use supportfunnel::cluster::executor::{run_executor, ExecutorOptions};
+    use supportfunnel::cluster::ClusterUrl;
+    let text = if args.scheduler.contains("://") {
+        args.scheduler.clone()
+    } else {
+        format!("df://{}", args.scheduler)
+    };
+    let scheduler = ClusterUrl::parse(&text).context("--scheduler")?;
+    let memory_limit = args
+        .memory_limit
+        .as_deref()
+        .map(supportfunnel::context::parse_bytes)
+        .transpose()
+        .context("--memory-limit")?
+        .map(|n| n as u64);
+    let grpc_port = match args.grpc_port {
+        Some(p) => p,
+        None => args
+            .bind
+            .port()
+            .checked_add(1)
+            .context("--bind port 65535 leaves no --grpc-port: give one")?,
+    };
+    init_node_logging();
+    run_executor(&ExecutorOptions {
+        scheduler,
+        bind_host: args.bind.ip().to_string(),
+        port: args.bind.port(),
+        grpc_port,
+        external_host: args.external_host,
+        work_dir: args.work_dir,
+        concurrent_tasks: args.concurrent_tasks.unwrap_or(0) as usize,
+        memory_limit,
+        heartbeat_interval: std::time::Duration::from_secs(args.heartbeat_interval),
+    })
+    .await?;
+    Ok(())
+}
+
+/// On a cluster, an error of a query said as the cluster's (see
+/// [`supportfunnel::cluster::client::explain`]).
+fn on_cluster_error(settings: &Settings, e: supportfunnel::Error) -> supportfunnel::Error {
+    #[cfg(feature = "cluster")]
+    if let Some(url) = &settings.engine.cluster {
+        return supportfunnel::cluster::client::explain(url, &settings.engine.tables, e);
+    }
+    let _ = settings;
+    e
 }
 
 /// Flags over the config over the defaults (the library's one rule), and
@@ -155,7 +253,9 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
     let Some(text) = text else {
         return prompt::repl(&engine.ctx).await;
     };
-    let results = query::run_script(&engine.ctx, &text).await?;
+    let results = query::run_script(&engine.ctx, &text)
+        .await
+        .map_err(|e| on_cluster_error(&settings, e))?;
     match &output {
         // a file gets the last statement's result only
         Some(loc) => {

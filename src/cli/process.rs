@@ -19,6 +19,7 @@ where
     let signals = watch_signals();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(WORKER_STACK)
         .build()
     {
         Ok(rt) => rt,
@@ -50,7 +51,7 @@ where
             supportfunnel::scratch::interrupt();
             work.abort();
             runtime.shutdown_timeout(STOP_GRACE);
-            let left = supportfunnel::scratch::remove_all();
+            let left = supportfunnel::scratch::remove_all() + remove_shared_now();
             if left == 0 {
                 eprintln!("interrupted by {name}: stopped, temporary files removed");
             } else {
@@ -61,6 +62,26 @@ where
             ExitCode::from(code)
         }
     }
+}
+
+/// Removes what is left of the report's shared scratch directories on an
+/// object store (a report on a cluster interrupted), in a runtime of its
+/// own (the command's was shut down), giving up after `STOP_GRACE` * 3.
+fn remove_shared_now() -> usize {
+    if !supportfunnel::scratch::any_shared() {
+        return 0;
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 1;
+    };
+    rt.block_on(async {
+        tokio::time::timeout(STOP_GRACE * 3, supportfunnel::scratch::remove_all_shared())
+            .await
+            .unwrap_or(1)
+    })
 }
 
 extern "C" {
@@ -179,6 +200,11 @@ fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
     });
     rx
 }
+
+/// Stack of the runtime's threads: planning a query over the derived views,
+/// and on a cluster decoding its plan, recurse once per operator, and the
+/// views stack hundreds of them (tokio's default is 2 MiB).
+const WORKER_STACK: usize = 16 << 20;
 
 /// How long an interrupted command gets to stop by itself (futures dropped,
 /// `gen` noticing the flag) before what is left of its temporary files is

@@ -2,6 +2,7 @@
 //! per concern.
 
 mod cli;
+mod cluster;
 mod common;
 mod generator;
 mod history;

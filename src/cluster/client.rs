@@ -1,0 +1,158 @@
+//! A session whose queries run on a cluster (`--cluster df://HOST:PORT`).
+//!
+//! [`attach`] turns a context built as usual (tables registered and checked
+//! on the client, views, functions) into one whose physical planner sends
+//! each query to the scheduler as a logical plan, with the session's
+//! settings and ours ([`super::node::NodeOptions`]); results come back as
+//! Arrow batches from the executors. DDL (views, `SET`) stays on the client.
+//!
+//! What a plan may contain is what Ballista can serialize with its default
+//! codecs: Parquet listing tables, views, our functions (resolved by name on
+//! every node). The report's in-memory tables (the native path, the cached
+//! `sessions`) are not used on a cluster (see [`crate::report`]).
+
+use std::time::Duration;
+
+use ballista_core::extension::SessionStateExt;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionContext;
+use object_store::aws::AmazonS3ConfigKey;
+use object_store::ClientConfigKey;
+
+use super::node::NodeOptions;
+use super::ClusterUrl;
+use crate::config::S3Config;
+use crate::context::TableSource;
+use crate::error::{Error, Result};
+
+/// How long the client waits to open a connection to the scheduler before
+/// saying it cannot be reached.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client's S3 settings as every node must use them: the config's
+/// `[storage.s3]` over the client's `AWS_*` environment, resolved here, so
+/// that executors read with the client's credentials whatever their own
+/// environment holds (a node's own environment still fills what the client
+/// leaves unset, such as an instance role).
+pub fn resolved_s3(settings: &S3Config) -> Result<S3Config> {
+    let b = crate::storage::s3_builder(settings)?;
+    let get = |key: AmazonS3ConfigKey| b.get_config_value(&key);
+    let flag = |key: AmazonS3ConfigKey| get(key).and_then(|v| v.parse::<bool>().ok());
+    Ok(S3Config {
+        region: get(AmazonS3ConfigKey::Region),
+        endpoint: get(AmazonS3ConfigKey::Endpoint),
+        access_key_id: get(AmazonS3ConfigKey::AccessKeyId),
+        secret_access_key: get(AmazonS3ConfigKey::SecretAccessKey),
+        session_token: get(AmazonS3ConfigKey::Token),
+        allow_http: flag(AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp)),
+        virtual_hosted_style: flag(AmazonS3ConfigKey::VirtualHostedStyleRequest),
+        ..settings.clone()
+    })
+}
+
+/// Checks that something listens at the scheduler's address, within
+/// [`CONNECT_TIMEOUT`]: Ballista's client would otherwise retry for much
+/// longer before the first query fails.
+pub async fn check_reachable(url: &ClusterUrl) -> Result<()> {
+    let unreachable = |why: String| Error::Cluster {
+        cluster: url.to_string(),
+        problem: format!(
+            "cannot reach the scheduler at {}: {why} (is `supportfunnel scheduler` running \
+             there, and the port open?)",
+            url.authority()
+        ),
+    };
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(url.authority()),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// `ctx` with its queries planned and run by the cluster at `url`, carrying
+/// this client's version and S3 settings (`s3`, resolved by
+/// [`resolved_s3`]). Tables and views registered on `ctx` stay.
+pub async fn attach(
+    ctx: &SessionContext,
+    url: &ClusterUrl,
+    s3: &S3Config,
+) -> Result<SessionContext> {
+    check_reachable(url).await?;
+    let options = NodeOptions {
+        version: super::node_version(),
+        s3: resolved_s3(s3)?,
+    };
+    let state = ctx.state();
+    // Ballista's upgrade adds its settings to the session's and switches
+    // off, for every query, what it cannot distribute (DataFusion's physical
+    // scalar subqueries and dynamic filters, hash-join-first planning).
+    let config = state.config().clone().with_option_extension(options);
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
+        .build()
+        .upgrade_for_ballista(url.endpoint())?;
+    let remote = SessionContext::new_with_state(state);
+    // Ballista's upgrade puts its own function lists in place of ours.
+    crate::context::register_functions(&remote);
+    Ok(remote)
+}
+
+/// An error from a query on the cluster, said in one line naming the
+/// cluster (and, when a node could not read data, the tables' locations,
+/// which Ballista's message leaves out); errors that are not the cluster's
+/// (a bad argument, a table that does not match the contract) are returned
+/// as they are.
+pub fn explain(url: &ClusterUrl, tables: &[TableSource], e: Error) -> Error {
+    let text = match &e {
+        Error::Query(q) => q.to_string(),
+        _ => return e,
+    };
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let problem = if let Some(i) = text.find("version mismatch") {
+        text[i..].to_string()
+    } else if text.contains("not supportfunnel") {
+        text
+    } else if text.contains("transport error")
+        || text.contains("Connection refused")
+        || text.contains("Could not connect")
+    {
+        format!(
+            "lost the connection to the scheduler at {}: {text}",
+            url.authority()
+        )
+    } else if text.contains("no executors") || text.contains("No executors") {
+        format!("every executor was lost and none came back: {text}")
+    } else if [
+        "Parquet error",
+        "Object at location",
+        "No such file",
+        "Generic S3",
+        "NotFound",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+    {
+        let places: Vec<String> = tables
+            .iter()
+            .map(|t| format!("{} at {}", t.name, t.location))
+            .collect();
+        format!(
+            "{text} (a node could not read its input; every executor must read the tables: {})",
+            places.join(", ")
+        )
+    } else {
+        text
+    };
+    Error::Cluster {
+        cluster: url.to_string(),
+        problem,
+    }
+}

@@ -1,0 +1,94 @@
+//! `supportfunnel executor`: Ballista's executor with our functions and
+//! object stores.
+//!
+//! It registers with a scheduler, polls it for tasks, runs each task's plan
+//! (deserialized with [`super::node::function_registry`], so
+//! `session_start` and `id_hash` resolve) in a runtime from
+//! [`super::node::node_runtime`] (S3 with the settings the query carried),
+//! writes shuffle output under its work directory and serves it to other
+//! executors over Arrow Flight.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+
+use super::{node, ClusterUrl};
+use crate::error::{Error, Result};
+
+/// How an executor runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler to register with.
+    pub scheduler: ClusterUrl,
+    /// Address to listen on.
+    pub bind_host: String,
+    /// Arrow Flight port (other executors and clients fetch results here).
+    pub port: u16,
+    /// gRPC port (the scheduler's calls).
+    pub grpc_port: u16,
+    /// Host name the scheduler and other executors reach this one by, when
+    /// it is not the bind address.
+    pub external_host: Option<String>,
+    /// Shuffle files and spills; a private temporary directory, removed on
+    /// exit, when `None`.
+    pub work_dir: Option<PathBuf>,
+    /// Tasks run at once (Ballista's vcores); the cores when 0.
+    pub concurrent_tasks: usize,
+    /// Memory all running tasks may use before spilling (bytes), shared
+    /// evenly among the task slots; 70% of the machine's when `None`.
+    pub memory_limit: Option<u64>,
+    /// How often the executor tells the scheduler it is alive; keep it well
+    /// under the scheduler's `--executor-timeout`.
+    pub heartbeat_interval: Duration,
+}
+
+/// Runs an executor until the process is stopped or the scheduler tells it
+/// to stop.
+pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
+    let cluster_error = |problem: String| Error::Cluster {
+        cluster: opts.scheduler.to_string(),
+        problem,
+    };
+    // A private work directory lives as long as this function, and is
+    // removed by an interrupt too (see `scratch`).
+    let private;
+    let work_dir = match &opts.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            dir.clone()
+        }
+        None => {
+            private =
+                crate::scratch::temp_dir_in(&std::env::temp_dir(), "supportfunnel-executor-")?;
+            private.path().to_path_buf()
+        }
+    };
+    let work = work_dir.to_string_lossy().to_string();
+    let spill = work.clone();
+    let config = ExecutorProcessConfig {
+        bind_host: opts.bind_host.clone(),
+        external_host: opts.external_host.clone(),
+        port: opts.port,
+        grpc_port: opts.grpc_port,
+        scheduler_host: opts.scheduler.host.clone(),
+        scheduler_port: opts.scheduler.port,
+        // Started before its scheduler (a reboot), it keeps trying this long.
+        scheduler_connect_timeout_seconds: 30,
+        vcores: opts.concurrent_tasks,
+        work_dir: Some(work),
+        print_thread_info: false,
+        executor_heartbeat_interval_seconds: opts.heartbeat_interval.as_secs().max(1),
+        memory_pool_size: opts.memory_limit,
+        override_function_registry: Some(Arc::new(node::function_registry())),
+        override_config_producer: Some(Arc::new(node::node_config)),
+        override_runtime_producer: Some(Arc::new(move |config| {
+            node::node_runtime(config, Some(&spill))
+        })),
+        ..ExecutorProcessConfig::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| cluster_error(format!("executor: {e}")))
+}
