@@ -66,6 +66,8 @@ pub async fn run_script(ctx: &SessionContext, sql: &str) -> Result<Vec<Statement
     for statement in statements {
         let plan = ctx.state().statement_to_plan(statement).await?;
         inputs.check_plan(&plan)?;
+        #[cfg(feature = "cluster")]
+        crate::cluster::client::check_plan(ctx, &plan)?;
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = df.schema().inner().clone();
         let batches = df.collect().await?;

@@ -156,3 +156,54 @@ pub fn explain(url: &ClusterUrl, tables: &[TableSource], e: Error) -> Error {
         problem,
     }
 }
+
+/// Refuses, on a cluster, a statement Ballista 55 may answer wrongly: a
+/// scalar subquery (`SELECT (SELECT count(*) FROM t)`, `WHERE x > (SELECT
+/// …)`). DataFusion rewrites it into an outer join whose preserved side is
+/// the one every task holds, so each task adds its own copy of the
+/// unmatched rows (seen: four rows where one was right). Exactness first:
+/// the statement fails with the rewrite that runs correctly. Statements on
+/// a context that is not on a cluster pass.
+pub fn check_plan(
+    ctx: &SessionContext,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<()> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    if ctx
+        .state()
+        .config()
+        .options()
+        .extensions
+        .get::<NodeOptions>()
+        .is_none()
+    {
+        return Ok(());
+    }
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                found |= matches!(e, Expr::ScalarSubquery(_));
+                Ok(if found {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })?;
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    if found {
+        return Err(Error::usage(
+            "scalar subqueries are not run on a cluster: Ballista 55 can return extra rows for \
+             them (docs/CLUSTER.md); compute the value in a CTE of one row and CROSS JOIN it, \
+             or run the statement without --cluster",
+        ));
+    }
+    Ok(())
+}

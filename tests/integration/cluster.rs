@@ -606,6 +606,20 @@ async fn bad_cluster_input_fails_in_one_line_fast_and_writes_nothing() {
     drop(other);
 
     let cluster = Cluster::start(1, 1, &[]);
+    // a statement Ballista may answer wrongly: refused, not run
+    one_line_failure(
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-o",
+            out_arg,
+            "--cluster",
+            &cluster.url,
+            "SELECT (SELECT count(*) FROM events) AS n",
+        ],
+        "scalar subqueries are not run on a cluster",
+    );
     // a report on a cluster without a scratch location
     one_line_failure(
         &[
