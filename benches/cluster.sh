@@ -66,15 +66,16 @@ for i in $(seq 1 "$executors"); do
   exec_pids+=($!)
 done
 for i in $(seq 1 "$executors"); do
-  until grep -q "registration succeed" "$work/executor-$i.log"; do sleep 0.2; done
+  until grep -qs "registration succeed" "$work/executor-$i.log"; do sleep 0.2; done
 done
 
 # Peak bytes on disk of the shuffle files and of the scratch tables.
 sample() {
   local peak_shuffle=0 peak_scratch=0 s c
   while [ -f "$work/sampling" ]; do
-    s=$(du -sb "$work"/executor-* 2>/dev/null | awk '{t+=$1} END {print t+0}')
-    c=$(du -sb "$work/scratch" 2>/dev/null | awk '{print $1+0}')
+    # files come and go while du counts: its complaints are not errors here
+    s=$( (du -sb "$work"/executor-* 2>/dev/null || true) | awk '{t+=$1} END {printf "%d\n", t}')
+    c=$( (du -sb "$work/scratch" 2>/dev/null || true) | awk '{t+=$1} END {printf "%d\n", t}')
     [ "$s" -gt "$peak_shuffle" ] && peak_shuffle=$s
     [ "${c:-0}" -gt "$peak_scratch" ] && peak_scratch=$c
     echo "$peak_shuffle $peak_scratch" >"$work/peaks"
@@ -82,6 +83,7 @@ sample() {
   done
 }
 touch "$work/sampling"
+echo "0 0" >"$work/peaks"
 sample &
 sampler=$!
 echo "== cluster: $executors executors x $tasks tasks, $exec_memory each, $partitions partitions" >&2
