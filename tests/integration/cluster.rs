@@ -279,6 +279,26 @@ async fn objects(server: &S3Server, bucket: &str, prefix: &str) -> Vec<(String, 
     out
 }
 
+/// The job's output and reports, writing under `s3://out/<prefix>/`.
+fn job(prefix: &str) -> String {
+    format!(
+        r#"
+[output]
+location = "s3://out/{prefix}/report"
+sessions_location = "s3://out/{prefix}/sessions"
+
+[[reports]]
+name = "daily"
+period = "daily"
+sessions = true
+
+[[reports]]
+name = "trailing"
+period = "28d"
+"#
+    )
+}
+
 const SQL_CHECKS: &[&str] = &[
     // the window function directly
     "SELECT user_id, ts, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
@@ -302,24 +322,7 @@ async fn report_sql_and_job_on_a_cluster_equal_one_process() {
     sample_on_s3(&server).await;
     let cluster = Cluster::start(2, 2, &[]);
     let dir = tempfile::tempdir().unwrap();
-    let config = s3_config(
-        dir.path(),
-        &server,
-        r#"
-[output]
-location = "s3://out/local/report"
-sessions_location = "s3://out/local/sessions"
-
-[[reports]]
-name = "daily"
-period = "daily"
-sessions = true
-
-[[reports]]
-name = "trailing"
-period = "28d"
-"#,
-    );
+    let config = s3_config(dir.path(), &server, &job("local"));
     let on = [
         "--cluster",
         cluster.url.as_str(),
@@ -352,25 +355,9 @@ period = "28d"
         dir.path(),
         &server,
         &format!(
-            r#"
-[engine]
-cluster = "{url}"
-scratch = "s3://scratch/tmp"
-
-[output]
-location = "s3://out/cluster/report"
-sessions_location = "s3://out/cluster/sessions"
-
-[[reports]]
-name = "daily"
-period = "daily"
-sessions = true
-
-[[reports]]
-name = "trailing"
-period = "28d"
-"#,
-            url = cluster.url
+            "[engine]\ncluster = \"{}\"\nscratch = \"s3://scratch/tmp\"\n{}",
+            cluster.url,
+            job("cluster")
         ),
     );
     // (the same file name: the local run's config was read already)
