@@ -80,6 +80,8 @@ pub struct Config {
     /// The reports the scheduled job computes.
     #[serde(default)]
     pub reports: Vec<JobReport>,
+    /// `[state]`: what makes the job's runs incremental.
+    pub state: Option<StateConfig>,
     /// Where the config came from (the file's path), for errors found after
     /// parsing; empty for the default config.
     #[serde(skip)]
@@ -97,6 +99,21 @@ pub struct TableConfig {
     /// Hive partition columns the files must have (checked, not invented).
     #[serde(default)]
     pub partition_cols: Option<Vec<String>>,
+    /// `parquet` (files or a Hive-partitioned directory, the default) or
+    /// `delta` (a Delta Lake table; not for `events` and `messages`).
+    #[serde(default)]
+    pub format: TableFormat,
+}
+
+/// How a table's files are organised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Parquet files, a directory of them, or Hive partitions.
+    #[default]
+    Parquet,
+    /// A Delta Lake table (`_delta_log/`), read through delta-rs.
+    Delta,
 }
 
 /// Object store settings.
@@ -236,6 +253,19 @@ pub struct OutputConfig {
     pub location: String,
     /// Base location of the sessions table, for reports with `sessions`.
     pub sessions_location: Option<String>,
+    /// `parquet`: one object per report and date (the default); `delta`:
+    /// Delta Lake tables (report partitioned by `report`, `report_date`;
+    /// sessions by `report`, `start_date`).
+    #[serde(default)]
+    pub format: TableFormat,
+}
+
+/// Where the job keeps what its next run needs (src/incremental.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// A local directory or an `s3://bucket/prefix` of the job's own.
+    pub location: String,
 }
 
 /// One report of the scheduled job.

@@ -14,6 +14,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::cache::CachedSessions;
 use crate::cluster::ClusterUrl;
 use crate::config::S3Config;
+use crate::config::TableFormat;
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::readonly::Inputs;
@@ -32,6 +33,8 @@ pub struct TableSource {
     pub location: Location,
     /// Partition columns the directory layout must have; unchecked when `None`.
     pub partition_cols: Option<Vec<String>>,
+    /// Parquet files or a Delta Lake table.
+    pub format: TableFormat,
 }
 
 impl TableSource {
@@ -41,6 +44,7 @@ impl TableSource {
             name: name.into(),
             location,
             partition_cols: None,
+            format: TableFormat::Parquet,
         }
     }
 }
@@ -286,8 +290,22 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
         }
     }
     for t in &opts.tables {
-        if t.name != EVENTS.name && t.name != MESSAGES.name {
-            tables::register_plain_parquet(&ctx, &t.name, &t.location).await?;
+        if t.name == EVENTS.name || t.name == MESSAGES.name {
+            continue;
+        }
+        match t.format {
+            TableFormat::Parquet => {
+                tables::register_plain_parquet(&ctx, &t.name, &t.location).await?
+            }
+            #[cfg(feature = "delta")]
+            TableFormat::Delta => crate::delta::register(&ctx, &t.name, &t.location).await?,
+            #[cfg(not(feature = "delta"))]
+            TableFormat::Delta => {
+                return Err(Error::usage(format!(
+                    "table `{}`: this build reads no Delta tables (build with the `delta` feature)",
+                    t.name
+                )))
+            }
         }
     }
     Ok(Engine {

@@ -29,15 +29,16 @@
 
 use std::time::Instant;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, OutputConfig, TableFormat};
 use crate::context::Engine;
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::output::{encode, put_atomically, Format};
-use crate::report::{run_report, ReportOptions};
+use crate::period::day_start;
+use crate::report::{run_report, Report, ReportOptions};
 use crate::settings::Settings;
 
 /// One object the job wrote.
@@ -75,6 +76,9 @@ pub struct JobSummary {
     pub seconds: f64,
     /// True when every report was written.
     pub ok: bool,
+    /// With `[state]`: whether the run was incremental, and if not why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::incremental::StateRun>,
 }
 
 /// `<base>/report=<name>/report_date=<date>/data.parquet`.
@@ -86,6 +90,14 @@ pub fn result_location(base: &str, name: &str, date: NaiveDate) -> String {
     )
 }
 
+/// How a run is asked for beyond its date.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Recompute everything even when the state could serve the run
+    /// (`run --full`).
+    pub full: bool,
+}
+
 /// Runs every report of `config` for `date`, in the zone and with the
 /// filters of `settings` (resolved from the same config).
 pub async fn run_job(
@@ -93,6 +105,29 @@ pub async fn run_job(
     settings: &Settings,
     config: &Config,
     date: NaiveDate,
+) -> Result<JobSummary> {
+    run_job_with(engine, settings, config, date, &RunOptions::default()).await
+}
+
+/// The earliest instant any report of the run looks at: the start of the
+/// longest report's previous period.
+fn windows_start(config: &Config, settings: &Settings, date: NaiveDate) -> Result<DateTime<Utc>> {
+    let mut days = 0;
+    for job in &config.reports {
+        days = days.max(job.days()?);
+    }
+    day_start(settings.tz, date - Duration::days(2 * i64::from(days)))
+}
+
+/// [`run_job`] with [`RunOptions`]. With `[state]`, the reports run on the
+/// state plus the new files ([`crate::incremental`]), and the new state is
+/// committed once every report is written.
+pub async fn run_job_with(
+    engine: &Engine,
+    settings: &Settings,
+    config: &Config,
+    date: NaiveDate,
+    run: &RunOptions,
 ) -> Result<JobSummary> {
     let started = Instant::now();
     let output = config
@@ -102,13 +137,25 @@ pub async fn run_job(
     if config.reports.is_empty() {
         return Err(config.error("no [[reports]]: nothing for the job to do"));
     }
+    let prepared = match &config.state {
+        Some(state) => {
+            let location = Location::parse(&state.location)
+                .map_err(|e| config.error(format!("[state] location: {e}")))?;
+            let start = windows_start(config, settings, date)?;
+            Some(crate::incremental::prepare(engine, &location, start, run.full).await?)
+        }
+        None => None,
+    };
+    let engine = prepared.as_ref().map_or(engine, |p| &p.engine);
     let mut summary = JobSummary {
         date: date.format("%Y-%m-%d").to_string(),
         written: Vec::new(),
         failed: Vec::new(),
         seconds: 0.0,
         ok: false,
+        state: None,
     };
+    let mut first_report = None;
     for job in &config.reports {
         let result = async {
             let days = job.days()?;
@@ -134,35 +181,31 @@ pub async fn run_job(
                 path: Default::default(),
                 now: Some(settings.now),
             };
-            let report = run_report(engine, &opts).await?;
-            let mut written = Vec::new();
-            let mut bytes = Vec::new();
-            encode(
-                Format::Parquet,
-                &report.batch.schema(),
-                std::slice::from_ref(&report.batch),
-                &mut bytes,
-            )?;
-            let location = result_location(&output.location, &job.name, date);
-            put_atomically(&engine.ctx, &Location::parse(&location)?, bytes).await?;
-            written.push(Written {
-                report: job.name.clone(),
-                table: "report",
-                location,
-                rows: report.batch.num_rows(),
-            });
-            if let (Some(base), Some((schema, batches))) = (sessions_base, &report.sessions) {
-                let mut bytes = Vec::new();
-                encode(Format::Parquet, schema, batches, &mut bytes)?;
-                let location = result_location(base, &job.name, date);
-                put_atomically(&engine.ctx, &Location::parse(&location)?, bytes).await?;
-                written.push(Written {
-                    report: job.name.clone(),
-                    table: "sessions",
-                    location,
-                    rows: batches.iter().map(|b| b.num_rows()).sum(),
-                });
+            let mut report = run_report(engine, &opts).await?;
+            if let Some(p) = &prepared {
+                report.batch = p.complete(report.batch)?;
             }
+            if first_report.is_none() {
+                first_report = Some(report.batch.clone());
+            }
+            let written = match output.format {
+                TableFormat::Parquet => {
+                    write_parquet_results(engine, output, sessions_base, &job.name, date, &report)
+                        .await?
+                }
+                TableFormat::Delta => {
+                    write_delta_results(
+                        engine,
+                        output,
+                        sessions_base,
+                        &job.name,
+                        (date - Duration::days(i64::from(days)), date),
+                        settings,
+                        &report,
+                    )
+                    .await?
+                }
+            };
             Ok::<_, Error>(written)
         }
         .await;
@@ -179,6 +222,129 @@ pub async fn run_job(
         }
     }
     summary.ok = summary.failed.is_empty();
+    // The state moves on only when every result of the run is written: a
+    // failed run is redone from the same state.
+    if let (true, Some(p), Some(first)) = (summary.ok, prepared, &first_report) {
+        crate::incremental::fail_point("before-state");
+        summary.state = Some(p.commit(first).await?);
+    }
     summary.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     Ok(summary)
+}
+
+/// Parquet results: one object per report and date (see the module docs).
+async fn write_parquet_results(
+    engine: &Engine,
+    output: &OutputConfig,
+    sessions_base: Option<&str>,
+    name: &str,
+    date: NaiveDate,
+    report: &Report,
+) -> Result<Vec<Written>> {
+    let mut written = Vec::new();
+    let mut bytes = Vec::new();
+    encode(
+        Format::Parquet,
+        &report.batch.schema(),
+        std::slice::from_ref(&report.batch),
+        &mut bytes,
+    )?;
+    let location = result_location(&output.location, name, date);
+    put_atomically(&engine.ctx, &Location::parse(&location)?, bytes).await?;
+    written.push(Written {
+        report: name.to_string(),
+        table: "report",
+        location,
+        rows: report.batch.num_rows(),
+    });
+    if let (Some(base), Some((schema, batches))) = (sessions_base, &report.sessions) {
+        let mut bytes = Vec::new();
+        encode(Format::Parquet, schema, batches, &mut bytes)?;
+        let location = result_location(base, name, date);
+        put_atomically(&engine.ctx, &Location::parse(&location)?, bytes).await?;
+        written.push(Written {
+            report: name.to_string(),
+            table: "sessions",
+            location,
+            rows: batches.iter().map(|b| b.num_rows()).sum(),
+        });
+    }
+    Ok(written)
+}
+
+/// Delta results: the report's partition `(report, report_date)` of the
+/// report table, and its sessions (partitions `(report, start_date)` of the
+/// period's days) of the sessions table, each replaced in one commit.
+#[cfg(feature = "delta")]
+async fn write_delta_results(
+    engine: &Engine,
+    output: &OutputConfig,
+    sessions_base: Option<&str>,
+    name: &str,
+    (from, to): (NaiveDate, NaiveDate),
+    settings: &Settings,
+    report: &Report,
+) -> Result<Vec<Written>> {
+    use crate::delta;
+    let mut written = Vec::new();
+    let location = Location::parse(&output.location)?;
+    crate::readonly::Inputs::of(&engine.ctx).check_output(&location)?;
+    let batch = delta::report_partition(&report.batch, name, to)?;
+    let version = delta::replace_where(
+        &engine.ctx,
+        &location,
+        &batch.schema(),
+        vec![batch.clone()],
+        &["report", "report_date"],
+        delta::report_predicate(name, to),
+    )
+    .await?;
+    written.push(Written {
+        report: name.to_string(),
+        table: "report",
+        location: format!("{} (Delta version {version})", output.location),
+        rows: batch.num_rows(),
+    });
+    if let (Some(base), Some((schema, batches))) = (sessions_base, &report.sessions) {
+        let location = Location::parse(base)?;
+        crate::readonly::Inputs::of(&engine.ctx).check_output(&location)?;
+        let parts = batches
+            .iter()
+            .map(|b| delta::sessions_partition(b, name, settings.tz))
+            .collect::<Result<Vec<_>>>()?;
+        let empty = datafusion::arrow::array::RecordBatch::new_empty(schema.clone());
+        let schema = delta::sessions_partition(&empty, name, settings.tz)?.schema();
+        let rows = parts.iter().map(|b| b.num_rows()).sum();
+        let version = delta::replace_where(
+            &engine.ctx,
+            &location,
+            &schema,
+            parts,
+            &["report", "start_date"],
+            delta::sessions_predicate(name, from, to),
+        )
+        .await?;
+        written.push(Written {
+            report: name.to_string(),
+            table: "sessions",
+            location: format!("{base} (Delta version {version})"),
+            rows,
+        });
+    }
+    Ok(written)
+}
+
+#[cfg(not(feature = "delta"))]
+async fn write_delta_results(
+    _engine: &Engine,
+    _output: &OutputConfig,
+    _sessions_base: Option<&str>,
+    _name: &str,
+    _days: (NaiveDate, NaiveDate),
+    _settings: &Settings,
+    _report: &Report,
+) -> Result<Vec<Written>> {
+    Err(Error::usage(
+        "[output] format = \"delta\": this build has no Delta Lake support (feature `delta`)",
+    ))
 }

@@ -22,19 +22,24 @@
 //! * queries: [`query`], [`report`] (`queries/report/`), [`history`] (the
 //!   report's native path), [`period`], [`progress`];
 //! * io: [`storage`] (object stores), [`output`], [`job`], [`display`],
-//!   [`scratch`] (temporary files and interrupts);
+//!   [`scratch`] (temporary files and interrupts), [`incremental`] (the
+//!   job's state between runs);
 //! * [`cluster`] (feature `cluster`): the same queries on Apache Ballista;
+//! * [`delta`] (feature `delta`): Delta Lake result and input tables;
 //! * [`gen`] (feature `gen`): the synthetic data generator.
 
 pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod context;
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod display;
 pub mod error;
 #[cfg(feature = "gen")]
 pub mod gen;
 pub mod history;
+pub mod incremental;
 pub mod job;
 pub mod location;
 pub mod output;

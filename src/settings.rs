@@ -28,6 +28,7 @@ use chrono_tz::Tz;
 
 use crate::cluster::ClusterUrl;
 use crate::config::Config;
+use crate::config::TableFormat;
 use crate::context::{parse_bytes, EngineOptions, TableSource};
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -132,11 +133,20 @@ impl Settings {
                     name,
                     Location::parse(text).map_err(|e| Error::usage(format!("--{name}: {e}")))?,
                 ),
-                (None, Some(t)) => TableSource {
-                    name: name.to_string(),
-                    location: config.location_of(t)?,
-                    partition_cols: t.partition_cols.clone(),
-                },
+                (None, Some(t)) => {
+                    if t.format != TableFormat::Parquet {
+                        return Err(config.error(format!(
+                            "[[tables]] `{name}`: the contract tables are read as Parquet; \
+                             format = \"delta\" is for other tables"
+                        )));
+                    }
+                    TableSource {
+                        name: name.to_string(),
+                        location: config.location_of(t)?,
+                        partition_cols: t.partition_cols.clone(),
+                        format: t.format,
+                    }
+                }
                 (None, None) => {
                     let dir = env.sample.as_ref().ok_or_else(|| {
                         Error::usage(format!(
@@ -156,6 +166,7 @@ impl Settings {
                     name: t.name.clone(),
                     location: config.location_of(t)?,
                     partition_cols: None,
+                    format: t.format,
                 });
             }
         }

@@ -370,16 +370,16 @@ fn partition_keys(url: &ListingTableUrl, meta: &ObjectMeta) -> Vec<String> {
         .collect()
 }
 
-/// Registers `contract.name` from `location` after validating every file.
-pub async fn register_table(
+/// The table's URL and its Parquet files (non-empty, sorted by path), as
+/// registration sees them.
+pub async fn list_table_files(
     ctx: &SessionContext,
     contract: &Contract,
     location: &Location,
-) -> Result<TableInfo> {
+) -> Result<(ListingTableUrl, Vec<ObjectMeta>)> {
     let url = table_url(contract, location)?;
     storage::ensure_store(ctx, url.get_url())?;
     let store = ctx.runtime_env().object_store(url.object_store())?;
-
     let state = ctx.state();
     // A single file is taken whatever its name; in a directory only `*.parquet`
     // files count (Spark's `_SUCCESS`, `.crc` files and the like are skipped).
@@ -393,6 +393,18 @@ pub async fn register_table(
         .map_err(|e| map_listing_error(contract, location, e))?;
     files.retain(|m| m.size > 0);
     files.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok((url, files))
+}
+
+/// Registers `contract.name` from `location` after validating every file.
+pub async fn register_table(
+    ctx: &SessionContext,
+    contract: &Contract,
+    location: &Location,
+) -> Result<TableInfo> {
+    let (url, files) = list_table_files(ctx, contract, location).await?;
+    let store = ctx.runtime_env().object_store(url.object_store())?;
+    let extension = if url.is_collection() { ".parquet" } else { "" };
     if files.is_empty() {
         return Err(if url.scheme() == "file" || url.is_collection() {
             Error::EmptyTable {

@@ -201,6 +201,10 @@ pub struct RunArgs {
     /// [default: today in the config's time zone]
     #[arg(long, value_name = "DATE", value_parser = parse_date)]
     pub date: Option<NaiveDate>,
+    /// Recompute from every input file and rebuild the `[state]`, even when
+    /// the state could serve an incremental run
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Args, Debug)]

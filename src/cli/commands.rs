@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use supportfunnel::config::Config;
 use supportfunnel::gen::{generate, DayProgress, GenOptions};
-use supportfunnel::job::run_job;
+use supportfunnel::job::{run_job_with, RunOptions};
 use supportfunnel::location::Location;
 use supportfunnel::output::{self, Format};
 use supportfunnel::progress::ProgressRef;
@@ -288,7 +288,14 @@ async fn run(has_config: bool, config: &Config, args: RunArgs) -> Result<()> {
     let settings = settings(&args.engine.flags(), config)?;
     let engine = build_context(&settings.engine).await?;
     let date = args.date.unwrap_or_else(|| settings.today());
-    let summary = run_job(&engine, &settings, config, date).await?;
+    let summary = run_job_with(
+        &engine,
+        &settings,
+        config,
+        date,
+        &RunOptions { full: args.full },
+    )
+    .await?;
     println!("{}", serde_json::to_string(&summary)?);
     for f in &summary.failed {
         eprintln!("error: report `{}`: {}", f.report, f.error);

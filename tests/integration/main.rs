@@ -4,9 +4,11 @@
 mod cli;
 mod cluster;
 mod common;
+mod delta;
 mod generator;
 mod history;
 mod hostile;
+mod incremental;
 mod report;
 mod s3;
 mod s3_server;

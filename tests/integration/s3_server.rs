@@ -220,6 +220,8 @@ async fn serve(
     }
 }
 
+static CONDITIONAL_PUTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
 <Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
 
@@ -229,6 +231,16 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<s3s::Body>, BoxError> {
     let fault = faults.take(req.method().as_str(), req.uri().path());
+    // S3 checks `If-None-Match: *` and stores the object as one step; s3s-fs
+    // checks, then streams the body and renames it into place, so two such
+    // PUTs of one key at once could both succeed. One at a time here, as S3
+    // guarantees (Delta commits rely on it).
+    let _exclusive =
+        if req.method() == hyper::Method::PUT && req.headers().contains_key("if-none-match") {
+            Some(CONDITIONAL_PUTS.lock().await)
+        } else {
+            None
+        };
     let call = |req: Request<Incoming>| async move {
         s3.call(req.map(s3s::Body::from))
             .await

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One new day appended to DAYS days of history: the job's incremental run
+# (with `[state]`) against a full recompute over every file (no state), side
+# by side, alternately, RUNS times each; the outputs are compared byte for
+# byte. Also times the run that builds the state (`run --full`). Prints a
+# table for docs/PERFORMANCE.md.
+#
+#   benches/incremental.sh [DAYS...]      default: 365 730
+#
+# Each history is USERS users (default 200,000: about 110,000 events a day,
+# 40M events in 365 days) from 2025-01-01, seed 1, generated once into the
+# dataset cache with one day more than DAYS (the day that arrives).
+# Environment: SF_BIN (default: a release build of this checkout), SF_DATA
+# (dataset cache, default ~/.cache/supportfunnel-data), USERS, RUNS
+# (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data=${SF_DATA:-$HOME/.cache/supportfunnel-data}
+users=${USERS:-200000}
+runs=${RUNS:-2}
+if [ -z "${SF_BIN:-}" ]; then
+  cargo build --release --quiet
+  bin="${CARGO_TARGET_DIR:-$HOME/.cache/supportfunnel-target}/release/supportfunnel"
+else
+  bin=$SF_BIN
+fi
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+
+job() { # job FILE IN OUT [STATE]
+  {
+    printf '[[tables]]\nname = "events"\nuri = "%s/events"\n\n' "$2"
+    printf '[[tables]]\nname = "messages"\nuri = "%s/messages"\n\n' "$2"
+    printf '[output]\nlocation = "%s/report"\nsessions_location = "%s/sessions"\n\n' "$3" "$3"
+    printf '[[reports]]\nname = "daily"\nperiod = "daily"\nsessions = true\n\n'
+    printf '[[reports]]\nname = "weekly"\nperiod = "weekly"\n\n'
+    if [ -n "${4:-}" ]; then printf '[state]\nlocation = "%s"\n' "$4"; fi
+  } >"$1"
+}
+
+printf '| history | events | run | wall s | peak MiB |\n|---|---|---|---|---|\n'
+for days in "${@:-365 730}"; do
+  src="$data/days$days-u$users"
+  if [ ! -f "$src/.complete" ]; then
+    echo "generating $((days + 1)) days for $users users into $src" >&2
+    "$bin" gen --out "$src" --users "$users" --days $((days + 1)) --start 2025-01-01 --seed 1 --overwrite >&2
+    touch "$src/.complete"
+  fi
+  last=$(date -u -d "2025-01-01 + $days days" +%F)
+  date=$(date -u -d "$last + 1 day" +%F)
+  work=$(mktemp -d -p "$data" work.XXXXXX)
+  trap 'rm -rf "$work"' EXIT
+  for t in events messages; do
+    mkdir -p "$work/in/$t"
+    for d in "$src/$t"/date=*; do
+      [ "$(basename "$d")" = "date=$last" ] || cp -al "$d" "$work/in/$t/"
+    done
+  done
+  job "$work/inc.toml" "$work/in" "$work/inc" "$work/state"
+  job "$work/full.toml" "$work/in" "$work/full"
+  events=$("$bin" sql --events "$src/events" --messages "$src/messages" --format csv \
+    "SELECT count(*) FROM events" | tail -1)
+  # the state as the day before left it
+  read -r s m < <(measure_to "$work/build.json" "$bin" run --config "$work/inc.toml" --date "$last" --full)
+  printf '| %s days | %s | state build (`run --full`, day %s) | %s | %s |\n' "$days" "$events" "$days" "$s" "$m"
+  cp -a "$work/state" "$work/state.before"
+  for t in events messages; do cp -al "$src/$t/date=$last" "$work/in/$t/"; done
+  for i in $(seq "$runs"); do
+    rm -rf "$work/state" && cp -a "$work/state.before" "$work/state"
+    read -r s m < <(measure_to "$work/inc.json" "$bin" run --config "$work/inc.toml" --date "$date")
+    grep -q '"mode":"incremental"' "$work/inc.json" || { cat "$work/inc.json" >&2; exit 1; }
+    printf '| %s days | + 1 day | incremental run %s | %s | %s |\n' "$days" "$i" "$s" "$m"
+    read -r s m < <(measure "$bin" run --config "$work/full.toml" --date "$date")
+    printf '| %s days | + 1 day | full recompute %s | %s | %s |\n' "$days" "$i" "$s" "$m"
+  done
+  for f in report/report=daily report/report=weekly sessions/report=daily; do
+    cmp "$work/inc/$f/report_date=$date/data.parquet" "$work/full/$f/report_date=$date/data.parquet" \
+      || { echo "outputs differ: $f" >&2; exit 1; }
+  done
+  rm -rf "$work"
+  trap - EXIT
+done
+echo "outputs identical" >&2

@@ -1,0 +1,1336 @@
+//! Exact incremental runs of the job (`[state] location`).
+//!
+//! A daily run should cost what the new files cost, not what the years of
+//! history behind them cost, and still write exactly the rows a full
+//! recompute would. The state kept between runs makes that possible.
+//!
+//! ## The frontier
+//!
+//! Every report of a run looks at sessions starting in its previous or
+//! current period, so nothing before the earliest previous-period start `W`
+//! of the run matters to it, except through three things: where each
+//! user's session chain stands at `W`, whether an event id or message id was
+//! already seen (duplicates), and whether a conversation was already started
+//! (orphans). The state keeps history summarised at a *frontier* `C` (the
+//! `W` of the run that wrote it) and everything after it in full:
+//!
+//! * **anchors**: per user, the last session start in `(C − 24h, C)`. A
+//!   session starting earlier ended before `C`, so an action at or after `C`
+//!   starts a new session whatever came before; one starting inside that
+//!   window may still hold actions after `C`. Fed to the engine as one
+//!   synthetic action at that start, an anchor makes the session chain after
+//!   `C` come out exactly as over the whole history.
+//! * **live events**: every valid event with `ts >= C`, copies included,
+//!   plus lifecycle events of conversations not started before `C` (a
+//!   conversation may start after its own lifecycle events, or never);
+//! * **live messages**: every delivery with `sent_at >= C` or null;
+//! * **event index, message index**: the ids whose surviving copy lies
+//!   before `C` (a later copy of one is a duplicate and nothing else, since
+//!   the copy with the smallest `ts`/`sent_at` wins);
+//! * **started**: the conversations started before `C`;
+//! * **counters**: rows read and rejected by reason per table, and the
+//!   duplicates folded away before `C`;
+//! * **the manifest**: every input file with its size, modification time and
+//!   ETag.
+//!
+//! ## A run
+//!
+//! The files are listed and compared with the manifest. The new files are
+//! validated alone (their rows read and rejects counted), their valid rows
+//! checked against the indexes, and the engine runs the unchanged report
+//! over *anchors + live rows + new rows*, a few days of data instead of the
+//! whole history. `data_quality`, defined over the whole input, is then
+//! made from the counters and the live rows. Afterwards the state moves its
+//! frontier to this run's `W`: rows before it fold into the anchors, indexes
+//! and counters.
+//!
+//! When the state cannot prove that this gives the full result, the run
+//! recomputes everything from the files, rebuilds the state, and says why in
+//! its summary: no state, a state of another format or engine version or of
+//! other inputs, a file changed or deleted, a report period before the
+//! frontier (a re-run of an old date), a new valid event before the
+//! frontier, a new delivery sent before it, or a second
+//! `conversation_started` for a conversation started before it.
+//! `run --full` does the same on request.
+//!
+//! ## Commits
+//!
+//! State files are written under `data/` with names never reused, and a run
+//! becomes the state only when `state.json`, the manifest naming them, is
+//! replaced in one atomic put. A run killed anywhere leaves the previous
+//! manifest and its files intact; the next run redoes the work. Files no
+//! manifest names any more are removed after the commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{cast, col, ParquetReadOptions, SessionContext};
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+
+use crate::context::{build_context, context_without_tables, Engine, EngineOptions};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::output::put_atomically;
+use crate::query::{self, Params};
+use crate::tables::{self, EVENTS, MESSAGES};
+use crate::views;
+
+/// Format of the state this build reads and writes; a state of another
+/// format (or written by another version) is rebuilt by a full run.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Event ids of the synthetic anchor actions. A real event id with this
+/// prefix makes the run fall back to a full recompute rather than risk a
+/// collision.
+pub const ANCHOR_PREFIX: &str = "\u{1}supportfunnel-anchor:";
+
+/// Index segments kept before they are merged into one.
+const MAX_SEGMENTS: usize = 8;
+
+/// The manifest's object name under the state location.
+const MANIFEST: &str = "state.json";
+
+const EVENT_COLUMNS: [&str; 9] = [
+    "event_id",
+    "user_id",
+    "ts",
+    "event_type",
+    "channel",
+    "article_id",
+    "conversation_id",
+    "actor",
+    "rating",
+];
+const MESSAGE_COLUMNS: [&str; 9] = [
+    "message_id",
+    "user_id",
+    "sent_at",
+    "content_type",
+    "sender",
+    "tags",
+    "opened_at",
+    "clicked_at",
+    "reacted_at",
+];
+
+/// One input file as the manifest remembers it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path in its object store.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Last modification, milliseconds since the epoch.
+    pub modified_ms: i64,
+    /// The store's ETag, when it gives one.
+    pub e_tag: Option<String>,
+}
+
+impl FileEntry {
+    fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            path: meta.location.to_string(),
+            size: meta.size,
+            modified_ms: meta.last_modified.timestamp_millis(),
+            e_tag: meta.e_tag.clone(),
+        }
+    }
+}
+
+/// The whole-input counts of `data_quality` that cannot be recomputed from
+/// the live rows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// `events` rows read, `content_showcase` included.
+    pub events_rows_read: u64,
+    /// `messages` rows read.
+    pub messages_rows_read: u64,
+    /// Rejected events by reason.
+    pub rejects: BTreeMap<String, u64>,
+    /// Valid events dropped as copies of an id that now lies before the
+    /// frontier.
+    pub folded_duplicate_events: u64,
+    /// Deliveries dropped as copies of an id that now lies before it.
+    pub folded_duplicate_messages: u64,
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`STATE_FORMAT`].
+    pub format: u32,
+    /// The engine version that wrote it.
+    pub version: String,
+    /// Increases by one with each commit.
+    pub generation: u64,
+    /// The `events` location it was built from.
+    pub events: String,
+    /// The `messages` location it was built from.
+    pub messages: String,
+    /// The frontier, microseconds since the epoch (UTC).
+    pub frontier_us: i64,
+    /// `events` files taken in.
+    pub events_files: Vec<FileEntry>,
+    /// `messages` files taken in.
+    pub messages_files: Vec<FileEntry>,
+    /// Counts kept across runs.
+    pub counters: Counters,
+    /// Object names (under `data/`) of the state tables.
+    pub anchors: String,
+    /// Live events.
+    pub live_events: String,
+    /// Live messages.
+    pub live_messages: String,
+    /// Event-id index segments.
+    pub event_index: Vec<String>,
+    /// Message-id index segments.
+    pub message_index: Vec<String>,
+    /// Started-conversation segments.
+    pub started: Vec<String>,
+}
+
+impl Manifest {
+    fn data_files(&self) -> HashSet<String> {
+        let mut all: HashSet<String> = [&self.anchors, &self.live_events, &self.live_messages]
+            .into_iter()
+            .cloned()
+            .collect();
+        all.extend(self.event_index.iter().cloned());
+        all.extend(self.message_index.iter().cloned());
+        all.extend(self.started.iter().cloned());
+        all
+    }
+
+    /// The frontier as an instant.
+    pub fn frontier(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.frontier_us).unwrap_or_default()
+    }
+}
+
+/// How a run used the state, for the job's summary line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateRun {
+    /// `incremental` or `full`.
+    pub mode: &'static str,
+    /// Why a full recompute ran (`None` for incremental runs).
+    pub reason: Option<String>,
+    /// Input files new since the last state (all of them for a full run).
+    pub new_files: usize,
+    /// Rows read from new files (`events` + `messages`).
+    pub new_rows: u64,
+    /// The frontier of the state this run wrote (RFC 3339).
+    pub frontier: String,
+}
+
+/// The state location: where `state.json` and `data/` live.
+pub struct StateStore {
+    location: Location,
+    /// `file:///abs/dir` or `s3://bucket/prefix`, without a trailing slash.
+    base: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+}
+
+impl StateStore {
+    /// Opens (and for a local path creates) the state location.
+    pub fn open(ctx: &SessionContext, location: &Location) -> Result<Self> {
+        let base = match location {
+            Location::Local(p) => {
+                std::fs::create_dir_all(p.join("data")).map_err(|e| Error::io(p, e))?;
+                let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
+                format!("file://{}", abs.display())
+            }
+            Location::Remote(u) => u.as_str().trim_end_matches('/').to_string(),
+        };
+        let url = url::Url::parse(&format!("{base}/"))
+            .map_err(|e| Error::location(location, e.to_string()))?;
+        crate::storage::ensure_store(ctx, &url)?;
+        let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+            &url[..url::Position::BeforePath],
+        )?;
+        let store = ctx.runtime_env().object_store(&store_url)?;
+        let prefix = StorePath::from_url_path(url.path())
+            .map_err(|e| Error::location(location, e.to_string()))?;
+        Ok(Self {
+            location: location.clone(),
+            base,
+            store,
+            prefix,
+        })
+    }
+
+    /// Makes sure `ctx` can read and write the state location.
+    fn attach(&self, ctx: &SessionContext) -> Result<()> {
+        let url = url::Url::parse(&format!("{}/", self.base))
+            .map_err(|e| Error::location(&self.location, e.to_string()))?;
+        crate::storage::ensure_store(ctx, &url)
+    }
+
+    fn url_of(&self, name: &str) -> String {
+        format!("{}/data/{name}", self.base)
+    }
+
+    fn err(&self, problem: impl Into<String>) -> Error {
+        Error::location(&self.location, format!("state: {}", problem.into()))
+    }
+
+    /// The committed manifest; `Ok(None)` when there is none yet.
+    pub async fn manifest(&self) -> Result<std::result::Result<Manifest, String>> {
+        let path = self.prefix.clone().join(MANIFEST);
+        match self.store.get(&path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await?;
+                Ok(serde_json::from_slice::<Manifest>(&bytes)
+                    .map_err(|e| format!("the state's manifest cannot be read ({e})")))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Err("there is no state yet".into())),
+            Err(e) => Err(self.err(format!("cannot read {MANIFEST}: {e}"))),
+        }
+    }
+
+    async fn commit(&self, ctx: &SessionContext, manifest: &Manifest) -> Result<()> {
+        let text = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::Internal(format!("state manifest: {e}")))?;
+        let location = Location::parse(&format!("{}/{MANIFEST}", self.base))?;
+        put_atomically(ctx, &location, text).await
+    }
+
+    /// Removes data files of earlier generations that `keep` does not name.
+    async fn collect_garbage(&self, keep: &HashSet<String>, generation: u64) -> Result<usize> {
+        let data = self.prefix.clone().join("data");
+        let listed: Vec<ObjectMeta> = self.store.list(Some(&data)).try_collect().await?;
+        let mut removed = 0;
+        for meta in listed {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let old = generation_of(name).is_some_and(|g| g <= generation);
+            if old && !keep.contains(name) {
+                self.store.delete(&meta.location).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// `g000012-…` → 12.
+fn generation_of(name: &str) -> Option<u64> {
+    name.strip_prefix('g')?.split('-').next()?.parse().ok()
+}
+
+/// A fresh object name for generation `generation`.
+fn data_name(generation: u64, kind: &str) -> String {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!(
+        "g{generation:06}-{kind}-{:x}-{nanos:x}.parquet",
+        std::process::id()
+    )
+}
+
+/// A fail point for the crash tests: `SUPPORTFUNNEL_FAILPOINT=<name>`
+/// aborts the process there, as a kill would.
+pub fn fail_point(name: &str) {
+    if std::env::var("SUPPORTFUNNEL_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("fail point {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// The state's part of one job run: the engine the reports run on, how the
+/// `data_quality` rows are made whole, and the state to commit afterwards.
+pub struct Prepared {
+    /// The engine the reports run on: over anchors + live + new rows for an
+    /// incremental run, the input tables' own for a full one.
+    pub engine: Engine,
+    /// `data_quality` values replacing the engine's (incremental runs).
+    pub data_quality: Option<HashMap<(String, Option<String>), f64>>,
+    /// What the summary says.
+    pub run: StateRun,
+    store: StateStore,
+    pending: Pending,
+    /// Keeps the reduced input's files until the reports are written.
+    _dir: Option<crate::scratch::TempDir>,
+}
+
+/// What `commit` still needs.
+struct Pending {
+    previous: Option<Manifest>,
+    events_files: Vec<FileEntry>,
+    messages_files: Vec<FileEntry>,
+    counters: Counters,
+    new_frontier: DateTime<Utc>,
+    /// Counters come from the first report's `data_quality` rows (full run).
+    counters_from_report: bool,
+}
+
+/// Why the state cannot be used as it is (the run recomputes everything).
+type Fallback = String;
+
+/// Lists a contract table's files.
+async fn list_files(
+    ctx: &SessionContext,
+    contract: &tables::Contract,
+    location: &Location,
+) -> Result<(ListingTableUrl, Vec<ObjectMeta>)> {
+    tables::list_table_files(ctx, contract, location).await
+}
+
+fn file_url(table: &ListingTableUrl, meta: &ObjectMeta) -> String {
+    format!("{}{}", table.object_store().as_str(), meta.location)
+}
+
+/// Registers `name` as the given files (or an empty table) with `schema`.
+fn register_files(
+    ctx: &SessionContext,
+    name: &str,
+    table: &ListingTableUrl,
+    files: &[&ObjectMeta],
+    schema: &SchemaRef,
+) -> Result<()> {
+    let provider: Arc<dyn datafusion::datasource::TableProvider> = if files.is_empty() {
+        Arc::new(MemTable::try_new(Arc::clone(schema), vec![vec![]])?)
+    } else {
+        let urls = files
+            .iter()
+            .map(|m| ListingTableUrl::parse(file_url(table, m)))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(Arc::clone(schema));
+        Arc::new(ListingTable::try_new(config)?)
+    };
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, provider)?;
+    Ok(())
+}
+
+/// Registers state table `name` from its segments (an empty table of
+/// `schema` when there are none).
+async fn register_state_table(
+    ctx: &SessionContext,
+    store: &StateStore,
+    name: &str,
+    files: &[String],
+    schema: SchemaRef,
+) -> Result<()> {
+    ctx.deregister_table(name)?;
+    if files.is_empty() {
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+        return Ok(());
+    }
+    store.attach(ctx)?;
+    let urls: Vec<String> = files.iter().map(|f| store.url_of(f)).collect();
+    let df = ctx
+        .read_parquet(urls, ParquetReadOptions::default())
+        .await
+        .map_err(|e| store.err(format!("table {name}: {e}")))?;
+    ctx.register_table(name, df.into_view())?;
+    Ok(())
+}
+
+/// Casts `df` to `schema`'s columns, in order.
+fn conform(df: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
+    let exprs = schema
+        .fields()
+        .iter()
+        .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+        .collect::<Vec<_>>();
+    Ok(df.select(exprs)?)
+}
+
+async fn write_df(df: DataFrame, url: &str) -> Result<()> {
+    df.write_parquet(
+        url,
+        DataFrameWriteOptions::new().with_single_file_output(true),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn count(ctx: &SessionContext, sql: &str, params: &Params) -> Result<u64> {
+    let batch = query::collect_one(ctx, sql, params).await?;
+    if batch.num_rows() == 0 {
+        return Ok(0);
+    }
+    let c = cast_i64(batch.column(0))?;
+    Ok(u64::try_from(c.max(0)).unwrap_or(0))
+}
+
+fn cast_i64(a: &dyn Array) -> Result<i64> {
+    let a = datafusion::arrow::compute::cast(a, &DataType::Int64)?;
+    let a = a.as_primitive::<Int64Type>();
+    Ok(if a.is_null(0) { 0 } else { a.value(0) })
+}
+
+fn ts_param(t: DateTime<Utc>) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
+}
+
+const LIFECYCLE: &str =
+    "('bot_answer', 'teammate_reply', 'conversation_closed', 'conversation_rated')";
+
+/// Prepares a run: decides between an incremental and a full run and
+/// builds the engine the reports run on. `engine` has the input tables
+/// registered; `windows_start` is the earliest previous-period start of the
+/// run's reports, the frontier the new state gets.
+pub async fn prepare(
+    engine: &Engine,
+    state: &Location,
+    windows_start: DateTime<Utc>,
+    full: bool,
+) -> Result<Prepared> {
+    let ctx = &engine.ctx;
+    let store = StateStore::open(ctx, state)?;
+    let events_loc = engine
+        .options
+        .table(EVENTS.name)
+        .ok_or_else(|| Error::usage("the job needs an events table"))?
+        .location
+        .clone();
+    let messages_loc = engine
+        .options
+        .table(MESSAGES.name)
+        .ok_or_else(|| Error::usage("the job needs a messages table"))?
+        .location
+        .clone();
+    let (events_url, events_files) = list_files(ctx, &EVENTS, &events_loc).await?;
+    let (messages_url, messages_files) = list_files(ctx, &MESSAGES, &messages_loc).await?;
+    let schema_of = |name: &str| -> Result<SchemaRef> {
+        engine
+            .tables
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| Arc::clone(&t.schema))
+            .ok_or_else(|| Error::Internal(format!("table {name} is not registered")))
+    };
+    let events_schema = schema_of(EVENTS.name)?;
+    let messages_schema = schema_of(MESSAGES.name)?;
+
+    let previous = if full {
+        Err("asked for (--full)".to_string())
+    } else {
+        store.manifest().await?
+    };
+    let checked = previous.and_then(|m| {
+        check_manifest(
+            &m,
+            &events_loc,
+            &messages_loc,
+            &events_files,
+            &messages_files,
+            windows_start,
+        )
+        .map(|()| m)
+    });
+    let entries = |files: &[ObjectMeta]| files.iter().map(FileEntry::of).collect::<Vec<_>>();
+    let all_rows = engine.tables.iter().map(|t| t.rows).sum();
+    let full_run = |reason: String, previous: Option<Manifest>| Prepared {
+        engine: Engine {
+            ctx: engine.ctx.clone(),
+            tables: engine.tables.clone(),
+            options: engine.options.clone(),
+        },
+        data_quality: None,
+        run: StateRun {
+            mode: "full",
+            reason: Some(reason),
+            new_files: events_files.len() + messages_files.len(),
+            new_rows: all_rows,
+            frontier: windows_start.to_rfc3339(),
+        },
+        pending: Pending {
+            previous,
+            events_files: entries(&events_files),
+            messages_files: entries(&messages_files),
+            counters: Counters::default(),
+            new_frontier: windows_start,
+            counters_from_report: true,
+        },
+        _dir: None,
+        store: StateStore {
+            location: store.location.clone(),
+            base: store.base.clone(),
+            store: Arc::clone(&store.store),
+            prefix: store.prefix.clone(),
+        },
+    };
+    let manifest = match checked {
+        Ok(m) => m,
+        Err(reason) => {
+            // A manifest that is there but unusable still tells which
+            // generation comes next (and which files to collect).
+            let previous = store.manifest().await?.ok();
+            return Ok(full_run(reason, previous));
+        }
+    };
+
+    // The new files, alone, on a context of their own.
+    let known =
+        |list: &[FileEntry]| -> HashSet<String> { list.iter().map(|f| f.path.clone()).collect() };
+    let known_events = known(&manifest.events_files);
+    let known_messages = known(&manifest.messages_files);
+    let new_events: Vec<&ObjectMeta> = events_files
+        .iter()
+        .filter(|m| !known_events.contains(m.location.as_ref()))
+        .collect();
+    let new_messages: Vec<&ObjectMeta> = messages_files
+        .iter()
+        .filter(|m| !known_messages.contains(m.location.as_ref()))
+        .collect();
+    let nctx = context_without_tables(&EngineOptions {
+        tables: vec![],
+        cluster: None,
+        scratch: None,
+        ..engine.options.clone()
+    })?;
+    for url in [&events_url, &messages_url] {
+        crate::storage::ensure_store(&nctx, url.get_url())?;
+    }
+    register_files(&nctx, EVENTS.name, &events_url, &new_events, &events_schema)?;
+    register_files(
+        &nctx,
+        MESSAGES.name,
+        &messages_url,
+        &new_messages,
+        &messages_schema,
+    )?;
+    views::register_event_views(&nctx).await?;
+    views::register_message_views(&nctx).await?;
+    register_state(&nctx, &store, &manifest, &events_schema, &messages_schema).await?;
+
+    let frontier = manifest.frontier();
+    let params: Params = vec![
+        ("frontier", ts_param(frontier)),
+        (
+            "anchor_prefix",
+            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
+        ),
+    ];
+    let mut counters = manifest.counters.clone();
+    let new_event_rows = count(&nctx, "SELECT count(*) FROM events", &vec![]).await?;
+    let new_message_rows = count(&nctx, "SELECT count(*) FROM messages", &vec![]).await?;
+    counters.events_rows_read += new_event_rows;
+    counters.messages_rows_read += new_message_rows;
+    let rejects = query::collect_one(
+        &nctx,
+        "SELECT reject_reason, count(*) AS n FROM validated_events \
+         WHERE reject_reason IS NOT NULL GROUP BY reject_reason",
+        &vec![],
+    )
+    .await?;
+    for i in 0..rejects.num_rows() {
+        let reason = rejects.column(0).as_string::<i32>().value(i).to_string();
+        let n = cast_i64(&rejects.column(1).slice(i, 1))?;
+        *counters.rejects.entry(reason).or_default() += n as u64;
+    }
+
+    let late = count(
+        &nctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
+         AND (ts < $frontier OR starts_with(event_id, $anchor_prefix))",
+        &params,
+    )
+    .await?;
+    let restarted = count(
+        &nctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
+         AND event_type = 'conversation_started' \
+         AND conversation_id IN (SELECT conversation_id FROM state_started)",
+        &vec![],
+    )
+    .await?;
+    let late_messages = count(
+        &nctx,
+        "SELECT count(*) FROM messages WHERE sent_at < $frontier",
+        &params,
+    )
+    .await?;
+    let reason = if late > 0 {
+        Some(format!(
+            "{late} new valid events lie before the state's frontier {}",
+            frontier.to_rfc3339()
+        ))
+    } else if late_messages > 0 {
+        Some(format!(
+            "{late_messages} new deliveries were sent before the state's frontier {}",
+            frontier.to_rfc3339()
+        ))
+    } else if restarted > 0 {
+        Some(format!(
+            "{restarted} new conversation_started events name conversations started before \
+             the state's frontier {}",
+            frontier.to_rfc3339()
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Ok(full_run(reason, Some(manifest)));
+    }
+
+    // Copies of ids that already lie before the frontier: duplicates, no more.
+    counters.folded_duplicate_events += count(
+        &nctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
+         AND event_id IN (SELECT event_id FROM state_event_index)",
+        &vec![],
+    )
+    .await?;
+    counters.folded_duplicate_messages += count(
+        &nctx,
+        "SELECT count(*) FROM messages \
+         WHERE message_id IN (SELECT message_id FROM state_message_index)",
+        &vec![],
+    )
+    .await?;
+
+    // The reduced input: anchors + live rows + the new rows kept.
+    let dir = crate::scratch::temp_dir_in(
+        engine
+            .options
+            .temp_dir
+            .as_deref()
+            .unwrap_or(&std::env::temp_dir()),
+        "supportfunnel-incremental-",
+    )?;
+    let anchors = nctx
+        .sql(&format!(
+            "SELECT concat('{ANCHOR_PREFIX}', user_id) AS event_id, user_id, start AS ts, \
+             'help_center_visit' AS event_type, CAST(NULL AS VARCHAR) AS channel, \
+             CAST(NULL AS VARCHAR) AS article_id, CAST(NULL AS VARCHAR) AS conversation_id, \
+             CAST(NULL AS VARCHAR) AS actor, CAST(NULL AS INT) AS rating FROM state_anchors"
+        ))
+        .await?;
+    let live = nctx
+        .sql(&format!(
+            "SELECT {} FROM state_live_events",
+            EVENT_COLUMNS.join(", ")
+        ))
+        .await?;
+    let kept = nctx
+        .sql(&format!(
+            "SELECT {} FROM validated_events WHERE reject_reason IS NULL \
+             AND event_id NOT IN (SELECT event_id FROM state_event_index)",
+            EVENT_COLUMNS.join(", ")
+        ))
+        .await?;
+    let events_df = conform(anchors, &events_schema)?
+        .union(conform(live, &events_schema)?)?
+        .union(conform(kept, &events_schema)?)?;
+    let events_dir = dir.path().join("events");
+    std::fs::create_dir_all(&events_dir).map_err(|e| Error::io(&events_dir, e))?;
+    write_df(
+        events_df,
+        &events_dir.join("part-0.parquet").display().to_string(),
+    )
+    .await?;
+    let live_m = nctx
+        .sql(&format!(
+            "SELECT {} FROM state_live_messages",
+            MESSAGE_COLUMNS.join(", ")
+        ))
+        .await?;
+    let kept_m = nctx
+        .sql(&format!(
+            "SELECT {} FROM messages WHERE message_id IS NULL \
+             OR message_id NOT IN (SELECT message_id FROM state_message_index)",
+            MESSAGE_COLUMNS.join(", ")
+        ))
+        .await?;
+    let messages_df =
+        conform(live_m, &messages_schema)?.union(conform(kept_m, &messages_schema)?)?;
+    let messages_dir = dir.path().join("messages");
+    std::fs::create_dir_all(&messages_dir).map_err(|e| Error::io(&messages_dir, e))?;
+    write_df(
+        messages_df,
+        &messages_dir.join("part-0.parquet").display().to_string(),
+    )
+    .await?;
+
+    let reduced = build_context(&EngineOptions {
+        tables: vec![
+            crate::context::TableSource::new(EVENTS.name, Location::Local(events_dir)),
+            crate::context::TableSource::new(MESSAGES.name, Location::Local(messages_dir)),
+        ],
+        cluster: None,
+        scratch: None,
+        ..engine.options.clone()
+    })
+    .await?;
+    register_state(
+        &reduced.ctx,
+        &store,
+        &manifest,
+        &events_schema,
+        &messages_schema,
+    )
+    .await?;
+
+    // data_quality over the whole input: counters + what the live rows say.
+    let live_duplicates = count(
+        &reduced.ctx,
+        "SELECT count(*) - count(DISTINCT event_id) FROM events \
+         WHERE NOT starts_with(event_id, $anchor_prefix)",
+        &params,
+    )
+    .await?;
+    let live_message_duplicates = count(
+        &reduced.ctx,
+        "SELECT count(message_id) - count(DISTINCT message_id) FROM messages",
+        &vec![],
+    )
+    .await?;
+    let orphans = count(
+        &reduced.ctx,
+        "SELECT count(*) FROM orphan_lifecycle_events \
+         WHERE conversation_id NOT IN (SELECT conversation_id FROM state_started)",
+        &vec![],
+    )
+    .await?;
+    let mut dq: HashMap<(String, Option<String>), f64> = HashMap::new();
+    let mut put = |metric: &str, segment: Option<&str>, v: u64| {
+        dq.insert((metric.to_string(), segment.map(String::from)), v as f64);
+    };
+    put("rows_read", Some("events"), counters.events_rows_read);
+    put("rows_read", Some("messages"), counters.messages_rows_read);
+    for reason in REJECT_REASONS {
+        put(
+            "rows_rejected",
+            Some(reason),
+            counters.rejects.get(reason).copied().unwrap_or(0),
+        );
+    }
+    put(
+        "duplicate_events",
+        None,
+        counters.folded_duplicate_events + live_duplicates,
+    );
+    put(
+        "duplicate_messages",
+        None,
+        counters.folded_duplicate_messages + live_message_duplicates,
+    );
+    put("orphan_lifecycle_events", None, orphans);
+
+    Ok(Prepared {
+        engine: reduced,
+        data_quality: Some(dq),
+        run: StateRun {
+            mode: "incremental",
+            reason: None,
+            new_files: new_events.len() + new_messages.len(),
+            new_rows: new_event_rows + new_message_rows,
+            frontier: windows_start.to_rfc3339(),
+        },
+        store,
+        pending: Pending {
+            previous: Some(manifest),
+            events_files: entries(&events_files),
+            messages_files: entries(&messages_files),
+            counters,
+            new_frontier: windows_start,
+            counters_from_report: false,
+        },
+        _dir: Some(dir),
+    })
+}
+
+/// The seven reject reasons, in the spec's order.
+pub const REJECT_REASONS: [&str; 7] = [
+    "null_event_id",
+    "null_user_id",
+    "null_ts",
+    "null_event_type",
+    "unknown_event_type",
+    "missing_conversation_id",
+    "invalid_rating",
+];
+
+/// `Err(reason)` when the manifest cannot serve this run.
+fn check_manifest(
+    m: &Manifest,
+    events: &Location,
+    messages: &Location,
+    events_files: &[ObjectMeta],
+    messages_files: &[ObjectMeta],
+    windows_start: DateTime<Utc>,
+) -> std::result::Result<(), Fallback> {
+    if m.format != STATE_FORMAT || m.version != env!("CARGO_PKG_VERSION") {
+        return Err(format!(
+            "the state was written by another version (format {}, version {})",
+            m.format, m.version
+        ));
+    }
+    if m.events != events.to_string() || m.messages != messages.to_string() {
+        return Err(format!(
+            "the state was built from other inputs ({} and {})",
+            m.events, m.messages
+        ));
+    }
+    if windows_start < m.frontier() {
+        return Err(format!(
+            "a report period starts at {}, before the state's frontier {} (a re-run of an \
+             earlier date)",
+            windows_start.to_rfc3339(),
+            m.frontier().to_rfc3339()
+        ));
+    }
+    for (table, old, now) in [
+        ("events", &m.events_files, events_files),
+        ("messages", &m.messages_files, messages_files),
+    ] {
+        let now: HashMap<&str, &ObjectMeta> =
+            now.iter().map(|f| (f.location.as_ref(), f)).collect();
+        for f in old {
+            match now.get(f.path.as_str()) {
+                None => return Err(format!("{table} file {} was deleted", f.path)),
+                Some(meta) if FileEntry::of(meta) != *f => {
+                    return Err(format!("{table} file {} changed", f.path))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Registers the state's tables (`state_*`) on `ctx`.
+async fn register_state(
+    ctx: &SessionContext,
+    store: &StateStore,
+    m: &Manifest,
+    events_schema: &SchemaRef,
+    messages_schema: &SchemaRef,
+) -> Result<()> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let one = |name: &str| Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let anchors = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("start", ts, true),
+    ]));
+    register_state_table(
+        ctx,
+        store,
+        "state_event_index",
+        &m.event_index,
+        one("event_id"),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_message_index",
+        &m.message_index,
+        one("message_id"),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_started",
+        &m.started,
+        one("conversation_id"),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_anchors",
+        std::slice::from_ref(&m.anchors),
+        anchors,
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_live_events",
+        std::slice::from_ref(&m.live_events),
+        Arc::clone(events_schema),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_live_messages",
+        std::slice::from_ref(&m.live_messages),
+        Arc::clone(messages_schema),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Prepared {
+    /// Replaces the `data_quality` values of a report batch with the
+    /// whole-input ones (incremental runs); other rows are untouched.
+    pub fn complete(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let Some(dq) = &self.data_quality else {
+            return Ok(batch);
+        };
+        let section = batch.column(0).as_string::<i32>();
+        let metric = batch.column(1).as_string::<i32>();
+        let segment = batch.column(2).as_string::<i32>();
+        let current = batch
+            .column(5)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let values: Float64Array = (0..batch.num_rows())
+            .map(|i| {
+                if section.value(i) != "data_quality" {
+                    return Ok(current.is_valid(i).then(|| current.value(i)));
+                }
+                let key = (
+                    metric.value(i).to_string(),
+                    segment.is_valid(i).then(|| segment.value(i).to_string()),
+                );
+                dq.get(&key).copied().map(Some).ok_or_else(|| {
+                    Error::Internal(format!("data_quality row {key:?} has no state value"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[5] = Arc::new(values);
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    }
+
+    /// Writes the new state and makes it current. `first_report` is a
+    /// report batch of this run (a full run takes its whole-input counts
+    /// from its `data_quality` rows).
+    pub async fn commit(self, first_report: &RecordBatch) -> Result<StateRun> {
+        let Prepared {
+            engine,
+            run,
+            store,
+            mut pending,
+            _dir,
+            ..
+        } = self;
+        if pending.counters_from_report {
+            pending.counters = counters_from_report(first_report)?;
+        }
+        let generation = pending.previous.as_ref().map_or(0, |m| m.generation) + 1;
+        let previous = pending
+            .previous
+            .clone()
+            .filter(|_| run.mode == "incremental");
+        let manifest = fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        fail_point("before-state-commit");
+        store.commit(&engine.ctx, &manifest).await?;
+        fail_point("after-state-commit");
+        // Garbage only costs space; a failure to collect it is not the run's.
+        let _ = store
+            .collect_garbage(&manifest.data_files(), generation)
+            .await;
+        drop(_dir);
+        Ok(run)
+    }
+}
+
+fn counters_from_report(batch: &RecordBatch) -> Result<Counters> {
+    let section = batch.column(0).as_string::<i32>();
+    let metric = batch.column(1).as_string::<i32>();
+    let segment: &StringArray = batch.column(2).as_string::<i32>();
+    let current = batch
+        .column(5)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    let mut c = Counters::default();
+    for i in 0..batch.num_rows() {
+        if section.value(i) != "data_quality" || current.is_null(i) {
+            continue;
+        }
+        let v = current.value(i) as u64;
+        match (
+            metric.value(i),
+            segment.is_valid(i).then(|| segment.value(i)),
+        ) {
+            ("rows_read", Some("events")) => c.events_rows_read = v,
+            ("rows_read", Some("messages")) => c.messages_rows_read = v,
+            ("rows_rejected", Some(reason)) => {
+                c.rejects.insert(reason.to_string(), v);
+            }
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Moves the frontier to `pending.new_frontier`: writes the new anchors,
+/// live tables and index segments from the engine's input (the anchors,
+/// live and new rows, or the whole input for a full run) and returns the
+/// manifest naming them.
+async fn fold(
+    engine: &Engine,
+    store: &StateStore,
+    previous: Option<&Manifest>,
+    mut pending: Pending,
+    generation: u64,
+) -> Result<Manifest> {
+    let ctx = &engine.ctx;
+    let new_frontier = pending.new_frontier;
+    if previous.is_none() {
+        // A full run: no earlier state tables.
+        register_empty_state(ctx).await?;
+    }
+    store.attach(ctx)?;
+    let params: Params = vec![
+        ("new_frontier", ts_param(new_frontier)),
+        ("day_before", ts_param(new_frontier - Duration::days(1))),
+        (
+            "anchor_prefix",
+            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
+        ),
+    ];
+    let plan_df = |sql: String| plan_with(ctx, sql, params.clone());
+
+    // The surviving copy of every id, once: every step below reads it.
+    let winners_name = data_name(generation, "winners-tmp");
+    let winners_url = store.url_of(&winners_name);
+    write_df(
+        plan_df("SELECT * FROM clean_events".into()).await?,
+        &winners_url,
+    )
+    .await?;
+    ctx.deregister_table("fold_winners")?;
+    ctx.register_parquet("fold_winners", &winners_url, ParquetReadOptions::default())
+        .await?;
+
+    let started = data_name(generation, "started");
+    write_df(
+        plan_df(
+            "SELECT DISTINCT conversation_id FROM fold_winners \
+             WHERE event_type = 'conversation_started' AND ts < $new_frontier"
+                .into(),
+        )
+        .await?,
+        &store.url_of(&started),
+    )
+    .await?;
+    ctx.deregister_table("fold_started")?;
+    ctx.register_parquet(
+        "fold_started",
+        &store.url_of(&started),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+
+    let index = data_name(generation, "event-index");
+    write_df(
+        plan_df(format!(
+            "SELECT w.event_id FROM fold_winners w \
+             LEFT JOIN (SELECT DISTINCT started_id FROM ( \
+                 SELECT conversation_id AS started_id FROM state_started \
+                 UNION ALL SELECT conversation_id AS started_id FROM fold_started)) s \
+               ON w.conversation_id = s.started_id \
+             WHERE w.ts < $new_frontier AND NOT starts_with(w.event_id, $anchor_prefix) \
+             AND (w.event_type NOT IN {LIFECYCLE} OR s.started_id IS NOT NULL)"
+        ))
+        .await?,
+        &store.url_of(&index),
+    )
+    .await?;
+    ctx.deregister_table("fold_ids")?;
+    ctx.register_parquet(
+        "fold_ids",
+        &store.url_of(&index),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let folded = count(ctx, "SELECT count(*) FROM fold_ids", &vec![]).await?;
+    let folded_rows = count(
+        ctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
+         AND event_id IN (SELECT event_id FROM fold_ids)",
+        &vec![],
+    )
+    .await?;
+    pending.counters.folded_duplicate_events += folded_rows.saturating_sub(folded);
+
+    let live_events = data_name(generation, "live-events");
+    write_df(
+        plan_df(format!(
+            "SELECT {} FROM validated_events WHERE reject_reason IS NULL \
+             AND NOT starts_with(event_id, $anchor_prefix) \
+             AND event_id NOT IN (SELECT event_id FROM fold_ids)",
+            EVENT_COLUMNS.join(", ")
+        ))
+        .await?,
+        &store.url_of(&live_events),
+    )
+    .await?;
+
+    let anchors = data_name(generation, "anchors");
+    write_df(
+        plan_df(
+            "SELECT user_id, max(s) AS start FROM ( \
+                 SELECT user_id, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
+                 FROM fold_winners WHERE event_type IN \
+                 ('help_center_visit', 'article_search', 'article_view', 'conversation_started')) \
+             WHERE s < $new_frontier AND s > $day_before GROUP BY user_id"
+                .into(),
+        )
+        .await?,
+        &store.url_of(&anchors),
+    )
+    .await?;
+
+    let message_index = data_name(generation, "message-index");
+    write_df(
+        plan_df(
+            "SELECT DISTINCT message_id FROM clean_messages \
+             WHERE message_id IS NOT NULL AND sent_at < $new_frontier"
+                .into(),
+        )
+        .await?,
+        &store.url_of(&message_index),
+    )
+    .await?;
+    ctx.deregister_table("fold_message_ids")?;
+    ctx.register_parquet(
+        "fold_message_ids",
+        &store.url_of(&message_index),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let folded_m = count(ctx, "SELECT count(*) FROM fold_message_ids", &vec![]).await?;
+    let folded_m_rows = count(
+        ctx,
+        "SELECT count(*) FROM messages WHERE message_id IN (SELECT message_id FROM fold_message_ids)",
+        &vec![],
+    )
+    .await?;
+    pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
+
+    let live_messages = data_name(generation, "live-messages");
+    write_df(
+        plan_df(format!(
+            "SELECT {} FROM messages \
+             WHERE (message_id IS NULL AND (sent_at IS NULL OR sent_at >= $new_frontier)) \
+                OR message_id NOT IN (SELECT message_id FROM fold_message_ids)",
+            MESSAGE_COLUMNS.join(", ")
+        ))
+        .await?,
+        &store.url_of(&live_messages),
+    )
+    .await?;
+    // The winners were only a step.
+    let _ = store
+        .store
+        .delete(
+            &store
+                .prefix
+                .clone()
+                .join("data")
+                .join(winners_name.as_str()),
+        )
+        .await;
+
+    let (mut event_index, mut message_index_list, mut started_list) = previous
+        .map(|m| {
+            (
+                m.event_index.clone(),
+                m.message_index.clone(),
+                m.started.clone(),
+            )
+        })
+        .unwrap_or_default();
+    event_index.push(index);
+    message_index_list.push(message_index);
+    started_list.push(started);
+    // One segment a run would make every run open hundreds of files; past
+    // a few, they are merged into one.
+    for (list, column, kind) in [
+        (&mut event_index, "event_id", "event-index"),
+        (&mut message_index_list, "message_id", "message-index"),
+        (&mut started_list, "conversation_id", "started"),
+    ] {
+        if list.len() > MAX_SEGMENTS {
+            let merged = data_name(generation, kind);
+            let urls: Vec<String> = list.iter().map(|f| store.url_of(f)).collect();
+            let df = ctx
+                .read_parquet(urls, ParquetReadOptions::default())
+                .await?
+                .select_columns(&[column])?;
+            write_df(df, &store.url_of(&merged)).await?;
+            *list = vec![merged];
+        }
+    }
+    let events = engine_location(&pending, previous, EVENTS.name, engine);
+    let messages = engine_location(&pending, previous, MESSAGES.name, engine);
+    Ok(Manifest {
+        format: STATE_FORMAT,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generation,
+        events,
+        messages,
+        frontier_us: new_frontier.timestamp_micros(),
+        events_files: pending.events_files,
+        messages_files: pending.messages_files,
+        counters: pending.counters,
+        anchors,
+        live_events,
+        live_messages,
+        event_index,
+        message_index: message_index_list,
+        started: started_list,
+    })
+}
+
+/// The input location the manifest records: the previous state's (the
+/// engine of an incremental run reads the reduced input) or the engine's.
+fn engine_location(
+    _pending: &Pending,
+    previous: Option<&Manifest>,
+    table: &str,
+    engine: &Engine,
+) -> String {
+    match previous {
+        Some(m) if table == EVENTS.name => m.events.clone(),
+        Some(m) => m.messages.clone(),
+        None => engine
+            .options
+            .table(table)
+            .map(|t| t.location.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// `sql` planned with `params` bound.
+async fn plan_with(ctx: &SessionContext, sql: String, params: Params) -> Result<DataFrame> {
+    Ok(ctx.sql(&sql).await?.with_param_values(params)?)
+}
+
+/// Empty index tables, for a full run's fold.
+async fn register_empty_state(ctx: &SessionContext) -> Result<()> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    for (name, column) in [
+        ("state_event_index", "event_id"),
+        ("state_message_index", "message_id"),
+        ("state_started", "conversation_id"),
+    ] {
+        let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, true)]));
+        ctx.deregister_table(name)?;
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    }
+    Ok(())
+}

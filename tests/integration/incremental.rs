@@ -1,0 +1,526 @@
+//! Exact incremental runs (`[state]`): a sequence of incremental job runs
+//! over files arriving in random orders gives, at every step, the report
+//! and sessions a full recompute over the same files gives; a run killed
+//! before its state commit is redone by the next one.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, NaiveDate};
+use datafusion::prelude::SessionContext;
+use proptest::prelude::*;
+use supportfunnel::build_context;
+use supportfunnel::config::Config;
+use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::job::{run_job_with, JobSummary, RunOptions};
+use supportfunnel::settings::{Env, Flags, Settings};
+
+use crate::common::{bin, render, stderr, stdout};
+
+/// A job over `inputs` writing to `out`, with a state at `state` (or none:
+/// the full recompute it is checked against).
+pub fn job_text(inputs: &Path, out: &Path, state: Option<&Path>, format: &str) -> String {
+    let mut text = format!(
+        r#"
+[[tables]]
+name = "events"
+uri = "{events}"
+
+[[tables]]
+name = "messages"
+uri = "{messages}"
+
+[output]
+location = "{out}/report"
+sessions_location = "{out}/sessions"
+format = "{format}"
+
+[[reports]]
+name = "daily"
+period = "daily"
+sessions = true
+
+[[reports]]
+name = "two_days"
+period = "2d"
+"#,
+        events = inputs.join("events").display(),
+        messages = inputs.join("messages").display(),
+        out = out.display(),
+    );
+    if let Some(state) = state {
+        text.push_str(&format!("\n[state]\nlocation = \"{}\"\n", state.display()));
+    }
+    text
+}
+
+async fn run(text: &str, date: NaiveDate, full: bool) -> JobSummary {
+    let config = Config::parse(text, "job.toml").unwrap();
+    let settings = Settings::resolve(&Flags::default(), &config, &Env::from_process()).unwrap();
+    let engine = build_context(&settings.engine).await.unwrap();
+    let summary = run_job_with(&engine, &settings, &config, date, &RunOptions { full })
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
+    summary
+}
+
+/// Every result the job wrote under `out` for `date`, as sorted text rows
+/// per file.
+async fn results(out: &Path, date: NaiveDate) -> Vec<(String, Vec<String>)> {
+    let ctx = SessionContext::new();
+    let mut all = Vec::new();
+    for table in ["report", "sessions"] {
+        for report in ["daily", "two_days"] {
+            let file = out
+                .join(table)
+                .join(format!("report={report}"))
+                .join(format!("report_date={date}"))
+                .join("data.parquet");
+            if !file.exists() {
+                continue;
+            }
+            let batches = ctx
+                .read_parquet(file.display().to_string(), Default::default())
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let mut rows = render(&batches);
+            rows.sort();
+            all.push((format!("{table}/{report}"), rows));
+        }
+    }
+    all
+}
+
+/// Copies one generated day's files (events and messages) into `inputs`.
+fn arrive_day(src: &Path, inputs: &Path, day: NaiveDate) {
+    for table in ["events", "messages"] {
+        let from = src.join(table).join(format!("date={day}"));
+        if !from.exists() {
+            continue;
+        }
+        let to = inputs.join(table).join(format!("date={day}"));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+}
+
+/// Reads strings as Utf8, as the generator writes them, so that the files
+/// a test derives have the schema of the generated ones.
+fn plain_ctx() -> SessionContext {
+    SessionContext::new_with_config(datafusion::prelude::SessionConfig::new().set_bool(
+        "datafusion.execution.parquet.schema_force_view_types",
+        false,
+    ))
+}
+
+/// Writes the result of `sql` (over `events` = what has arrived so far) as
+/// a new Parquet file `name` in day `day`'s events directory.
+async fn derived_file(inputs: &Path, day: NaiveDate, name: &str, sql: &str) {
+    let ctx = plain_ctx();
+    ctx.register_parquet(
+        "events",
+        &inputs.join("events").display().to_string(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let dir = inputs.join("events").join(format!("date={day}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let df = ctx.sql(sql).await.unwrap();
+    let batches = df.collect().await.unwrap();
+    if batches.iter().map(|b| b.num_rows()).sum::<usize>() == 0 {
+        return;
+    }
+    let schema = batches[0].schema();
+    let file = std::fs::File::create(dir.join(name)).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    for b in &batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// What may happen between two runs.
+#[derive(Debug, Clone)]
+enum Arrival {
+    /// The next generated day arrives (in order, or an earlier one late).
+    Day(usize),
+    /// Copies of some arrived events, their `ts` moved by this many hours.
+    Duplicates(i64),
+    /// Conversations started earlier get closed by a bot now.
+    LateCloses,
+    /// An arrived file is rewritten with one row less.
+    Rewrite,
+}
+
+fn arrivals(days: usize) -> impl Strategy<Value = Vec<Arrival>> {
+    // A day order that is mostly chronological with a few days swapped.
+    let swaps = proptest::collection::vec((0..days, 0..days), 0..3);
+    let extras = proptest::collection::vec(
+        (
+            0..days + 2,
+            prop_oneof![
+                (-30i64..30).prop_map(Arrival::Duplicates),
+                Just(Arrival::LateCloses),
+                Just(Arrival::Rewrite),
+            ],
+        ),
+        0..4,
+    );
+    (swaps, extras).prop_map(move |(swaps, extras)| {
+        let mut order: Vec<usize> = (0..days).collect();
+        for (a, b) in swaps {
+            order.swap(a, b);
+        }
+        let mut plan: Vec<Arrival> = order.into_iter().map(Arrival::Day).collect();
+        for (at, extra) in extras {
+            // never before the first day
+            plan.insert(at.clamp(1, plan.len()), extra);
+        }
+        plan
+    })
+}
+
+const START: (i32, u32, u32) = (2026, 3, 1);
+
+/// Runs `plan` incrementally, comparing with a full recompute after each
+/// step. Returns how many steps ran incrementally.
+async fn check_plan(seed: u64, days: usize, plan: &[Arrival]) -> usize {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
+    generate(&GenOptions {
+        out: src.clone(),
+        users: 150,
+        days: days as u32,
+        seed,
+        start,
+        overwrite: false,
+        progress: None,
+    })
+    .unwrap();
+    let inputs = tmp.path().join("inputs");
+    let state = tmp.path().join("state");
+    let (inc_out, full_out) = (tmp.path().join("inc"), tmp.path().join("full"));
+    let inc = job_text(&inputs, &inc_out, Some(&state), "parquet");
+    let full = job_text(&inputs, &full_out, None, "parquet");
+    let mut latest = start;
+    let mut incremental = 0;
+    let mut extra = 0;
+    for step in plan {
+        extra += 1;
+        match step {
+            Arrival::Day(d) => {
+                let day = start + Duration::days(*d as i64);
+                arrive_day(&src, &inputs, day);
+                latest = latest.max(day);
+            }
+            Arrival::Duplicates(hours) => {
+                derived_file(
+                    &inputs,
+                    latest,
+                    &format!("dups-{extra}.parquet"),
+                    &format!(
+                        "SELECT event_id, user_id, ts + INTERVAL '{hours} hours' AS ts, event_type, \
+                         channel, article_id, conversation_id, actor, rating FROM events \
+                         WHERE substr(md5(event_id), 1, 1) IN ('0', '1', '2')"
+                    ),
+                )
+                .await
+            }
+            Arrival::LateCloses => {
+                derived_file(
+                    &inputs,
+                    latest,
+                    &format!("closes-{extra}.parquet"),
+                    &format!(
+                        "SELECT concat('late-close-{extra}-', conversation_id) AS event_id, user_id, \
+                         arrow_cast(TIMESTAMP '{latest} 12:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))') AS ts, \
+                         'conversation_closed' AS event_type, channel, article_id, conversation_id, \
+                         'bot' AS actor, rating FROM events WHERE event_type = 'conversation_started'"
+                    ),
+                )
+                .await
+            }
+            Arrival::Rewrite => {
+                let dir = inputs.join("events").join(format!("date={latest}"));
+                let file = dir.join("part-00000.parquet");
+                if file.exists() {
+                    let ctx = plain_ctx();
+                    let batches = ctx
+                        .read_parquet(file.display().to_string(), Default::default())
+                        .await
+                        .unwrap()
+                        .collect()
+                        .await
+                        .unwrap();
+                    let schema = batches[0].schema();
+                    let out = std::fs::File::create(&file).unwrap();
+                    let mut w = parquet::arrow::ArrowWriter::try_new(out, schema, None).unwrap();
+                    let mut dropped = false;
+                    for b in &batches {
+                        if !dropped && b.num_rows() > 1 {
+                            w.write(&b.slice(1, b.num_rows() - 1)).unwrap();
+                            dropped = true;
+                        } else {
+                            w.write(b).unwrap();
+                        }
+                    }
+                    w.close().unwrap();
+                }
+            }
+        }
+        let date = latest + Duration::days(1);
+        let a = run(&inc, date, false).await;
+        run(&full, date, false).await;
+        let state_run = a.state.clone().expect("a run with [state] says how it ran");
+        if state_run.mode == "incremental" {
+            incremental += 1;
+        }
+        let (got, want) = (
+            results(&inc_out, date).await,
+            results(&full_out, date).await,
+        );
+        assert_eq!(got.len(), 3, "daily, its sessions and two_days");
+        assert_eq!(
+            got, want,
+            "after {step:?} (run {date}, {state_run:?}) the incremental results differ"
+        );
+    }
+    eprintln!("{incremental} of {} runs incremental: {plan:?}", plan.len());
+    incremental
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_runs_equal_full_recomputes_at_every_step(
+        seed in 0u64..1000,
+        plan in arrivals(7),
+    ) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(check_plan(seed, 7, &plan));
+    }
+}
+
+#[tokio::test]
+async fn days_in_order_run_incrementally_and_exactly() {
+    let plan: Vec<Arrival> = (0..6)
+        .map(Arrival::Day)
+        .chain([
+            Arrival::Duplicates(0),
+            Arrival::LateCloses,
+            Arrival::Duplicates(5),
+            Arrival::Day(6),
+        ])
+        .collect();
+    let incremental = check_plan(7, 7, &plan).await;
+    // the first run builds the state; in-order days and same-day extras
+    // after it are incremental
+    assert!(incremental >= 7, "only {incremental} incremental runs");
+}
+
+/// `supportfunnel run` with `--config`, `--date` and the given fail point.
+fn run_bin(config: &Path, date: NaiveDate, fail: Option<&str>, full: bool) -> std::process::Output {
+    let mut c = bin();
+    c.args(["run", "--config"])
+        .arg(config)
+        .args(["--date", &date.to_string()]);
+    if full {
+        c.arg("--full");
+    }
+    match fail {
+        Some(f) => c.env("SUPPORTFUNNEL_FAILPOINT", f),
+        None => c.env_remove("SUPPORTFUNNEL_FAILPOINT"),
+    };
+    c.output().unwrap()
+}
+
+#[tokio::test]
+async fn a_run_killed_before_its_state_commit_is_redone_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src: PathBuf = tmp.path().join("src");
+    let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
+    generate(&GenOptions {
+        out: src.clone(),
+        users: 150,
+        days: 5,
+        seed: 3,
+        start,
+        overwrite: false,
+        progress: None,
+    })
+    .unwrap();
+    let inputs = tmp.path().join("inputs");
+    let (inc_out, full_out) = (tmp.path().join("inc"), tmp.path().join("full"));
+    let config = tmp.path().join("job.toml");
+    std::fs::write(
+        &config,
+        job_text(
+            &inputs,
+            &inc_out,
+            Some(&tmp.path().join("state")),
+            "parquet",
+        ),
+    )
+    .unwrap();
+    let full = job_text(&inputs, &full_out, None, "parquet");
+    for d in 0..3 {
+        arrive_day(&src, &inputs, start + Duration::days(d));
+    }
+    let date = start + Duration::days(3);
+    let first = run_bin(&config, date, None, false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).contains("\"mode\":\"full\""),
+        "{}",
+        stdout(&first)
+    );
+
+    arrive_day(&src, &inputs, date);
+    let date = date + Duration::days(1);
+    for point in ["before-state", "before-state-commit"] {
+        let killed = run_bin(&config, date, Some(point), false);
+        assert!(
+            !killed.status.success(),
+            "the fail point {point} stops the run"
+        );
+        assert!(stderr(&killed).contains(point), "{}", stderr(&killed));
+    }
+    let again = run_bin(&config, date, None, false);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("\"mode\":\"incremental\""),
+        "the previous state is still valid: {}",
+        stdout(&again)
+    );
+    run(&full, date, false).await;
+    assert_eq!(
+        results(&inc_out, date).await,
+        results(&full_out, date).await
+    );
+
+    // after the commit, a killed garbage collection changes nothing either
+    arrive_day(&src, &inputs, date);
+    let date = date + Duration::days(1);
+    let killed = run_bin(&config, date, Some("after-state-commit"), false);
+    assert!(!killed.status.success());
+    let again = run_bin(&config, date, None, false);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("\"mode\":\"incremental\""),
+        "{}",
+        stdout(&again)
+    );
+    run(&full, date, false).await;
+    assert_eq!(
+        results(&inc_out, date).await,
+        results(&full_out, date).await
+    );
+
+    // --full recomputes on request, and says so
+    let forced = run_bin(&config, date, None, true);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(
+        stdout(&forced).contains("\"mode\":\"full\",\"reason\":\"asked for (--full)\""),
+        "{}",
+        stdout(&forced)
+    );
+    assert_eq!(
+        results(&inc_out, date).await,
+        results(&full_out, date).await
+    );
+
+    // a deleted input file: a full recompute, said in the summary
+    std::fs::remove_dir_all(inputs.join("events").join(format!("date={start}"))).unwrap();
+    let after = run_bin(&config, date, None, false);
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert!(stdout(&after).contains("was deleted"), "{}", stdout(&after));
+    run(&full, date, false).await;
+    assert_eq!(
+        results(&inc_out, date).await,
+        results(&full_out, date).await
+    );
+}
+
+#[tokio::test]
+async fn incremental_runs_with_inputs_state_and_results_on_s3() {
+    use crate::s3::{get, sample_on_s3};
+    use crate::s3_server::{S3Server, ACCESS_KEY, SECRET_KEY};
+    let server = S3Server::start(&["lake", "out"]);
+    sample_on_s3(&server).await;
+    let text = |out: &str, state: bool| {
+        let mut t = format!(
+            r#"
+[[tables]]
+name = "events"
+uri = "s3://lake/support/events/"
+
+[[tables]]
+name = "messages"
+uri = "s3://lake/support/messages/"
+
+[storage.s3]
+region = "us-east-1"
+endpoint = "{endpoint}"
+access_key_id = "{ACCESS_KEY}"
+secret_access_key = "{SECRET_KEY}"
+allow_http = true
+
+[output]
+location = "s3://out/{out}/report"
+sessions_location = "s3://out/{out}/sessions"
+
+[[reports]]
+name = "daily"
+period = "daily"
+sessions = true
+"#,
+            endpoint = server.endpoint
+        );
+        if state {
+            t.push_str("\n[state]\nlocation = \"s3://out/state\"\n");
+        }
+        t
+    };
+    let (inc, full) = (text("inc", true), text("full", false));
+    let key = |out: &str, table: &str, d: NaiveDate| {
+        format!("{out}/{table}/report=daily/report_date={d}/data.parquet")
+    };
+    let d1 = NaiveDate::from_ymd_opt(2026, 2, 20).unwrap();
+    let first = run(&inc, d1, false).await;
+    assert_eq!(first.state.unwrap().mode, "full");
+    let d2 = d1 + Duration::days(1);
+    // a late file: copies of a day's events, arriving after the first run
+    let tmp = tempfile::tempdir().unwrap();
+    let late = tmp.path().join("date=2026-02-20");
+    std::fs::create_dir_all(&late).unwrap();
+    std::fs::copy(
+        Path::new(&crate::common::sample("events")).join("date=2026-02-20/part-00000.parquet"),
+        late.join("late-copy.parquet"),
+    )
+    .unwrap();
+    server.upload(tmp.path(), "lake", "support/events").await;
+    let second = run(&inc, d2, false).await;
+    let state = second.state.unwrap();
+    assert_eq!(
+        (state.mode, state.new_files),
+        ("incremental", 1),
+        "{state:?}"
+    );
+    run(&full, d2, false).await;
+    for table in ["report", "sessions"] {
+        assert_eq!(
+            get(&server, &key("inc", table, d2)).await,
+            get(&server, &key("full", table, d2)).await,
+            "{table}"
+        );
+    }
+}
