@@ -303,3 +303,47 @@ pub async fn register(ctx: &SessionContext, name: &str, location: &Location) -> 
     ctx.register_table(name, provider)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+
+    #[test]
+    fn partitions_lead_with_report_and_the_local_start_day() {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-03-02T03:30:00Z")
+            .unwrap()
+            .timestamp_micros();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "session_start",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(
+                TimestampMicrosecondArray::from(vec![start]).with_timezone("UTC"),
+            )],
+        )
+        .unwrap();
+        // 03:30 UTC is still March 1st in New York
+        let ny = sessions_partition(&batch, "daily", chrono_tz::America::New_York).unwrap();
+        let utc = sessions_partition(&batch, "daily", chrono_tz::UTC).unwrap();
+        let day = |b: &RecordBatch| {
+            let d = b.column(1).as_any().downcast_ref::<Date32Array>().unwrap();
+            d.value_as_date(0).unwrap()
+        };
+        assert_eq!(day(&ny), NaiveDate::from_ymd_opt(2026, 3, 1).unwrap());
+        assert_eq!(day(&utc), NaiveDate::from_ymd_opt(2026, 3, 2).unwrap());
+        assert_eq!(ny.schema().field(0).name(), "report");
+
+        let r = report_partition(
+            &batch,
+            "weekly",
+            NaiveDate::from_ymd_opt(2026, 3, 9).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(r.num_columns(), 3);
+        assert_eq!(day(&r), NaiveDate::from_ymd_opt(2026, 3, 9).unwrap());
+    }
+}

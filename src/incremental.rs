@@ -618,6 +618,15 @@ pub async fn prepare(
     views::register_message_views(&nctx).await?;
     register_state(&nctx, &store, &manifest, &events_schema, &messages_schema).await?;
 
+    // Private files of this run: the new rows, the reduced input.
+    let dir = crate::scratch::temp_dir_in(
+        engine
+            .options
+            .temp_dir
+            .as_deref()
+            .unwrap_or(&std::env::temp_dir()),
+        "supportfunnel-incremental-",
+    )?;
     let frontier = manifest.frontier();
     let params: Params = vec![
         ("frontier", ts_param(frontier)),
@@ -688,31 +697,59 @@ pub async fn prepare(
         return Ok(full_run(reason, Some(manifest)));
     }
 
-    // Copies of ids that already lie before the frontier: duplicates, no more.
+    // The new rows, each marked when a copy of its id already lies before
+    // the frontier: such a row is a duplicate and nothing else. One pass
+    // over the indexes (their ids are distinct: an id is folded once, and
+    // later copies never reach the live rows).
+    let marked_events = dir.path().join("new_events.parquet");
+    write_df(
+        nctx.sql(&format!(
+            "SELECT v.*, i.event_id IS NOT NULL AS known FROM ( \
+                 SELECT {} FROM validated_events WHERE reject_reason IS NULL) v \
+             LEFT JOIN state_event_index i ON v.event_id = i.event_id",
+            EVENT_COLUMNS.join(", ")
+        ))
+        .await?,
+        &marked_events.display().to_string(),
+    )
+    .await?;
+    nctx.register_parquet(
+        "new_events",
+        &marked_events.display().to_string(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let new_messages_file = dir.path().join("new_messages.parquet");
+    write_df(
+        nctx.sql(&format!(
+            "SELECT {}, i.message_id IS NOT NULL AS known FROM messages m \
+             LEFT JOIN state_message_index i ON m.message_id = i.message_id",
+            MESSAGE_COLUMNS.map(|c| format!("m.{c}")).join(", ")
+        ))
+        .await?,
+        &new_messages_file.display().to_string(),
+    )
+    .await?;
+    nctx.register_parquet(
+        "new_messages",
+        &new_messages_file.display().to_string(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
     counters.folded_duplicate_events += count(
         &nctx,
-        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
-         AND event_id IN (SELECT event_id FROM state_event_index)",
+        "SELECT count(*) FROM new_events WHERE known",
         &vec![],
     )
     .await?;
     counters.folded_duplicate_messages += count(
         &nctx,
-        "SELECT count(*) FROM messages \
-         WHERE message_id IN (SELECT message_id FROM state_message_index)",
+        "SELECT count(*) FROM new_messages WHERE known",
         &vec![],
     )
     .await?;
 
     // The reduced input: anchors + live rows + the new rows kept.
-    let dir = crate::scratch::temp_dir_in(
-        engine
-            .options
-            .temp_dir
-            .as_deref()
-            .unwrap_or(&std::env::temp_dir()),
-        "supportfunnel-incremental-",
-    )?;
     let anchors = nctx
         .sql(&format!(
             "SELECT concat('{ANCHOR_PREFIX}', user_id) AS event_id, user_id, start AS ts, \
@@ -729,8 +766,7 @@ pub async fn prepare(
         .await?;
     let kept = nctx
         .sql(&format!(
-            "SELECT {} FROM validated_events WHERE reject_reason IS NULL \
-             AND event_id NOT IN (SELECT event_id FROM state_event_index)",
+            "SELECT {} FROM new_events WHERE NOT known",
             EVENT_COLUMNS.join(", ")
         ))
         .await?;
@@ -752,8 +788,7 @@ pub async fn prepare(
         .await?;
     let kept_m = nctx
         .sql(&format!(
-            "SELECT {} FROM messages WHERE message_id IS NULL \
-             OR message_id NOT IN (SELECT message_id FROM state_message_index)",
+            "SELECT {} FROM new_messages WHERE NOT known",
             MESSAGE_COLUMNS.join(", ")
         ))
         .await?;
@@ -1333,4 +1368,80 @@ async fn register_empty_state(ctx: &SessionContext) -> Result<()> {
         ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(path: &str, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            location: StorePath::from(path),
+            last_modified: DateTime::from_timestamp_millis(1_000).unwrap(),
+            size,
+            e_tag: Some("t".into()),
+            version: None,
+        }
+    }
+
+    fn manifest(files: &[ObjectMeta], frontier: DateTime<Utc>) -> Manifest {
+        Manifest {
+            format: STATE_FORMAT,
+            version: env!("CARGO_PKG_VERSION").into(),
+            generation: 3,
+            events: "ev".into(),
+            messages: "msg".into(),
+            frontier_us: frontier.timestamp_micros(),
+            events_files: files.iter().map(FileEntry::of).collect(),
+            messages_files: vec![],
+            counters: Counters::default(),
+            anchors: "a".into(),
+            live_events: "l".into(),
+            live_messages: "m".into(),
+            event_index: vec![],
+            message_index: vec![],
+            started: vec![],
+        }
+    }
+
+    #[test]
+    fn the_state_serves_a_run_only_when_it_can_prove_the_result() {
+        let c = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let files = [meta("ev/a.parquet", 10), meta("ev/b.parquet", 20)];
+        let m = manifest(&files, c);
+        let (ev, msg) = (
+            Location::parse("ev").unwrap(),
+            Location::parse("msg").unwrap(),
+        );
+        let check = |files: &[ObjectMeta], start| check_manifest(&m, &ev, &msg, files, &[], start);
+        assert_eq!(check(&files, c), Ok(()));
+        // a new file is fine
+        let more = [files[0].clone(), files[1].clone(), meta("ev/c.parquet", 5)];
+        assert_eq!(check(&more, c + Duration::days(1)), Ok(()));
+        let e = check(&files[..1], c).unwrap_err();
+        assert!(e.contains("ev/b.parquet was deleted"), "{e}");
+        let e = check(&[files[0].clone(), meta("ev/b.parquet", 21)], c).unwrap_err();
+        assert!(e.contains("ev/b.parquet changed"), "{e}");
+        let e = check(&files, c - Duration::days(1)).unwrap_err();
+        assert!(e.contains("before the state's frontier"), "{e}");
+        let other = Location::parse("elsewhere").unwrap();
+        let e = check_manifest(&m, &other, &msg, &files, &[], c).unwrap_err();
+        assert!(e.contains("other inputs"), "{e}");
+        let old = Manifest {
+            format: STATE_FORMAT + 1,
+            ..m.clone()
+        };
+        let e = check_manifest(&old, &ev, &msg, &files, &[], c).unwrap_err();
+        assert!(e.contains("another version"), "{e}");
+    }
+
+    #[test]
+    fn data_files_carry_their_generation() {
+        let name = data_name(12, "event-index");
+        assert_eq!(generation_of(&name), Some(12));
+        assert_ne!(name, data_name(12, "event-index"), "never reused");
+        assert_eq!(generation_of("state.json"), None);
+        let m = manifest(&[], Utc::now());
+        assert!(m.data_files().contains("l") && m.data_files().contains("a"));
+    }
 }
