@@ -311,6 +311,17 @@ impl StateStore {
         put_atomically(ctx, &location, text).await
     }
 
+    /// The highest generation of any file under `data/` (0 when none).
+    async fn highest_generation(&self) -> Result<u64> {
+        let data = self.prefix.clone().join("data");
+        let listed: Vec<ObjectMeta> = self.store.list(Some(&data)).try_collect().await?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| generation_of(m.location.filename()?))
+            .max()
+            .unwrap_or(0))
+    }
+
     /// Removes data files of earlier generations that `keep` does not name.
     async fn collect_garbage(&self, keep: &HashSet<String>, generation: u64) -> Result<usize> {
         let data = self.prefix.clone().join("data");
@@ -525,6 +536,18 @@ pub async fn prepare(
     };
     let events_schema = schema_of(EVENTS.name)?;
     let messages_schema = schema_of(MESSAGES.name)?;
+    // The run reads exactly the files its manifest will list, even if more
+    // arrive while it runs (a directory table would list them again).
+    let all_events: Vec<&ObjectMeta> = events_files.iter().collect();
+    let all_messages: Vec<&ObjectMeta> = messages_files.iter().collect();
+    register_files(ctx, EVENTS.name, &events_url, &all_events, &events_schema)?;
+    register_files(
+        ctx,
+        MESSAGES.name,
+        &messages_url,
+        &all_messages,
+        &messages_schema,
+    )?;
 
     let previous = if full {
         Err("asked for (--full)".to_string())
@@ -616,7 +639,11 @@ pub async fn prepare(
     )?;
     views::register_event_views(&nctx).await?;
     views::register_message_views(&nctx).await?;
-    register_state(&nctx, &store, &manifest, &events_schema, &messages_schema).await?;
+    if let Err(e) = register_state(&nctx, &store, &manifest, &events_schema, &messages_schema).await
+    {
+        let reason = format!("the state's files cannot be read ({e})");
+        return Ok(full_run(reason, Some(manifest)));
+    }
 
     // Private files of this run: the new rows, the reduced input.
     let dir = crate::scratch::temp_dir_in(
@@ -656,21 +683,14 @@ pub async fn prepare(
     let late = count(
         &nctx,
         "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
-         AND (ts < $frontier OR starts_with(event_id, $anchor_prefix))",
+         AND (ts < $frontier OR starts_with(event_id, $anchor_prefix) \
+         OR starts_with(user_id, $anchor_prefix))",
         &params,
-    )
-    .await?;
-    let restarted = count(
-        &nctx,
-        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
-         AND event_type = 'conversation_started' \
-         AND conversation_id IN (SELECT conversation_id FROM state_started)",
-        &vec![],
     )
     .await?;
     let late_messages = count(
         &nctx,
-        "SELECT count(*) FROM messages WHERE sent_at < $frontier",
+        "SELECT count(*) FROM messages WHERE sent_at < $frontier AND message_id IS NOT NULL",
         &params,
     )
     .await?;
@@ -682,12 +702,6 @@ pub async fn prepare(
     } else if late_messages > 0 {
         Some(format!(
             "{late_messages} new deliveries were sent before the state's frontier {}",
-            frontier.to_rfc3339()
-        ))
-    } else if restarted > 0 {
-        Some(format!(
-            "{restarted} new conversation_started events name conversations started before \
-             the state's frontier {}",
             frontier.to_rfc3339()
         ))
     } else {
@@ -770,7 +784,32 @@ pub async fn prepare(
             EVENT_COLUMNS.join(", ")
         ))
         .await?;
+    // A conversation started before the frontier keeps its session there
+    // even when a later `conversation_started` names it again: the earliest
+    // start counts. Its first start is folded, so it is stood in for by a
+    // synthetic start of a synthetic user just before the frontier (a
+    // session no report shows); the later rows stay actions of their own
+    // sessions.
+    let restarts = nctx
+        .sql(&format!(
+            "SELECT concat('{ANCHOR_PREFIX}start:', r.conversation_id) AS event_id, \
+             concat('{ANCHOR_PREFIX}conversation:', r.conversation_id) AS user_id, \
+             $before_frontier AS ts, 'conversation_started' AS event_type, \
+             CAST(NULL AS VARCHAR) AS channel, CAST(NULL AS VARCHAR) AS article_id, \
+             r.conversation_id, CAST(NULL AS VARCHAR) AS actor, CAST(NULL AS INT) AS rating \
+             FROM (SELECT DISTINCT conversation_id FROM ( \
+                 SELECT conversation_id, event_type FROM state_live_events \
+                 UNION ALL SELECT conversation_id, event_type FROM new_events WHERE NOT known) \
+               WHERE event_type = 'conversation_started') r \
+             WHERE r.conversation_id IN (SELECT s.conversation_id FROM state_started s)"
+        ))
+        .await?
+        .with_param_values(vec![(
+            "before_frontier",
+            ts_param(frontier - Duration::seconds(1)),
+        )])?;
     let events_df = conform(anchors, &events_schema)?
+        .union(conform(restarts, &events_schema)?)?
         .union(conform(live, &events_schema)?)?
         .union(conform(kept, &events_schema)?)?;
     let events_dir = dir.path().join("events");
@@ -788,10 +827,12 @@ pub async fn prepare(
         .await?;
     let kept_m = nctx
         .sql(&format!(
-            "SELECT {} FROM new_messages WHERE NOT known",
+            "SELECT {} FROM new_messages WHERE NOT known \
+             AND NOT (message_id IS NULL AND sent_at < $frontier)",
             MESSAGE_COLUMNS.join(", ")
         ))
-        .await?;
+        .await?
+        .with_param_values(params.clone())?;
     let messages_df =
         conform(live_m, &messages_schema)?.union(conform(kept_m, &messages_schema)?)?;
     let messages_dir = dir.path().join("messages");
@@ -1064,7 +1105,14 @@ impl Prepared {
         if pending.counters_from_report {
             pending.counters = counters_from_report(first_report)?;
         }
-        let generation = pending.previous.as_ref().map_or(0, |m| m.generation) + 1;
+        // After the highest generation anywhere in `data/`: a manifest that
+        // could not be read does not make names repeat.
+        let generation = pending
+            .previous
+            .as_ref()
+            .map_or(0, |m| m.generation)
+            .max(store.highest_generation().await?)
+            + 1;
         let previous = pending
             .previous
             .clone()
@@ -1124,7 +1172,20 @@ async fn fold(
     let ctx = &engine.ctx;
     let new_frontier = pending.new_frontier;
     if previous.is_none() {
-        // A full run: no earlier state tables.
+        // A full run: no earlier state tables. The synthetic rows' prefix
+        // must be free in the input.
+        let taken = count(
+            ctx,
+            "SELECT count(*) FROM events WHERE starts_with(event_id, $p) OR starts_with(user_id, $p)",
+            &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
+        )
+        .await?;
+        if taken > 0 {
+            return Err(store.err(format!(
+                "{taken} events have an event_id or user_id starting with the state's reserved \
+                 prefix {ANCHOR_PREFIX:?}; the state is not written (run without [state])"
+            )));
+        }
         register_empty_state(ctx).await?;
     }
     store.attach(ctx)?;
@@ -1154,7 +1215,8 @@ async fn fold(
     write_df(
         plan_df(
             "SELECT DISTINCT conversation_id FROM fold_winners \
-             WHERE event_type = 'conversation_started' AND ts < $new_frontier"
+             WHERE event_type = 'conversation_started' AND ts < $new_frontier \
+             AND NOT starts_with(event_id, $anchor_prefix)"
                 .into(),
         )
         .await?,
@@ -1221,7 +1283,8 @@ async fn fold(
                  SELECT user_id, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
                  FROM fold_winners WHERE event_type IN \
                  ('help_center_visit', 'article_search', 'article_view', 'conversation_started')) \
-             WHERE s < $new_frontier AND s > $day_before GROUP BY user_id"
+             WHERE s < $new_frontier AND s > $day_before \
+             AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
                 .into(),
         )
         .await?,

@@ -157,6 +157,9 @@ enum Arrival {
     LateCloses,
     /// An arrived file is rewritten with one row less.
     Rewrite,
+    /// Conversations started earlier are started again now (new event ids):
+    /// the earliest start keeps them.
+    Restarts,
 }
 
 fn arrivals(days: usize) -> impl Strategy<Value = Vec<Arrival>> {
@@ -169,6 +172,7 @@ fn arrivals(days: usize) -> impl Strategy<Value = Vec<Arrival>> {
                 (-30i64..30).prop_map(Arrival::Duplicates),
                 Just(Arrival::LateCloses),
                 Just(Arrival::Rewrite),
+                Just(Arrival::Restarts),
             ],
         ),
         0..4,
@@ -248,6 +252,21 @@ async fn check_plan(seed: u64, days: usize, plan: &[Arrival]) -> usize {
                 )
                 .await
             }
+            Arrival::Restarts => {
+                derived_file(
+                    &inputs,
+                    latest,
+                    &format!("restarts-{extra}.parquet"),
+                    &format!(
+                        "SELECT concat('restart-{extra}-', event_id) AS event_id, user_id, \
+                         arrow_cast(TIMESTAMP '{latest} 13:00:00', 'Timestamp(Microsecond, Some(\"UTC\"))') AS ts, \
+                         event_type, channel, article_id, conversation_id, actor, rating FROM events \
+                         WHERE event_type = 'conversation_started' \
+                         AND substr(md5(event_id), 1, 1) IN ('0', '1', '2', '3', '4')"
+                    ),
+                )
+                .await
+            }
             Arrival::Rewrite => {
                 let dir = inputs.join("events").join(format!("date={latest}"));
                 let file = dir.join("part-00000.parquet");
@@ -316,6 +335,7 @@ async fn days_in_order_run_incrementally_and_exactly() {
         .map(Arrival::Day)
         .chain([
             Arrival::Duplicates(0),
+            Arrival::Restarts,
             Arrival::LateCloses,
             Arrival::Duplicates(5),
             Arrival::Day(6),
