@@ -355,6 +355,29 @@ fn data_name(generation: u64, kind: &str) -> String {
     )
 }
 
+/// Step timings on stderr when `SUPPORTFUNNEL_STATE_TIMINGS` is set: where
+/// an incremental run spends its time (docs/PERFORMANCE.md).
+struct Laps {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Self {
+            on: std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, step: &str) {
+        if self.on {
+            eprintln!("state: {step}: {:.3}s", self.last.elapsed().as_secs_f64());
+        }
+        self.last = std::time::Instant::now();
+    }
+}
+
 /// A fail point for the crash tests: `SUPPORTFUNNEL_FAILPOINT=<name>`
 /// aborts the process there, as a kill would.
 pub fn fail_point(name: &str) {
@@ -510,6 +533,7 @@ pub async fn prepare(
     windows_start: DateTime<Utc>,
     full: bool,
 ) -> Result<Prepared> {
+    let mut laps = Laps::new();
     let ctx = &engine.ctx;
     let store = StateStore::open(ctx, state)?;
     let events_loc = engine
@@ -549,6 +573,7 @@ pub async fn prepare(
         &messages_schema,
     )?;
 
+    laps.lap("list and register inputs");
     let previous = if full {
         Err("asked for (--full)".to_string())
     } else {
@@ -645,6 +670,7 @@ pub async fn prepare(
         return Ok(full_run(reason, Some(manifest)));
     }
 
+    laps.lap("new files registered");
     // Private files of this run: the new rows, the reduced input.
     let dir = crate::scratch::temp_dir_in(
         engine
@@ -694,6 +720,7 @@ pub async fn prepare(
         &params,
     )
     .await?;
+    laps.lap("counts and checks of new files");
     let reason = if late > 0 {
         Some(format!(
             "{late} new valid events lie before the state's frontier {}",
@@ -750,6 +777,7 @@ pub async fn prepare(
         ParquetReadOptions::default(),
     )
     .await?;
+    laps.lap("new rows against the indexes");
     counters.folded_duplicate_events += count(
         &nctx,
         "SELECT count(*) FROM new_events WHERE known",
@@ -843,6 +871,7 @@ pub async fn prepare(
     )
     .await?;
 
+    laps.lap("reduced input written");
     let reduced = build_context(&EngineOptions {
         tables: vec![
             crate::context::TableSource::new(EVENTS.name, Location::Local(events_dir)),
@@ -862,27 +891,59 @@ pub async fn prepare(
     )
     .await?;
 
+    laps.lap("reduced engine");
     // data_quality over the whole input: counters + what the live rows say.
-    let live_duplicates = count(
+    // The surviving copy of every id is materialized once, here; the fold
+    // reads it again.
+    let winners = dir.path().join("winners.parquet");
+    write_df(
+        reduced.ctx.sql("SELECT * FROM clean_events").await?,
+        &winners.display().to_string(),
+    )
+    .await?;
+    reduced
+        .ctx
+        .register_parquet(
+            "fold_winners",
+            &winners.display().to_string(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    let live_rows = count(
         &reduced.ctx,
-        "SELECT count(*) - count(DISTINCT event_id) FROM events \
-         WHERE NOT starts_with(event_id, $anchor_prefix)",
+        "SELECT count(*) FROM events WHERE NOT starts_with(event_id, $anchor_prefix)",
         &params,
     )
     .await?;
+    let live_winners = count(
+        &reduced.ctx,
+        "SELECT count(*) FROM fold_winners WHERE NOT starts_with(event_id, $anchor_prefix)",
+        &params,
+    )
+    .await?;
+    let live_duplicates = live_rows.saturating_sub(live_winners);
     let live_message_duplicates = count(
         &reduced.ctx,
         "SELECT count(message_id) - count(DISTINCT message_id) FROM messages",
         &vec![],
     )
     .await?;
+    // Lifecycle events of conversations started nowhere: not in the live
+    // rows, not before the frontier.
     let orphans = count(
         &reduced.ctx,
-        "SELECT count(*) FROM orphan_lifecycle_events \
-         WHERE conversation_id NOT IN (SELECT conversation_id FROM state_started)",
+        &format!(
+            "SELECT count(*) FROM fold_winners l WHERE l.event_type IN {LIFECYCLE} \
+             AND NOT EXISTS (SELECT 1 FROM fold_winners s \
+                 WHERE s.event_type = 'conversation_started' \
+                 AND s.conversation_id = l.conversation_id) \
+             AND NOT EXISTS (SELECT 1 FROM state_started p \
+                 WHERE p.conversation_id = l.conversation_id)"
+        ),
         &vec![],
     )
     .await?;
+    laps.lap("data_quality from the state");
     let mut dq: HashMap<(String, Option<String>), f64> = HashMap::new();
     let mut put = |metric: &str, segment: Option<&str>, v: u64| {
         dq.insert((metric.to_string(), segment.map(String::from)), v as f64);
@@ -1169,6 +1230,7 @@ async fn fold(
     mut pending: Pending,
     generation: u64,
 ) -> Result<Manifest> {
+    let mut laps = Laps::new();
     let ctx = &engine.ctx;
     let new_frontier = pending.new_frontier;
     if previous.is_none() {
@@ -1199,18 +1261,22 @@ async fn fold(
     ];
     let plan_df = |sql: String| plan_with(ctx, sql, params.clone());
 
-    // The surviving copy of every id, once: every step below reads it.
+    // The surviving copy of every id, once: every step below reads it (an
+    // incremental run made it already).
     let winners_name = data_name(generation, "winners-tmp");
-    let winners_url = store.url_of(&winners_name);
-    write_df(
-        plan_df("SELECT * FROM clean_events".into()).await?,
-        &winners_url,
-    )
-    .await?;
-    ctx.deregister_table("fold_winners")?;
-    ctx.register_parquet("fold_winners", &winners_url, ParquetReadOptions::default())
+    let made_winners = !ctx.table_exist("fold_winners")?;
+    if made_winners {
+        let winners_url = store.url_of(&winners_name);
+        write_df(
+            plan_df("SELECT * FROM clean_events".into()).await?,
+            &winners_url,
+        )
         .await?;
+        ctx.register_parquet("fold_winners", &winners_url, ParquetReadOptions::default())
+            .await?;
+    }
 
+    laps.lap("fold: winners");
     let started = data_name(generation, "started");
     write_df(
         plan_df(
@@ -1231,16 +1297,21 @@ async fn fold(
     )
     .await?;
 
+    laps.lap("fold: started");
     let index = data_name(generation, "event-index");
     write_df(
         plan_df(format!(
-            "SELECT w.event_id FROM fold_winners w \
-             LEFT JOIN (SELECT DISTINCT started_id FROM ( \
-                 SELECT conversation_id AS started_id FROM state_started \
-                 UNION ALL SELECT conversation_id AS started_id FROM fold_started)) s \
-               ON w.conversation_id = s.started_id \
-             WHERE w.ts < $new_frontier AND NOT starts_with(w.event_id, $anchor_prefix) \
-             AND (w.event_type NOT IN {LIFECYCLE} OR s.started_id IS NOT NULL)"
+            "WITH due AS ( \
+                 SELECT event_id, event_type, conversation_id FROM fold_winners \
+                 WHERE ts < $new_frontier AND NOT starts_with(event_id, $anchor_prefix)) \
+             SELECT event_id FROM due WHERE event_type NOT IN {LIFECYCLE} \
+             UNION ALL \
+             SELECT d.event_id FROM due d WHERE d.event_type IN {LIFECYCLE} \
+               AND EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
+             UNION ALL \
+             SELECT d.event_id FROM due d WHERE d.event_type IN {LIFECYCLE} \
+               AND NOT EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
+               AND EXISTS (SELECT 1 FROM fold_started f WHERE f.conversation_id = d.conversation_id)"
         ))
         .await?,
         &store.url_of(&index),
@@ -1263,19 +1334,21 @@ async fn fold(
     .await?;
     pending.counters.folded_duplicate_events += folded_rows.saturating_sub(folded);
 
+    laps.lap("fold: event index");
     let live_events = data_name(generation, "live-events");
     write_df(
         plan_df(format!(
-            "SELECT {} FROM validated_events WHERE reject_reason IS NULL \
-             AND NOT starts_with(event_id, $anchor_prefix) \
-             AND event_id NOT IN (SELECT event_id FROM fold_ids)",
-            EVENT_COLUMNS.join(", ")
+            "SELECT {} FROM validated_events v WHERE v.reject_reason IS NULL \
+             AND NOT starts_with(v.event_id, $anchor_prefix) \
+             AND NOT EXISTS (SELECT 1 FROM fold_ids f WHERE f.event_id = v.event_id)",
+            EVENT_COLUMNS.map(|c| format!("v.{c}")).join(", ")
         ))
         .await?,
         &store.url_of(&live_events),
     )
     .await?;
 
+    laps.lap("fold: live events");
     let anchors = data_name(generation, "anchors");
     write_df(
         plan_df(
@@ -1292,6 +1365,7 @@ async fn fold(
     )
     .await?;
 
+    laps.lap("fold: anchors");
     let message_index = data_name(generation, "message-index");
     write_df(
         plan_df(
@@ -1319,6 +1393,7 @@ async fn fold(
     .await?;
     pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
 
+    laps.lap("fold: message index");
     let live_messages = data_name(generation, "live-messages");
     write_df(
         plan_df(format!(
@@ -1331,17 +1406,12 @@ async fn fold(
         &store.url_of(&live_messages),
     )
     .await?;
+    laps.lap("fold: live messages");
     // The winners were only a step.
-    let _ = store
-        .store
-        .delete(
-            &store
-                .prefix
-                .clone()
-                .join("data")
-                .join(winners_name.as_str()),
-        )
-        .await;
+    if made_winners {
+        let data = store.prefix.clone().join("data");
+        let _ = store.store.delete(&data.join(winners_name.as_str())).await;
+    }
 
     let (mut event_index, mut message_index_list, mut started_list) = previous
         .map(|m| {
@@ -1375,6 +1445,7 @@ async fn fold(
     }
     let events = engine_location(&pending, previous, EVENTS.name, engine);
     let messages = engine_location(&pending, previous, MESSAGES.name, engine);
+    laps.lap("fold: segments");
     Ok(Manifest {
         format: STATE_FORMAT,
         version: env!("CARGO_PKG_VERSION").to_string(),
