@@ -12,13 +12,18 @@
 # dataset cache with one day more than DAYS (the day that arrives).
 # Environment: SF_BIN (default: a release build of this checkout), SF_DATA
 # (dataset cache, default ~/.cache/supportfunnel-data), USERS, RUNS
-# (default 2).
+# (default 2), REPORTS (the job's reports, default "daily weekly"; the
+# longest one sets how many days of rows the state keeps in full),
+# STATE_MEMORY (--memory-limit of the state build, default 6GiB: it runs
+# the SQL path over the whole history).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 data=${SF_DATA:-$HOME/.cache/supportfunnel-data}
 users=${USERS:-200000}
 runs=${RUNS:-2}
+reports=${REPORTS:-daily weekly}
+state_memory=${STATE_MEMORY:-6GiB}
 if [ -z "${SF_BIN:-}" ]; then
   cargo build --release --quiet
   bin="${CARGO_TARGET_DIR:-$HOME/.cache/supportfunnel-target}/release/supportfunnel"
@@ -33,13 +38,14 @@ job() { # job FILE IN OUT [STATE]
     printf '[[tables]]\nname = "events"\nuri = "%s/events"\n\n' "$2"
     printf '[[tables]]\nname = "messages"\nuri = "%s/messages"\n\n' "$2"
     printf '[output]\nlocation = "%s/report"\nsessions_location = "%s/sessions"\n\n' "$3" "$3"
-    printf '[[reports]]\nname = "daily"\nperiod = "daily"\nsessions = true\n\n'
-    printf '[[reports]]\nname = "weekly"\nperiod = "weekly"\n\n'
+    for r in $reports; do
+      printf '[[reports]]\nname = "%s"\nperiod = "%s"\nsessions = true\n\n' "$r" "$r"
+    done
     if [ -n "${4:-}" ]; then printf '[state]\nlocation = "%s"\n' "$4"; fi
   } >"$1"
 }
 
-printf '| history | events | run | wall s | peak MiB |\n|---|---|---|---|---|\n'
+printf 'reports: %s\n\n| history | events | run | wall s | peak MiB |\n|---|---|---|---|---|\n' "$reports"
 for days in "${@:-365 730}"; do
   src="$data/days$days-u$users"
   if [ ! -f "$src/.complete" ]; then
@@ -62,7 +68,7 @@ for days in "${@:-365 730}"; do
   events=$("$bin" sql --events "$src/events" --messages "$src/messages" --format csv \
     "SELECT count(*) FROM events" | tail -1)
   # the state as the day before left it
-  read -r s m < <(measure_to "$work/build.json" "$bin" run --config "$work/inc.toml" --date "$last" --full)
+  read -r s m < <(measure_to "$work/build.json" "$bin" run --config "$work/inc.toml" --date "$last" --full --memory-limit "$state_memory")
   printf '| %s days | %s | state build (`run --full`, day %s) | %s | %s |\n' "$days" "$events" "$days" "$s" "$m"
   cp -a "$work/state" "$work/state.before"
   for t in events messages; do cp -al "$src/$t/date=$last" "$work/in/$t/"; done
@@ -74,9 +80,11 @@ for days in "${@:-365 730}"; do
     read -r s m < <(measure "$bin" run --config "$work/full.toml" --date "$date")
     printf '| %s days | + 1 day | full recompute %s | %s | %s |\n' "$days" "$i" "$s" "$m"
   done
-  for f in report/report=daily report/report=weekly sessions/report=daily; do
-    cmp "$work/inc/$f/report_date=$date/data.parquet" "$work/full/$f/report_date=$date/data.parquet" \
-      || { echo "outputs differ: $f" >&2; exit 1; }
+  for r in $reports; do
+    for t in report sessions; do
+      f="$t/report=$r/report_date=$date/data.parquet"
+      cmp "$work/inc/$f" "$work/full/$f" || { echo "outputs differ: $f" >&2; exit 1; }
+    done
   done
   rm -rf "$work"
   trap - EXIT

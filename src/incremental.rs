@@ -895,20 +895,15 @@ pub async fn prepare(
     // data_quality over the whole input: counters + what the live rows say.
     // The surviving copy of every id is materialized once, here; the fold
     // reads it again.
-    let winners = dir.path().join("winners.parquet");
-    write_df(
-        reduced.ctx.sql("SELECT * FROM clean_events").await?,
-        &winners.display().to_string(),
-    )
-    .await?;
-    reduced
-        .ctx
-        .register_parquet(
-            "fold_winners",
-            &winners.display().to_string(),
-            ParquetReadOptions::default(),
-        )
-        .await?;
+    // (In memory: a few days of rows; encoding them as Parquet cost more
+    // than the queries reading them.)
+    let winners = reduced.ctx.sql("SELECT * FROM clean_events").await?;
+    let schema = Arc::new(winners.schema().as_arrow().clone());
+    let batches = winners.collect_partitioned().await?;
+    reduced.ctx.register_table(
+        "fold_winners",
+        Arc::new(MemTable::try_new(schema, batches)?),
+    )?;
     let live_rows = count(
         &reduced.ctx,
         "SELECT count(*) FROM events WHERE NOT starts_with(event_id, $anchor_prefix)",
