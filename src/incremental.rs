@@ -49,9 +49,14 @@
 //! its summary: no state, a state of another format or engine version or of
 //! other inputs, a file changed or deleted, a report period before the
 //! frontier (a re-run of an old date), a new valid event before the
-//! frontier, a new delivery sent before it, or a second
-//! `conversation_started` for a conversation started before it.
-//! `run --full` does the same on request.
+//! frontier, a new delivery (with an id) sent before it, or state files
+//! that cannot be read. `run --full` does the same on request.
+//!
+//! A `conversation_started` after the frontier naming a conversation
+//! started before it gets a synthetic start of a synthetic user just before
+//! the frontier, so the conversation keeps its earliest start's session (one
+//! no report shows) and the later row stays an action, as over the whole
+//! history.
 //!
 //! ## Commits
 //!
@@ -1312,36 +1317,65 @@ async fn fold(
         &store.url_of(&index),
     )
     .await?;
-    ctx.deregister_table("fold_ids")?;
-    ctx.register_parquet(
-        "fold_ids",
-        &store.url_of(&index),
-        ParquetReadOptions::default(),
-    )
+    // The ids that stay live: the complement of the index among the
+    // winners, a few days' worth. Joining on them, not on the index (the
+    // whole history's ids on a full run), keeps every hash table small.
+    let kept = plan_df(format!(
+        "WITH w AS ( \
+             SELECT event_id, ts, event_type, conversation_id FROM fold_winners \
+             WHERE NOT starts_with(event_id, $anchor_prefix)) \
+         SELECT event_id FROM w WHERE ts >= $new_frontier \
+         UNION ALL \
+         SELECT d.event_id FROM w d WHERE d.ts < $new_frontier AND d.event_type IN {LIFECYCLE} \
+           AND NOT EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
+           AND NOT EXISTS (SELECT 1 FROM fold_started f WHERE f.conversation_id = d.conversation_id)"
+    ))
     .await?;
-    let folded = count(ctx, "SELECT count(*) FROM fold_ids", &vec![]).await?;
-    let folded_rows = count(
-        ctx,
-        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
-         AND event_id IN (SELECT event_id FROM fold_ids)",
-        &vec![],
-    )
-    .await?;
-    pending.counters.folded_duplicate_events += folded_rows.saturating_sub(folded);
-
+    let kept_schema = Arc::new(kept.schema().as_arrow().clone());
+    let kept = kept.collect_partitioned().await?;
+    ctx.deregister_table("fold_kept_ids")?;
+    ctx.register_table(
+        "fold_kept_ids",
+        Arc::new(MemTable::try_new(kept_schema, kept)?),
+    )?;
     laps.lap("fold: event index");
     let live_events = data_name(generation, "live-events");
     write_df(
         plan_df(format!(
             "SELECT {} FROM validated_events v WHERE v.reject_reason IS NULL \
-             AND NOT starts_with(v.event_id, $anchor_prefix) \
-             AND NOT EXISTS (SELECT 1 FROM fold_ids f WHERE f.event_id = v.event_id)",
+             AND EXISTS (SELECT 1 FROM fold_kept_ids k WHERE k.event_id = v.event_id)",
             EVENT_COLUMNS.map(|c| format!("v.{c}")).join(", ")
         ))
         .await?,
         &store.url_of(&live_events),
     )
     .await?;
+    // Duplicates folded: valid rows of folded ids, less one per id.
+    let winners = count(
+        ctx,
+        "SELECT count(*) FROM fold_winners WHERE NOT starts_with(event_id, $p)",
+        &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
+    )
+    .await?;
+    let kept_ids = count(ctx, "SELECT count(*) FROM fold_kept_ids", &vec![]).await?;
+    let valid = count(
+        ctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
+         AND NOT starts_with(event_id, $p)",
+        &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
+    )
+    .await?;
+    ctx.deregister_table("fold_live")?;
+    ctx.register_parquet(
+        "fold_live",
+        &store.url_of(&live_events),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let live = count(ctx, "SELECT count(*) FROM fold_live", &vec![]).await?;
+    let folded_ids = winners.saturating_sub(kept_ids);
+    let folded_rows = valid.saturating_sub(live);
+    pending.counters.folded_duplicate_events += folded_rows.saturating_sub(folded_ids);
 
     laps.lap("fold: live events");
     let anchors = data_name(generation, "anchors");

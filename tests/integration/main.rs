@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod common;
+#[cfg(feature = "delta")]
 mod delta;
 mod generator;
 mod history;
