@@ -108,28 +108,16 @@ const MAX_SEGMENTS: usize = 8;
 /// The manifest's object name under the state location.
 const MANIFEST: &str = "state.json";
 
-const EVENT_COLUMNS: [&str; 9] = [
-    "event_id",
-    "user_id",
-    "ts",
-    "event_type",
-    "channel",
-    "article_id",
-    "conversation_id",
-    "actor",
-    "rating",
-];
-const MESSAGE_COLUMNS: [&str; 9] = [
-    "message_id",
-    "user_id",
-    "sent_at",
-    "content_type",
-    "sender",
-    "tags",
-    "opened_at",
-    "clicked_at",
-    "reacted_at",
-];
+/// `contract`'s columns as a SELECT list, each after `prefix` (`""` or
+/// `"v."`).
+fn column_list(contract: &tables::Contract, prefix: &str) -> String {
+    contract
+        .columns
+        .iter()
+        .map(|(c, _)| format!("{prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// One input file as the manifest remembers it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -753,7 +741,7 @@ pub async fn prepare(
             "SELECT v.*, i.event_id IS NOT NULL AS known FROM ( \
                  SELECT {} FROM validated_events WHERE reject_reason IS NULL) v \
              LEFT JOIN state_event_index i ON v.event_id = i.event_id",
-            EVENT_COLUMNS.join(", ")
+            column_list(&EVENTS, "")
         ))
         .await?,
         &marked_events.display().to_string(),
@@ -770,7 +758,7 @@ pub async fn prepare(
         nctx.sql(&format!(
             "SELECT {}, i.message_id IS NOT NULL AS known FROM messages m \
              LEFT JOIN state_message_index i ON m.message_id = i.message_id",
-            MESSAGE_COLUMNS.map(|c| format!("m.{c}")).join(", ")
+            column_list(&MESSAGES, "m.")
         ))
         .await?,
         &new_messages_file.display().to_string(),
@@ -808,13 +796,13 @@ pub async fn prepare(
     let live = nctx
         .sql(&format!(
             "SELECT {} FROM state_live_events",
-            EVENT_COLUMNS.join(", ")
+            column_list(&EVENTS, "")
         ))
         .await?;
     let kept = nctx
         .sql(&format!(
             "SELECT {} FROM new_events WHERE NOT known",
-            EVENT_COLUMNS.join(", ")
+            column_list(&EVENTS, "")
         ))
         .await?;
     // A conversation started before the frontier keeps its session there
@@ -855,14 +843,14 @@ pub async fn prepare(
     let live_m = nctx
         .sql(&format!(
             "SELECT {} FROM state_live_messages",
-            MESSAGE_COLUMNS.join(", ")
+            column_list(&MESSAGES, "")
         ))
         .await?;
     let kept_m = nctx
         .sql(&format!(
             "SELECT {} FROM new_messages WHERE NOT known \
              AND NOT (message_id IS NULL AND sent_at < $frontier)",
-            MESSAGE_COLUMNS.join(", ")
+            column_list(&MESSAGES, "")
         ))
         .await?
         .with_param_values(params.clone())?;
@@ -1344,7 +1332,7 @@ async fn fold(
         plan_df(format!(
             "SELECT {} FROM validated_events v WHERE v.reject_reason IS NULL \
              AND EXISTS (SELECT 1 FROM fold_kept_ids k WHERE k.event_id = v.event_id)",
-            EVENT_COLUMNS.map(|c| format!("v.{c}")).join(", ")
+            column_list(&EVENTS, "v.")
         ))
         .await?,
         &store.url_of(&live_events),
@@ -1429,7 +1417,7 @@ async fn fold(
             "SELECT {} FROM messages \
              WHERE (message_id IS NULL AND (sent_at IS NULL OR sent_at >= $new_frontier)) \
                 OR message_id NOT IN (SELECT message_id FROM fold_message_ids)",
-            MESSAGE_COLUMNS.join(", ")
+            column_list(&MESSAGES, "")
         ))
         .await?,
         &store.url_of(&live_messages),

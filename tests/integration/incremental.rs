@@ -347,6 +347,13 @@ async fn days_in_order_run_incrementally_and_exactly() {
     assert!(incremental >= 7, "only {incremental} incremental runs");
 }
 
+/// Runs the state-less job `full` for `date` and checks that its results
+/// equal the incremental job's.
+async fn same_as_full(full: &str, inc_out: &Path, full_out: &Path, date: NaiveDate) {
+    run(full, date, false).await;
+    assert_eq!(results(inc_out, date).await, results(full_out, date).await);
+}
+
 /// `supportfunnel run` with `--config`, `--date` and the given fail point.
 fn run_bin(config: &Path, date: NaiveDate, fail: Option<&str>, full: bool) -> std::process::Output {
     let mut c = bin();
@@ -421,11 +428,7 @@ async fn a_run_killed_before_its_state_commit_is_redone_exactly() {
         "the previous state is still valid: {}",
         stdout(&again)
     );
-    run(&full, date, false).await;
-    assert_eq!(
-        results(&inc_out, date).await,
-        results(&full_out, date).await
-    );
+    same_as_full(&full, &inc_out, &full_out, date).await;
 
     // after the commit, a killed garbage collection changes nothing either
     arrive_day(&src, &inputs, date);
@@ -436,14 +439,10 @@ async fn a_run_killed_before_its_state_commit_is_redone_exactly() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
         stdout(&again).contains("\"mode\":\"incremental\""),
-        "{}",
+        "the previous state is still valid: {}",
         stdout(&again)
     );
-    run(&full, date, false).await;
-    assert_eq!(
-        results(&inc_out, date).await,
-        results(&full_out, date).await
-    );
+    same_as_full(&full, &inc_out, &full_out, date).await;
 
     // --full recomputes on request, and says so
     let forced = run_bin(&config, date, None, true);
@@ -463,11 +462,7 @@ async fn a_run_killed_before_its_state_commit_is_redone_exactly() {
     let after = run_bin(&config, date, None, false);
     assert!(after.status.success(), "{}", stderr(&after));
     assert!(stdout(&after).contains("was deleted"), "{}", stdout(&after));
-    run(&full, date, false).await;
-    assert_eq!(
-        results(&inc_out, date).await,
-        results(&full_out, date).await
-    );
+    same_as_full(&full, &inc_out, &full_out, date).await;
 }
 
 #[tokio::test]
