@@ -82,6 +82,9 @@ pub struct Config {
     pub reports: Vec<JobReport>,
     /// `[state]`: what makes the job's runs incremental.
     pub state: Option<StateConfig>,
+    /// `[serve]`: the PostgreSQL-wire endpoint (`supportfunnel serve`).
+    #[serde(default)]
+    pub serve: ServeConfig,
     /// Where the config came from (the file's path), for errors found after
     /// parsing; empty for the default config.
     #[serde(skip)]
@@ -258,6 +261,46 @@ pub struct OutputConfig {
     /// sessions by `report`, `start_date`).
     #[serde(default)]
     pub format: TableFormat,
+    /// Base location of the HTML pages of reports with `formats = ["html"]`
+    /// (`report=<name>/report_date=<D>/report.html` under it); by default
+    /// `<location>/_html`, a directory that table readers (Spark, Hive, Delta,
+    /// DataFusion, DuckDB's `*.parquet` globs) pass over.
+    pub html_location: Option<String>,
+}
+
+/// `supportfunnel serve` (src/serve.rs); flags win over these.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// `HOST:PORT` to listen on.
+    pub listen: Option<String>,
+    /// The user clients log in as.
+    pub user: Option<String>,
+    /// The user's password (`$SUPPORTFUNNEL_PG_PASSWORD` wins). Keep the
+    /// file readable by the server's account only.
+    pub password: Option<String>,
+    /// PEM certificate chain for TLS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with `tls_cert`).
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: Option<usize>,
+    /// Default time limit of a query, e.g. "5m" (clients may SET their own).
+    pub statement_timeout: Option<String>,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("max_connections", &self.max_connections)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 /// Where the job keeps what its next run needs (src/incremental.rs).
@@ -280,9 +323,34 @@ pub struct JobReport {
     /// Also write the sessions of the period.
     #[serde(default)]
     pub sessions: bool,
+    /// Renderings written beside the table result: `"html"` (one
+    /// self-contained page, see [`crate::html`]). The table result in
+    /// `[output] format` is always written; naming it here is allowed.
+    #[serde(default)]
+    pub formats: Vec<String>,
 }
 
 impl JobReport {
+    /// Whether the report is also written as an HTML page; an unknown
+    /// rendering is an error naming the report.
+    pub fn wants_html(&self) -> Result<bool> {
+        let mut html = false;
+        for f in &self.formats {
+            match f.to_ascii_lowercase().as_str() {
+                "html" => html = true,
+                "parquet" | "delta" => {}
+                other => {
+                    return Err(Error::usage(format!(
+                        "report `{}`: format `{other}` is not html (the table result, \
+                         parquet or delta, is set by [output] format)",
+                        self.name
+                    )))
+                }
+            }
+        }
+        Ok(html)
+    }
+
     /// Days in the period.
     pub fn days(&self) -> Result<u32> {
         let days = match self.period.as_str() {
@@ -363,10 +431,15 @@ impl Config {
                 Location::parse(s)
                     .map_err(|e| self.error(format!("[output] sessions_location: {e}")))?;
             }
+            if let Some(s) = &output.html_location {
+                Location::parse(s)
+                    .map_err(|e| self.error(format!("[output] html_location: {e}")))?;
+            }
         }
         let mut reports = std::collections::HashSet::new();
         for r in &self.reports {
             r.days().map_err(|e| self.error(e.to_string()))?;
+            r.wants_html().map_err(|e| self.error(e.to_string()))?;
             if r.name.is_empty()
                 || !r
                     .name
@@ -478,6 +551,7 @@ mod tests {
             name: "x".into(),
             period: p.into(),
             sessions: false,
+            formats: vec![],
         };
         assert_eq!(r("daily").days().unwrap(), 1);
         assert_eq!(r("weekly").days().unwrap(), 7);

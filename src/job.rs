@@ -14,7 +14,15 @@
 //! <output.sessions_location>/report=<name>/report_date=<D>/data.parquet
 //! ```
 //!
-//! Both are Hive-partitioned tables a dashboard reads as a whole. Each result
+//! and, with `formats = ["html"]`, the report as one HTML page
+//! ([`crate::html`]) at
+//!
+//! ```text
+//! <output.html_location>/report=<name>/report_date=<D>/report.html
+//! ```
+//!
+//! (by default under `<output.location>/_html`, which table readers skip).
+//! The first two are Hive-partitioned tables a dashboard reads as a whole. Each result
 //! is **one object under a fixed name**, which is what makes the job
 //!
 //! * **atomic**: the object is sent with a single PUT or a multipart upload
@@ -46,7 +54,7 @@ use crate::settings::Settings;
 pub struct Written {
     /// Report name.
     pub report: String,
-    /// `report` or `sessions`.
+    /// `report`, `sessions`, or `html` (the report's page).
     pub table: &'static str,
     /// Where.
     pub location: String,
@@ -206,6 +214,10 @@ pub async fn run_job_with(
                     .await?
                 }
             };
+            let mut written = written;
+            if job.wants_html()? {
+                written.push(write_html(engine, output, &job.name, date, settings, &report).await?);
+            }
             Ok::<_, Error>(written)
         }
         .await;
@@ -230,6 +242,42 @@ pub async fn run_job_with(
     }
     summary.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     Ok(summary)
+}
+
+/// `<base>/report=<name>/report_date=<date>/report.html`, where `base` is
+/// `[output] html_location`, by default `<output.location>/_html`.
+pub fn html_location(output: &OutputConfig, name: &str, date: NaiveDate) -> String {
+    let base = match &output.html_location {
+        Some(base) => base.trim_end_matches('/').to_string(),
+        None => format!("{}/_html", output.location.trim_end_matches('/')),
+    };
+    format!(
+        "{base}/report={name}/report_date={}/report.html",
+        date.format("%Y-%m-%d")
+    )
+}
+
+/// The report's HTML page ([`crate::html`]), one object written atomically
+/// as the table results are, after them.
+async fn write_html(
+    engine: &Engine,
+    output: &OutputConfig,
+    name: &str,
+    date: NaiveDate,
+    settings: &Settings,
+    report: &Report,
+) -> Result<Written> {
+    let page = crate::html::render(report, &settings.filters)?;
+    let location = html_location(output, name, date);
+    let loc = Location::parse(&location)?;
+    crate::readonly::Inputs::of(&engine.ctx).check_output(&loc)?;
+    put_atomically(&engine.ctx, &loc, page.into_bytes()).await?;
+    Ok(Written {
+        report: name.to_string(),
+        table: "html",
+        location,
+        rows: report.batch.num_rows(),
+    })
 }
 
 /// Parquet results: one object per report and date (see the module docs).

@@ -18,14 +18,17 @@
 //! * settings: [`config`] (the TOML file), [`settings`], [`location`];
 //! * tables: [`tables`] (the data contract), [`views`] (`queries/views/`),
 //!   [`cache`], [`readonly`];
-//! * functions: [`udwf`], [`udf`], [`timestamps`];
+//! * functions: [`udwf`], [`udf`], [`udtf`] (the `report(…)` table function),
+//!   [`timestamps`];
 //! * queries: [`query`], [`report`] (`queries/report/`), [`history`] (the
 //!   report's native path), [`period`], [`progress`];
 //! * io: [`storage`] (object stores), [`output`], [`job`], [`display`],
+//!   [`html`] (the report as a page),
 //!   [`scratch`] (temporary files and interrupts), [`incremental`] (the
 //!   job's state between runs);
 //! * [`cluster`] (feature `cluster`): the same queries on Apache Ballista;
 //! * [`delta`] (feature `delta`): Delta Lake result and input tables;
+//! * [`serve`] (feature `serve`): the PostgreSQL-wire endpoint;
 //! * [`gen`] (feature `gen`): the synthetic data generator.
 
 pub mod cache;
@@ -39,6 +42,7 @@ pub mod error;
 #[cfg(feature = "gen")]
 pub mod gen;
 pub mod history;
+pub mod html;
 pub mod incremental;
 pub mod job;
 pub mod location;
@@ -49,11 +53,14 @@ pub mod query;
 pub mod readonly;
 pub mod report;
 pub mod scratch;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod settings;
 pub mod storage;
 pub mod tables;
 pub mod timestamps;
 pub mod udf;
+pub mod udtf;
 pub mod udwf;
 pub mod views;
 

@@ -33,6 +33,9 @@ pub enum Format {
     Json,
     /// Parquet (needs a file destination).
     Parquet,
+    /// The report as one self-contained HTML page ([`crate::html`]); for
+    /// the report only, not for a query's rows.
+    Html,
 }
 
 impl FromStr for Format {
@@ -43,8 +46,9 @@ impl FromStr for Format {
             "csv" => Ok(Format::Csv),
             "json" | "ndjson" => Ok(Format::Json),
             "parquet" => Ok(Format::Parquet),
+            "html" => Ok(Format::Html),
             _ => Err(Error::usage(format!(
-                "unknown format `{s}` (expected table, csv, json or parquet)"
+                "unknown format `{s}` (expected table, csv, json, parquet or html)"
             ))),
         }
     }
@@ -102,6 +106,12 @@ pub fn encode<W: Write + Send>(
                 writer.write(b)?;
             }
             writer.finish()?;
+        }
+        Format::Html => {
+            return Err(Error::usage(
+                "html is a format of the report (`report --format html`), not of query rows: \
+                 use table, csv, json or parquet",
+            ))
         }
         Format::Parquet => {
             let props = WriterProperties::builder()

@@ -65,6 +65,26 @@ pub enum Command {
     ///
     /// Deterministic for a seed; about 1M events for --users 20000 --days 90.
     Gen(GenArgs),
+    /// Serve the tables over the PostgreSQL wire protocol (psql, Metabase, BI tools).
+    ///
+    /// Serves `events`, `messages`, the views (`sessions`, `conversations`,
+    /// …), the functions and the report as a table function:
+    ///   SELECT * FROM report('2026-02-01', '2026-03-01', 'UTC', 'tag=outage')
+    /// Read-only: DDL, INSERT, COPY and SET of engine options are refused.
+    /// Each connection has a session of its own; --memory-limit holds for
+    /// the whole server. The password comes from $SUPPORTFUNNEL_PG_PASSWORD
+    /// (or [serve] password in the config), never from a flag; without one,
+    /// every client is trusted and only a loopback address is allowed.
+    /// Prints `serving on HOST:PORT` on stderr once it accepts connections.
+    ///
+    /// Examples:
+    ///   supportfunnel serve --events s3://lake/events/ --messages s3://lake/messages/
+    ///   SUPPORTFUNNEL_PG_PASSWORD=... supportfunnel serve --listen 0.0.0.0:5433 \
+    ///     --user metabase --tls-cert server.crt --tls-key server.key
+    ///   psql "host=127.0.0.1 port=5433 user=supportfunnel dbname=datafusion"
+    #[cfg(feature = "serve")]
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
     /// Run an Apache Ballista scheduler with supportfunnel's functions.
     ///
     /// Clients send queries to it with --cluster df://HOST:PORT; it plans them
@@ -140,6 +160,60 @@ pub struct ExecutorArgs {
     /// --executor-timeout)
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_interval: u64,
+}
+
+#[cfg(feature = "serve")]
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Address and port to listen on (port 0: any free port) [default: the
+    /// config's [serve] listen, else 127.0.0.1:5433]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// The user clients log in as [default: [serve] user, else supportfunnel]
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// PEM certificate chain: clients may (and with sslmode=require must)
+    /// use TLS [default: [serve] tls_cert]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: [serve] tls_key]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once; more are turned away [default: 64]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Time a query may run unless its client sets statement_timeout, e.g.
+    /// 5m; 0 for none [default: [serve] statement_timeout, else none]
+    #[arg(long, value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
+    /// Zone of report(…) calls that name none [default: the config's, else UTC]
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+}
+
+#[cfg(feature = "serve")]
+impl ServeArgs {
+    /// The engine flags as the library takes them.
+    pub fn flags(&self) -> Flags {
+        Flags {
+            tz: self.tz.clone(),
+            ..self.engine.flags()
+        }
+    }
+
+    /// The server's own flags.
+    pub fn serve_flags(&self) -> supportfunnel::serve::ServeFlags {
+        supportfunnel::serve::ServeFlags {
+            listen: self.listen.clone(),
+            user: self.user.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            max_connections: self.max_connections,
+            statement_timeout: self.statement_timeout.clone(),
+        }
+    }
 }
 
 /// Where the data is and how much memory a query may use.
@@ -256,7 +330,9 @@ pub struct ReportArgs {
     /// Only proactive deliveries from this sender (repeatable)
     #[arg(long = "sender", value_name = "S")]
     pub senders: Vec<String>,
-    /// Output format: table (for a person), json (one object per row), csv or parquet
+    /// Output format: table (for a person), json (one object per row), csv,
+    /// parquet, or html (one self-contained page with charts, for a person or
+    /// a mail attachment)
     #[arg(long, default_value = "table", value_parser = parse_format)]
     pub format: Format,
     /// Write to this file or s3:// object (atomically) instead of stdout

@@ -32,6 +32,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Sql(args) => sql(&config, args).await,
         Command::Run(args) => run(cli.config.is_some(), &config, args).await,
         Command::Gen(args) => gen(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve(&config, args).await,
         #[cfg(feature = "cluster")]
         Command::Scheduler(args) => scheduler(args).await,
         #[cfg(feature = "cluster")]
@@ -39,11 +41,42 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     }
 }
 
-/// Log lines of the scheduler and executor (Ballista's, through `log`) on
-/// stderr: `RUST_LOG` when set, else warnings, and Ballista's and ours at
-/// info. (Ballista writes a query's settings, S3 secrets included, only at
-/// trace level: do not run a node with RUST_LOG=trace outside a test.)
-#[cfg(feature = "cluster")]
+/// `supportfunnel serve`: runs until interrupted.
+#[cfg(feature = "serve")]
+async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()> {
+    use supportfunnel::serve::{ServeOptions, PASSWORD_ENV};
+    init_node_logging();
+    let opts = ServeOptions::resolve(
+        &args.serve_flags(),
+        &config.serve,
+        std::env::var(PASSWORD_ENV).ok(),
+    )?;
+    let mut settings = settings(&args.flags(), config)?;
+    settings.engine.cached_sessions = true;
+    let engine = build_context(&settings.engine).await?;
+    supportfunnel::udtf::register(&engine, settings.tz);
+    let server = supportfunnel::serve::start(&engine, opts.clone()).await?;
+    let addr = server.local_addr();
+    eprintln!(
+        "serving on {addr} (user {}, {}, {}); connect with: psql \"host={} port={} user={} dbname=datafusion{}\"",
+        opts.user,
+        if opts.password.is_some() { "password (SCRAM-SHA-256)" } else { "no password: loopback only" },
+        if opts.tls.is_some() { "TLS" } else { "no TLS" },
+        addr.ip(),
+        addr.port(),
+        opts.user,
+        if opts.tls.is_some() { " sslmode=require" } else { "" },
+    );
+    server.wait().await?;
+    Ok(())
+}
+
+/// Log lines of the scheduler, executor and server (Ballista's and
+/// pgwire's, through `log`) on stderr: `RUST_LOG` when set, else warnings,
+/// and Ballista's and ours at info. (Ballista writes a query's settings, S3
+/// secrets included, only at trace level: do not run a node with
+/// RUST_LOG=trace outside a test.)
+#[cfg(any(feature = "cluster", feature = "serve"))]
 fn init_node_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
@@ -183,11 +216,18 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
             eprintln!("peak memory: {} MiB", kib / 1024);
         }
     }
-    if args.format == Format::Table {
-        let text = table::render(&rows_of(&report.batch), &report.periods);
+    if matches!(args.format, Format::Table | Format::Html) {
+        let text = if args.format == Format::Html {
+            supportfunnel::html::render(&report, &settings.filters)?
+        } else {
+            table::render(&rows_of(&report.batch), &report.periods)
+        };
         match &output {
             None => print!("{text}"),
-            Some(loc) => output::put_atomically(&engine.ctx, loc, text.into_bytes()).await?,
+            Some(loc) => {
+                supportfunnel::readonly::Inputs::of(&engine.ctx).check_output(loc)?;
+                output::put_atomically(&engine.ctx, loc, text.into_bytes()).await?
+            }
         }
     } else {
         output::write_result_to(
@@ -245,11 +285,18 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
             "--output needs a QUERY or -f FILE (the interactive prompt prints to the terminal)"
         );
     }
+    if args.format == Format::Html {
+        anyhow::bail!(
+            "--format html is the report's page (`supportfunnel report --format html`); \
+             sql writes table, csv, json or parquet"
+        );
+    }
     let output = output_location(&args.output)?;
     args.format.check_destination(output.as_ref())?;
     let mut settings = settings(&args.engine.flags(), config)?;
     settings.engine.cached_sessions = true;
     let engine = build_context(&settings.engine).await?;
+    supportfunnel::udtf::register(&engine, settings.tz);
     let Some(text) = text else {
         return prompt::repl(&engine.ctx).await;
     };

@@ -1,9 +1,14 @@
 //! Helpers shared by the integration tests: building small event tables in
-//! memory and as Parquet files, and reading query results back as strings.
+//! memory and as Parquet files, reading query results back as strings, and
+//! child processes of our binary (servers) killed when dropped.
 
-use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::Arc;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     ArrayRef, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
@@ -349,4 +354,104 @@ pub fn sample(table: &str) -> String {
 /// Engine options over the bundled sample.
 pub fn sample_options() -> EngineOptions {
     EngineOptions::new(sample("events"), sample("messages")).unwrap()
+}
+
+/// A child process whose stderr is collected; killed on drop.
+pub struct Node {
+    pub name: String,
+    pub child: Child,
+    pub log: Arc<Mutex<String>>,
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Node {
+    /// Starts `supportfunnel <args>` in `cwd`, collecting stderr; `on_line`
+    /// sees each line as it comes.
+    pub fn start(name: &str, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_supportfunnel"));
+        command
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to
+        // kill this child when the thread that started it ends.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("node starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Self {
+            name: name.to_string(),
+            child,
+            log,
+            work_dir: None,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has a line containing `text`, and returns it.
+    pub fn wait_for_line(&mut self, text: &str, within: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(text)) {
+                return line.to_string();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before `{text}`:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                start.elapsed() < within,
+                "{}: no `{text}` within {within:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the OS does not hand it
+/// out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -9,10 +9,13 @@ mod delta;
 mod generator;
 mod history;
 mod hostile;
+mod html;
 mod incremental;
 mod report;
 mod s3;
 mod s3_server;
+#[cfg(feature = "serve")]
+mod serve;
 mod slt;
 mod tables;
 mod udwf;

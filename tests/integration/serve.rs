@@ -1,0 +1,603 @@
+//! `serve`, the PostgreSQL-wire endpoint, with real clients: tokio-postgres
+//! (simple and extended protocol, prepared statements with parameters) on a
+//! server started in this process, and psql on the `serve` command started
+//! as a child process. Every server listens on 127.0.0.1 on a port the
+//! system chose, and is stopped when its handle is dropped (a failing
+//! assertion's unwinding included).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use supportfunnel::report::{rows_of, run_report, ReportOptions};
+use supportfunnel::serve::{self, ServeOptions, Server};
+use supportfunnel::{build_context, Engine};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::common::{bin, free_port, rows, sample_options, Node};
+
+/// A query that runs for minutes in a test build (10¹⁰ rows), for the
+/// tests that stop one in its middle.
+const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000) a(v) \
+                       CROSS JOIN generate_series(1, 100000) b(v) WHERE a.v + b.v = 7";
+
+async fn engine() -> Engine {
+    let engine = build_context(&sample_options()).await.unwrap();
+    supportfunnel::udtf::register(&engine, chrono_tz::UTC);
+    engine
+}
+
+async fn start(engine: &Engine, password: Option<&str>) -> Server {
+    serve::start(
+        engine,
+        ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            password: password.map(str::to_string),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn connect_as(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(&addr.ip().to_string())
+        .port(addr.port())
+        .user(user)
+        .password(password)
+        .dbname("datafusion")
+        .connect_timeout(Duration::from_secs(10))
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn connect(addr: SocketAddr) -> Client {
+    connect_as(addr, "supportfunnel", "").await.unwrap()
+}
+
+/// The rows of a simple query as text, columns joined by `|`.
+async fn simple(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The SQLSTATE and message of a failed statement.
+fn sql_error(e: tokio_postgres::Error) -> (String, String) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a server error: {e:?}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
+
+/// Waits until `cond` holds, at most `within`.
+async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simple_and_extended_queries_give_what_datafusion_gives() {
+    let engine = engine().await;
+    let server = start(&engine, None).await;
+    let client = connect(server.local_addr()).await;
+
+    let sql = "SELECT status, count(*) AS n FROM sessions GROUP BY status ORDER BY status";
+    let expected: Vec<String> = rows(&engine.ctx, sql)
+        .await
+        .into_iter()
+        .map(|r| r.replace(", ", "|"))
+        .collect();
+    assert_eq!(simple(&client, sql).await, expected);
+    assert_eq!(expected.len(), 4);
+
+    // Extended protocol: a prepared statement with a text and an integer
+    // parameter, run twice with different values.
+    let stmt = client
+        .prepare(
+            "SELECT count(*) AS n, sum(actions) AS actions FROM sessions \
+             WHERE user_id = $1 AND actions >= $2",
+        )
+        .await
+        .unwrap();
+    for (user, min) in [("u00001002", 1_i64), ("u00000087", 3)] {
+        let row = client.query_one(&stmt, &[&user, &min]).await.unwrap();
+        let n: i64 = row.get("n");
+        let actions: i64 = row.get("actions");
+        let want = rows(
+            &engine.ctx,
+            &format!(
+                "SELECT count(*), sum(actions) FROM sessions WHERE user_id = '{user}' AND actions >= {min}"
+            ),
+        )
+        .await;
+        assert_eq!(vec![format!("{n}|{actions}")], want);
+        assert!(n > 0);
+    }
+
+    // The report as a table function, as `report --from --to` computes it.
+    // (Through the extended protocol; its arguments are constants: they
+    // decide the period when the statement is planned.)
+    let got = client
+        .query(
+            "SELECT section, metric, segment, current, previous \
+             FROM report('2026-02-01', '2026-03-01', 'UTC')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let e = client
+        .query("SELECT * FROM report($1, '2026-03-01')", &[&"2026-02-01"])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("write the dates in the query"),
+        "{e:?}"
+    );
+    let report = run_report(
+        &engine,
+        &ReportOptions {
+            from: Some("2026-02-01".parse().unwrap()),
+            to: Some("2026-03-01".parse().unwrap()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let want = rows_of(&report.batch);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.get::<_, &str>("section"), w.section);
+        assert_eq!(g.get::<_, &str>("metric"), w.metric);
+        assert_eq!(g.get::<_, Option<&str>>("segment"), w.segment.as_deref());
+        assert_eq!(g.get::<_, Option<f64>>("current"), w.current);
+        assert_eq!(g.get::<_, Option<f64>>("previous"), w.previous);
+    }
+    // Bad calls are plain SQL errors.
+    let e = client
+        .simple_query("SELECT * FROM report('2026-03-01', '2026-02-01')")
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("must be after"), "{e:?}");
+    let e = client
+        .simple_query("SELECT * FROM report('2026-02-01', '2026-03-01', 'UTC', 'colour=red')")
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("unknown filter `colour`"),
+        "{e:?}"
+    );
+    assert_eq!(server.active_queries(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_and_engine_options_are_refused_and_the_connection_goes_on() {
+    let engine = engine().await;
+    let server = start(&engine, None).await;
+    let client = connect(server.local_addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy_to = dir.path().join("out.csv");
+    for (sql, code, text) in [
+        (
+            "CREATE TABLE t AS SELECT 1",
+            "25006",
+            "CREATE TABLE is refused",
+        ),
+        (
+            "CREATE VIEW v AS SELECT 1",
+            "25006",
+            "CREATE VIEW is refused",
+        ),
+        ("DROP VIEW sessions", "25006", "DROP VIEW is refused"),
+        (
+            "INSERT INTO events SELECT * FROM events LIMIT 1",
+            "25006",
+            "INSERT INTO is refused",
+        ),
+        (
+            &format!("COPY (SELECT 1) TO '{}'", copy_to.display()),
+            "25006",
+            "COPY is refused",
+        ),
+        (
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'",
+            "25006",
+            "is refused",
+        ),
+        (
+            "SET datafusion.execution.target_partitions = 64",
+            "42501",
+            "engine option `datafusion.execution.target_partitions` cannot be changed",
+        ),
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        let (got_code, message) = sql_error(e);
+        assert_eq!(got_code, code, "{sql}: {message}");
+        assert!(message.contains(text), "{sql}: {message}");
+        // The same through the extended protocol (refused when parsed).
+        let e = client.prepare(sql).await.unwrap_err();
+        assert_eq!(sql_error(e).0, code, "{sql} (extended)");
+    }
+    assert!(!copy_to.exists(), "COPY wrote a file");
+    // Session settings still work, and the tables are untouched.
+    simple(&client, "SET application_name = 'metabase'").await;
+    simple(&client, "SET statement_timeout = '60s'").await;
+    assert_eq!(
+        simple(&client, "SELECT count(*) FROM events").await,
+        rows(&engine.ctx, "SELECT count(*) FROM events").await
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_is_required_and_checked() {
+    let engine = engine().await;
+    let server = start(&engine, Some("s3cret-pw")).await;
+    let addr = server.local_addr();
+    let client = connect_as(addr, "supportfunnel", "s3cret-pw")
+        .await
+        .unwrap();
+    assert_eq!(simple(&client, "SELECT 40 + 2").await, ["42"]);
+    for (user, password) in [
+        ("supportfunnel", "wrong"),
+        ("supportfunnel", ""),
+        ("someone_else", "s3cret-pw"),
+    ] {
+        let e = connect_as(addr, user, password)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{user}/{password} logged in"));
+        let text = format!("{e:?}");
+        assert!(
+            text.contains("28P01") || text.contains("password"),
+            "{user}/{password}: {text}"
+        );
+    }
+    server.shutdown().await;
+
+    // Without a password, only loopback.
+    let e = serve::start(
+        &engine,
+        ServeOptions {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("loopback"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_clients_at_once_each_get_their_own_answer() {
+    let engine = engine().await;
+    let server = start(&engine, None).await;
+    let addr = server.local_addr();
+    let users: Vec<String> = rows(
+        &engine.ctx,
+        "SELECT user_id FROM sessions GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 20",
+    )
+    .await;
+    let mut expected = Vec::new();
+    for u in &users {
+        expected.push(
+            rows(
+                &engine.ctx,
+                &format!("SELECT count(*), sum(actions) FROM sessions WHERE user_id = '{u}'"),
+            )
+            .await[0]
+                .replace(", ", "|"),
+        );
+    }
+    let mut tasks = Vec::new();
+    for (i, u) in users.iter().cloned().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let client = connect(addr).await;
+            // Each session's own time zone, set at once by all of them.
+            let zone = if i % 2 == 0 { "UTC" } else { "Asia/Tokyo" };
+            simple(&client, &format!("SET TIME ZONE '{zone}'")).await;
+            let got = if i % 2 == 0 {
+                simple(
+                    &client,
+                    &format!("SELECT count(*), sum(actions) FROM sessions WHERE user_id = '{u}'"),
+                )
+                .await
+            } else {
+                let row = client
+                    .query_one(
+                        "SELECT count(*), sum(actions) FROM sessions WHERE user_id = $1",
+                        &[&u],
+                    )
+                    .await
+                    .unwrap();
+                vec![format!("{}|{}", row.get::<_, i64>(0), row.get::<_, i64>(1))]
+            };
+            (i, got)
+        }));
+    }
+    for t in tasks {
+        let (i, got) = t.await.unwrap();
+        assert_eq!(got, vec![expected[i].clone()], "client {i}");
+    }
+    eventually(Duration::from_secs(10), "connections closed", || {
+        server.connections() == 0
+    })
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_query_ends_on_disconnect_cancel_or_timeout_and_blocks_nobody() {
+    let engine = engine().await;
+    let server = start(&engine, None).await;
+    let addr = server.local_addr();
+
+    // 1. The client goes away mid-query (before the first row): the query
+    //    stops with its connection.
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(addr.port())
+        .user("supportfunnel")
+        .connect(NoTls)
+        .await
+        .unwrap();
+    let conn_task = tokio::spawn(connection);
+    let query = tokio::spawn(async move {
+        let _ = client.simple_query(ENDLESS).await;
+    });
+    eventually(Duration::from_secs(20), "the query started", || {
+        server.active_queries() == 1
+    })
+    .await;
+    // While it runs, another client is served.
+    let other = connect(addr).await;
+    assert_eq!(
+        simple(&other, "SELECT count(*) FROM generate_series(1, 10)").await,
+        ["10"]
+    );
+    assert_eq!(
+        simple(&other, "SELECT count(*) FROM sessions").await,
+        rows(&engine.ctx, "SELECT count(*) FROM sessions").await
+    );
+    assert_eq!(server.active_queries(), 1, "the long query still runs");
+    // Dropping the connection task closes the socket.
+    conn_task.abort();
+    query.abort();
+    eventually(
+        Duration::from_secs(10),
+        "the query stopped with its client",
+        || server.active_queries() == 0,
+    )
+    .await;
+    let pool = engine.ctx.runtime_env().memory_pool.clone();
+    eventually(Duration::from_secs(10), "its memory is given back", || {
+        pool.reserved() == 0
+    })
+    .await;
+
+    // 2. Cancelled by its client (what psql's Ctrl-C sends).
+    let client = connect(addr).await;
+    let token = client.cancel_token();
+    let (result, ()) = tokio::join!(client.simple_query(ENDLESS), async {
+        eventually(Duration::from_secs(20), "the query started", || {
+            server.active_queries() == 1
+        })
+        .await;
+        token.cancel_query(NoTls).await.unwrap();
+    });
+    let (code, message) = sql_error(result.unwrap_err());
+    assert_eq!(code, "57014", "{message}");
+    assert!(message.contains("user request"), "{message}");
+    // The connection is usable after.
+    assert_eq!(simple(&client, "SELECT 1").await, ["1"]);
+
+    // 3. The client's statement timeout.
+    simple(&client, "SET statement_timeout = 300").await;
+    let e = client.simple_query(ENDLESS).await.unwrap_err();
+    let (code, message) = sql_error(e);
+    assert_eq!(code, "57014");
+    assert!(message.contains("statement timeout"), "{message}");
+    assert_eq!(server.active_queries(), 0);
+    drop(client);
+    drop(other);
+    server.shutdown().await;
+}
+
+/// A self-signed certificate and key for 127.0.0.1, as PEM files.
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (c, k) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn psql(port: u16, extra: &str, password: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=analyst dbname=datafusion {extra}"
+        ))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql runs (Debian package postgresql-client; .ci/run installs it)")
+}
+
+/// Whether psql is there. CI (`.ci/run`) installs it and sets
+/// `SUPPORTFUNNEL_REQUIRE_PSQL=1`, so there a missing psql fails the test;
+/// a newcomer's plain `cargo test` without it skips this one test and says so.
+fn have_psql() -> bool {
+    let found = Command::new("psql").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("SUPPORTFUNNEL_REQUIRE_PSQL").is_none(),
+            "psql not found (Debian package postgresql-client)"
+        );
+        eprintln!("psql not found: the psql test is skipped (install postgresql-client)");
+    }
+    found
+}
+
+#[test]
+fn psql_queries_the_serve_command_over_tls_with_a_password() {
+    if !have_psql() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut server = Node::start(
+        "serve",
+        std::path::Path::new(root),
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--user",
+            "analyst",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[("SUPPORTFUNNEL_PG_PASSWORD", "pw-from-env")],
+    );
+    let line = server.wait_for_line("serving on", Duration::from_secs(120));
+    assert!(
+        line.contains("TLS") && line.contains("user analyst"),
+        "{line}"
+    );
+    // The password is not on the command line for `ps` to show.
+    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", server.child.id())).unwrap();
+    assert!(!cmdline.contains("pw-from-env"));
+
+    let expected = bin()
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM sessions WHERE status = 'stopped'",
+        ])
+        .output()
+        .unwrap();
+    let expected = String::from_utf8_lossy(&expected.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let out = psql(
+        port,
+        "sslmode=require",
+        "pw-from-env",
+        "SELECT count(*) AS n FROM sessions WHERE status = 'stopped'",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+    // The report function, from psql.
+    let out = psql(
+        port,
+        "sslmode=require",
+        "pw-from-env",
+        "SELECT current FROM report('2026-02-01', '2026-03-01', 'UTC') WHERE metric = 'sessions_total'",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (arrow-pg writes a Float64 as `5266.0` where PostgreSQL writes `5266`.)
+    let got: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(got, 5266.0);
+    // A wrong password, and a write, are refused with psql's exit code 2 / 1.
+    let out = psql(port, "sslmode=require", "nope", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("password authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With TLS configured, a plain connection is refused.
+    let out = psql(port, "sslmode=disable", "pw-from-env", "SELECT 1");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TLS connections only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = psql(port, "sslmode=require", "pw-from-env", "DROP TABLE events");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+    server.kill();
+}
+
+#[test]
+fn serve_refuses_bad_settings_in_one_line() {
+    let out = bin()
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("SUPPORTFUNNEL_PG_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.pem");
+    let out = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            missing.to_str().unwrap(),
+            "--tls-key",
+            missing.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a missing certificate must not fall back to plain text"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("none.pem"), "{err}");
+    let out = bin()
+        .args(["serve", "--listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen address `nowhere`"));
+}
