@@ -82,7 +82,7 @@ pub fn polarity(metric: &str) -> Polarity {
 /// A metric's name for a person (the metric's own name when it has none).
 pub fn label(metric: &str) -> &str {
     match metric {
-        "proactive_messages" => "Proactive messages delivered",
+        "proactive_messages" => "Proactive messages delivered (messages)",
         "people_seeking_support" => "People seeking support",
         "people_tried_self_serve" => "Tried self-serve",
         "people_resolved_self_serve" => "Resolved by self-serve",
@@ -332,7 +332,7 @@ fn metric_row(r: &Row, delta: Option<f64>, pct: Option<f64>) -> MetricRow {
     };
     let tone = match (dir, polarity(&r.metric)) {
         (None, _) => "none",
-        (Some(d), _) if d == 0.0 => "neutral",
+        (Some(0.0), _) => "neutral",
         (Some(_), Polarity::Neutral) => "neutral",
         (Some(d), Polarity::Up) if d > 0.0 => "good",
         (Some(d), Polarity::Down) if d < 0.0 => "good",
@@ -373,8 +373,12 @@ fn find<'a>(rows: &'a [Row], section: &str, metric: &str) -> Option<&'a Row> {
         .find(|r| r.section == section && r.metric == metric && r.segment.is_none())
 }
 
-/// The funnel: one pair of bars per step (current above previous), each
-/// labelled with its number, on one scale.
+/// Width of the charts' drawing, in SVG units: narrow enough that text stays
+/// legible when a phone scales the chart to its screen.
+const CHART_W: f64 = 440.0;
+
+/// The funnel: one step per row — its name, then the current period's bar
+/// above the previous one's, each with its number — on one scale.
 fn funnel_svg(rows: &[Row]) -> String {
     let steps: Vec<&Row> = rows.iter().filter(|r| r.section == "funnel").collect();
     let max = steps
@@ -382,53 +386,50 @@ fn funnel_svg(rows: &[Row]) -> String {
         .flat_map(|r| [r.current, r.previous])
         .flatten()
         .fold(0.0_f64, f64::max);
-    let (label_w, bar_w, row_h, bar_h) = (230.0, 380.0, 54.0, 18.0);
-    let width = label_w + bar_w + 90.0;
-    let height = 30.0 + row_h * steps.len() as f64;
+    // Room on the right of the longest bar for its number.
+    let (bar_w, row_h, bar_h) = (CHART_W - 60.0, 52.0, 13.0);
+    let height = 24.0 + row_h * steps.len() as f64;
     let mut aria = String::from("Funnel, current and previous period: ");
     let mut body = String::new();
-    // Legend.
     let _ = write!(
         body,
-        r##"<rect x="{label_w}" y="4" width="12" height="12" class="cur"/><text x="{}" y="14" class="legend">Current period</text><rect x="{}" y="4" width="12" height="12" class="prev"/><text x="{}" y="14" class="legend">Previous period</text>"##,
-        label_w + 18.0,
-        label_w + 140.0,
-        label_w + 158.0
+        r##"<rect x="0" y="2" width="11" height="11" class="cur"/><text x="16" y="12" class="legend">Current period</text><rect x="120" y="2" width="11" height="11" class="prev"/><text x="136" y="12" class="legend">Previous period</text>"##
     );
     for (i, r) in steps.iter().enumerate() {
-        let y = 30.0 + row_h * i as f64;
+        let y = 24.0 + row_h * i as f64;
         let k = display::value_kind(&r.metric);
         let (cur, prev) = (display::value(k, r.current), display::value(k, r.previous));
         let _ = write!(aria, "{}: {cur} (previous {prev}); ", label(&r.metric));
         let _ = write!(
             body,
             r##"<text x="0" y="{}" class="label">{}</text>"##,
-            y + bar_h - 3.0,
+            y + 11.0,
             esc(label(&r.metric))
         );
         for (j, (v, text, class)) in [(r.current, &cur, "cur"), (r.previous, &prev, "prev")]
             .into_iter()
             .enumerate()
         {
-            let by = y + j as f64 * (bar_h + 2.0);
+            let by = y + 16.0 + j as f64 * (bar_h + 2.0);
             let w = match v {
                 Some(v) if max > 0.0 => (v / max * bar_w).max(1.0),
                 _ => 0.0,
             };
             let _ = write!(
                 body,
-                r##"<rect x="{label_w}" y="{by}" width="{w:.1}" height="{bar_h}" class="{class}"/><text x="{:.1}" y="{}" class="num">{}</text>"##,
-                label_w + w + 6.0,
-                by + bar_h - 4.0,
+                r##"<rect x="0" y="{by}" width="{w:.1}" height="{bar_h}" class="{class}"/><text x="{:.1}" y="{}" class="num">{}</text>"##,
+                w + 5.0,
+                by + bar_h - 2.5,
                 esc(text)
             );
         }
     }
-    svg(width, height, &aria, &body)
+    svg(CHART_W, height, &aria, &body)
 }
 
 /// Sessions by status: one stacked bar per period, the four statuses in
-/// the spec's order, each part labelled with its count and share.
+/// the spec's order; each part's count and share written under the bar
+/// (inside it too when it is wide enough).
 fn sessions_svg(rows: &[Row]) -> String {
     const PARTS: [(&str, &str, &str); 4] = [
         ("sessions_self_serve_resolved", "Self-serve resolved", "s1"),
@@ -440,13 +441,12 @@ fn sessions_svg(rows: &[Row]) -> String {
         ("sessions_human_from_start", "Human from start", "s3"),
         ("sessions_stopped", "Stopped", "s4"),
     ];
-    let (label_w, bar_w, bar_h) = (110.0, 560.0, 34.0);
-    let width = label_w + bar_w + 10.0;
-    let height = 2.0 * (bar_h + 30.0) + 60.0;
+    let (bar_h, block) = (26.0, 100.0);
+    let height = 2.0 * block + 4.0;
     let mut aria = String::from("Sessions by status: ");
     let mut body = String::new();
     for (i, (period, name)) in [(0, "Current"), (1, "Previous")].into_iter().enumerate() {
-        let y = 10.0 + i as f64 * (bar_h + 30.0);
+        let y = i as f64 * block;
         let value = |metric: &str| {
             find(rows, "sessions", metric).and_then(|r| {
                 if period == 0 {
@@ -459,54 +459,54 @@ fn sessions_svg(rows: &[Row]) -> String {
         let total: f64 = PARTS.iter().filter_map(|(m, _, _)| value(m)).sum();
         let _ = write!(
             body,
-            r##"<text x="0" y="{}" class="label">{name}</text><text x="0" y="{}" class="small">{} sessions</text>"##,
-            y + 15.0,
-            y + 30.0,
+            r##"<text x="0" y="{}" class="label">{name} period · {} sessions</text>"##,
+            y + 12.0,
             esc(&display::thousands(total))
         );
         let _ = write!(aria, "{name} period: ");
-        let mut x = label_w;
-        for (metric, text, class) in PARTS {
+        let bar_y = y + 18.0;
+        let mut x = 0.0;
+        for (j, (metric, text, class)) in PARTS.iter().enumerate() {
             let v = value(metric).unwrap_or(0.0);
             let share = if total > 0.0 { v / total } else { 0.0 };
-            let w = share * bar_w;
+            let w = share * CHART_W;
             let count = display::thousands(v);
             let pct = format!("{:.1}%", share * 100.0);
             let _ = write!(aria, "{text} {count} ({pct}); ");
             let _ = write!(
                 body,
-                r##"<rect x="{x:.1}" y="{y}" width="{w:.1}" height="{bar_h}" class="{class}"><title>{}: {} ({})</title></rect>"##,
+                r##"<rect x="{x:.1}" y="{bar_y}" width="{w:.1}" height="{bar_h}" class="{class}"><title>{}: {} ({})</title></rect>"##,
                 esc(text),
                 esc(&count),
                 esc(&pct)
             );
-            // The number goes inside its part when it fits; the legend
-            // below carries every number in any case.
-            if w > 70.0 {
+            if w > 44.0 {
                 let _ = write!(
                     body,
-                    r##"<text x="{:.1}" y="{}" class="inbar">{} · {}</text>"##,
-                    x + 5.0,
-                    y + bar_h / 2.0 + 4.0,
-                    esc(&count),
+                    r##"<text x="{:.1}" y="{}" class="inbar">{}</text>"##,
+                    x + 4.0,
+                    bar_y + bar_h / 2.0 + 4.0,
                     esc(&pct)
                 );
             }
             x += w;
+            // The part's swatch, name, count and share: two per line.
+            let (lx, ly) = (
+                (j % 2) as f64 * (CHART_W / 2.0),
+                bar_y + bar_h + 16.0 + (j / 2) as f64 * 17.0,
+            );
+            let _ = write!(
+                body,
+                r##"<rect x="{lx:.1}" y="{}" width="10" height="10" class="{class}"/><text x="{:.1}" y="{ly}" class="legend">{} {} ({})</text>"##,
+                ly - 9.0,
+                lx + 14.0,
+                esc(text),
+                esc(&count),
+                esc(&pct)
+            );
         }
     }
-    let ly = height - 30.0;
-    for (i, (_, text, class)) in PARTS.iter().enumerate() {
-        let lx = (i as f64) * (width / 4.0);
-        let _ = write!(
-            body,
-            r##"<rect x="{lx:.1}" y="{ly}" width="12" height="12" class="{class}"/><text x="{:.1}" y="{}" class="legend">{}</text>"##,
-            lx + 16.0,
-            ly + 10.0,
-            esc(text)
-        );
-    }
-    svg(width, height, &aria, &body)
+    svg(CHART_W, height, &aria, &body)
 }
 
 fn svg(width: f64, height: f64, aria: &str, body: &str) -> String {

@@ -225,6 +225,9 @@ fn parse_listen(s: &str) -> Result<SocketAddr> {
         .ok_or_else(|| bad("resolves to no address".into()))
 }
 
+/// A connection's (pid, secret key), as its client got them at startup.
+type ConnectionKey = (i32, Vec<u8>);
+
 /// What the server's connections share.
 struct Shared {
     base: SessionContext,
@@ -234,7 +237,7 @@ struct Shared {
     /// The certificate (PEM), for SCRAM channel binding.
     cert_pem: Option<Vec<u8>>,
     /// The running query of each connection, by its (pid, secret key).
-    cancels: Mutex<std::collections::HashMap<(i32, Vec<u8>), (u64, CancellationToken)>>,
+    cancels: Mutex<std::collections::HashMap<ConnectionKey, (u64, CancellationToken)>>,
     queries: AtomicU64,
     active_queries: AtomicUsize,
     connections: AtomicUsize,
@@ -710,7 +713,7 @@ fn datafusion_postgres_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<Dur
 /// One running query: its cancel token and deadline; counted until dropped.
 struct Watch {
     shared: Arc<Shared>,
-    key: (i32, Vec<u8>),
+    key: ConnectionKey,
     id: u64,
     token: CancellationToken,
     timeout: Option<Duration>,

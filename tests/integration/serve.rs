@@ -46,7 +46,7 @@ async fn connect_as(
     password: &str,
 ) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::Config::new()
-        .host(&addr.ip().to_string())
+        .host(addr.ip().to_string())
         .port(addr.port())
         .user(user)
         .password(password)
