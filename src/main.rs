@@ -16,5 +16,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     cli::process::tune_allocator();
     let args = cli::args::Cli::parse();
-    cli::process::run(cli::commands::dispatch(args))
+    let threads = cli::commands::worker_threads(&args);
+    cli::process::run(cli::commands::dispatch(args), threads)
 }

@@ -29,9 +29,12 @@
 //! * **Queries end.** A query ends when its client cancels it (psql's
 //!   Ctrl-C sends a cancel request), when its statement timeout passes
 //!   (`SET statement_timeout`, or the server's default), or when its client
-//!   goes away: every connection watches its socket, and a hang-up drops the
-//!   connection's work at once, also while a query is still computing its
-//!   first row. [`Server::active_queries`] counts what runs.
+//!   goes away: every connection watches its socket, and a hang-up cancels
+//!   the connection's query at once, also while it is still computing its
+//!   first row (when nothing is being written that would notice). A query
+//!   stops at its next step between batches; its memory goes back to the
+//!   pool. [`Server::active_queries`] counts what runs. docs/SERVE.md says
+//!   how threads are shared and what a query that never yields does.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -454,18 +457,24 @@ async fn serve_connection(
         .with_session_id(format!("pg-{n}"))
         .build();
     let session = Arc::new(SessionContext::new_with_state(state));
-    let handlers = Arc::new(Handlers::new(session, shared.clone()));
+    let hung_up = CancellationToken::new();
+    let handlers = Arc::new(Handlers::new(session, shared.clone(), hung_up.clone()));
     log::info!("connection {n} from {peer}");
-    tokio::select! {
-        r = pgwire::tokio::process_socket(socket, tls, handlers) => {
-            if let Err(e) = r {
-                log::info!("connection {n} from {peer} ended: {e}");
-            }
-        }
-        _ = watcher => {
-            log::info!("connection {n} from {peer}: the client went away; its work is dropped");
-        }
+    // A hang-up cancels the query running on the connection (also one
+    // still computing its first row, when nothing is written that would
+    // notice); the protocol still reads what the client sent before it
+    // left (a cancel request, a Terminate) and ends at the end of input.
+    let watch = tokio::spawn(async move {
+        watcher.await;
+        hung_up.cancel();
+    });
+    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+        log::info!("connection {n} from {peer} ended: {e}");
     }
+    if watch.is_finished() {
+        log::info!("connection {n} from {peer}: the client went away");
+    }
+    watch.abort();
 }
 
 /// Resolves when the peer closes or resets the connection. It watches a
@@ -503,7 +512,7 @@ struct Handlers {
 }
 
 impl Handlers {
-    fn new(session: Arc<SessionContext>, shared: Arc<Shared>) -> Self {
+    fn new(session: Arc<SessionContext>, shared: Arc<Shared>, hung_up: CancellationToken) -> Self {
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnlyHook),
             Arc::new(CursorStatementHook),
@@ -513,6 +522,7 @@ impl Handlers {
         let service = Arc::new(Service {
             inner: DfSessionService::new_with_hooks(session, hooks),
             shared: shared.clone(),
+            hung_up,
         });
         let auth = match &shared.scram {
             None => Auth::Trust(TrustStartup),
@@ -673,6 +683,8 @@ impl CancelHandler for Cancels {
 struct Service {
     inner: DfSessionService,
     shared: Arc<Shared>,
+    /// Cancelled when the client's socket hangs up.
+    hung_up: CancellationToken,
 }
 
 impl Service {
@@ -681,7 +693,8 @@ impl Service {
     fn watch<C: ClientInfo + ?Sized>(&self, client: &C) -> Watch {
         let (pid, secret) = client.pid_and_secret_key();
         let key = (pid, secret.to_bytes().to_vec());
-        let token = CancellationToken::new();
+        // Cancelled with its connection (the client hung up) too.
+        let token = self.hung_up.child_token();
         let id = self.shared.queries.fetch_add(1, Ordering::SeqCst);
         self.shared
             .cancels

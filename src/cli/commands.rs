@@ -21,6 +21,24 @@ use crate::cli::process::{peak_memory_kib, purge_freed_memory_at_once};
 use crate::cli::progress::CliProgress;
 use crate::cli::{prompt, table};
 
+/// The runtime's threads for the command `cli` names: the cores, except
+/// for `serve`, which gets eight per core (at least 16). A query's busy
+/// steps do not always give their thread back between batches (DataFusion's
+/// own channels do not count towards tokio's cooperative budget), so one
+/// long query may hold up to target_partitions + 1 threads while it runs;
+/// the spare threads keep the other clients, and the cancel, timeout and
+/// hang-up of that query, served meanwhile (docs/SERVE.md).
+pub fn worker_threads(cli: &Cli) -> Option<usize> {
+    match &cli.command {
+        #[cfg(feature = "serve")]
+        Command::Serve(_) => {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            Some((8 * cores).max(16))
+        }
+        _ => None,
+    }
+}
+
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> Result<()> {
     let config = match &cli.config {

@@ -12,16 +12,18 @@ use std::process::ExitCode;
 /// The command runs as a task of a multi-threaded runtime, so that this
 /// thread stays free to notice a signal while the command's threads are
 /// busy. Call before any other thread starts (see [`watch_signals`]).
-pub fn run<F>(command: F) -> ExitCode
+///
+/// `worker_threads`: the runtime's threads; the number of cores when `None`.
+pub fn run<F>(command: F, worker_threads: Option<usize>) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let signals = watch_signals();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(WORKER_STACK)
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().thread_stack_size(WORKER_STACK).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
