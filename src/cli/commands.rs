@@ -69,7 +69,16 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
         &config.serve,
         std::env::var(PASSWORD_ENV).ok(),
     )?;
+    if args.engine.cluster.is_some() {
+        anyhow::bail!(
+            "serve runs its queries in its own process: --cluster is not supported by serve"
+        );
+    }
     let mut settings = settings(&args.flags(), config)?;
+    if settings.engine.cluster.take().is_some() {
+        eprintln!("note: serve runs its queries in this process; [engine] cluster is not used");
+        settings.engine.scratch = None;
+    }
     settings.engine.cached_sessions = true;
     let engine = build_context(&settings.engine).await?;
     supportfunnel::udtf::register(&engine, settings.tz);

@@ -603,4 +603,10 @@ fn serve_refuses_bad_settings_in_one_line() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen address `nowhere`"));
+    let out = bin()
+        .args(["serve", "--cluster", "df://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster is not supported by serve"));
 }
