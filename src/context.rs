@@ -72,6 +72,10 @@ pub struct EngineOptions {
     /// when the native path fits in memory. For interactive SQL; never on a
     /// cluster.
     pub cached_sessions: bool,
+    /// Leave out the `SELECT * FROM 'file.parquet'` shortcut (DataFusion's
+    /// URL tables): `serve` offers its clients the registered tables only,
+    /// never any file the server's account can read.
+    pub no_url_tables: bool,
     /// Run queries on this Ballista cluster instead of in this process
     /// (docs/CLUSTER.md).
     pub cluster: Option<ClusterUrl>,
@@ -204,7 +208,12 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
     }
     // `enable_url_table` lets ad-hoc SQL read a file directly:
     // SELECT * FROM 'result.parquet'.
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?).enable_url_table();
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let ctx = if opts.no_url_tables {
+        ctx
+    } else {
+        ctx.enable_url_table()
+    };
     register_functions(&ctx);
     Ok(ctx)
 }

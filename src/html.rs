@@ -5,7 +5,7 @@
 //! The page references nothing outside itself: the CSS is inline, the charts
 //! are SVG drawn here, there is no script, font or image to fetch. What it
 //! shows follows the spec's order: the period, zone and filters; the funnel
-//! as paired bars (current beside previous); sessions by status as stacked
+//! as paired bars (current above previous); sessions by status as stacked
 //! bars; one table per section with current, previous and a coloured ▲/▼
 //! change; the two human segments side by side; data quality.
 //!

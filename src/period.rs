@@ -46,8 +46,16 @@ pub fn parse_tz(name: &str) -> Result<Tz> {
 
 /// Parses `YYYY-MM-DD`.
 pub fn parse_date(s: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|e| Error::usage(format!("`{s}` is not a YYYY-MM-DD date: {e}")))
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| Error::usage(format!("`{s}` is not a YYYY-MM-DD date: {e}")))?;
+    // chrono reads signed years of six digits; the periods' arithmetic
+    // (and any event history) lives in years 1..=9999.
+    if !(1..=9999).contains(&chrono::Datelike::year(&d)) {
+        return Err(Error::usage(format!(
+            "`{s}`: the year must be between 1 and 9999"
+        )));
+    }
+    Ok(d)
 }
 
 /// The UTC instant at which local `day` begins in `tz`.

@@ -51,7 +51,7 @@ use datafusion::common::ParamValues;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Reset, Set, Statement};
+use datafusion::sql::sqlparser::ast::{Query, Reset, Set, SetExpr, Statement};
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
@@ -68,7 +68,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::results::{QueryResponse, Response, Tag};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -195,7 +195,8 @@ impl ServeOptions {
                 Error::usage(format!(
                     "statement timeout `{t}` is not a duration such as 30s or 5m: {e}"
                 ))
-            })?),
+            })?)
+            .filter(|d| !d.is_zero()),
             None => None,
         };
         Ok(Self {
@@ -310,6 +311,13 @@ pub async fn start(engine: &Engine, opts: ServeOptions) -> Result<Server> {
         }
         None => (None, None),
     };
+    if tls.is_none() && !opts.listen.ip().is_loopback() {
+        log::warn!(
+            "serving on {} without TLS: logins are safe (SCRAM), but query text and results \
+             travel in the clear; configure --tls-cert and --tls-key",
+            opts.listen
+        );
+    }
     let base = engine.ctx.clone();
     datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
         &base,
@@ -317,9 +325,11 @@ pub async fn start(engine: &Engine, opts: ServeOptions) -> Result<Server> {
         datafusion_postgres::auth::AuthManager::new(),
     )
     .map_err(|e| Error::Internal(format!("pg_catalog: {e}")))?;
-    let scram = opts.password.as_ref().map(|p| {
+    let mut opts = opts;
+    // Only the SCRAM verifier is kept, not the password.
+    let scram = opts.password.take().map(|p| {
         let salt: [u8; 16] = rand_bytes();
-        let salted = gen_salted_password(p, &salt, SCRAM_ITERATIONS);
+        let salted = gen_salted_password(&p, &salt, SCRAM_ITERATIONS);
         (salt.to_vec(), salted)
     });
     let listener = TcpListener::bind(opts.listen).await.map_err(|e| {
@@ -417,23 +427,71 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = limiter.clone().try_acquire_owned() else {
-            log::warn!(
-                "connection from {peer} turned away: {} connections already (--max-connections)",
-                shared.opts.max_connections
-            );
-            continue;
-        };
+        let permit = limiter.clone().try_acquire_owned().ok();
         let shared = shared.clone();
         let tls = tls.clone();
         connections.spawn(async move {
+            // A full server still takes cancel requests (they come on a
+            // connection of their own, and matter most when it is busy).
+            if permit.is_none() && !is_cancel_request(&socket).await {
+                log::warn!(
+                    "connection from {peer} turned away: {} connections already \
+                     (--max-connections)",
+                    shared.opts.max_connections
+                );
+                return;
+            }
             let _permit = permit;
-            shared.connections.fetch_add(1, Ordering::SeqCst);
+            let _counted = Counted::new(&shared.connections);
             serve_connection(socket, peer, tls, &shared).await;
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
         });
     }
     connections.shutdown().await;
+}
+
+/// Whether the connection opens with a cancel request (length 16, code
+/// 80877102), looked at without taking it from the socket.
+async fn is_cancel_request(socket: &tokio::net::TcpStream) -> bool {
+    let mut head = [0u8; 8];
+    let peek = async {
+        loop {
+            match socket.peek(&mut head).await {
+                Ok(n) if n >= 8 => return true,
+                Ok(0) | Err(_) => return false,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), peek).await,
+        Ok(true)
+    ) && head == [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e]
+}
+
+/// Counts one while it lives (also through a panic or an abort).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Aborts its task when dropped, so a connection's watcher never outlives
+/// it (it holds a duplicate of the socket, which would keep it open).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One connection: its own session and handlers, until the client leaves
@@ -464,17 +522,16 @@ async fn serve_connection(
     // still computing its first row, when nothing is written that would
     // notice); the protocol still reads what the client sent before it
     // left (a cancel request, a Terminate) and ends at the end of input.
-    let watch = tokio::spawn(async move {
+    let watch = AbortOnDrop(tokio::spawn(async move {
         watcher.await;
         hung_up.cancel();
-    });
+    }));
     if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
         log::info!("connection {n} from {peer} ended: {e}");
     }
-    if watch.is_finished() {
+    if watch.0.is_finished() {
         log::info!("connection {n} from {peer}: the client went away");
     }
-    watch.abort();
 }
 
 /// Resolves when the peer closes or resets the connection. It watches a
@@ -923,15 +980,97 @@ fn refused(e: Refusal) -> PgWireError {
     )))
 }
 
+/// Answers the session statements DataFusion has no plan for (savepoints,
+/// `DISCARD`, `RESET` of a session setting), which tools and poolers send,
+/// and makes `SET TIME ZONE` change the session's zone (datafusion-postgres
+/// only reports it). `None`: the statement goes on to the next hook.
+fn answer_session_statement(
+    statement: &Statement,
+    session: &SessionContext,
+    client: &mut (dyn ClientInfo + Send + Sync),
+) -> Option<PgWireResult<Response>> {
+    let tag = |t: &str| Some(Ok(Response::Execution(Tag::new(t))));
+    match statement {
+        Statement::Savepoint { .. } => tag("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => tag("RELEASE"),
+        Statement::Discard { .. } => {
+            reset_setting(session, client, None);
+            tag("DISCARD ALL")
+        }
+        Statement::Reset(r) => {
+            match &r.reset {
+                Reset::ALL => reset_setting(session, client, None),
+                Reset::ConfigurationParameter(name) => {
+                    reset_setting(session, client, Some(&name.to_string().to_lowercase()))
+                }
+            }
+            tag("RESET")
+        }
+        Statement::Set(Set::SetTimeZone { value, .. }) => {
+            let zone = value.to_string();
+            let zone = zone.trim_matches(|c| c == '\'' || c == '"');
+            session
+                .state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .execution
+                .time_zone = Some(zone.to_string());
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Forgets one session setting of the client (all with `None`).
+fn reset_setting(
+    session: &SessionContext,
+    client: &mut (dyn ClientInfo + Send + Sync),
+    name: Option<&str>,
+) {
+    let meta = client.metadata_mut();
+    match name {
+        Some("statement_timeout") => {
+            meta.remove("statement_timeout_ms");
+        }
+        Some("timezone" | "time zone") | None => {
+            meta.remove("timezone");
+            session
+                .state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .execution
+                .time_zone = None;
+            if name.is_none() {
+                meta.remove("statement_timeout_ms");
+            }
+        }
+        Some(other) => {
+            meta.remove(other);
+        }
+    }
+}
+
+fn empty_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+}
+
 #[async_trait]
 impl QueryHook for ReadOnlyHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        session_context: &SessionContext,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        check_statement(statement).err().map(|e| Err(refused(e)))
+        if let Err(e) = check_statement(statement) {
+            return Some(Err(refused(e)));
+        }
+        answer_session_statement(statement, session_context, client)
     }
 
     async fn handle_extended_parse_query(
@@ -940,18 +1079,40 @@ impl QueryHook for ReadOnlyHook {
         _session_context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        check_statement(statement).err().map(|e| Err(refused(e)))
+        if let Err(e) = check_statement(statement) {
+            return Some(Err(refused(e)));
+        }
+        match statement {
+            Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Discard { .. }
+            | Statement::Reset(_) => Some(Ok(empty_plan())),
+            _ => None,
+        }
     }
 
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        _logical_plan: &LogicalPlan,
+        logical_plan: &LogicalPlan,
         _params: &ParamValues,
-        _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        session_context: &SessionContext,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        check_statement(statement).err().map(|e| Err(refused(e)))
+        if let Err(e) = check_statement(statement) {
+            return Some(Err(refused(e)));
+        }
+        if let Some(answer) = answer_session_statement(statement, session_context, client) {
+            return Some(answer);
+        }
+        // The plan too, whatever the statement looked like.
+        if matches!(
+            logical_plan,
+            LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_)
+        ) {
+            return Some(Err(refused(Refusal::Write(first_words(statement)))));
+        }
+        None
     }
 }
 
@@ -967,8 +1128,12 @@ pub enum Refusal {
 /// Whether `statement` may run on the read-only server (module docs).
 pub fn check_statement(statement: &Statement) -> std::result::Result<(), Refusal> {
     match statement {
-        Statement::Query(_)
-        | Statement::ExplainTable { .. }
+        Statement::Query(q) => check_query(q),
+        Statement::Declare { stmts } => stmts
+            .iter()
+            .filter_map(|d| d.for_query.as_deref())
+            .try_for_each(check_query),
+        Statement::ExplainTable { .. }
         | Statement::ShowFunctions { .. }
         | Statement::ShowVariable { .. }
         | Statement::ShowStatus { .. }
@@ -988,7 +1153,6 @@ pub fn check_statement(statement: &Statement) -> std::result::Result<(), Refusal
         | Statement::Rollback { .. }
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. }
-        | Statement::Declare { .. }
         | Statement::Fetch { .. }
         | Statement::Close { .. }
         | Statement::Deallocate { .. }
@@ -1005,6 +1169,35 @@ pub fn check_statement(statement: &Statement) -> std::result::Result<(), Refusal
             _ => Ok(()),
         },
         other => Err(Refusal::Write(first_words(other))),
+    }
+}
+
+/// A query writes when a `SELECT … INTO t` (DataFusion: a new table) or a
+/// data-modifying statement hides in it, at any depth of its set
+/// operations and CTEs.
+fn check_query(q: &Query) -> std::result::Result<(), Refusal> {
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            check_query(&cte.query)?;
+        }
+    }
+    check_set_expr(&q.body)
+}
+
+fn check_set_expr(e: &SetExpr) -> std::result::Result<(), Refusal> {
+    match e {
+        SetExpr::Select(select) if select.into.is_some() => {
+            Err(Refusal::Write("SELECT … INTO".into()))
+        }
+        SetExpr::Query(q) => check_query(q),
+        SetExpr::SetOperation { left, right, .. } => {
+            check_set_expr(left)?;
+            check_set_expr(right)
+        }
+        SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+            Err(Refusal::Write(first_words(s)))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -1086,6 +1279,10 @@ mod tests {
             ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY"),
             ("EXPLAIN INSERT INTO t VALUES (1)", "INSERT INTO"),
             ("PREPARE p AS INSERT INTO t VALUES ($1)", "INSERT INTO"),
+            ("SELECT 1 INTO t", "SELECT … INTO"),
+            ("SELECT 1 UNION SELECT 2 INTO t", "SELECT … INTO"),
+            ("EXPLAIN SELECT 1 INTO t", "SELECT … INTO"),
+            ("DECLARE c CURSOR FOR SELECT 1 INTO t", "SELECT … INTO"),
         ] {
             assert_eq!(check(sql), Err(Refusal::Write(what.into())), "{sql}");
         }

@@ -226,6 +226,7 @@ impl Settings {
                 s3: config.storage.s3.clone(),
                 datafusion_options: config.datafusion_options(),
                 cached_sessions: false,
+                no_url_tables: false,
                 cluster,
                 scratch,
             },

@@ -21,8 +21,9 @@
 //! [`crate::report::report_schema`]) in the spec's order, the same numbers
 //! `report --format json` prints. Arguments must be constants: they decide
 //! the period before any row is read. The report is computed when the
-//! query runs (not when it is planned), on the registered tables, under the
-//! session's memory limit; it is not cached, so each query recomputes it.
+//! query's physical plan is made (so `EXPLAIN` computes it too, and a query
+//! naming `report(…)` twice computes it twice), on the registered tables,
+//! under the session's memory limit; it is not cached.
 
 use std::sync::Arc;
 

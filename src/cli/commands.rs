@@ -80,6 +80,7 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
         settings.engine.scratch = None;
     }
     settings.engine.cached_sessions = true;
+    settings.engine.no_url_tables = true;
     let engine = build_context(&settings.engine).await?;
     supportfunnel::udtf::register(&engine, settings.tz);
     let server = supportfunnel::serve::start(&engine, opts.clone()).await?;

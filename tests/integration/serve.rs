@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use supportfunnel::report::{rows_of, run_report, ReportOptions};
 use supportfunnel::serve::{self, ServeOptions, Server};
-use supportfunnel::{build_context, Engine};
+use supportfunnel::{build_context, Engine, EngineOptions};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::common::{bin, free_port, rows, sample_options, Node};
@@ -21,8 +21,14 @@ use crate::common::{bin, free_port, rows, sample_options, Node};
 /// batches), for the tests that stop one in its middle.
 const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000000000)";
 
+/// The sample's engine as `serve` builds it (no URL tables).
 async fn engine() -> Engine {
-    let engine = build_context(&sample_options()).await.unwrap();
+    let engine = build_context(&EngineOptions {
+        no_url_tables: true,
+        ..sample_options()
+    })
+    .await
+    .unwrap();
     supportfunnel::udtf::register(&engine, chrono_tz::UTC);
     engine
 }
@@ -182,6 +188,11 @@ async fn simple_and_extended_queries_give_what_datafusion_gives() {
         .unwrap_err();
     assert!(format!("{e:?}").contains("must be after"), "{e:?}");
     let e = client
+        .simple_query("SELECT * FROM report('-262143-01-01', '-262143-01-02')")
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("between 1 and 9999"), "{e:?}");
+    let e = client
         .simple_query("SELECT * FROM report('2026-02-01', '2026-03-01', 'UTC', 'colour=red')")
         .await
         .unwrap_err();
@@ -227,6 +238,17 @@ async fn writes_and_engine_options_are_refused_and_the_connection_goes_on() {
             "25006",
             "is refused",
         ),
+        ("SELECT 1 AS a INTO t", "25006", "SELECT … INTO is refused"),
+        (
+            "WITH x AS (SELECT 1 AS a) SELECT * INTO t FROM x UNION SELECT 2",
+            "25006",
+            "SELECT … INTO is refused",
+        ),
+        (
+            "DECLARE c CURSOR FOR SELECT 1 AS a INTO t",
+            "25006",
+            "SELECT … INTO is refused",
+        ),
         (
             "SET datafusion.execution.target_partitions = 64",
             "42501",
@@ -242,6 +264,33 @@ async fn writes_and_engine_options_are_refused_and_the_connection_goes_on() {
         assert_eq!(sql_error(e).0, code, "{sql} (extended)");
     }
     assert!(!copy_to.exists(), "COPY wrote a file");
+    assert!(
+        client.simple_query("SELECT * FROM t").await.is_err(),
+        "no table `t` was made"
+    );
+    // No file of the server's is readable by its path, only the tables.
+    let file = crate::common::sample("events");
+    let e = client
+        .simple_query(&format!("SELECT count(*) FROM '{file}'"))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("not found"), "{e:?}");
+    // What tools and poolers send runs, in both protocols.
+    for sql in [
+        "BEGIN",
+        "SAVEPOINT a",
+        "RELEASE SAVEPOINT a",
+        "COMMIT",
+        "RESET statement_timeout",
+        "RESET ALL",
+        "DISCARD ALL",
+    ] {
+        simple(&client, sql).await;
+        client
+            .execute(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
     // Session settings still work, and the tables are untouched.
     simple(&client, "SET application_name = 'metabase'").await;
     simple(&client, "SET statement_timeout = '60s'").await;
@@ -320,6 +369,13 @@ async fn twenty_clients_at_once_each_get_their_own_answer() {
             // Each session's own time zone, set at once by all of them.
             let zone = if i % 2 == 0 { "UTC" } else { "Asia/Tokyo" };
             simple(&client, &format!("SET TIME ZONE '{zone}'")).await;
+            let local = simple(
+                &client,
+                "SELECT CAST(CAST(TIMESTAMP '2026-01-01 00:00:00' AS TIMESTAMP WITH TIME ZONE) AS VARCHAR)",
+            )
+            .await;
+            let offset = if i % 2 == 0 { "Z" } else { "+09:00" };
+            assert!(local[0].ends_with(offset), "client {i} in {zone}: {local:?}");
             let got = if i % 2 == 0 {
                 simple(
                     &client,
