@@ -1299,6 +1299,35 @@ mod tests {
     }
 
     #[test]
+    fn settings_resolve_flags_over_config_and_zero_means_no_timeout() {
+        let config = crate::config::ServeConfig {
+            listen: Some("127.0.0.1:6000".into()),
+            user: Some("from_config".into()),
+            password: Some("config-pw".into()),
+            statement_timeout: Some("5m".into()),
+            ..Default::default()
+        };
+        let flags = ServeFlags {
+            user: Some("from_flag".into()),
+            statement_timeout: Some("0s".into()),
+            ..Default::default()
+        };
+        let o = ServeOptions::resolve(&flags, &config, Some("env-pw".into())).unwrap();
+        assert_eq!(o.listen.to_string(), "127.0.0.1:6000");
+        assert_eq!(o.user, "from_flag");
+        assert_eq!(o.password.as_deref(), Some("env-pw"));
+        assert_eq!(o.statement_timeout, None);
+        let o = ServeOptions::resolve(&ServeFlags::default(), &config, None).unwrap();
+        assert_eq!(o.password.as_deref(), Some("config-pw"));
+        assert_eq!(o.statement_timeout, Some(Duration::from_secs(300)));
+        let half_tls = ServeFlags {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        assert!(ServeOptions::resolve(&half_tls, &config, None).is_err());
+    }
+
+    #[test]
     fn options_never_show_the_password() {
         let opts = ServeOptions {
             password: Some("hunter2".into()),

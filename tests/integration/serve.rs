@@ -486,6 +486,37 @@ async fn a_long_query_ends_on_disconnect_cancel_or_timeout_and_blocks_nobody() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 16)]
+async fn a_full_server_still_takes_a_cancel_request() {
+    let engine = engine().await;
+    let server = serve::start(
+        &engine,
+        ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let client = connect(addr).await;
+    // The one slot is taken: another client is turned away...
+    assert!(connect_as(addr, "supportfunnel", "").await.is_err());
+    // ...but the first one's cancel request is served.
+    let token = client.cancel_token();
+    let (result, ()) = tokio::join!(client.simple_query(ENDLESS), async {
+        eventually(Duration::from_secs(20), "the query started", || {
+            server.active_queries() == 1
+        })
+        .await;
+        token.cancel_query(NoTls).await.unwrap();
+    });
+    assert_eq!(sql_error(result.unwrap_err()).0, "57014");
+    drop(client);
+    server.shutdown().await;
+}
+
 /// A self-signed certificate and key for 127.0.0.1, as PEM files.
 fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let cert =
@@ -616,6 +647,19 @@ fn psql_queries_the_serve_command_over_tls_with_a_password() {
         String::from_utf8_lossy(&out.stderr).contains("TLS connections only"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Files are reachable only as the registered tables, not by path.
+    let file = crate::common::sample("events");
+    let out = psql(
+        port,
+        "sslmode=require",
+        "pw-from-env",
+        &format!("SELECT count(*) FROM '{file}'"),
+    );
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     let out = psql(port, "sslmode=require", "pw-from-env", "DROP TABLE events");
     assert!(!out.status.success());
