@@ -765,7 +765,7 @@ impl Service {
             key,
             id,
             token,
-            timeout,
+            deadline: timeout.map(|t| tokio::time::Instant::now() + t),
         }
     }
 }
@@ -786,7 +786,8 @@ struct Watch {
     key: ConnectionKey,
     id: u64,
     token: CancellationToken,
-    timeout: Option<Duration>,
+    /// When the statement timeout ends it.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Drop for Watch {
@@ -819,13 +820,9 @@ fn timed_out() -> PgWireError {
 }
 
 /// Runs `work` under `watch`: ends early on cancel or timeout.
-async fn watched<T>(
-    watch: &Watch,
-    deadline: Option<tokio::time::Instant>,
-    work: impl Future<Output = PgWireResult<T>>,
-) -> PgWireResult<T> {
+async fn watched<T>(watch: &Watch, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
     let sleep = async {
-        match deadline {
+        match watch.deadline {
             Some(d) => tokio::time::sleep_until(d).await,
             None => std::future::pending().await,
         }
@@ -839,11 +836,7 @@ async fn watched<T>(
 
 /// Wraps the row streams of `responses` so that the watch lives (and the
 /// query can be cancelled or time out) until the last row is sent.
-fn watch_rows(
-    response: Response,
-    watch: &Arc<Watch>,
-    deadline: Option<tokio::time::Instant>,
-) -> Response {
+fn watch_rows(response: Response, watch: &Arc<Watch>) -> Response {
     match response {
         Response::Query(mut q) => {
             let tag = q.command_tag().to_string();
@@ -853,7 +846,9 @@ fn watch_rows(
                 WatchedRows {
                     inner,
                     cancelled: Box::pin(watch.token.clone().cancelled_owned()),
-                    deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                    deadline: watch
+                        .deadline
+                        .map(|d| Box::pin(tokio::time::sleep_until(d))),
                     _watch: watch.clone(),
                     done: false,
                 },
@@ -906,16 +901,14 @@ impl SimpleQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let watch = Arc::new(self.watch(client));
-        let deadline = watch.timeout.map(|t| tokio::time::Instant::now() + t);
         let responses = watched(
             &watch,
-            deadline,
             SimpleQueryHandler::do_query(&self.inner, client, query),
         )
         .await?;
         Ok(responses
             .into_iter()
-            .map(|r| watch_rows(r, &watch, deadline))
+            .map(|r| watch_rows(r, &watch))
             .collect())
     }
 }
@@ -942,14 +935,12 @@ impl ExtendedQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let watch = Arc::new(self.watch(client));
-        let deadline = watch.timeout.map(|t| tokio::time::Instant::now() + t);
         let response = watched(
             &watch,
-            deadline,
             ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),
         )
         .await?;
-        Ok(watch_rows(response, &watch, deadline))
+        Ok(watch_rows(response, &watch))
     }
 }
 

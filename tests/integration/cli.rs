@@ -192,18 +192,7 @@ fn failed_query_leaves_no_output_file() {
 #[test]
 fn sample_is_small_and_present() {
     let s = sample();
-    let mut total = 0u64;
-    let mut stack = vec![s.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                total += std::fs::metadata(&p).unwrap().len();
-            }
-        }
-    }
+    let total: usize = crate::common::files(&s).iter().map(|(_, b)| b.len()).sum();
     assert!(
         total > 0 && total < 5 * 1024 * 1024,
         "sample is {total} bytes"

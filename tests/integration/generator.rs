@@ -6,7 +6,7 @@ use std::path::Path;
 use supportfunnel::gen::{generate, GenOptions};
 use supportfunnel::{build_context, EngineOptions};
 
-use super::common::rows;
+use super::common::{files, rows};
 
 fn opts(out: &Path, users: u64, days: u32, seed: u64) -> GenOptions {
     GenOptions {
@@ -18,26 +18,6 @@ fn opts(out: &Path, users: u64, days: u32, seed: u64) -> GenOptions {
         overwrite: false,
         progress: None,
     }
-}
-
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -10,7 +10,7 @@ use scraper::{ElementRef, Html, Selector};
 use serde_json::Value;
 use supportfunnel::display::{self, value_kind};
 
-use crate::common::{run, stderr, stdout};
+use crate::common::{files, run, stderr, stdout};
 
 fn sel(s: &str) -> Selector {
     Selector::parse(s).unwrap()
@@ -326,13 +326,16 @@ period = "daily"
         ),
     )
     .unwrap();
-    let out = run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--date",
-        "2026-02-20",
-    ]);
+    let run_job = || {
+        run(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--date",
+            "2026-02-20",
+        ])
+    };
+    let out = run_job();
     assert!(out.status.success(), "{}", stderr(&out));
     let summary: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let written = summary["written"].as_array().unwrap();
@@ -347,10 +350,9 @@ period = "daily"
         &json_rows(&["--from", "2026-02-13", "--to", "2026-02-20"]),
     );
     // Nothing but the page and the Parquet results: no temporary left.
-    let mut files: Vec<String> = walk(&out_dir);
-    files.sort();
+    let names: Vec<String> = files(&out_dir).into_iter().map(|(p, _)| p).collect();
     assert_eq!(
-        files,
+        names,
         [
             "_html/report=weekly/report_date=2026-02-20/report.html",
             "report=daily/report_date=2026-02-20/data.parquet",
@@ -364,33 +366,11 @@ period = "daily"
         "[output]\nlocation = \"x\"\n[[reports]]\nname = \"w\"\nperiod = \"weekly\"\nformats = [\"pdf\"]\n",
     )
     .unwrap();
-    let out = run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--date",
-        "2026-02-20",
-    ]);
+    let out = run_job();
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("report `w`: format `pdf` is not html"),
         "{}",
         stderr(&out)
     );
-}
-
-fn walk(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out
 }

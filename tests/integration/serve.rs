@@ -95,6 +95,23 @@ fn sql_error(e: tokio_postgres::Error) -> (String, String) {
     (db.code().code().to_string(), db.message().to_string())
 }
 
+/// Runs [`ENDLESS`] on `client` and cancels it, as psql's Ctrl-C does, once
+/// the server counts it as running; returns how the query ended.
+async fn cancelled_endless(
+    server: &Server,
+    client: &Client,
+) -> Result<Vec<SimpleQueryMessage>, tokio_postgres::Error> {
+    let token = client.cancel_token();
+    let (result, ()) = tokio::join!(client.simple_query(ENDLESS), async {
+        eventually(Duration::from_secs(20), "the query started", || {
+            server.active_queries() == 1
+        })
+        .await;
+        token.cancel_query(NoTls).await.unwrap();
+    });
+    result
+}
+
 /// Waits until `cond` holds, at most `within`.
 async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -460,14 +477,7 @@ async fn a_long_query_ends_on_disconnect_cancel_or_timeout_and_blocks_nobody() {
 
     // 2. Cancelled by its client (what psql's Ctrl-C sends).
     let client = connect(addr).await;
-    let token = client.cancel_token();
-    let (result, ()) = tokio::join!(client.simple_query(ENDLESS), async {
-        eventually(Duration::from_secs(20), "the query started", || {
-            server.active_queries() == 1
-        })
-        .await;
-        token.cancel_query(NoTls).await.unwrap();
-    });
+    let result = cancelled_endless(&server, &client).await;
     let (code, message) = sql_error(result.unwrap_err());
     assert_eq!(code, "57014", "{message}");
     assert!(message.contains("user request"), "{message}");
@@ -504,14 +514,7 @@ async fn a_full_server_still_takes_a_cancel_request() {
     // The one slot is taken: another client is turned away...
     assert!(connect_as(addr, "supportfunnel", "").await.is_err());
     // ...but the first one's cancel request is served.
-    let token = client.cancel_token();
-    let (result, ()) = tokio::join!(client.simple_query(ENDLESS), async {
-        eventually(Duration::from_secs(20), "the query started", || {
-            server.active_queries() == 1
-        })
-        .await;
-        token.cancel_query(NoTls).await.unwrap();
-    });
+    let result = cancelled_endless(&server, &client).await;
     assert_eq!(sql_error(result.unwrap_err()).0, "57014");
     drop(client);
     server.shutdown().await;
