@@ -287,6 +287,8 @@ pub struct ServeConfig {
     pub max_connections: Option<usize>,
     /// Default time limit of a query, e.g. "5m" (clients may SET their own).
     pub statement_timeout: Option<String>,
+    /// Time a new connection has to log in, e.g. "10s".
+    pub login_timeout: Option<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -299,6 +301,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("tls_key", &self.tls_key)
             .field("max_connections", &self.max_connections)
             .field("statement_timeout", &self.statement_timeout)
+            .field("login_timeout", &self.login_timeout)
             .finish()
     }
 }

@@ -11,14 +11,17 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+
 use crate::cache::CachedSessions;
 use crate::cluster::ClusterUrl;
 use crate::config::S3Config;
 use crate::config::TableFormat;
 use crate::error::{Error, Result};
+use crate::listing::PinnedListings;
 use crate::location::Location;
 use crate::readonly::Inputs;
-use crate::tables::{self, TableInfo, EVENTS, MESSAGES};
+use crate::tables::{self, Registry, TableInfo, EVENTS, MESSAGES};
 use crate::{udf, udwf, views};
 
 /// A table to register: its name in SQL, where its files are, and the Hive
@@ -165,6 +168,12 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
         None => crate::scratch::temp_dir_in(&std::env::temp_dir(), "supportfunnel-spill-").ok(),
     };
     let spill = Arc::new(spill);
+    // Scans read the listing each table was validated with (see
+    // `listing`), refreshed per statement by `refresh`.
+    let pins = Arc::new(PinnedListings::default());
+    runtime = runtime.with_cache_manager(
+        CacheManagerConfig::default().with_list_files_cache(Some(Arc::clone(&pins) as _)),
+    );
     runtime = match spill.as_ref() {
         Some(dir) => runtime.with_temp_file_path(dir.path()),
         None => runtime.with_disk_manager_builder(
@@ -181,6 +190,10 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
         .with_extension(Arc::new(opts.s3.clone()))
         // Lives as long as any context sharing this configuration.
         .with_extension(spill)
+        .with_extension(pins)
+        .with_extension(Arc::new(Registry::default()))
+        .with_extension(Arc::new(Refreshing(opts.cluster.is_none())))
+        .with_extension(Arc::new(opts.clone()))
         .with_extension(Arc::new(inputs_of(opts)));
     for (key, value) in &opts.datafusion_options {
         config
@@ -267,16 +280,13 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
     let mut infos = Vec::new();
     if let Some(events) = opts.table(EVENTS.name) {
         let info = tables::register_table(&ctx, &EVENTS, &events.location).await?;
-        views::register_event_views(&ctx).await?;
-        if opts.cached_sessions
-            && opts.cluster.is_none()
-            && crate::history::native_fits(info.rows, opts.memory_limit)
-        {
-            let ts = info.schema.field_with_name("ts")?.data_type().clone();
-            let provider = ctx.table_provider(EVENTS.name).await?;
-            ctx.deregister_table("sessions")?;
-            ctx.register_table("sessions", Arc::new(CachedSessions::new(provider, &ts)))?;
-        }
+        register_event_views(
+            &ctx,
+            &info,
+            opts.cached_sessions && opts.cluster.is_none(),
+            opts,
+        )
+        .await?;
         infos.push((events, info));
     }
     if let Some(messages) = opts.table(MESSAGES.name) {
@@ -322,6 +332,99 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
         tables: infos.into_iter().map(|(_, info)| info).collect(),
         options: opts.clone(),
     })
+}
+
+/// The views over `events`, with `sessions` computed natively and cached
+/// ([`CachedSessions`]) when `cached` and the history fits in memory.
+async fn register_event_views(
+    ctx: &SessionContext,
+    events: &TableInfo,
+    cached: bool,
+    opts: &EngineOptions,
+) -> Result<()> {
+    views::register_event_views(ctx).await?;
+    if cached && crate::history::native_fits(events.rows, opts.memory_limit) {
+        let ts = events.schema.field_with_name("ts")?.data_type().clone();
+        let provider = ctx.table_provider(EVENTS.name).await?;
+        ctx.deregister_table("sessions")?;
+        ctx.register_table("sessions", Arc::new(CachedSessions::new(provider, &ts)))?;
+    }
+    Ok(())
+}
+
+/// Whether [`refresh`] lists the tables of a context again (not on a
+/// cluster, where the scheduler lists them for each query).
+#[derive(Debug)]
+struct Refreshing(bool);
+
+/// Brings `ctx`'s session up to date with the files, at the start of a
+/// statement of a long-lived session (the `sql` prompt, a `serve`
+/// connection): lists every contract table again and, where files were
+/// added, removed or rewritten, validates them and pins the new listing, so
+/// every scan of the statement — tables, views and cached relations alike
+/// — reads the same, current files ([`crate::listing`]). When new files
+/// change a table's schema (a finer timestamp unit, wider integers), the
+/// table and its views are registered again. Returns warnings about files
+/// that are not read, each given once.
+pub async fn refresh(ctx: &SessionContext) -> Result<Vec<String>> {
+    let state = ctx.state();
+    if !state
+        .config()
+        .get_extension::<Refreshing>()
+        .is_some_and(|r| r.0)
+    {
+        return Ok(vec![]);
+    }
+    let (changes, warnings) = tables::refresh(ctx).await?;
+    for (table, change) in changes {
+        if change != tables::Refreshed::Schema {
+            continue;
+        }
+        if table == EVENTS.name {
+            let cached = ctx
+                .table_provider("sessions")
+                .await
+                .is_ok_and(|p| p.downcast_ref::<CachedSessions>().is_some());
+            let info = tables::registry_of(ctx)
+                .and_then(|r| r.infos().into_iter().find(|i| i.name == EVENTS.name));
+            if let Some(info) = info {
+                let opts = state
+                    .config()
+                    .get_extension::<EngineOptions>()
+                    .map(|o| o.as_ref().clone())
+                    .unwrap_or_default();
+                register_event_views(ctx, &info, cached, &opts).await?;
+            }
+        } else if table == MESSAGES.name {
+            views::register_message_views(ctx).await?;
+        }
+    }
+    Ok(warnings)
+}
+
+/// A session of its own over `base`'s tables, functions and settings, for
+/// one client of a long-lived server: the memory pool, spill directory,
+/// object stores and footer cache are shared, the pinned listings are the
+/// session's own (so [`refresh`] at one client's statement never changes
+/// the files another client's running statement reads).
+pub fn fork_session(base: &SessionContext, session_id: String) -> Result<SessionContext> {
+    let state = base.state();
+    let pins = Arc::new(
+        state
+            .config()
+            .get_extension::<PinnedListings>()
+            .map(|p| p.fork())
+            .unwrap_or_default(),
+    );
+    let mut runtime = RuntimeEnvBuilder::from_runtime_env(base.runtime_env().as_ref());
+    runtime.cache_manager.list_files_cache = Some(Arc::clone(&pins) as _);
+    let config = state.config().clone().with_extension(pins);
+    let forked = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+        .with_session_id(session_id)
+        .with_config(config)
+        .with_runtime_env(runtime.build_arc()?)
+        .build();
+    Ok(SessionContext::new_with_state(forked))
 }
 
 /// Parses a human byte size such as `2GiB`, `512MB` or `1073741824`.

@@ -948,6 +948,34 @@ pub fn native_fits(rows: u64, memory_limit: Option<usize>) -> bool {
     }
 }
 
+/// Takes `bytes` of `pool` for `name`, waiting while other work holds what
+/// is needed: the native path's memory is not tracked by DataFusion's
+/// operators, so this reservation stands for it, and concurrent reports
+/// (several clients' `report()` calls on one server) take their turns
+/// within `--memory-limit` instead of each assuming the whole of it. The
+/// wait ends when the caller's future is dropped (a cancelled query).
+/// With no limit the pool grants everything at once.
+pub async fn reserve_memory(
+    pool: &std::sync::Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    name: &str,
+    bytes: usize,
+) -> datafusion::execution::memory_pool::MemoryReservation {
+    use datafusion::execution::memory_pool::MemoryConsumer;
+    let reservation = MemoryConsumer::new(name).register(pool);
+    let mut wait = std::time::Duration::from_millis(5);
+    while reservation.try_grow(bytes).is_err() {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_millis(200));
+    }
+    reservation
+}
+
+/// The share of the memory pool the native path over `rows` events stands
+/// for: its estimate scaled as the pool is scaled from `--memory-limit`.
+pub fn native_pool_bytes(rows: u64) -> usize {
+    (native_estimate(rows) as f64 * crate::context::POOL_SHARE) as usize
+}
+
 /// The machine's physical memory, from /proc/meminfo (8 GiB if unknown).
 fn physical_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")

@@ -206,7 +206,8 @@ struct Page {
     prev_from: String,
     prev_to_inclusive: String,
     tz: String,
-    filters: Vec<(&'static str, String)>,
+    /// Each value given by a user apart, so the page isolates it (`<bdi>`).
+    filters: Vec<(&'static str, Vec<String>)>,
     version: &'static str,
     funnel_svg: String,
     sessions_svg: String,
@@ -233,7 +234,7 @@ pub fn render(report: &Report, filters: &Filters) -> Result<String> {
         ("Senders", &filters.senders),
     ] {
         if !values.is_empty() {
-            filter_list.push((kind, values.join(", ")));
+            filter_list.push((kind, values.clone()));
         }
     }
 

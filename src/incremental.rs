@@ -80,7 +80,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{cast, col, ParquetReadOptions, SessionContext};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
@@ -95,7 +95,7 @@ use crate::views;
 
 /// Format of the state this build reads and writes; a state of another
 /// format (or written by another version) is rebuilt by a full run.
-pub const STATE_FORMAT: u32 = 1;
+pub const STATE_FORMAT: u32 = 2;
 
 /// Event ids of the synthetic anchor actions. A real event id with this
 /// prefix makes the run fall back to a full recompute rather than risk a
@@ -196,9 +196,40 @@ pub struct Manifest {
     pub message_index: Vec<String>,
     /// Started-conversation segments.
     pub started: Vec<String>,
+    /// Every data file named above, as it was written: a file missing,
+    /// truncated, replaced or swapped with another is found before the
+    /// state is used.
+    pub checks: BTreeMap<String, DataCheck>,
+    /// BLAKE3 of this manifest with `checksum` empty: an edited or damaged
+    /// `state.json` (a counter changed by hand) is not trusted.
+    pub checksum: String,
+}
+
+/// What the manifest knows of one of its data files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DataCheck {
+    /// Bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole object, hex.
+    pub blake3: String,
 }
 
 impl Manifest {
+    /// The checksum this manifest's content has.
+    fn content_checksum(&self) -> String {
+        let mut unsealed = self.clone();
+        unsealed.checksum = String::new();
+        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// The manifest with its checksum set.
+    fn sealed(mut self) -> Self {
+        self.checksum = self.content_checksum();
+        self
+    }
+
     fn data_files(&self) -> HashSet<String> {
         let mut all: HashSet<String> = [&self.anchors, &self.live_events, &self.live_messages]
             .into_iter()
@@ -229,9 +260,36 @@ pub struct StateRun {
     pub new_rows: u64,
     /// The frontier of the state this run wrote (RFC 3339).
     pub frontier: String,
+    /// Why no state was saved, when none was (the results may still have
+    /// been written: see the summary's `written`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StateRun {
+    /// A run whose state could not be opened at all.
+    pub fn unusable(windows_start: DateTime<Utc>, error: String) -> Self {
+        Self {
+            mode: "full",
+            reason: Some("the state cannot be used".into()),
+            new_files: 0,
+            new_rows: 0,
+            frontier: windows_start.to_rfc3339(),
+            error: Some(error),
+        }
+    }
+
+    /// This run, with its state not saved because of `error`.
+    pub fn not_saved(self, error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..self
+        }
+    }
 }
 
 /// The state location: where `state.json` and `data/` live.
+#[derive(Clone)]
 pub struct StateStore {
     location: Location,
     /// `file:///abs/dir` or `s3://bucket/prefix`, without a trailing slash.
@@ -283,18 +341,117 @@ impl StateStore {
         Error::location(&self.location, format!("state: {}", problem.into()))
     }
 
-    /// The committed manifest; `Ok(None)` when there is none yet.
+    /// The committed manifest, or why there is none that can be used
+    /// (`Ok(Err(reason))`: none yet, another format, unreadable).
     pub async fn manifest(&self) -> Result<std::result::Result<Manifest, String>> {
         let path = self.prefix.clone().join(MANIFEST);
         match self.store.get(&path).await {
             Ok(got) => {
-                let bytes = got.bytes().await?;
-                Ok(serde_json::from_slice::<Manifest>(&bytes)
-                    .map_err(|e| format!("the state's manifest cannot be read ({e})")))
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(|e| self.err(format!("cannot read {MANIFEST}: {e}")))?;
+                Ok(parse_manifest(&bytes))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(Err("there is no state yet".into())),
             Err(e) => Err(self.err(format!("cannot read {MANIFEST}: {e}"))),
         }
+    }
+
+    fn data_path(&self, name: &str) -> StorePath {
+        self.prefix.clone().join("data").join(name)
+    }
+
+    /// The size and BLAKE3 of data file `name`, read whole.
+    async fn check_of(&self, name: &str) -> Result<DataCheck> {
+        let got = self
+            .store
+            .get(&self.data_path(name))
+            .await
+            .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?;
+        let mut stream = got.into_stream();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?
+        {
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok(DataCheck {
+            size,
+            blake3: hasher.finalize().to_hex().to_string(),
+        })
+    }
+
+    /// Checks every file `m` names against what was written, before any
+    /// is used: `Err(reason)` when one is missing or differs in size or
+    /// content, or when the manifest itself was changed.
+    async fn verify(&self, m: &Manifest) -> std::result::Result<(), Fallback> {
+        if m.checksum != m.content_checksum() {
+            return Err(format!(
+                "{MANIFEST} does not match its checksum (edited or damaged)"
+            ));
+        }
+        let names = m.data_files();
+        for name in &names {
+            if !m.checks.contains_key(name) {
+                return Err(format!("{MANIFEST} names data/{name} without its checksum"));
+            }
+        }
+        let data = self.prefix.clone().join("data");
+        let listed: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&data))
+            .try_collect()
+            .await
+            .map_err(|e| format!("the state's files cannot be listed ({e})"))?;
+        let sizes: HashMap<&str, u64> = listed
+            .iter()
+            .filter_map(|o| Some((o.location.filename()?, o.size)))
+            .collect();
+        let mut sorted: Vec<String> = names.iter().cloned().collect();
+        sorted.sort();
+        for name in &sorted {
+            let want = &m.checks[name];
+            match sizes.get(name.as_str()) {
+                None => return Err(format!("state file data/{name} is missing")),
+                Some(&size) if size != want.size => {
+                    return Err(format!(
+                        "state file data/{name} has {size} bytes, {MANIFEST} says {}",
+                        want.size
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        // Content last (it reads every file), a few files at a time.
+        let checks: Vec<(String, Result<DataCheck>)> = futures::stream::iter(sorted)
+            .map(|name| {
+                let store = self.clone();
+                async move {
+                    let got = store.check_of(&name).await;
+                    (name, got)
+                }
+            })
+            .buffered(4)
+            .collect()
+            .await;
+        for (name, got) in checks {
+            match got {
+                Err(e) => return Err(format!("state file data/{name} cannot be read ({e})")),
+                Ok(got) if got != m.checks[&name] => {
+                    return Err(format!(
+                        "state file data/{name} does not match its checksum (changed since it \
+                         was written)"
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 
     async fn commit(&self, ctx: &SessionContext, manifest: &Manifest) -> Result<()> {
@@ -332,6 +489,24 @@ impl StateStore {
         }
         Ok(removed)
     }
+}
+
+/// A manifest from `state.json`'s bytes, or why it cannot be used.
+fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, Fallback> {
+    serde_json::from_slice::<Manifest>(bytes).map_err(|e| {
+        // A state of another format says so, rather than which field of
+        // this format it lacks.
+        let format = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("format")?.as_u64());
+        match format {
+            Some(f) if f != u64::from(STATE_FORMAT) => format!(
+                "the state was written by another version (format {f}; this version reads \
+                 format {STATE_FORMAT})"
+            ),
+            _ => format!("the state's manifest cannot be read ({e})"),
+        }
+    })
 }
 
 /// `g000012-…` → 12.
@@ -598,6 +773,7 @@ pub async fn prepare(
             new_files: events_files.len() + messages_files.len(),
             new_rows: all_rows,
             frontier: windows_start.to_rfc3339(),
+            error: None,
         },
         pending: Pending {
             previous,
@@ -608,12 +784,7 @@ pub async fn prepare(
             counters_from_report: true,
         },
         _dir: None,
-        store: StateStore {
-            location: store.location.clone(),
-            base: store.base.clone(),
-            store: Arc::clone(&store.store),
-            prefix: store.prefix.clone(),
-        },
+        store: store.clone(),
     };
     let manifest = match checked {
         Ok(m) => m,
@@ -624,7 +795,62 @@ pub async fn prepare(
             return Ok(full_run(reason, previous));
         }
     };
+    // Every file the state names is checked before any is used: a state
+    // file lost or changed would otherwise give wrong numbers quietly.
+    if let Err(reason) = store.verify(&manifest).await {
+        return Ok(full_run(reason, Some(manifest)));
+    }
+    laps.lap("state verified");
+    let inputs = Inputs {
+        events_url: &events_url,
+        events_files: &events_files,
+        messages_url: &messages_url,
+        messages_files: &messages_files,
+        events_schema: &events_schema,
+        messages_schema: &messages_schema,
+    };
+    match incremental_run(engine, &store, &manifest, &inputs, windows_start, &mut laps).await {
+        Ok(Ok(prepared)) => Ok(prepared),
+        Ok(Err(reason)) => Ok(full_run(reason, Some(manifest))),
+        // Whatever went wrong on the way, the full recompute gives the
+        // right result (and fails in turn if the inputs are at fault).
+        Err(e) => Ok(full_run(
+            format!("the incremental run failed ({e})"),
+            Some(manifest),
+        )),
+    }
+}
 
+/// The input files of a run, as listed once at its start.
+struct Inputs<'a> {
+    events_url: &'a ListingTableUrl,
+    events_files: &'a [ObjectMeta],
+    messages_url: &'a ListingTableUrl,
+    messages_files: &'a [ObjectMeta],
+    events_schema: &'a SchemaRef,
+    messages_schema: &'a SchemaRef,
+}
+
+/// The incremental run over a verified state: the engine over anchors +
+/// live rows + new rows. `Ok(Err(reason))` when the new files make it
+/// impossible (rows before the frontier).
+async fn incremental_run(
+    engine: &Engine,
+    store: &StateStore,
+    manifest: &Manifest,
+    inputs: &Inputs<'_>,
+    windows_start: DateTime<Utc>,
+    laps: &mut Laps,
+) -> Result<std::result::Result<Prepared, Fallback>> {
+    let Inputs {
+        events_url,
+        events_files,
+        messages_url,
+        messages_files,
+        events_schema,
+        messages_schema,
+    } = *inputs;
+    let entries = |files: &[ObjectMeta]| files.iter().map(FileEntry::of).collect::<Vec<_>>();
     // The new files, alone, on a context of their own.
     let known =
         |list: &[FileEntry]| -> HashSet<String> { list.iter().map(|f| f.path.clone()).collect() };
@@ -647,21 +873,17 @@ pub async fn prepare(
     for url in [&events_url, &messages_url] {
         crate::storage::ensure_store(&nctx, url.get_url())?;
     }
-    register_files(&nctx, EVENTS.name, &events_url, &new_events, &events_schema)?;
+    register_files(&nctx, EVENTS.name, events_url, &new_events, events_schema)?;
     register_files(
         &nctx,
         MESSAGES.name,
-        &messages_url,
+        messages_url,
         &new_messages,
-        &messages_schema,
+        messages_schema,
     )?;
     views::register_event_views(&nctx).await?;
     views::register_message_views(&nctx).await?;
-    if let Err(e) = register_state(&nctx, &store, &manifest, &events_schema, &messages_schema).await
-    {
-        let reason = format!("the state's files cannot be read ({e})");
-        return Ok(full_run(reason, Some(manifest)));
-    }
+    register_state(&nctx, store, manifest, events_schema, messages_schema).await?;
 
     laps.lap("new files registered");
     // Private files of this run: the new rows, the reduced input.
@@ -728,7 +950,7 @@ pub async fn prepare(
         None
     };
     if let Some(reason) = reason {
-        return Ok(full_run(reason, Some(manifest)));
+        return Ok(Err(reason));
     }
 
     // The new rows, each marked when a copy of its id already lies before
@@ -829,10 +1051,10 @@ pub async fn prepare(
             "before_frontier",
             ts_param(frontier - Duration::seconds(1)),
         )])?;
-    let events_df = conform(anchors, &events_schema)?
-        .union(conform(restarts, &events_schema)?)?
-        .union(conform(live, &events_schema)?)?
-        .union(conform(kept, &events_schema)?)?;
+    let events_df = conform(anchors, events_schema)?
+        .union(conform(restarts, events_schema)?)?
+        .union(conform(live, events_schema)?)?
+        .union(conform(kept, events_schema)?)?;
     let events_dir = dir.path().join("events");
     std::fs::create_dir_all(&events_dir).map_err(|e| Error::io(&events_dir, e))?;
     write_df(
@@ -854,8 +1076,7 @@ pub async fn prepare(
         ))
         .await?
         .with_param_values(params.clone())?;
-    let messages_df =
-        conform(live_m, &messages_schema)?.union(conform(kept_m, &messages_schema)?)?;
+    let messages_df = conform(live_m, messages_schema)?.union(conform(kept_m, messages_schema)?)?;
     let messages_dir = dir.path().join("messages");
     std::fs::create_dir_all(&messages_dir).map_err(|e| Error::io(&messages_dir, e))?;
     write_df(
@@ -877,10 +1098,10 @@ pub async fn prepare(
     .await?;
     register_state(
         &reduced.ctx,
-        &store,
-        &manifest,
-        &events_schema,
-        &messages_schema,
+        store,
+        manifest,
+        events_schema,
+        messages_schema,
     )
     .await?;
 
@@ -957,7 +1178,7 @@ pub async fn prepare(
     );
     put("orphan_lifecycle_events", None, orphans);
 
-    Ok(Prepared {
+    Ok(Ok(Prepared {
         engine: reduced,
         data_quality: Some(dq),
         run: StateRun {
@@ -966,18 +1187,19 @@ pub async fn prepare(
             new_files: new_events.len() + new_messages.len(),
             new_rows: new_event_rows + new_message_rows,
             frontier: windows_start.to_rfc3339(),
+            error: None,
         },
-        store,
+        store: store.clone(),
         pending: Pending {
-            previous: Some(manifest),
-            events_files: entries(&events_files),
-            messages_files: entries(&messages_files),
+            previous: Some(manifest.clone()),
+            events_files: entries(events_files),
+            messages_files: entries(messages_files),
             counters,
             new_frontier: windows_start,
             counters_from_report: false,
         },
         _dir: Some(dir),
-    })
+    }))
 }
 
 /// The seven reject reasons, in the spec's order.
@@ -1106,6 +1328,11 @@ async fn register_state(
 }
 
 impl Prepared {
+    /// The state's location.
+    pub fn location(&self) -> &Location {
+        &self.store.location
+    }
+
     /// Replaces the `data_quality` values of a report batch with the
     /// whole-input ones (incremental runs); other rows are untouched.
     pub fn complete(&self, batch: RecordBatch) -> Result<RecordBatch> {
@@ -1166,7 +1393,20 @@ impl Prepared {
             .previous
             .clone()
             .filter(|_| run.mode == "incremental");
-        let manifest = fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        let mut manifest = fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        // Files kept from the verified previous state keep their checks;
+        // the new ones are read back once.
+        let mut checks = BTreeMap::new();
+        for name in manifest.data_files() {
+            let known = previous.as_ref().and_then(|m| m.checks.get(&name)).cloned();
+            let check = match known {
+                Some(c) => c,
+                None => store.check_of(&name).await?,
+            };
+            checks.insert(name, check);
+        }
+        manifest.checks = checks;
+        let manifest = manifest.sealed();
         fail_point("before-state-commit");
         store.commit(&engine.ctx, &manifest).await?;
         fail_point("after-state-commit");
@@ -1479,6 +1719,8 @@ async fn fold(
         event_index,
         message_index: message_index_list,
         started: started_list,
+        checks: BTreeMap::new(),
+        checksum: String::new(),
     })
 }
 
@@ -1552,6 +1794,8 @@ mod tests {
             event_index: vec![],
             message_index: vec![],
             started: vec![],
+            checks: BTreeMap::new(),
+            checksum: String::new(),
         }
     }
 
@@ -1584,6 +1828,30 @@ mod tests {
         };
         let e = check_manifest(&old, &ev, &msg, &files, &[], c).unwrap_err();
         assert!(e.contains("another version"), "{e}");
+    }
+
+    #[test]
+    fn a_manifest_changed_after_sealing_is_found_out() {
+        let m = manifest(&[meta("ev/a.parquet", 10)], Utc::now()).sealed();
+        assert_eq!(m.checksum, m.content_checksum());
+        let text = serde_json::to_string(&m).unwrap();
+        let back = parse_manifest(text.as_bytes()).unwrap();
+        assert_eq!(
+            back.checksum,
+            back.content_checksum(),
+            "survives a round trip"
+        );
+        let mut edited = back.clone();
+        edited.counters.events_rows_read += 1;
+        assert_ne!(edited.checksum, edited.content_checksum());
+        // a state of format 1 had neither checks nor checksum
+        let mut older: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let fields = older.as_object_mut().unwrap();
+        fields.remove("checks");
+        fields.remove("checksum");
+        fields.insert("format".into(), 1.into());
+        let e = parse_manifest(older.to_string().as_bytes()).unwrap_err();
+        assert!(e.contains("another version (format 1"), "{e}");
     }
 
     #[test]

@@ -89,6 +89,14 @@ pub struct JobSummary {
     pub state: Option<crate::incremental::StateRun>,
 }
 
+/// An error as one line (the summary is one JSON line).
+fn one_line(e: &Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `<base>/report=<name>/report_date=<date>/data.parquet`.
 pub fn result_location(base: &str, name: &str, date: NaiveDate) -> String {
     format!(
@@ -145,12 +153,28 @@ pub async fn run_job_with(
     if config.reports.is_empty() {
         return Err(config.error("no [[reports]]: nothing for the job to do"));
     }
+    // A state that cannot be used does not stop the job: its reports run
+    // over every file, and the summary says the state was not saved.
+    let mut unusable_state = None;
     let prepared = match &config.state {
         Some(state) => {
             let location = Location::parse(&state.location)
                 .map_err(|e| config.error(format!("[state] location: {e}")))?;
             let start = windows_start(config, settings, date)?;
-            Some(crate::incremental::prepare(engine, &location, start, run.full).await?)
+            match crate::incremental::prepare(engine, &location, start, run.full).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    unusable_state = Some(crate::incremental::StateRun::unusable(
+                        start,
+                        format!(
+                            "the state at {location} could not be prepared ({}); the reports \
+                             ran over every file and no state was saved",
+                            one_line(&e)
+                        ),
+                    ));
+                    None
+                }
+            }
         }
         None => None,
     };
@@ -225,20 +249,38 @@ pub async fn run_job_with(
             Ok(w) => summary.written.extend(w),
             Err(e) => summary.failed.push(Failed {
                 report: job.name.clone(),
-                error: e
-                    .to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                error: one_line(&e),
             }),
         }
     }
-    summary.ok = summary.failed.is_empty();
+    summary.ok = summary.failed.is_empty() && unusable_state.is_none();
+    summary.state = unusable_state;
     // The state moves on only when every result of the run is written: a
     // failed run is redone from the same state.
-    if let (true, Some(p), Some(first)) = (summary.ok, prepared, &first_report) {
-        crate::incremental::fail_point("before-state");
-        summary.state = Some(p.commit(first).await?);
+    if let Some(p) = prepared {
+        let run = p.run.clone();
+        summary.state = Some(match (&first_report, summary.ok) {
+            (Some(first), true) => {
+                crate::incremental::fail_point("before-state");
+                let location = p.location().to_string();
+                match p.commit(first).await {
+                    Ok(run) => run,
+                    Err(e) => {
+                        summary.ok = false;
+                        run.not_saved(format!(
+                            "the results were written, but the state at {location} was not \
+                             saved ({}); the next run starts from the previous state",
+                            one_line(&e)
+                        ))
+                    }
+                }
+            }
+            _ => run.not_saved(
+                "a report failed, so the state was not saved; the next run starts from the \
+                 previous state"
+                    .into(),
+            ),
+        });
     }
     summary.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     Ok(summary)

@@ -16,8 +16,9 @@
 //!
 //! The modules by layer:
 //! * settings: [`config`] (the TOML file), [`settings`], [`location`];
-//! * tables: [`tables`] (the data contract), [`views`] (`queries/views/`),
-//!   [`cache`], [`readonly`];
+//! * tables: [`tables`] (the data contract), [`listing`] (which files a
+//!   table is, per statement), [`views`] (`queries/views/`), [`cache`],
+//!   [`readonly`];
 //! * functions: [`udwf`], [`udf`], [`udtf`] (the `report(…)` table function),
 //!   [`timestamps`];
 //! * queries: [`query`], [`report`] (`queries/report/`), [`history`] (the
@@ -45,6 +46,7 @@ pub mod history;
 pub mod html;
 pub mod incremental;
 pub mod job;
+pub mod listing;
 pub mod location;
 pub mod output;
 pub mod period;

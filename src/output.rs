@@ -55,12 +55,15 @@ impl FromStr for Format {
 }
 
 impl Format {
-    /// Refuses a format that cannot go where it is sent: Parquet is not
-    /// written to a terminal. Commands call this before doing the work.
+    /// Refuses a format that cannot go where it is sent: Parquet is binary,
+    /// so it goes to a file, an object or a pipe, never to a terminal.
+    /// Commands call this before doing the work.
     pub fn check_destination(self, output: Option<&Location>) -> Result<()> {
-        if self == Format::Parquet && output.is_none() {
+        use std::io::IsTerminal;
+        if self == Format::Parquet && output.is_none() && io::stdout().is_terminal() {
             return Err(Error::usage(
-                "Parquet is not written to a terminal: give an output file (--output FILE)",
+                "Parquet is binary and standard output is a terminal: give --output FILE, \
+                 or send it through a pipe",
             ));
         }
         Ok(())

@@ -44,6 +44,9 @@ pub struct StatementResult {
     pub schema: SchemaRef,
     /// Output rows.
     pub batches: Vec<RecordBatch>,
+    /// Files of the tables that the statement did not read, one line per
+    /// table, said once (see [`crate::context::refresh`]).
+    pub warnings: Vec<String>,
 }
 
 impl StatementResult {
@@ -55,7 +58,8 @@ impl StatementResult {
 
 /// Runs every statement of `sql` in order and returns each one's result.
 /// Statements are planned one at a time, so a script may create a view and
-/// query it.
+/// query it, and each reads the files its tables hold when it starts
+/// ([`crate::context::refresh`]).
 pub async fn run_script(ctx: &SessionContext, sql: &str) -> Result<Vec<StatementResult>> {
     let statements = DFParser::parse_sql(sql)?;
     if statements.is_empty() {
@@ -64,6 +68,7 @@ pub async fn run_script(ctx: &SessionContext, sql: &str) -> Result<Vec<Statement
     let inputs = Inputs::of(ctx);
     let mut results = Vec::with_capacity(statements.len());
     for statement in statements {
+        let warnings = crate::context::refresh(ctx).await?;
         let plan = ctx.state().statement_to_plan(statement).await?;
         inputs.check_plan(&plan)?;
         #[cfg(feature = "cluster")]
@@ -71,7 +76,11 @@ pub async fn run_script(ctx: &SessionContext, sql: &str) -> Result<Vec<Statement
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = df.schema().inner().clone();
         let batches = df.collect().await?;
-        results.push(StatementResult { schema, batches });
+        results.push(StatementResult {
+            schema,
+            batches,
+            warnings,
+        });
     }
     Ok(results)
 }

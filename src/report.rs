@@ -45,6 +45,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 
@@ -765,11 +766,11 @@ async fn compute_report(
         total: if path == ReportPath::Sql { 11 } else { 5 },
         done: 0,
     };
-    let (periods, anchor, store, kept) = match path {
+    let (periods, anchor, store, kept, _held) = match path {
         ReportPath::Sql => {
             let (periods, anchor, store) =
                 sql_tables(engine, &ctx, opts, &ts_type, shared, &mut steps).await?;
-            (periods, anchor, store, None)
+            (periods, anchor, store, None, None)
         }
         _ => native_tables(&ctx, opts, &mut steps).await?,
     };
@@ -875,8 +876,32 @@ async fn native_tables(
     Option<Anchor>,
     Intermediates<'static>,
     Option<(SchemaRef, Vec<RecordBatch>)>,
+    Option<MemoryReservation>,
 )> {
     let started = steps.start("history");
+    // Under a memory limit the native path's memory comes from the pool
+    // while it works, then the tables it leaves for the rest of the report
+    // (see `reserve_memory`).
+    let reserved = match ctx.copied_config().get_extension::<crate::EngineOptions>() {
+        Some(o) if o.memory_limit.is_some() => {
+            let rows = crate::tables::registry_of(ctx)
+                .map(|r| r.infos())
+                .unwrap_or_default()
+                .iter()
+                .filter(|t| t.name == crate::tables::EVENTS.name)
+                .map(|t| t.rows)
+                .sum();
+            Some(
+                crate::history::reserve_memory(
+                    &ctx.runtime_env().memory_pool,
+                    "report (native path)",
+                    crate::history::native_pool_bytes(rows),
+                )
+                .await,
+            )
+        }
+        _ => None,
+    };
     let seen = Arc::new(AtomicUsize::new(0));
     let now = opts.now.unwrap_or_else(Utc::now);
     let hopts = HistoryOptions {
@@ -917,6 +942,11 @@ async fn native_tables(
     let counts = event_counts_batch(&history.counts)?;
     let n = sessions.iter().map(RecordBatch::num_rows).sum();
     let (session_schema, conversation_schema) = Detail::Report.schemas(history.ts_type())?;
+    let mut held: usize = [&sessions, &conversations]
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(RecordBatch::get_array_memory_size)
+        .sum();
     for (name, schema, batches) in [
         ("report_sessions", session_schema, sessions),
         ("report_conversations", conversation_schema, conversations),
@@ -936,12 +966,20 @@ async fn native_tables(
             .iter()
             .map(|b| b.project(&keep))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        held += batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum::<usize>();
         Some((schema, batches))
     } else {
         None
     };
+    drop(history);
+    if let Some(r) = &reserved {
+        r.resize(held);
+    }
     steps.finish("report_sessions", n, started);
-    Ok((periods, anchor, Intermediates::Memory, kept))
+    Ok((periods, anchor, Intermediates::Memory, kept, reserved))
 }
 
 /// `report_event_counts` (see `queries/report/00_report_event_counts.sql`).

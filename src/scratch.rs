@@ -119,9 +119,11 @@ pub fn register(path: impl Into<PathBuf>) -> Registration {
     Registration { path }
 }
 
-/// A new temporary directory named `<prefix>XXXXXX` inside `base` (created if
-/// missing), registered while the returned handle lives and removed when it
-/// is dropped.
+/// A new temporary directory named `<prefix><pid>-XXXXXX` inside `base`
+/// (created if missing), registered while the returned handle lives and
+/// removed when it is dropped. The first time a process uses `base`, the
+/// directories of ours there whose process is gone (killed before it could
+/// clean up) are removed ([`sweep`]).
 pub fn temp_dir_in(base: &Path, prefix: &str) -> Result<TempDir> {
     let unusable = |e: std::io::Error| {
         Error::location(
@@ -133,8 +135,9 @@ pub fn temp_dir_in(base: &Path, prefix: &str) -> Result<TempDir> {
         )
     };
     std::fs::create_dir_all(base).map_err(unusable)?;
+    sweep_once(base);
     let dir = tempfile::Builder::new()
-        .prefix(prefix)
+        .prefix(&format!("{prefix}{}-", std::process::id()))
         .tempdir_in(base)
         .map_err(unusable)?;
     let registration = register(dir.path());
@@ -142,6 +145,64 @@ pub fn temp_dir_in(base: &Path, prefix: &str) -> Result<TempDir> {
         _registration: registration,
         dir,
     })
+}
+
+/// The name prefixes of our temporary directories, each followed by the
+/// owner's process id and `-`.
+pub const TEMP_PREFIXES: [&str; 4] = [
+    "supportfunnel-spill-",
+    "supportfunnel-report-",
+    "supportfunnel-incremental-",
+    "supportfunnel-executor-",
+];
+
+/// Bases swept by this process already.
+static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn sweep_once(base: &Path) {
+    let first = SWEPT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(base.to_path_buf());
+    if first {
+        sweep(base);
+    }
+}
+
+/// The process id in the name of one of our temporary directories.
+fn owner_of(name: &str) -> Option<u32> {
+    let rest = TEMP_PREFIXES.iter().find_map(|p| name.strip_prefix(p))?;
+    rest.split_once('-')?.0.parse().ok()
+}
+
+/// Removes the temporary directories of ours in `base` whose process no
+/// longer runs (a process killed with SIGKILL cleans up nothing); returns
+/// how many were removed. Only where the system says which processes run
+/// (`/proc`); a directory of a running process, or of unknown owner, stays.
+pub fn sweep(base: &Path) -> usize {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = owner_of(&name.to_string_lossy()) else {
+            continue;
+        };
+        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir())
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// A temporary directory removed on drop, and on interrupt (see the module
@@ -366,6 +427,26 @@ pub fn any_shared() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_of_dead_processes_are_swept_and_others_kept() {
+        let base = tempfile::tempdir().unwrap();
+        // a pid that cannot run: above the kernel's pid_max (4194304)
+        let dead = base.path().join("supportfunnel-spill-4194305-abc");
+        let mine = base
+            .path()
+            .join(format!("supportfunnel-report-{}-abc", std::process::id()));
+        let foreign = base.path().join("supportfunnel-spill-abcdef");
+        let other = base.path().join("someone-elses-4194305-abc");
+        for d in [&dead, &mine, &foreign, &other] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+        }
+        assert_eq!(sweep(base.path()), 1);
+        assert!(!dead.exists());
+        assert!(mine.exists() && foreign.exists() && other.exists());
+        assert_eq!(owner_of("supportfunnel-incremental-77-x"), Some(77));
+        assert_eq!(owner_of("supportfunnel-spill-abcdef"), None);
+    }
 
     #[test]
     fn registered_paths_are_removed_and_dropped_ones_forgotten() {

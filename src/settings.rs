@@ -199,6 +199,16 @@ impl Settings {
             ),
             (None, None) => None,
         };
+        // Executors resolve a relative path in their own working
+        // directory: it is made absolute here, where the user meant it.
+        let scratch = match scratch {
+            Some(Location::Local(p)) if p.is_relative() => {
+                Some(Location::Local(std::path::absolute(&p).map_err(|e| {
+                    Error::usage(format!("--scratch {}: {e}", p.display()))
+                })?))
+            }
+            other => other,
+        };
         let tz = match (&flags.tz, &config.defaults.tz) {
             (Some(z), _) => parse_tz(z).map_err(|e| Error::usage(format!("--tz: {e}")))?,
             (None, Some(z)) => {

@@ -24,6 +24,7 @@
 //! (`date=2026-03-01/…`) become extra Utf8 columns usable for pruning; the
 //! report never trusts them for time (spec §6).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -38,6 +39,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore};
 
 use crate::error::{Error, Result};
+use crate::listing::{self, Listing};
 use crate::location::Location;
 use crate::storage;
 use crate::timestamps::ticks_per_second;
@@ -114,6 +116,9 @@ pub struct TableInfo {
     pub partition_columns: Vec<String>,
     /// The canonical schema the table exposes (without partition columns).
     pub schema: SchemaRef,
+    /// Files under the location that are not read and look like data
+    /// (hidden, nested, not `.parquet`), as one line; `None` when none.
+    pub warning: Option<String>,
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -262,6 +267,7 @@ fn canonical(kind: ColumnKind, types_seen: &TypesSeen) -> DataType {
 
 /// What one file's footer says: its Arrow schema, its rows, and for each
 /// timestamp column of the contract the range of its raw values.
+#[derive(Debug, Clone)]
 struct FileFacts {
     schema: SchemaRef,
     rows: u64,
@@ -371,93 +377,139 @@ fn partition_keys(url: &ListingTableUrl, meta: &ObjectMeta) -> Vec<String> {
 }
 
 /// The table's URL and its Parquet files (non-empty, sorted by path), as
-/// registration sees them.
+/// registration sees them (the rule of [`crate::listing`]), listed now.
 pub async fn list_table_files(
     ctx: &SessionContext,
     contract: &Contract,
     location: &Location,
 ) -> Result<(ListingTableUrl, Vec<ObjectMeta>)> {
-    let url = table_url(contract, location)?;
-    storage::ensure_store(ctx, url.get_url())?;
-    let store = ctx.runtime_env().object_store(url.object_store())?;
-    let state = ctx.state();
-    // A single file is taken whatever its name; in a directory only `*.parquet`
-    // files count (Spark's `_SUCCESS`, `.crc` files and the like are skipped).
-    let extension = if url.is_collection() { ".parquet" } else { "" };
-    let mut files: Vec<ObjectMeta> = url
-        .list_all_files(&state, store.as_ref(), extension)
-        .await
-        .map_err(|e| map_listing_error(contract, location, e))?
-        .try_collect()
-        .await
-        .map_err(|e| map_listing_error(contract, location, e))?;
-    files.retain(|m| m.size > 0);
-    files.sort_by(|a, b| a.location.cmp(&b.location));
-    Ok((url, files))
+    let (url, listing) = list(ctx, contract, location).await?;
+    Ok((url, listing.files))
 }
 
-/// Registers `contract.name` from `location` after validating every file.
-pub async fn register_table(
+/// The table's URL (tagged with its name) and its listing now.
+async fn list(
     ctx: &SessionContext,
     contract: &Contract,
     location: &Location,
-) -> Result<TableInfo> {
-    let (url, files) = list_table_files(ctx, contract, location).await?;
+) -> Result<(ListingTableUrl, Listing)> {
+    let url = listing::tagged(table_url(contract, location)?, contract.name);
+    storage::ensure_store(ctx, url.get_url())?;
     let store = ctx.runtime_env().object_store(url.object_store())?;
-    let extension = if url.is_collection() { ".parquet" } else { "" };
-    if files.is_empty() {
-        return Err(if url.scheme() == "file" || url.is_collection() {
-            Error::EmptyTable {
-                table: contract.name.to_string(),
-                location: location.to_string(),
-            }
-        } else {
-            Error::MissingLocation {
-                table: contract.name.to_string(),
-                location: location.to_string(),
-            }
-        });
-    }
+    let nested_ok = !ctx
+        .state()
+        .config_options()
+        .execution
+        .listing_table_ignore_subdirectory;
+    let listed = listing::list_now(store.as_ref(), &url, nested_ok, |m| display_path(&url, m))
+        .await
+        .map_err(|e| {
+            map_listing_error(
+                contract,
+                location,
+                datafusion::error::DataFusionError::ObjectStore(Box::new(e)),
+            )
+        })?;
+    Ok((url, listed))
+}
 
+/// The error for a table whose listing holds no file.
+fn no_files(contract: &Contract, location: &Location, url: &ListingTableUrl) -> Error {
+    if url.scheme() == "file" || url.is_collection() {
+        Error::EmptyTable {
+            table: contract.name.to_string(),
+            location: location.to_string(),
+        }
+    } else {
+        Error::MissingLocation {
+            table: contract.name.to_string(),
+            location: location.to_string(),
+        }
+    }
+}
+
+/// A file version: path, size, modification time.
+type FileVersion = (String, u64, i64);
+
+fn version_of(meta: &ObjectMeta) -> FileVersion {
+    (
+        meta.location.to_string(),
+        meta.size,
+        meta.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+    )
+}
+
+/// What a table's files, validated together, make: its schema and layout.
+#[derive(Debug, Clone, PartialEq)]
+struct Validated {
+    schema: SchemaRef,
+    partition_columns: Vec<String>,
+    rows: u64,
+}
+
+/// Checks `files` against the contract: one partition layout, every
+/// column present with an accepted type; gives the canonical schema.
+/// Footers of file versions in `known` are not read again; the ones read
+/// are added to it.
+async fn validate(
+    ctx: &SessionContext,
+    contract: &Contract,
+    location: &Location,
+    url: &ListingTableUrl,
+    files: &[ObjectMeta],
+    known: &mut HashMap<FileVersion, Arc<FileFacts>>,
+) -> Result<Validated> {
+    let store = ctx.runtime_env().object_store(url.object_store())?;
     // Partition layout must be the same for every file.
-    let keys = partition_keys(&url, &files[0]);
+    let keys = partition_keys(url, &files[0]);
     for f in &files[1..] {
-        let k = partition_keys(&url, f);
+        let k = partition_keys(url, f);
         if k != keys {
             return Err(Error::location(
                 location,
                 format!(
                     "table `{}`: mixed partition layouts: {} has [{}], {} has [{}]",
                     contract.name,
-                    display_path(&url, &files[0]),
+                    display_path(url, &files[0]),
                     keys.join(", "),
-                    display_path(&url, f),
+                    display_path(url, f),
                     k.join(", ")
                 ),
             ));
         }
     }
 
-    // Read all footers, a few at a time (object stores reward concurrency).
-    // Owned metas: a closure over borrowed ones makes the future not `Send`
-    // (a higher-ranked lifetime the compiler cannot prove), and the binary
-    // runs commands as spawned tasks.
-    let schemas: Vec<(FileFacts, String)> = futures::stream::iter(files.iter().cloned())
+    // Read the footers not read before, a few at a time (object stores
+    // reward concurrency). Owned metas: a closure over borrowed ones makes
+    // the future not `Send` (a higher-ranked lifetime the compiler cannot
+    // prove), and the binary runs commands as spawned tasks.
+    let unread: Vec<ObjectMeta> = files
+        .iter()
+        .filter(|m| !known.contains_key(&version_of(m)))
+        .cloned()
+        .collect();
+    let read: Vec<(FileVersion, FileFacts)> = futures::stream::iter(unread)
         .map(|meta: ObjectMeta| {
             let store = Arc::clone(&store);
-            let display = display_path(&url, &meta);
+            let display = display_path(url, &meta);
+            let (ctx, contract) = (ctx.clone(), *contract);
             async move {
-                let facts = file_schema(ctx, contract, store.as_ref(), &meta, &display).await?;
-                Ok::<_, Error>((facts, display))
+                let facts = file_schema(&ctx, &contract, store.as_ref(), &meta, &display).await?;
+                Ok::<_, Error>((version_of(&meta), facts))
             }
         })
         .buffered(16)
         .try_collect()
         .await?;
+    for (version, facts) in read {
+        known.insert(version, Arc::new(facts));
+    }
 
     let mut types_seen = vec![TypesSeen::default(); contract.columns.len()];
     let mut rows = 0u64;
-    for (facts, file) in &schemas {
+    for meta in files {
+        let facts = &known[&version_of(meta)];
+        let file = display_path(url, meta);
         rows += facts.rows;
         for (i, (col, kind)) in contract.columns.iter().enumerate() {
             let problem = match facts.schema.field_with_name(col) {
@@ -482,7 +534,7 @@ pub async fn register_table(
                     table: contract.name.to_string(),
                     column: col.to_string(),
                     problem,
-                    file: file.clone(),
+                    file,
                 });
             }
         }
@@ -502,31 +554,214 @@ pub async fn register_table(
         .into_iter()
         .filter(|k| schema.field_with_name(k).is_err())
         .collect();
+    Ok(Validated {
+        schema,
+        partition_columns,
+        rows,
+    })
+}
 
+/// The table DataFusion scans: the directory (its files come from the
+/// session's pinned listing) with the canonical schema.
+fn provider(url: &ListingTableUrl, v: &Validated) -> Result<Arc<ListingTable>> {
+    let extension = if url.is_collection() { ".parquet" } else { "" };
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(extension)
         .with_table_partition_cols(
-            partition_columns
+            v.partition_columns
                 .iter()
                 .map(|k| (k.clone(), DataType::Utf8))
                 .collect(),
         );
-    let config = ListingTableConfig::new(url)
+    let config = ListingTableConfig::new(url.clone())
         .with_listing_options(options)
-        .with_schema(Arc::clone(&schema));
-    let table = ListingTable::try_new(config)?;
-    ctx.deregister_table(contract.name)?;
-    ctx.register_table(contract.name, Arc::new(table))?;
+        .with_schema(Arc::clone(&v.schema));
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
 
-    Ok(TableInfo {
+fn info_of(
+    contract: &Contract,
+    location: &Location,
+    listing: &Listing,
+    v: &Validated,
+) -> TableInfo {
+    TableInfo {
         name: contract.name.to_string(),
         location: location.clone(),
-        files: files.len(),
-        bytes: files.iter().map(|f| f.size).sum(),
-        rows,
-        partition_columns,
-        schema,
-    })
+        files: listing.files.len(),
+        bytes: listing.files.iter().map(|f| f.size).sum(),
+        rows: v.rows,
+        partition_columns: v.partition_columns.clone(),
+        schema: Arc::clone(&v.schema),
+        warning: listing::skipped_warning(contract.name, &listing.skipped),
+    }
+}
+
+/// Registers `contract.name` from `location` after validating every file,
+/// and pins the files validated as the ones the session's scans read.
+pub async fn register_table(
+    ctx: &SessionContext,
+    contract: &Contract,
+    location: &Location,
+) -> Result<TableInfo> {
+    let (url, listing) = list(ctx, contract, location).await?;
+    if listing.files.is_empty() {
+        return Err(no_files(contract, location, &url));
+    }
+    let mut known = HashMap::new();
+    let validated = validate(ctx, contract, location, &url, &listing.files, &mut known).await?;
+    let table = provider(&url, &validated)?;
+    if let Some(pins) = listing::pins_of(ctx) {
+        pins.pin(listing::key_of(&url), listing.files.clone());
+    }
+    ctx.deregister_table(contract.name)?;
+    ctx.register_table(contract.name, table)?;
+    let info = info_of(contract, location, &listing, &validated);
+    if let Some(registry) = registry_of(ctx) {
+        registry.tables.lock().expect("not poisoned").insert(
+            contract.name.to_string(),
+            Registered {
+                contract: *contract,
+                location: location.clone(),
+                validated,
+                known,
+                info: info.clone(),
+                warned: info.warning.clone(),
+            },
+        );
+    }
+    Ok(info)
+}
+
+/// The contract tables registered in a context, with what their validation
+/// found, shared by every session copied from it (each `serve`
+/// connection), so that a file's footer is read once per version.
+#[derive(Debug, Default)]
+pub struct Registry {
+    tables: std::sync::Mutex<BTreeMap<String, Registered>>,
+}
+
+#[derive(Debug)]
+struct Registered {
+    contract: Contract,
+    location: Location,
+    validated: Validated,
+    known: HashMap<FileVersion, Arc<FileFacts>>,
+    info: TableInfo,
+    /// The last warning given about skipped files, not repeated.
+    warned: Option<String>,
+}
+
+impl Registry {
+    /// What registration found about each contract table, as of the last
+    /// [`refresh`] of any session.
+    pub fn infos(&self) -> Vec<TableInfo> {
+        self.tables
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .map(|r| r.info.clone())
+            .collect()
+    }
+}
+
+/// The registry of `ctx` (contexts made by [`crate::context`] have one).
+pub fn registry_of(ctx: &SessionContext) -> Option<Arc<Registry>> {
+    ctx.state().config().get_extension::<Registry>()
+}
+
+/// What [`refresh`] did to one table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refreshed {
+    /// The files are those pinned already.
+    Same,
+    /// Other files, same schema: the new listing is pinned.
+    Files,
+    /// Other files that change the table's schema or layout: the table was
+    /// registered again (its views must be too).
+    Schema,
+}
+
+/// Lists every contract table of `ctx` again and, where its files changed,
+/// validates them and pins the new listing for `ctx`'s session (see
+/// [`crate::listing`]). Returns, per table, what changed, and the warnings
+/// about skipped files not given before.
+pub async fn refresh(ctx: &SessionContext) -> Result<(Vec<(String, Refreshed)>, Vec<String>)> {
+    let (Some(registry), Some(pins)) = (registry_of(ctx), listing::pins_of(ctx)) else {
+        return Ok((vec![], vec![]));
+    };
+    let entries: Vec<(Contract, Location)> = registry
+        .tables
+        .lock()
+        .expect("not poisoned")
+        .values()
+        .map(|r| (r.contract, r.location.clone()))
+        .collect();
+    let mut changes = Vec::new();
+    let mut warnings = Vec::new();
+    for (contract, location) in entries {
+        let (url, listing) = list(ctx, &contract, &location).await?;
+        let key = listing::key_of(&url);
+        if pins
+            .pinned(&key)
+            .is_some_and(|p| listing::same_files(&p, &listing.files))
+        {
+            // The same files are read; files skipped may still be new.
+            let warning = listing::skipped_warning(contract.name, &listing.skipped);
+            let mut tables = registry.tables.lock().expect("not poisoned");
+            if let Some(entry) = tables.get_mut(contract.name) {
+                if warning.is_some() && warning != entry.warned {
+                    warnings.extend(warning.clone());
+                }
+                entry.warned = warning;
+            }
+            changes.push((contract.name.to_string(), Refreshed::Same));
+            continue;
+        }
+        if listing.files.is_empty() {
+            return Err(no_files(&contract, &location, &url));
+        }
+        let mut known = registry
+            .tables
+            .lock()
+            .expect("not poisoned")
+            .get(contract.name)
+            .map(|r| r.known.clone())
+            .unwrap_or_default();
+        let validated =
+            validate(ctx, &contract, &location, &url, &listing.files, &mut known).await?;
+        // Footers of files gone are forgotten.
+        let now: std::collections::HashSet<FileVersion> =
+            listing.files.iter().map(version_of).collect();
+        known.retain(|v, _| now.contains(v));
+        let info = info_of(&contract, &location, &listing, &validated);
+        let mut tables = registry.tables.lock().expect("not poisoned");
+        let Some(entry) = tables.get_mut(contract.name) else {
+            continue;
+        };
+        let change = if entry.validated.schema == validated.schema
+            && entry.validated.partition_columns == validated.partition_columns
+        {
+            Refreshed::Files
+        } else {
+            Refreshed::Schema
+        };
+        if info.warning.is_some() && info.warning != entry.warned {
+            warnings.extend(info.warning.clone());
+        }
+        entry.warned = info.warning.clone();
+        entry.validated = validated.clone();
+        entry.known = known;
+        entry.info = info;
+        drop(tables);
+        if change == Refreshed::Schema {
+            ctx.deregister_table(contract.name)?;
+            ctx.register_table(contract.name, provider(&url, &validated)?)?;
+        }
+        pins.pin(key, listing.files);
+        changes.push((contract.name.to_string(), change));
+    }
+    Ok((changes, warnings))
 }
 
 /// Object-store listing errors, reworded to name the table.

@@ -50,12 +50,17 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Report(ReportArgs),
     /// The scheduled job: every report of the config, for one run date, written
-    /// as Parquet to <output.location>/report=<name>/report_date=<DATE>/.
+    /// to <output.location>/report=<name>/report_date=<DATE>/ as Parquet, or
+    /// into a Delta Lake table with [output] format = "delta"; with
+    /// formats = ["html"] in a report's entry, also its HTML page.
     ///
-    /// Each result is one object replaced atomically: a re-run of a date
-    /// replaces its result, a failure leaves the previous one in place. Prints
-    /// a one-line JSON summary on stdout; exits 0 only when everything was
-    /// written.
+    /// Each result is one object replaced atomically (a Delta table gets one
+    /// commit per result): a re-run of a date replaces its result, a failure
+    /// leaves the previous one in place. With [state] location, runs are
+    /// incremental: only new files are read, with the same results as a
+    /// full recompute (docs/INCREMENTAL.md). Prints a one-line JSON summary
+    /// on stdout; exits 0 only when everything was written (and, with
+    /// [state], the state saved).
     ///
     /// Example:
     ///   supportfunnel run --config job.toml --date 2026-03-01
@@ -166,7 +171,7 @@ pub struct ExecutorArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub engine: EngineArgs,
+    pub engine: TableArgs,
     /// Address and port to listen on (port 0: any free port) [default: the
     /// config's [serve] listen, else 127.0.0.1:5433]
     #[arg(long, value_name = "HOST:PORT")]
@@ -174,20 +179,27 @@ pub struct ServeArgs {
     /// The user clients log in as [default: [serve] user, else supportfunnel]
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
-    /// PEM certificate chain: clients may (and with sslmode=require must)
-    /// use TLS [default: [serve] tls_cert]
+    /// PEM certificate chain: with it, every connection must use TLS
+    /// (clients connect with sslmode=require or verify-full; plain
+    /// connections are refused) [default: [serve] tls_cert]
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert [default: [serve] tls_key]
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Connections served at once; more are turned away [default: 64]
+    /// Clients logged in at once; more get "too many clients" (53300)
+    /// [default: [serve] max_connections, else 64]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
     /// Time a query may run unless its client sets statement_timeout, e.g.
     /// 5m; 0 for none [default: [serve] statement_timeout, else none]
     #[arg(long, value_name = "DURATION")]
     pub statement_timeout: Option<String>,
+    /// Time a new connection has to log in; silent or slow clients are
+    /// dropped then, and never hold one of --max-connections [default:
+    /// [serve] login_timeout, else 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub login_timeout: Option<String>,
     /// Zone of report(…) calls that name none [default: the config's, else UTC]
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
@@ -212,13 +224,34 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             max_connections: self.max_connections,
             statement_timeout: self.statement_timeout.clone(),
+            login_timeout: self.login_timeout.clone(),
         }
     }
 }
 
-/// Where the data is and how much memory a query may use.
+/// Where the data is, how much memory a query may use, and the cluster
+/// it runs on.
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
+    #[command(flatten)]
+    pub tables: TableArgs,
+    /// Run the queries on this Apache Ballista cluster (`supportfunnel
+    /// scheduler` and `executor`) instead of in this process; tables must be
+    /// where every executor can read them (s3://, or a path mounted on
+    /// every node) [default: the config's [engine] cluster, else none]
+    #[arg(long, value_name = "df://HOST:PORT")]
+    pub cluster: Option<String>,
+    /// On a cluster, where the report keeps its intermediate tables: an
+    /// s3:// location, or an absolute path mounted on every node, that
+    /// every executor can read and write; a private prefix under it is
+    /// removed when the report ends [default: the config's [engine] scratch]
+    #[arg(long, value_name = "URL|PATH")]
+    pub scratch: Option<String>,
+}
+
+/// Where the data is and how much memory a query may use.
+#[derive(Args, Debug, Clone)]
+pub struct TableArgs {
     /// Events dataset: a Parquet file, a directory, a Hive-partitioned
     /// directory, or s3://bucket/prefix [default: the config's table, else
     /// the bundled sample in ./data/sample]
@@ -237,21 +270,9 @@ pub struct EngineArgs {
     /// Parallelism of query plans [default: the number of cores]
     #[arg(long, value_name = "N")]
     pub target_partitions: Option<usize>,
-    /// Run the queries on this Apache Ballista cluster (`supportfunnel
-    /// scheduler` and `executor`) instead of in this process; tables must be
-    /// where every executor can read them (s3://, or a path mounted on
-    /// every node) [default: the config's [engine] cluster, else none]
-    #[arg(long, value_name = "df://HOST:PORT")]
-    pub cluster: Option<String>,
-    /// On a cluster, where the report keeps its intermediate tables: an
-    /// s3:// location (or a shared path) every executor can read and write;
-    /// a private prefix under it is removed when the report ends
-    /// [default: the config's [engine] scratch]
-    #[arg(long, value_name = "URL|PATH")]
-    pub scratch: Option<String>,
 }
 
-impl EngineArgs {
+impl TableArgs {
     /// The flags as the library takes them.
     pub fn flags(&self) -> Flags {
         Flags {
@@ -260,9 +281,18 @@ impl EngineArgs {
             memory_limit: self.memory_limit.clone(),
             temp_dir: self.temp_dir.clone(),
             target_partitions: self.target_partitions,
+            ..Flags::default()
+        }
+    }
+}
+
+impl EngineArgs {
+    /// The flags as the library takes them.
+    pub fn flags(&self) -> Flags {
+        Flags {
             cluster: self.cluster.clone(),
             scratch: self.scratch.clone(),
-            ..Flags::default()
+            ..self.tables.flags()
         }
     }
 }
@@ -341,8 +371,9 @@ pub struct ReportArgs {
     /// How sessions and conversations are computed: `native` (one scan, in
     /// memory: fastest), `sql` (DataFusion plans step by step, spilling to
     /// --temp-dir under --memory-limit), or `auto`: native when its estimate
-    /// (about 100 bytes an event) fits in --memory-limit, or without a limit
-    /// in half the machine's memory. Every strategy gives the same report.
+    /// fits (160 MiB + 48 bytes an event within --memory-limit; without a
+    /// limit, 100 bytes an event within half the machine's memory), sql
+    /// otherwise. Every strategy gives the same report.
     #[arg(long, default_value = "auto", value_parser = parse_strategy)]
     pub strategy: ReportPath,
     /// Print each step of the report with the rows it read and its time on

@@ -69,11 +69,6 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
         &config.serve,
         std::env::var(PASSWORD_ENV).ok(),
     )?;
-    if args.engine.cluster.is_some() {
-        anyhow::bail!(
-            "serve runs its queries in its own process: --cluster is not supported by serve"
-        );
-    }
     let mut settings = settings(&args.flags(), config)?;
     if settings.engine.cluster.take().is_some() {
         eprintln!("note: serve runs its queries in this process; [engine] cluster is not used");
@@ -82,6 +77,7 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
     settings.engine.cached_sessions = true;
     settings.engine.no_url_tables = true;
     let engine = build_context(&settings.engine).await?;
+    warn_skipped(&engine);
     supportfunnel::udtf::register(&engine, settings.tz);
     let server = supportfunnel::serve::start(&engine, opts.clone()).await?;
     let addr = server.local_addr();
@@ -204,6 +200,14 @@ fn settings(flags: &Flags, config: &Config) -> Result<Settings> {
     Ok(settings)
 }
 
+/// Says on stderr which files of the tables are not read (hidden, nested,
+/// not Parquet), one line per table.
+fn warn_skipped(engine: &supportfunnel::Engine) {
+    for w in engine.tables.iter().filter_map(|t| t.warning.as_deref()) {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// A file or object to write to, parsed.
 fn output_location(output: &Option<String>) -> Result<Option<Location>> {
     output
@@ -218,6 +222,7 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
     args.format.check_destination(output.as_ref())?;
     let settings = settings(&args.flags(), config)?;
     let engine = build_context(&settings.engine).await?;
+    warn_skipped(&engine);
     let progress = CliProgress::new(args.verbose);
     let report = run_report(
         &engine,
@@ -324,6 +329,7 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
     let mut settings = settings(&args.engine.flags(), config)?;
     settings.engine.cached_sessions = true;
     let engine = build_context(&settings.engine).await?;
+    warn_skipped(&engine);
     supportfunnel::udtf::register(&engine, settings.tz);
     let Some(text) = text else {
         return prompt::repl(&engine.ctx).await;
@@ -352,6 +358,9 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
             }
         }
     }
+    for w in results.iter().flat_map(|r| &r.warnings) {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }
 
@@ -362,6 +371,7 @@ async fn run(has_config: bool, config: &Config, args: RunArgs) -> Result<()> {
     }
     let settings = settings(&args.engine.flags(), config)?;
     let engine = build_context(&settings.engine).await?;
+    warn_skipped(&engine);
     let date = args.date.unwrap_or_else(|| settings.today());
     let summary = run_job_with(
         &engine,
@@ -375,7 +385,14 @@ async fn run(has_config: bool, config: &Config, args: RunArgs) -> Result<()> {
     for f in &summary.failed {
         eprintln!("error: report `{}`: {}", f.report, f.error);
     }
+    let state_error = summary.state.as_ref().and_then(|s| s.error.as_deref());
+    if let (Some(e), true) = (state_error, summary.failed.is_empty()) {
+        eprintln!("error: {e}");
+    }
     if !summary.ok {
+        if summary.failed.is_empty() {
+            anyhow::bail!("the job's state was not saved; see above");
+        }
         anyhow::bail!(
             "{} of {} reports failed; see above",
             summary.failed.len(),

@@ -98,6 +98,9 @@ async fn run_and_print(ctx: &SessionContext, sql: &str) -> bool {
         Ok(results) => {
             let mut ok = true;
             for r in &results {
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
                 if let Err(e) = output::write_result(Format::Table, &r.schema, &r.batches, None) {
                     eprintln!("error: {e}");
                     ok = false;

@@ -270,6 +270,9 @@ fn a_filtered_page_in_another_zone_says_so_and_still_matches_the_json() {
         "onboarding",
         "--sender",
         "Ann <b>&",
+        // a right-to-left override must not reverse the values after it
+        "--sender",
+        "\u{202e}Bob",
     ];
     let page = html_page(dir.path(), &args);
     check_page_against_json(&page, &json_rows(&args));
@@ -282,7 +285,13 @@ fn a_filtered_page_in_another_zone_says_so_and_still_matches_the_json() {
         .text()
         .collect();
     // Escaped as text, not markup.
-    assert_eq!(filters, "Tags: onboarding; Senders: Ann <b>&");
+    assert_eq!(filters, "Tags: onboarding; Senders: Ann <b>&, \u{202e}Bob");
+    // each value isolated in its own <bdi>, so its direction stays its own
+    let values: Vec<String> = doc
+        .select(&sel("[data-field=\"filters\"] bdi"))
+        .map(|e| e.text().collect())
+        .collect();
+    assert_eq!(values, ["onboarding", "Ann <b>&", "\u{202e}Bob"]);
     assert!(page.contains("Ann &lt;b&gt;&amp;"));
     assert!(page.contains("14 days"));
 }

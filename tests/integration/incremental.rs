@@ -539,3 +539,126 @@ sessions = true
         );
     }
 }
+
+/// The state's manifest as JSON.
+fn manifest(state: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(state.join("state.json")).unwrap()).unwrap()
+}
+
+/// A state file the manifest names under `key` (`index` into a list).
+fn state_file(state: &Path, key: &str, index: Option<usize>) -> PathBuf {
+    let m = manifest(state);
+    let name = match index {
+        Some(i) => m[key][i].as_str().unwrap().to_string(),
+        None => m[key].as_str().unwrap().to_string(),
+    };
+    state.join("data").join(name)
+}
+
+#[tokio::test]
+async fn a_state_file_lost_changed_or_edited_is_never_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
+    generate(&GenOptions {
+        out: src.clone(),
+        users: 150,
+        days: 14,
+        seed: 11,
+        start,
+        overwrite: false,
+        progress: None,
+    })
+    .unwrap();
+    let inputs = tmp.path().join("inputs");
+    let state = tmp.path().join("state");
+    let (inc_out, full_out) = (tmp.path().join("inc"), tmp.path().join("full"));
+    let inc = job_text(&inputs, &inc_out, Some(&state), "parquet");
+    let full = job_text(&inputs, &full_out, None, "parquet");
+    // Three runs: the state holds three event-index segments.
+    let mut day = start;
+    for _ in 0..3 {
+        arrive_day(&src, &inputs, day);
+        day += Duration::days(1);
+        run(&inc, day, false).await;
+    }
+    assert!(manifest(&state)["event_index"].as_array().unwrap().len() >= 2);
+
+    // What each case does to the state before the next run, and the
+    // reason the run must give for recomputing in full.
+    type Damage = fn(&Path);
+    let cases: [(&str, Damage, &str); 5] = [
+        (
+            "a lost index segment, and copies of old events arriving",
+            |state| std::fs::remove_file(state_file(state, "event_index", Some(1))).unwrap(),
+            "is missing",
+        ),
+        (
+            "an empty live-messages file",
+            |state| std::fs::write(state_file(state, "live_messages", None), b"").unwrap(),
+            "bytes, state.json says",
+        ),
+        (
+            "live events and live messages swapped",
+            |state| {
+                let (e, m) = (
+                    state_file(state, "live_events", None),
+                    state_file(state, "live_messages", None),
+                );
+                let (eb, mb) = (std::fs::read(&e).unwrap(), std::fs::read(&m).unwrap());
+                std::fs::write(&e, mb).unwrap();
+                std::fs::write(&m, eb).unwrap();
+            },
+            "state file data/",
+        ),
+        (
+            "an index segment changed in place, same size",
+            |state| {
+                let f = state_file(state, "event_index", Some(0));
+                let mut bytes = std::fs::read(&f).unwrap();
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x20;
+                std::fs::write(&f, bytes).unwrap();
+            },
+            "does not match its checksum",
+        ),
+        (
+            "a counter edited in state.json",
+            |state| {
+                let mut m = manifest(state);
+                let n = m["counters"]["events_rows_read"].as_u64().unwrap();
+                m["counters"]["events_rows_read"] = (n + 7).into();
+                std::fs::write(state.join("state.json"), m.to_string()).unwrap();
+            },
+            "state.json does not match its checksum",
+        ),
+    ];
+    for (what, damage, reason) in cases {
+        damage(&state);
+        arrive_day(&src, &inputs, day);
+        // copies of arrived events with new times: duplicates that only
+        // the whole index tells apart
+        derived_file(
+            &inputs,
+            day,
+            &format!("copies-{day}.parquet"),
+            "SELECT event_id, user_id, ts + INTERVAL '3 hours' AS ts, event_type, channel, \
+             article_id, conversation_id, actor, rating FROM events \
+             WHERE substr(md5(event_id), 1, 1) IN ('0', '1', '2', '3')",
+        )
+        .await;
+        day += Duration::days(1);
+        let summary = run(&inc, day, false).await;
+        let state_run = summary.state.unwrap();
+        assert_eq!(state_run.mode, "full", "{what}: {state_run:?}");
+        let why = state_run.reason.unwrap_or_default();
+        assert!(why.contains(reason), "{what}: {why}");
+        same_as_full(&full, &inc_out, &full_out, day).await;
+        // and the state rebuilt serves the next run again
+        arrive_day(&src, &inputs, day);
+        day += Duration::days(1);
+        let next = run(&inc, day, false).await.state.unwrap();
+        assert_eq!(next.mode, "incremental", "{what}, after: {next:?}");
+        same_as_full(&full, &inc_out, &full_out, day).await;
+    }
+}

@@ -16,6 +16,8 @@ mod s3;
 mod s3_server;
 #[cfg(feature = "serve")]
 mod serve;
+#[cfg(feature = "serve")]
+mod serve_hostile;
 mod slt;
 mod tables;
 mod udwf;

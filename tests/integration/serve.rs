@@ -19,10 +19,10 @@ use crate::common::{bin, free_port, rows, sample_options, Node};
 /// A query of 10¹¹ rows, which runs for many minutes, one batch of 8,192
 /// rows at a time (so it yields to other tasks and can be stopped between
 /// batches), for the tests that stop one in its middle.
-const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000000000)";
+pub(crate) const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 100000000000)";
 
 /// The sample's engine as `serve` builds it (no URL tables).
-async fn engine() -> Engine {
+pub(crate) async fn engine() -> Engine {
     let engine = build_context(&EngineOptions {
         no_url_tables: true,
         ..sample_options()
@@ -33,7 +33,7 @@ async fn engine() -> Engine {
     engine
 }
 
-async fn start(engine: &Engine, password: Option<&str>) -> Server {
+pub(crate) async fn start(engine: &Engine, password: Option<&str>) -> Server {
     serve::start(
         engine,
         ServeOptions {
@@ -46,7 +46,7 @@ async fn start(engine: &Engine, password: Option<&str>) -> Server {
     .unwrap()
 }
 
-async fn connect_as(
+pub(crate) async fn connect_as(
     addr: SocketAddr,
     user: &str,
     password: &str,
@@ -64,12 +64,12 @@ async fn connect_as(
     Ok(client)
 }
 
-async fn connect(addr: SocketAddr) -> Client {
+pub(crate) async fn connect(addr: SocketAddr) -> Client {
     connect_as(addr, "supportfunnel", "").await.unwrap()
 }
 
 /// The rows of a simple query as text, columns joined by `|`.
-async fn simple(client: &Client, sql: &str) -> Vec<String> {
+pub(crate) async fn simple(client: &Client, sql: &str) -> Vec<String> {
     client
         .simple_query(sql)
         .await
@@ -88,7 +88,7 @@ async fn simple(client: &Client, sql: &str) -> Vec<String> {
 }
 
 /// The SQLSTATE and message of a failed statement.
-fn sql_error(e: tokio_postgres::Error) -> (String, String) {
+pub(crate) fn sql_error(e: tokio_postgres::Error) -> (String, String) {
     let db = e
         .as_db_error()
         .unwrap_or_else(|| panic!("not a server error: {e:?}"));
@@ -97,7 +97,7 @@ fn sql_error(e: tokio_postgres::Error) -> (String, String) {
 
 /// Runs [`ENDLESS`] on `client` and cancels it, as psql's Ctrl-C does, once
 /// the server counts it as running; returns how the query ended.
-async fn cancelled_endless(
+pub(crate) async fn cancelled_endless(
     server: &Server,
     client: &Client,
 ) -> Result<Vec<SimpleQueryMessage>, tokio_postgres::Error> {
@@ -113,7 +113,7 @@ async fn cancelled_endless(
 }
 
 /// Waits until `cond` holds, at most `within`.
-async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < within, "not within {within:?}: {what}");
@@ -711,5 +711,16 @@ fn serve_refuses_bad_settings_in_one_line() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster is not supported by serve"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--cluster'"),
+        "serve takes no cluster flags"
+    );
+    // --help says what serve does: no cluster flags, TLS required when on
+    let help = bin().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        !help.contains("--cluster") && !help.contains("--scratch"),
+        "{help}"
+    );
+    assert!(help.contains("every connection must use TLS"), "{help}");
 }
