@@ -222,7 +222,9 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
     // `enable_url_table` lets ad-hoc SQL read a file directly:
     // SELECT * FROM 'result.parquet'.
     let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
-    let ctx = if opts.no_url_tables {
+    // On a cluster the URL tables are enabled on the cluster's session
+    // ([`on_cluster`]): they are bound to the context that enables them.
+    let ctx = if opts.no_url_tables || opts.cluster.is_some() {
         ctx
     } else {
         ctx.enable_url_table()
@@ -261,7 +263,12 @@ pub async fn on_cluster(ctx: SessionContext, opts: &EngineOptions) -> Result<Ses
     };
     #[cfg(feature = "cluster")]
     {
-        crate::cluster::client::attach(&ctx, url, &opts.s3).await
+        let remote = crate::cluster::client::attach(&ctx, url, &opts.s3).await?;
+        Ok(if opts.no_url_tables {
+            remote
+        } else {
+            remote.enable_url_table()
+        })
     }
     #[cfg(not(feature = "cluster"))]
     {

@@ -25,7 +25,7 @@
 //!    never pasted;
 //! 4. the rows are assembled in the spec's order with `delta` and `delta_pct`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -319,6 +319,8 @@ impl Intermediates<'_> {
             let url = dir.child(name);
             let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            // (A step the cluster cancelled is sent again by its client,
+            // `cluster::jobs`; what an earlier attempt wrote is settled.)
             let written = df
                 .write_parquet(&url, DataFrameWriteOptions::new(), None)
                 .await?;
@@ -330,6 +332,7 @@ impl Intermediates<'_> {
                 })
                 .flat_map(|c| c.iter().flatten())
                 .sum::<u64>();
+            settle_step(ctx, name, &url, rows).await?;
             ctx.deregister_table(name)?;
             ctx.register_table(name, parquet_directory(&url, schema)?)?;
             return Ok(rows as usize);
@@ -355,6 +358,72 @@ impl Intermediates<'_> {
         ctx.register_table(name, table)?;
         Ok(progress::rows_read(&plan))
     }
+}
+
+/// Leaves in a step's directory on the cluster only the files of the write
+/// that succeeded. A step's result is written by one task (DataFusion
+/// writes a query's files from one partition), its files named
+/// `<write id>_<n>.parquet` with a write id of its own. When the task runs
+/// twice (its executor was lost while writing or before it said it was
+/// done), the first attempt's files stay beside the second's and would be
+/// read twice: numbers counted double. The attempt whose files hold
+/// exactly the `rows` the job reported is kept and the others removed; when
+/// none does, the step fails rather than give a wrong report.
+async fn settle_step(ctx: &SessionContext, name: &str, url: &str, rows: u64) -> Result<()> {
+    use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let table = ListingTableUrl::parse(url)?;
+    let store = ctx.runtime_env().object_store(table.object_store())?;
+    let files: Vec<object_store::ObjectMeta> =
+        store.list(Some(table.prefix())).try_collect().await?;
+    // write id -> (rows, newest write, files); rows None when a footer
+    // cannot be read (an attempt killed half-way).
+    let mut attempts: BTreeMap<String, (Option<u64>, i64, Vec<object_store::path::Path>)> =
+        BTreeMap::new();
+    for meta in &files {
+        let Some(file) = meta.location.filename() else {
+            continue;
+        };
+        let write_id = file.split('_').next().unwrap_or(file).to_string();
+        let footer = DFParquetMetadata::new(store.as_ref(), meta)
+            .fetch_metadata()
+            .await
+            .ok()
+            .map(|m| m.file_metadata().num_rows().max(0) as u64);
+        let entry = attempts
+            .entry(write_id)
+            .or_insert((Some(0), i64::MIN, vec![]));
+        entry.0 = entry.0.zip(footer).map(|(a, b)| a + b);
+        entry.1 = entry
+            .1
+            .max(meta.last_modified.timestamp_nanos_opt().unwrap_or(0));
+        entry.2.push(meta.location.clone());
+    }
+    if attempts.len() <= 1 {
+        return Ok(());
+    }
+    let keep = attempts
+        .iter()
+        .filter(|(_, (r, _, _))| *r == Some(rows))
+        .max_by_key(|(_, (_, newest, _))| *newest)
+        .map(|(id, _)| id.clone())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "step {name} of the report was written more than once (an executor was lost \
+                 while writing it) and no copy holds the {rows} rows the cluster reported; \
+                 the report is not trusted: run it again"
+            ))
+        })?;
+    for (id, (_, _, paths)) in attempts {
+        if id == keep {
+            continue;
+        }
+        for path in paths {
+            store.delete(&path).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The Parquet files written into directory `url`, as a table of `schema`.

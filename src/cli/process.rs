@@ -66,11 +66,17 @@ where
     }
 }
 
-/// Removes what is left of the report's shared scratch directories on an
-/// object store (a report on a cluster interrupted), in a runtime of its
-/// own (the command's was shut down), giving up after `STOP_GRACE` * 3.
+/// Cancels the jobs the command left running on a cluster and removes what
+/// is left of the report's shared scratch directories on an object store
+/// (a report on a cluster interrupted), in a runtime of its own (the
+/// command's was shut down), giving up after `STOP_GRACE` * 3. Returns how
+/// many could not be cancelled or removed.
 fn remove_shared_now() -> usize {
-    if !supportfunnel::scratch::any_shared() {
+    #[cfg(feature = "cluster")]
+    let jobs = supportfunnel::cluster::jobs::any_live();
+    #[cfg(not(feature = "cluster"))]
+    let jobs = false;
+    if !supportfunnel::scratch::any_shared() && !jobs {
         return 0;
     }
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -80,7 +86,14 @@ fn remove_shared_now() -> usize {
         return 1;
     };
     rt.block_on(async {
-        tokio::time::timeout(STOP_GRACE * 3, supportfunnel::scratch::remove_all_shared())
+        let work = async {
+            #[cfg(feature = "cluster")]
+            let left = supportfunnel::cluster::jobs::cancel_live_jobs().await;
+            #[cfg(not(feature = "cluster"))]
+            let left = 0;
+            left + supportfunnel::scratch::remove_all_shared().await
+        };
+        tokio::time::timeout(STOP_GRACE * 3, work)
             .await
             .unwrap_or(1)
     })

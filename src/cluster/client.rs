@@ -11,9 +11,11 @@
 //! every node). The report's in-memory tables (the native path, the cached
 //! `sessions`) are not used on a cluster (see [`crate::report`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use ballista_core::extension::SessionStateExt;
+use ballista_core::config::{BALLISTA_ADAPTIVE_PLANNER_ENABLED, BALLISTA_CLIENT_PULL};
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use object_store::aws::AmazonS3ConfigKey;
@@ -93,12 +95,33 @@ pub async fn attach(
     let state = ctx.state();
     // Ballista's upgrade adds its settings to the session's and switches
     // off, for every query, what it cannot distribute (DataFusion's physical
-    // scalar subqueries and dynamic filters, hash-join-first planning).
-    let config = state.config().clone().with_option_extension(options);
+    // scalar subqueries and dynamic filters, hash-join-first planning). Its
+    // adaptive planner is switched off too: when an executor holding a
+    // finished stage's output is lost, it re-runs the stage but cannot
+    // record the new output, and the job never ends (Ballista 55,
+    // docs/CLUSTER.md); the static planner re-runs it correctly. The client
+    // asks for its job's status (pull) rather than waiting for pushed
+    // statuses: it then knows the job's id from the moment the job is
+    // accepted, so it can cancel it at any time (pushed, the id comes only
+    // with the first status, after a stage has finished), and a scheduler
+    // gone fails its next request. HTTP/2 pings notice a silent one.
+    let config = state
+        .config()
+        .clone()
+        .with_option_extension(options)
+        .upgrade_for_ballista()
+        .set_bool(BALLISTA_ADAPTIVE_PLANNER_ENABLED, false)
+        .set_bool(BALLISTA_CLIENT_PULL, true)
+        .set_u64("ballista.client.grpc_http2_keepalive_interval_seconds", 15);
     let state = SessionStateBuilder::new_from_existing(state)
         .with_config(config)
         .build()
         .upgrade_for_ballista(url.endpoint())?;
+    let planner =
+        super::jobs::ClusterPlanner::new(Arc::clone(state.query_planner()), url.endpoint());
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_query_planner(Arc::new(planner))
+        .build();
     let remote = SessionContext::new_with_state(state);
     // Ballista's upgrade puts its own function lists in place of ours.
     crate::context::register_functions(&remote);
@@ -116,22 +139,41 @@ pub fn explain(url: &ClusterUrl, tables: &[TableSource], e: Error) -> Error {
         _ => return e,
     };
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let cancelled = text
+        .split("Job ")
+        .nth(1)
+        .and_then(|r| r.split_once(" failed: Cancelled"))
+        .map(|(job, _)| job.to_string());
     let problem = if let Some(i) = text.find("version mismatch") {
         text[i..].to_string()
     } else if text.contains("not supportfunnel") {
         text
+    } else if let Some(job) = cancelled {
+        format!(
+            "the cluster stopped job {job}: no task of it could run any more (an executor \
+             was lost and its work could not be redone; the scheduler's log says more); run \
+             the query again"
+        )
+    } else if text.contains("no longer knows job") {
+        text
     } else if text.contains("transport error")
         || text.contains("Connection refused")
         || text.contains("Could not connect")
+        || text.contains("h2 protocol error")
+        || text.contains("Stream closed without job completing")
+        || text.contains("code: 'Unavailable'")
+        || text.contains("Status { code: Unavailable")
     {
         format!(
-            "lost the connection to the scheduler at {}: {text}",
+            "lost the connection to the scheduler at {}: the query's results are lost, run it \
+             again when the scheduler is back ({text})",
             url.authority()
         )
     } else if text.contains("no executors") || text.contains("No executors") {
         format!("every executor was lost and none came back: {text}")
     } else if [
         "Parquet error",
+        "ParquetError",
         "Object at location",
         "No such file",
         "Generic S3",

@@ -31,8 +31,9 @@ pub struct ExecutorOptions {
     /// Host name the scheduler and other executors reach this one by, when
     /// it is not the bind address.
     pub external_host: Option<String>,
-    /// Shuffle files and spills; a private temporary directory, removed on
-    /// exit, when `None`.
+    /// Shuffle files (`shuffle/`) and spills (`spill/`), emptied at start;
+    /// a private temporary directory, removed on exit, when `None`. One
+    /// executor per directory.
     pub work_dir: Option<PathBuf>,
     /// Tasks run at once (Ballista's vcores); the cores when 0.
     pub concurrent_tasks: usize,
@@ -43,6 +44,12 @@ pub struct ExecutorOptions {
     /// under the scheduler's `--executor-timeout`.
     pub heartbeat_interval: Duration,
 }
+
+/// How often the executor looks for job directories nobody will read.
+pub const CLEAN_UP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// A job directory untouched this long is removed (longer than any job).
+pub const JOB_DATA_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// Runs an executor until the process is stopped or the scheduler tells it
 /// to stop.
@@ -65,8 +72,21 @@ pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
             private.path().to_path_buf()
         }
     };
-    let work = work_dir.to_string_lossy().to_string();
-    let spill = work.clone();
+    // Shuffle files and spill files apart, so that the sweep of old job
+    // directories never touches a spill directory in use. What an earlier
+    // executor left there (killed, or its scheduler gone before it said to
+    // clean up) belongs to no job this one will run: a new executor has a
+    // new id, so nothing can ask for those files again.
+    let shuffle = work_dir.join("shuffle");
+    let spill = work_dir.join("spill");
+    for dir in [&shuffle, &spill] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let work = shuffle.to_string_lossy().to_string();
+    let spill = spill.to_string_lossy().to_string();
     let config = ExecutorProcessConfig {
         bind_host: opts.bind_host.clone(),
         external_host: opts.external_host.clone(),
@@ -86,6 +106,11 @@ pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
         override_runtime_producer: Some(Arc::new(move |config| {
             node::node_runtime(config, Some(&spill))
         })),
+        // A job's shuffle files go when its scheduler says so; these catch
+        // what a lost scheduler never said: job directories untouched for
+        // JOB_DATA_TTL are removed every CLEAN_UP_INTERVAL.
+        job_data_clean_up_interval_seconds: CLEAN_UP_INTERVAL.as_secs(),
+        job_data_ttl_seconds: JOB_DATA_TTL.as_secs(),
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config))

@@ -14,7 +14,10 @@
 //!   state;
 //! * [`client`]: a [`SessionContext`](datafusion::prelude::SessionContext)
 //!   whose queries are planned and run by the cluster (`--cluster`), and
-//!   errors said in one line.
+//!   errors said in one line;
+//! * [`jobs`]: what the client sends (tables Ballista cannot ship are read
+//!   in the client), and each job watched: cancelled when its client stops
+//!   reading, failed at once when the scheduler forgot it.
 //!
 //! [`ClusterUrl`] is here without the `cluster` feature too, so that a
 //! config naming a cluster parses (and is refused with a clear line) in a
@@ -28,6 +31,8 @@ use crate::error::{Error, Result};
 pub mod client;
 #[cfg(feature = "cluster")]
 pub mod executor;
+#[cfg(feature = "cluster")]
+pub mod jobs;
 #[cfg(feature = "cluster")]
 pub mod node;
 #[cfg(feature = "cluster")]

@@ -311,9 +311,10 @@ fn spawn(config: &Path, args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// The jobs (top-level directories) an executor's work directory holds.
+/// The jobs (top-level directories) an executor's shuffle directory holds.
 fn jobs(executor: &Node) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(executor.work_dir.as_ref().unwrap()) else {
+    let shuffle = executor.work_dir.as_ref().unwrap().join("shuffle");
+    let Ok(entries) = std::fs::read_dir(shuffle) else {
         return vec![];
     };
     entries
@@ -568,4 +569,289 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// Waits for `child` at most `within`; kills it and fails when it is still
+/// running then (a client must never wait forever).
+fn finish_within(
+    mut child: Child,
+    within: Duration,
+    what: &str,
+    logs: &dyn Fn() -> String,
+) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: the client still waited after {within:?}:\n{}\n{}",
+                stderr(&out),
+                logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The sample's tables by their absolute paths (the same on every node of
+/// a loopback cluster: the stand-in for a shared mount).
+fn local_tables(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("local.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[tables]]\nname = \"events\"\nuri = \"{}\"\n\n[[tables]]\nname = \"messages\"\nuri = \"{}\"\n{extra}",
+            crate::common::sample("events"),
+            crate::common::sample("messages")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_report_survives_a_killed_executor_or_fails_in_one_line_and_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    let config = local_tables(dir.path(), "");
+    let period = ["--from", "2026-02-01", "--to", "2026-03-01"];
+    let mut local_args = vec!["report", "--format", "json"];
+    local_args.extend(period);
+    let expected = ok(&config, &local_args);
+    // Three tries (before, 3 of 4 hung for ever).
+    for attempt in 0..3 {
+        let mut cluster = Cluster::start(2, 1, &[]);
+        let url = cluster.url.clone();
+        let mut args = local_args.clone();
+        args.extend([
+            "--cluster",
+            url.as_str(),
+            "--scratch",
+            scratch.to_str().unwrap(),
+        ]);
+        let (client, _during) = kill_during(&mut cluster.executors[attempt % 2], &config, &args);
+        let logs = || cluster.logs();
+        let out = finish_within(client, Duration::from_secs(240), "report", &logs);
+        if out.status.success() {
+            assert_eq!(stdout(&out), expected, "attempt {attempt}");
+        } else {
+            let err = stderr(&out);
+            assert_eq!(err.trim().lines().count(), 1, "attempt {attempt}: {err}");
+            assert!(err.contains(&url), "attempt {attempt}: {err}");
+        }
+    }
+}
+
+#[test]
+fn interrupted_clients_cancel_their_jobs_and_lost_schedulers_are_said() {
+    let mut cluster = Cluster::start(1, 1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_tables(dir.path(), "");
+    let url = cluster.url.clone();
+    // A long query, interrupted: its job is cancelled on the scheduler.
+    let long = "SET datafusion.execution.target_partitions = 64; \
+         SELECT a.user_id, count(*) AS n FROM clean_events a \
+         JOIN clean_events b ON a.user_id = b.user_id \
+         JOIN clean_events c ON b.user_id = c.user_id GROUP BY 1 ORDER BY 2 DESC LIMIT 3";
+    let child = spawn(
+        &config,
+        &["sql", "--format", "csv", long, "--cluster", &url],
+    );
+    cluster
+        .scheduler
+        .wait_for_line("Job submitted", Duration::from_secs(60));
+    // SAFETY: kill(2) with our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    cluster
+        .scheduler
+        .wait_for_line("Job cancelled", Duration::from_secs(30));
+
+    // The scheduler lost mid-query: one line naming it, within a bound.
+    let child = spawn(
+        &config,
+        &["sql", "--format", "csv", long, "--cluster", &url],
+    );
+    let submitted = cluster.logs().matches("Job submitted").count();
+    let start = Instant::now();
+    while cluster.scheduler.log().matches("Job submitted").count() <= submitted {
+        assert!(start.elapsed() < Duration::from_secs(60), "not submitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.scheduler.kill();
+    let out = finish_within(child, Duration::from_secs(120), "lost scheduler", &|| {
+        String::new()
+    });
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("scheduler") && err.contains(&url), "{err}");
+}
+
+#[test]
+fn state_report_function_and_relative_scratch_work_on_a_cluster() {
+    let cluster = Cluster::start(2, 1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let client_dir = dir.path().join("client");
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    // The scheduled job with [state], on the cluster and in one process.
+    let job = |name: &str, cluster_url: Option<&str>| {
+        let mut extra = format!(
+            "[output]\nlocation = \"{o}/report\"\nsessions_location = \"{o}/sessions\"\n\n\
+             [[reports]]\nname = \"daily\"\nperiod = \"daily\"\nsessions = true\n\n\
+             [state]\nlocation = \"{o}/state\"\n",
+            o = out(name)
+        );
+        if let Some(u) = cluster_url {
+            extra.push_str(&format!(
+                "\n[engine]\ncluster = \"{u}\"\nscratch = \"rel-scratch\"\n"
+            ));
+        }
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(local_tables(dir.path(), "")).unwrap() + &extra,
+        )
+        .unwrap();
+        path
+    };
+    let (on, off) = (job("on", Some(&cluster.url)), job("off", None));
+    for (date, mode) in [("2026-02-20", "full"), ("2026-02-21", "incremental")] {
+        for config in [&on, &off] {
+            let o = bin()
+                .current_dir(&client_dir)
+                .arg("--config")
+                .arg(config)
+                .args(["run", "--date", date])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{date}: {}\n{}",
+                stderr(&o),
+                cluster.logs()
+            );
+            assert!(
+                stdout(&o).contains(&format!("\"mode\":\"{mode}\"")),
+                "{date}: {}",
+                stdout(&o)
+            );
+        }
+        for table in ["report", "sessions"] {
+            let file = |name: &str| {
+                std::fs::read(format!(
+                    "{}/{table}/report=daily/report_date={date}/data.parquet",
+                    out(name)
+                ))
+                .unwrap()
+            };
+            assert_eq!(
+                parquet_rows(&file("on")),
+                parquet_rows(&file("off")),
+                "{table} {date}"
+            );
+        }
+    }
+    // A relative --scratch is the client's: the report works, and leaves
+    // nothing there.
+    let config = local_tables(dir.path(), "");
+    let report = |extra: &[&str]| {
+        let mut args = vec![
+            "report",
+            "--format",
+            "json",
+            "--from",
+            "2026-02-01",
+            "--to",
+            "2026-03-01",
+        ];
+        args.extend(extra);
+        let o = bin()
+            .current_dir(&client_dir)
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(
+        report(&["--cluster", &cluster.url, "--scratch", "rel-scratch"]),
+        report(&[])
+    );
+    let left = std::fs::read_dir(client_dir.join("rel-scratch"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "scratch left behind");
+    // report() in ad-hoc SQL on the cluster: the same rows as in one process.
+    let sql = "SELECT section, metric, segment, current, previous \
+               FROM report('2026-02-01', '2026-03-01', 'UTC') ORDER BY 1, 2, 3";
+    let sql_on = |extra: &[&str]| {
+        let mut args = vec!["sql", "--format", "csv", sql];
+        args.extend(extra);
+        let o = bin()
+            .current_dir(&client_dir)
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let local = sql_on(&[]);
+    assert!(local.lines().count() > 40, "{local}");
+    assert_eq!(
+        sql_on(&["--cluster", &cluster.url, "--scratch", "rel-scratch"]),
+        local
+    );
+}
+
+#[test]
+fn an_executor_starts_from_an_empty_work_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    // What an executor killed, or left by its scheduler, may leave behind.
+    let old = work.join("shuffle/OLDJOB123/1/0");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("data.arrow"), vec![0u8; 4096]).unwrap();
+    std::fs::create_dir_all(work.join("spill/datafusion-old")).unwrap();
+    let mut scheduler = Node::start(
+        "scheduler",
+        dir.path(),
+        &["scheduler", "--bind", "127.0.0.1:0"],
+        &[],
+    );
+    let line = scheduler.wait_for_line("scheduler listening on", Duration::from_secs(60));
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (flight, grpc) = (free_port().to_string(), free_port().to_string());
+    let mut executor = Node::start(
+        "executor",
+        dir.path(),
+        &[
+            "executor",
+            "--scheduler",
+            &addr,
+            "--bind",
+            &format!("127.0.0.1:{flight}"),
+            "--grpc-port",
+            &grpc,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ],
+        &[],
+    );
+    executor.wait_for_line("registration succeed", Duration::from_secs(60));
+    assert!(!work.join("shuffle/OLDJOB123").exists());
+    assert!(!work.join("spill/datafusion-old").exists());
 }
