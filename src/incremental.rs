@@ -1086,6 +1086,9 @@ async fn incremental_run(
     .await?;
 
     laps.lap("reduced input written");
+    // The reduced input lives in the temp directory, which as a temp
+    // directory of its engine would hold that engine's own tables (refused
+    // as writing among the inputs): its spills go beside the input instead.
     let reduced = build_context(&EngineOptions {
         tables: vec![
             crate::context::TableSource::new(EVENTS.name, Location::Local(events_dir)),
@@ -1093,6 +1096,7 @@ async fn incremental_run(
         ],
         cluster: None,
         scratch: None,
+        temp_dir: Some(dir.path().join("spill")),
         ..engine.options.clone()
     })
     .await?;

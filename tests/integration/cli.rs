@@ -91,6 +91,31 @@ fn json_table_and_parquet_outputs() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().nth(1), Some("4"));
+
+    // Parquet through a pipe (standard output not a terminal): written.
+    let o = run(&["sql", "--format", "parquet", "SELECT 1 AS a"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.starts_with(b"PAR1") && o.stdout.ends_with(b"PAR1"));
+}
+
+#[test]
+fn help_says_what_the_commands_do() {
+    let help = |cmd: &str| stdout(&run(&[cmd, "--help"]));
+    let run_help = help("run");
+    assert!(
+        run_help.contains("Delta Lake") && run_help.contains("[state]"),
+        "{run_help}"
+    );
+    // one memory rule, the one the code applies (history::native_fits)
+    let report = help("report");
+    assert!(
+        report.contains("160 MiB + 48 bytes an event") && report.contains("100 bytes an event"),
+        "{report}"
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("160 MiB + 48 bytes per event"));
+    assert!(readme.contains("100 bytes per event"));
 }
 
 #[test]

@@ -662,3 +662,123 @@ async fn a_state_file_lost_changed_or_edited_is_never_trusted() {
         same_as_full(&full, &inc_out, &full_out, day).await;
     }
 }
+
+#[test]
+fn an_unusable_state_still_prints_the_summary_and_fails_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("inputs");
+    let src = tmp.path().join("src");
+    let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
+    generate(&GenOptions {
+        out: src.clone(),
+        users: 100,
+        days: 3,
+        seed: 5,
+        start,
+        overwrite: false,
+        progress: None,
+    })
+    .unwrap();
+    for d in 0..3 {
+        arrive_day(&src, &inputs, start + Duration::days(d));
+    }
+    // The state's location is a file: nothing can be written there.
+    let blocked = tmp.path().join("state-is-a-file");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let out = tmp.path().join("out");
+    let config = tmp.path().join("job.toml");
+    std::fs::write(&config, job_text(&inputs, &out, Some(&blocked), "parquet")).unwrap();
+    let o = run_bin(&config, start + Duration::days(3), None, false);
+    assert!(!o.status.success());
+    let summary: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    // the results were written, and the summary says the state was not
+    assert!(
+        !summary["written"].as_array().unwrap().is_empty(),
+        "{summary}"
+    );
+    assert_eq!(summary["ok"], false);
+    let error = summary["state"]["error"].as_str().unwrap();
+    assert!(error.contains("state-is-a-file"), "{error}");
+    let err = stderr(&o);
+    assert!(err.contains("error: the state at"), "{err}");
+    assert!(err.contains("the job's state was not saved"), "{err}");
+}
+
+#[test]
+fn a_killed_run_leaves_its_temporary_directories_to_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
+    generate(&GenOptions {
+        out: src.clone(),
+        users: 100,
+        days: 4,
+        seed: 9,
+        start,
+        overwrite: false,
+        progress: None,
+    })
+    .unwrap();
+    let inputs = tmp.path().join("inputs");
+    for d in 0..3 {
+        arrive_day(&src, &inputs, start + Duration::days(d));
+    }
+    let temp = tmp.path().join("temp");
+    let config = tmp.path().join("job.toml");
+    std::fs::write(
+        &config,
+        job_text(
+            &inputs,
+            &tmp.path().join("out"),
+            Some(&tmp.path().join("state")),
+            "parquet",
+        ) + &format!("\n[engine]\ntemp_dir = \"{}\"\n", temp.display()),
+    )
+    .unwrap();
+    let date = start + Duration::days(3);
+    assert!(run_bin(&config, date, None, false).status.success());
+    arrive_day(&src, &inputs, date);
+    // (with a temp directory of its own, the run is still incremental)
+    let timed = bin()
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--date", &(date + Duration::days(1)).to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&timed).contains("\"mode\":\"incremental\""),
+        "{}",
+        stdout(&timed)
+    );
+    // Killed (abort, as kill -9) in the middle of an incremental run: its
+    // directories stay behind.
+    let killed = run_bin(
+        &config,
+        date + Duration::days(1),
+        Some("before-state"),
+        false,
+    );
+    assert!(!killed.status.success());
+    let left = |temp: &Path| -> Vec<String> {
+        std::fs::read_dir(temp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("supportfunnel-"))
+            .collect()
+    };
+    let litter = left(&temp);
+    assert!(
+        litter
+            .iter()
+            .any(|n| n.starts_with("supportfunnel-incremental-")),
+        "{litter:?}"
+    );
+    // The next command sweeps what belongs to dead processes.
+    let again = run_bin(&config, date + Duration::days(1), None, false);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let now = left(&temp);
+    assert!(
+        litter.iter().all(|n| !now.contains(n)),
+        "left by the killed run: {litter:?}, now: {now:?}"
+    );
+}
