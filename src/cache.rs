@@ -26,7 +26,6 @@ use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
@@ -43,8 +42,7 @@ type Fingerprint = Vec<(String, u64, i64, Option<String>)>;
 pub struct CachedSessions {
     events: Arc<dyn TableProvider>,
     schema: SchemaRef,
-    /// The rows and the memory they hold in the session's pool.
-    cached: tokio::sync::Mutex<Option<(Fingerprint, Vec<RecordBatch>, MemoryReservation)>>,
+    cached: tokio::sync::Mutex<Option<(Fingerprint, Vec<RecordBatch>)>>,
     computations: AtomicUsize,
 }
 
@@ -105,7 +103,7 @@ impl CachedSessions {
     async fn rows(&self, state: &dyn Session) -> DfResult<Vec<RecordBatch>> {
         let key = self.fingerprint(state).await?;
         let mut cached = self.cached.lock().await;
-        if let Some((k, batch, _)) = cached.as_ref() {
+        if let Some((k, batch)) = cached.as_ref() {
             if *k == key {
                 return Ok(batch.clone());
             }
@@ -118,8 +116,10 @@ impl CachedSessions {
             .ok_or_else(|| DataFusionError::Internal("sessions: not a SessionState".into()))?;
         // A context over the querying session's own catalog, read only.
         let ctx = SessionContext::new_with_state(state.clone());
-        // The computation's memory, then the rows', come from the pool
-        // (see `reserve_memory`).
+        // The computation's memory comes from the pool while it runs (see
+        // `reserve_memory`). The rows kept afterwards are not held there:
+        // a cache holding the pool would make a later report of the same
+        // session wait for ever.
         let rows = crate::tables::registry_of(&ctx)
             .map(|r| r.infos())
             .unwrap_or_default()
@@ -127,7 +127,7 @@ impl CachedSessions {
             .filter(|t| t.name == crate::tables::EVENTS.name)
             .map(|t| t.rows)
             .sum();
-        let reservation = crate::history::reserve_memory(
+        let _computing = crate::history::reserve_memory(
             &state.runtime_env().memory_pool,
             "sessions (cached)",
             crate::history::native_pool_bytes(rows),
@@ -148,10 +148,7 @@ impl CachedSessions {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.computations.fetch_add(1, Ordering::Relaxed);
-        drop(history);
-        let held: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
-        reservation.resize(held);
-        *cached = Some((key, batches.clone(), reservation));
+        *cached = Some((key, batches.clone()));
         Ok(batches)
     }
 }

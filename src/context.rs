@@ -302,6 +302,20 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
         infos.push((messages, info));
     }
     for (source, info) in &infos {
+        // A cluster's scheduler lists the tables itself, with DataFusion's
+        // rule: it would read what this process skips.
+        if let (Some(cluster), Some(first)) = (&opts.cluster, info.read_elsewhere.first()) {
+            return Err(Error::location(
+                &info.location,
+                format!(
+                    "table `{}`: {} hidden file(s) such as {first} are skipped here but would be \
+                     read by the cluster {cluster}, which lists the table itself; move them out \
+                     of the table's directory",
+                    info.name,
+                    info.read_elsewhere.len()
+                ),
+            ));
+        }
         if let Some(expected) = &source.partition_cols {
             if &info.partition_columns != expected {
                 return Err(Error::location(
@@ -425,7 +439,13 @@ pub fn fork_session(base: &SessionContext, session_id: String) -> Result<Session
     );
     let mut runtime = RuntimeEnvBuilder::from_runtime_env(base.runtime_env().as_ref());
     runtime.cache_manager.list_files_cache = Some(Arc::clone(&pins) as _);
-    let config = state.config().clone().with_extension(pins);
+    // The catalog is the base's: the copy must not make a new default one
+    // (which would replace the shared catalog's tables for every session).
+    let config = state
+        .config()
+        .clone()
+        .with_create_default_catalog_and_schema(false)
+        .with_extension(pins);
     let forked = datafusion::execution::SessionStateBuilder::new_from_existing(state)
         .with_session_id(session_id)
         .with_config(config)

@@ -960,7 +960,13 @@ pub async fn reserve_memory(
     name: &str,
     bytes: usize,
 ) -> datafusion::execution::memory_pool::MemoryReservation {
-    use datafusion::execution::memory_pool::MemoryConsumer;
+    use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit};
+    // More than the whole pool can never be granted: then the whole pool,
+    // once the others are done.
+    let bytes = match pool.memory_limit() {
+        MemoryLimit::Finite(limit) => bytes.min(limit),
+        _ => bytes,
+    };
     let reservation = MemoryConsumer::new(name).register(pool);
     let mut wait = std::time::Duration::from_millis(5);
     while reservation.try_grow(bytes).is_err() {

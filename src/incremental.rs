@@ -205,14 +205,20 @@ pub struct Manifest {
     pub checksum: String,
 }
 
-/// What the manifest knows of one of its data files.
+/// What the manifest knows of one of its data files: enough to tell that
+/// it is the object written. The store's ETag changes with the content
+/// (S3: a digest of it; a local file: its inode, modification time and
+/// size), so a listing compares it without reading the file; where a store
+/// gives none, the file's BLAKE3 is kept and compared instead.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DataCheck {
     /// Bytes.
     pub size: u64,
-    /// BLAKE3 of the whole object, hex.
-    pub blake3: String,
+    /// The store's ETag when written.
+    pub e_tag: Option<String>,
+    /// BLAKE3 of the whole object, hex, when the store gives no ETag.
+    pub blake3: Option<String>,
 }
 
 impl Manifest {
@@ -362,8 +368,30 @@ impl StateStore {
         self.prefix.clone().join("data").join(name)
     }
 
-    /// The size and BLAKE3 of data file `name`, read whole.
+    /// The check of data file `name` as it is now: its size and ETag, and
+    /// its BLAKE3 (the file read whole) when the store gives no ETag.
     async fn check_of(&self, name: &str) -> Result<DataCheck> {
+        let meta = self
+            .store
+            .head(&self.data_path(name))
+            .await
+            .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?;
+        if meta.e_tag.is_some() {
+            return Ok(DataCheck {
+                size: meta.size,
+                e_tag: meta.e_tag,
+                blake3: None,
+            });
+        }
+        Ok(DataCheck {
+            size: meta.size,
+            e_tag: None,
+            blake3: Some(self.blake3_of(name).await?),
+        })
+    }
+
+    /// BLAKE3 of data file `name`, read whole.
+    async fn blake3_of(&self, name: &str) -> Result<String> {
         let got = self
             .store
             .get(&self.data_path(name))
@@ -371,19 +399,14 @@ impl StateStore {
             .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?;
         let mut stream = got.into_stream();
         let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
         while let Some(chunk) = stream
             .try_next()
             .await
             .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?
         {
-            size += chunk.len() as u64;
             hasher.update(&chunk);
         }
-        Ok(DataCheck {
-            size,
-            blake3: hasher.finalize().to_hex().to_string(),
-        })
+        Ok(hasher.finalize().to_hex().to_string())
     }
 
     /// Checks every file `m` names against what was written, before any
@@ -408,46 +431,66 @@ impl StateStore {
             .try_collect()
             .await
             .map_err(|e| format!("the state's files cannot be listed ({e})"))?;
-        let sizes: HashMap<&str, u64> = listed
+        let listed: HashMap<&str, &ObjectMeta> = listed
             .iter()
-            .filter_map(|o| Some((o.location.filename()?, o.size)))
+            .filter_map(|o| Some((o.location.filename()?, o)))
             .collect();
         let mut sorted: Vec<String> = names.iter().cloned().collect();
         sorted.sort();
+        let changed =
+            |name: &str| format!("state file data/{name} was changed since it was written");
+        let mut to_hash = Vec::new();
+        let mut to_head = Vec::new();
         for name in &sorted {
             let want = &m.checks[name];
-            match sizes.get(name.as_str()) {
-                None => return Err(format!("state file data/{name} is missing")),
-                Some(&size) if size != want.size => {
-                    return Err(format!(
-                        "state file data/{name} has {size} bytes, {MANIFEST} says {}",
-                        want.size
-                    ))
+            let Some(meta) = listed.get(name.as_str()) else {
+                return Err(format!("state file data/{name} is missing"));
+            };
+            if meta.size != want.size {
+                return Err(format!(
+                    "state file data/{name} has {} bytes, {MANIFEST} says {}",
+                    meta.size, want.size
+                ));
+            }
+            match (&want.e_tag, &want.blake3) {
+                // Some stores list no ETags: a HEAD says it.
+                (Some(_), _) if meta.e_tag.is_none() => to_head.push(name.clone()),
+                (Some(tag), _) if !same_tag(meta.e_tag.as_deref(), tag) => {
+                    return Err(changed(name))
                 }
-                Some(_) => {}
+                (Some(_), _) => {}
+                (None, Some(_)) => to_hash.push(name.clone()),
+                (None, None) => return Err(format!("{MANIFEST} has no check of data/{name}")),
             }
         }
-        // Content last (it reads every file), a few files at a time.
-        let checks: Vec<(String, Result<DataCheck>)> = futures::stream::iter(sorted)
+        for name in to_head {
+            let tag = self
+                .store
+                .head(&self.data_path(&name))
+                .await
+                .map_err(|e| format!("state file data/{name} cannot be read ({e})"))?
+                .e_tag;
+            let want = m.checks[&name].e_tag.as_deref().unwrap_or_default();
+            if !same_tag(tag.as_deref(), want) {
+                return Err(changed(&name));
+            }
+        }
+        // Files of a store without ETags are read whole, a few at a time.
+        let hashed: Vec<(String, Result<String>)> = futures::stream::iter(to_hash)
             .map(|name| {
                 let store = self.clone();
                 async move {
-                    let got = store.check_of(&name).await;
+                    let got = store.blake3_of(&name).await;
                     (name, got)
                 }
             })
             .buffered(4)
             .collect()
             .await;
-        for (name, got) in checks {
+        for (name, got) in hashed {
             match got {
                 Err(e) => return Err(format!("state file data/{name} cannot be read ({e})")),
-                Ok(got) if got != m.checks[&name] => {
-                    return Err(format!(
-                        "state file data/{name} does not match its checksum (changed since it \
-                         was written)"
-                    ))
-                }
+                Ok(h) if m.checks[&name].blake3.as_ref() != Some(&h) => return Err(changed(&name)),
                 Ok(_) => {}
             }
         }
@@ -489,6 +532,13 @@ impl StateStore {
         }
         Ok(removed)
     }
+}
+
+/// Whether an ETag listed now is the one recorded: S3 quotes ETags, and
+/// may mark them weak, in a listing and a HEAD differently.
+fn same_tag(listed: Option<&str>, recorded: &str) -> bool {
+    let bare = |t: &str| t.trim_start_matches("W/").trim_matches('"').to_string();
+    listed.is_some_and(|l| bare(l) == bare(recorded))
 }
 
 /// A manifest from `state.json`'s bytes, or why it cannot be used.
@@ -1856,6 +1906,14 @@ mod tests {
         fields.insert("format".into(), 1.into());
         let e = parse_manifest(older.to_string().as_bytes()).unwrap_err();
         assert!(e.contains("another version (format 1"), "{e}");
+    }
+
+    #[test]
+    fn etags_compare_without_quotes_or_weakness() {
+        assert!(same_tag(Some("\"abc\""), "abc"));
+        assert!(same_tag(Some("W/\"abc\""), "\"abc\""));
+        assert!(!same_tag(Some("abd"), "abc"));
+        assert!(!same_tag(None, "abc"));
     }
 
     #[test]

@@ -43,7 +43,15 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 #[derive(Debug, Default)]
 pub struct PinnedListings {
     pins: RwLock<HashMap<TableScopedPath, Arc<Vec<ObjectMeta>>>>,
+    /// Listings pinned by registration, not yet used by a statement: when
+    /// (a one-statement `sql` run does not list its tables twice in a row;
+    /// on a large S3 prefix a listing takes seconds).
+    fresh: RwLock<HashMap<TableScopedPath, std::time::Instant>>,
 }
+
+/// How long a registration's listing counts as current for the first
+/// statement.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
 
 impl PinnedListings {
     /// A copy for another session (a `serve` connection): the same pins,
@@ -51,6 +59,7 @@ impl PinnedListings {
     pub fn fork(&self) -> Self {
         Self {
             pins: RwLock::new(self.pins.read().expect("not poisoned").clone()),
+            fresh: RwLock::default(),
         }
     }
 
@@ -60,6 +69,26 @@ impl PinnedListings {
             .write()
             .expect("not poisoned")
             .insert(key, Arc::new(files));
+    }
+
+    /// [`pin`](Self::pin), by the table's registration: the first statement
+    /// within [`FRESH_FOR`] takes it as current.
+    pub fn pin_registered(&self, key: TableScopedPath, files: Vec<ObjectMeta>) {
+        self.fresh
+            .write()
+            .expect("not poisoned")
+            .insert(key.clone(), std::time::Instant::now());
+        self.pin(key, files);
+    }
+
+    /// Whether the listing of `key` is a registration's, unused and recent
+    /// (once: the next call says no).
+    pub fn take_fresh(&self, key: &TableScopedPath) -> bool {
+        self.fresh
+            .write()
+            .expect("not poisoned")
+            .remove(key)
+            .is_some_and(|t| t.elapsed() < FRESH_FOR)
     }
 
     /// The pinned listing of `key`.
@@ -220,6 +249,10 @@ pub struct Listing {
     pub files: Vec<ObjectMeta>,
     /// Files skipped worth a warning: (path as the user knows it, why).
     pub skipped: Vec<(String, Skip)>,
+    /// Of those, the ones DataFusion's own listing would read (a hidden
+    /// `.parquet` file beside the data): where a cluster's scheduler lists
+    /// the table itself, it would read them.
+    pub read_elsewhere: Vec<String>,
 }
 
 /// Lists the files under `url` now, from the store (never from a cache),
@@ -239,6 +272,7 @@ pub async fn list_now(
                 return Ok(Listing {
                     files: if meta.size > 0 { vec![meta] } else { vec![] },
                     skipped: vec![],
+                    read_elsewhere: vec![],
                 })
             }
             // As DataFusion does: a name that is no object may be a prefix.
@@ -250,12 +284,21 @@ pub async fn list_now(
     };
     let mut files = Vec::with_capacity(listed.len());
     let mut skipped = Vec::new();
+    let mut read_elsewhere = Vec::new();
     for meta in listed {
         let Some(parts) = url.strip_prefix(&meta.location) else {
             continue;
         };
         let parts: Vec<&str> = parts.collect();
         let skip = skip_of(&parts, nested_ok).or((meta.size == 0).then_some(Skip::Empty));
+        // DataFusion's rule: `.parquet`, every directory a partition.
+        let datafusion_reads = meta.location.as_ref().ends_with(".parquet")
+            && parts
+                .split_last()
+                .is_some_and(|(_, dirs)| dirs.iter().all(|d| d.contains('=')));
+        if skip == Some(Skip::Hidden) && datafusion_reads {
+            read_elsewhere.push(display(&meta));
+        }
         match skip {
             None => files.push(meta),
             // Hidden files that are not data (markers, checksums) and
@@ -267,7 +310,12 @@ pub async fn list_now(
     }
     files.sort_by(|a, b| a.location.cmp(&b.location));
     skipped.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Listing { files, skipped })
+    read_elsewhere.sort();
+    Ok(Listing {
+        files,
+        skipped,
+        read_elsewhere,
+    })
 }
 
 /// One warning line for the files of `table` skipped (empty when none).

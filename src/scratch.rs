@@ -141,11 +141,19 @@ pub fn temp_dir_in(base: &Path, prefix: &str) -> Result<TempDir> {
         .tempdir_in(base)
         .map_err(unusable)?;
     let registration = register(dir.path());
+    // The owner holds a lock on a file inside for as long as it lives: a
+    // sweep removes only directories whose lock it can take.
+    let lock = std::fs::File::create(dir.path().join(OWNER_LOCK)).map_err(unusable)?;
+    lock.lock().map_err(unusable)?;
     Ok(TempDir {
-        _registration: registration,
         dir,
+        _lock: lock,
+        _registration: registration,
     })
 }
+
+/// The file a temporary directory's owner holds locked.
+const OWNER_LOCK: &str = ".owner.lock";
 
 /// The name prefixes of our temporary directories, each followed by the
 /// owner's process id and `-`.
@@ -175,30 +183,31 @@ fn owner_of(name: &str) -> Option<u32> {
     rest.split_once('-')?.0.parse().ok()
 }
 
-/// Removes the temporary directories of ours in `base` whose process no
-/// longer runs (a process killed with SIGKILL cleans up nothing); returns
-/// how many were removed. Only where the system says which processes run
-/// (`/proc`); a directory of a running process, or of unknown owner, stays.
+/// Removes the temporary directories of ours in `base` whose owner is gone
+/// (a process killed with SIGKILL cleans up nothing); returns how many were
+/// removed. An owner holds a lock on the directory's `.owner.lock` for its
+/// whole life, so a directory whose lock can be taken has no owner, whatever
+/// process ids other containers or hosts sharing the directory use. A
+/// directory without that file (being created, or of an older version)
+/// stays.
 pub fn sweep(base: &Path) -> usize {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return 0;
-    }
     let Ok(entries) = std::fs::read_dir(base) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = owner_of(&name.to_string_lossy()) else {
-            continue;
-        };
-        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+        if owner_of(&entry.file_name().to_string_lossy()).is_none()
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+        {
             continue;
         }
-        if entry.file_type().is_ok_and(|t| t.is_dir())
-            && std::fs::remove_dir_all(entry.path()).is_ok()
-        {
+        let Ok(lock) = std::fs::File::open(entry.path().join(OWNER_LOCK)) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
             removed += 1;
         }
     }
@@ -212,6 +221,8 @@ pub struct TempDir {
     // Field order: the directory is removed before it is unregistered, so
     // there is no moment when it exists unregistered.
     dir: tempfile::TempDir,
+    /// Held locked while the directory is ours (see [`sweep`]).
+    _lock: std::fs::File,
     _registration: Registration,
 }
 
@@ -431,19 +442,21 @@ mod tests {
     #[test]
     fn directories_of_dead_processes_are_swept_and_others_kept() {
         let base = tempfile::tempdir().unwrap();
-        // a pid that cannot run: above the kernel's pid_max (4194304)
+        // a live owner: this process, holding its lock
+        let mine = temp_dir_in(base.path(), "supportfunnel-report-").unwrap();
+        // an owner gone: its lock file is there, nobody holds it
         let dead = base.path().join("supportfunnel-spill-4194305-abc");
-        let mine = base
-            .path()
-            .join(format!("supportfunnel-report-{}-abc", std::process::id()));
         let foreign = base.path().join("supportfunnel-spill-abcdef");
         let other = base.path().join("someone-elses-4194305-abc");
-        for d in [&dead, &mine, &foreign, &other] {
+        let unlocked = base.path().join("supportfunnel-report-77-nolock");
+        for d in [&dead, &foreign, &other, &unlocked] {
             std::fs::create_dir_all(d.join("sub")).unwrap();
         }
+        std::fs::write(dead.join(OWNER_LOCK), b"").unwrap();
+        std::fs::write(other.join(OWNER_LOCK), b"").unwrap();
         assert_eq!(sweep(base.path()), 1);
         assert!(!dead.exists());
-        assert!(mine.exists() && foreign.exists() && other.exists());
+        assert!(mine.path().exists() && foreign.exists() && other.exists() && unlocked.exists());
         assert_eq!(owner_of("supportfunnel-incremental-77-x"), Some(77));
         assert_eq!(owner_of("supportfunnel-spill-abcdef"), None);
     }

@@ -119,6 +119,9 @@ pub struct TableInfo {
     /// Files under the location that are not read and look like data
     /// (hidden, nested, not `.parquet`), as one line; `None` when none.
     pub warning: Option<String>,
+    /// Hidden files skipped here that DataFusion's own listing (a
+    /// cluster's scheduler) would read.
+    pub read_elsewhere: Vec<String>,
 }
 
 fn is_string(t: &DataType) -> bool {
@@ -594,6 +597,7 @@ fn info_of(
         partition_columns: v.partition_columns.clone(),
         schema: Arc::clone(&v.schema),
         warning: listing::skipped_warning(contract.name, &listing.skipped),
+        read_elsewhere: listing.read_elsewhere.clone(),
     }
 }
 
@@ -612,7 +616,7 @@ pub async fn register_table(
     let validated = validate(ctx, contract, location, &url, &listing.files, &mut known).await?;
     let table = provider(&url, &validated)?;
     if let Some(pins) = listing::pins_of(ctx) {
-        pins.pin(listing::key_of(&url), listing.files.clone());
+        pins.pin_registered(listing::key_of(&url), listing.files.clone());
     }
     ctx.deregister_table(contract.name)?;
     ctx.register_table(contract.name, table)?;
@@ -700,6 +704,14 @@ pub async fn refresh(ctx: &SessionContext) -> Result<(Vec<(String, Refreshed)>, 
     let mut changes = Vec::new();
     let mut warnings = Vec::new();
     for (contract, location) in entries {
+        let pinned_key = listing::key_of(&listing::tagged(
+            table_url(&contract, &location)?,
+            contract.name,
+        ));
+        if pins.take_fresh(&pinned_key) {
+            changes.push((contract.name.to_string(), Refreshed::Same));
+            continue;
+        }
         let (url, listing) = list(ctx, &contract, &location).await?;
         let key = listing::key_of(&url);
         if pins

@@ -199,9 +199,16 @@ impl TableProvider for ReportTable {
         };
         // The caller's session: its tables, memory pool and options (a
         // `serve` connection's own session, or the `sql` prompt's).
+        let ctx = SessionContext::new_with_state(state.clone());
+        // The tables as the session's last refresh found them (their
+        // schema and size may have changed since start).
+        let tables = crate::tables::registry_of(&ctx)
+            .map(|r| r.infos())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| self.tables.clone());
         let engine = Engine {
-            ctx: SessionContext::new_with_state(state.clone()),
-            tables: self.tables.clone(),
+            ctx,
+            tables,
             options: self.options.clone(),
         };
         let report = run_report(&engine, &self.report)

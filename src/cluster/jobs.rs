@@ -389,9 +389,7 @@ impl Stream for JobStream {
                 // it could no longer progress): before any row was given
                 // out, it is sent again, computed anew from the start.
                 Poll::Ready(Some(Err(e)))
-                    if !this.emitted
-                        && this.sent < MAX_RESENDS
-                        && e.to_string().contains(" failed: Cancelled") =>
+                    if !this.emitted && this.sent < MAX_RESENDS && worth_resending(&e) =>
                 {
                     this.guard.finish();
                     this.sent += 1;
@@ -448,6 +446,16 @@ impl Stream for JobStream {
         }
         Poll::Pending
     }
+}
+
+/// Whether a job's failure is one the cluster asks to start over from:
+/// cancelled by the scheduler (an executor was lost, or the job could no
+/// longer progress), or a stage that lost its input with an executor
+/// (`stage_max_failures` is 1: see `scheduler`).
+fn worth_resending(e: &DataFusionError) -> bool {
+    let text = e.to_string();
+    text.contains(" failed: Cancelled")
+        || (text.contains(" failed: ") && text.contains("has failed 1 times"))
 }
 
 async fn client(endpoint: &str) -> Option<SchedulerGrpcClient<tonic::transport::Channel>> {

@@ -198,6 +198,12 @@ pub async fn run_scheduler(opts: &SchedulerOptions, ready: impl FnOnce(SocketAdd
     config.executor_timeout_seconds = timeout;
     config.expire_dead_executor_interval_seconds = (timeout / 4).clamp(1, 15);
     config.no_executors_grace_period_seconds = timeout;
+    // A stage whose input could not be fetched (its executor died) fails
+    // the job rather than re-running the finished stage that wrote it:
+    // re-run, its consumers can read some partitions twice (a count
+    // doubled, the job successful). The failed job is sent again by its
+    // client (`jobs`). A failed task alone still runs again.
+    config.stage_max_failures = 1;
     config.validate().map_err(|e| cluster_error(&addr, e))?;
     let cluster = BallistaCluster::new_from_config(&config)
         .await

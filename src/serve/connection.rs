@@ -191,7 +191,13 @@ async fn process(
         .await
         {
             errors.on_error(&socket, &mut e);
+            let fatal = matches!(&e, PgWireError::UserError(info) if info.severity == "FATAL");
             process_error(&mut socket, e, is_extended).await?;
+            // A login that failed, or any FATAL error, ends the connection:
+            // pgwire would go on reading, as if the client were logged in.
+            if logging_in || fatal {
+                return Ok(Ending::Closed);
+            }
         }
     }
 }

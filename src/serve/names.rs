@@ -4,15 +4,19 @@
 //! `count(*)`) and refuses two output columns of one name (`SELECT ts,
 //! ts::date`, `SELECT current_user, session_user`). PostgreSQL names them
 //! `?column?`, `count`, `ts` and `ts`, and BI tools show and key on those
-//! names. Before a statement is planned, each unaliased item of its
-//! outermost `SELECT` list that is not a plain column gets PostgreSQL's name
-//! as an alias, and a name that repeats an earlier one gets a marker
-//! (`name` + [`MARKER`] + position) that makes it unique for DataFusion;
-//! the row description sent to the client drops the marker again
-//! ([`client_name`]).
+//! names. Before a statement is planned, each unaliased computed item of its
+//! outermost `SELECT` list, and each item whose name repeats an earlier
+//! one, gets an alias: PostgreSQL's name, a [`MARKER`] and its position.
+//! The marker keeps the alias unique (so it never captures a name `ORDER
+//! BY` or a `*` means: the query reads as it did), and the row description
+//! sent to the client drops it ([`client_name`]). Queries of the system
+//! catalogs are left as they are: tools send them, and the catalog layer
+//! recognizes some by their exact text.
+
+use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, Statement,
+    visit_relations, DataType, Expr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, Statement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -25,6 +29,67 @@ pub fn client_name(name: &str) -> &str {
     name.split(MARKER).next().unwrap_or(name)
 }
 
+/// Whether `statement` reads a system catalog (`pg_catalog`,
+/// `information_schema`).
+fn reads_catalog(statement: &Statement) -> bool {
+    let mut found = false;
+    let _ = visit_relations(statement, |name| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| p.to_string().trim_matches('"').to_lowercase())
+            .collect();
+        found |= match parts.as_slice() {
+            [schema, _] | [_, schema, _] => {
+                schema == "pg_catalog" || schema == "information_schema"
+            }
+            [table] => table.starts_with("pg_"),
+            _ => false,
+        };
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// Whether a query of the user's tables holds a subquery in a `SELECT`
+/// list. datafusion-postgres's compatibility layer answers such a subquery
+/// as NULL when it is correlated, and with its first row otherwise (where
+/// PostgreSQL fails on several): numbers that are wrong without a word.
+/// `serve` refuses these queries; catalog queries are left to that layer.
+pub fn has_select_list_subquery(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::{visit_expressions, Visit, Visitor};
+    struct Finder(bool);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_ref() {
+                for item in &select.projection {
+                    let expr = match item {
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+                        _ => continue,
+                    };
+                    let _ = visit_expressions(expr, |e| {
+                        if matches!(e, Expr::Subquery(_)) {
+                            self.0 = true;
+                            return ControlFlow::Break(());
+                        }
+                        ControlFlow::Continue(())
+                    });
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return false;
+    };
+    statements.iter().filter(|s| !reads_catalog(s)).any(|s| {
+        let mut f = Finder(false);
+        let _ = s.visit(&mut f);
+        f.0
+    })
+}
+
 /// `sql` with PostgreSQL's column names made explicit (see the module
 /// docs); `None` when nothing changes or the text does not parse here (it
 /// then goes on as it is, and the engine's parser says what is wrong).
@@ -32,6 +97,9 @@ pub fn with_pg_names(sql: &str) -> Option<String> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let mut changed = false;
     for statement in &mut statements {
+        if reads_catalog(statement) {
+            continue;
+        }
         if let Statement::Query(q) = statement {
             changed |= name_query(q);
         }
@@ -75,17 +143,10 @@ fn name_items(items: &mut [SelectItem]) -> bool {
         };
         let repeated = seen.contains(&name);
         seen.push(name.clone());
-        let new_alias = if repeated {
-            Some(format!("{name}{MARKER}{i}"))
-        } else if alias.is_none() && !plain_column {
-            Some(name)
-        } else {
-            None
-        };
-        if let Some(a) = new_alias {
+        if repeated || (alias.is_none() && !plain_column) {
             *item = SelectItem::ExprWithAlias {
                 expr,
-                alias: Ident::with_quote('"', a),
+                alias: Ident::with_quote('"', format!("{name}{MARKER}{i}")),
             };
             changed = true;
         }
@@ -207,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    fn subqueries_in_select_lists_are_found() {
+        assert!(has_select_list_subquery(
+            "SELECT user_id, (SELECT count(*) FROM sessions s WHERE s.user_id = e.user_id) FROM events e"
+        ));
+        assert!(has_select_list_subquery(
+            "SELECT * FROM (SELECT (SELECT max(ts) FROM events) AS m) x"
+        ));
+        assert!(!has_select_list_subquery(
+            "SELECT user_id FROM events WHERE ts > (SELECT min(ts) FROM events)"
+        ));
+        assert!(!has_select_list_subquery(
+            "SELECT (SELECT 1 FROM pg_catalog.pg_class LIMIT 1)"
+        ));
+    }
+
+    #[test]
     fn only_what_needs_it_is_rewritten() {
         assert_eq!(with_pg_names("SELECT ts, user_id FROM events"), None);
         assert_eq!(with_pg_names("SHOW TIME ZONE"), None);
@@ -216,8 +293,19 @@ mod tests {
         // the leftmost SELECT of a UNION names the columns
         let union = with_pg_names("SELECT 1 UNION ALL SELECT 2").unwrap();
         assert!(
-            union.starts_with("SELECT 1 AS \"?column?\" UNION ALL SELECT 2"),
+            union.starts_with("SELECT 1 AS \"?column?\u{1}0\" UNION ALL SELECT 2"),
             "{union}"
+        );
+        // catalog queries, which tools send word for word, stay as they are
+        assert_eq!(
+            with_pg_names("SELECT count(*) FROM pg_catalog.pg_class"),
+            None
+        );
+        // a computed column never captures a name a `*` or ORDER BY means
+        let star = with_pg_names("SELECT *, ts::date FROM events ORDER BY ts").unwrap();
+        assert!(
+            star.contains("AS \"ts\u{1}1\"") && star.ends_with("ORDER BY ts"),
+            "{star}"
         );
     }
 }

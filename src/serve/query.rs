@@ -94,6 +94,18 @@ impl Service {
     }
 }
 
+/// The refusal of a subquery in a `SELECT` list
+/// ([`names::has_select_list_subquery`]).
+fn select_list_subquery() -> PgWireError {
+    user_error(
+        "0A000",
+        "a subquery in a SELECT list is not run by serve: the PostgreSQL compatibility layer \
+         would answer it as NULL, or with its first row only; write it as a join (the sql \
+         command runs it)"
+            .into(),
+    )
+}
+
 fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
@@ -103,8 +115,12 @@ fn user_error(code: &str, message: String) -> PgWireError {
 }
 
 /// Whether a statement reads any relation outside the system catalogs (so
-/// the tables' files must be current for it).
+/// the tables' files must be current for it). `EXECUTE` of a statement
+/// prepared with SQL names no table but may read any.
 fn reads_tables(statement: &Statement) -> bool {
+    if matches!(statement, Statement::Execute { .. }) {
+        return true;
+    }
     let mut found = false;
     let _ = visit_relations(statement, |name| {
         let parts: Vec<String> = name
@@ -299,6 +315,9 @@ impl SimpleQueryHandler for Service {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if names::has_select_list_subquery(query) {
+            return Err(select_list_subquery());
+        }
         let watch = Arc::new(self.watch(client));
         let named = names::with_pg_names(query);
         let text = named.as_deref().unwrap_or(query);
@@ -342,6 +361,9 @@ impl QueryParser for OneStatementParser {
                 "42601",
                 "cannot insert multiple commands into a prepared statement".into(),
             ));
+        }
+        if names::has_select_list_subquery(sql) {
+            return Err(select_list_subquery());
         }
         let named = names::with_pg_names(sql);
         self.inner

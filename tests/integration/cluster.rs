@@ -517,6 +517,30 @@ async fn bad_cluster_input_fails_in_one_line_fast_and_writes_nothing() {
         ],
         "--scratch",
     );
+    // a hidden file the scheduler's listing would read, and this process
+    // would not: refused rather than answered differently
+    let hidden = dir.path().join("hidden-events");
+    copy_dir(Path::new(&crate::common::sample("events")), &hidden);
+    std::fs::copy(
+        hidden.join("date=2026-02-20/part-00000.parquet"),
+        hidden.join("date=2026-02-20/.part-copy.parquet"),
+    )
+    .unwrap();
+    one_line_failure(
+        &[
+            "sql",
+            "--events",
+            hidden.to_str().unwrap(),
+            "--format",
+            "csv",
+            "-o",
+            out_arg,
+            "--cluster",
+            &cluster.url,
+            "SELECT count(*) FROM events",
+        ],
+        "would be read by the cluster",
+    );
     // a table the executors cannot read: its files overwritten after the
     // client checked them
     let copy = dir.path().join("events");

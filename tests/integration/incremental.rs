@@ -620,7 +620,7 @@ async fn a_state_file_lost_changed_or_edited_is_never_trusted() {
                 bytes[at] ^= 0x20;
                 std::fs::write(&f, bytes).unwrap();
             },
-            "does not match its checksum",
+            "was changed since it was written",
         ),
         (
             "a counter edited in state.json",

@@ -185,7 +185,12 @@ async fn hidden_temporary_and_nested_files_are_not_read_and_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let (events, messages) = sample_copy(dir.path());
     let session = serve_engine(&events, &messages).await;
-    let before = rows(&session.ctx, "SELECT count(*) FROM events").await;
+    let before = crate::common::render(
+        &query::run_script(&session.ctx, "SELECT count(*) FROM events")
+            .await
+            .unwrap()[0]
+            .batches,
+    );
     // Spark's staging files, a hidden file, a nested copy: none is data.
     new_events_file(&events, "part-x.parquet");
     let with_new = crate::common::render(
@@ -521,6 +526,55 @@ fn malformed_startup_packets_get_an_error_response() {
     rt.block_on(server.shutdown());
 }
 
+/// A startup packet for `user` with the given extra parameters.
+fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    for (k, v) in params {
+        body.extend(k.as_bytes());
+        body.push(0);
+        body.extend(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend(body);
+    packet
+}
+
+#[test]
+fn a_failed_login_ends_the_connection() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (server, _engine) = rt.block_on(async {
+        let engine = engine().await;
+        (start(&engine, None).await, engine)
+    });
+    let port = server.local_addr().port();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A login refused (a bad -c option), then a query as if logged in.
+    let mut bytes = startup_packet(&[
+        ("user", "supportfunnel"),
+        ("options", "-c statement_timeout=soon"),
+    ]);
+    let query = b"SELECT 42\0";
+    bytes.push(b'Q');
+    bytes.extend(((query.len() + 4) as u32).to_be_bytes());
+    bytes.extend(query);
+    s.write_all(&bytes).unwrap();
+    let mut reply = vec![];
+    let _ = s.read_to_end(&mut reply);
+    assert_eq!(reply.first(), Some(&b'E'), "{reply:?}");
+    // no row description, no data row: the query never ran
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("22023"), "{text}");
+    assert!(
+        !reply.contains(&b'T') || !text.contains("?column?"),
+        "{text}"
+    );
+    assert!(!text.contains("42\0"), "the query ran: {text}");
+    rt.block_on(server.shutdown());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn protocol_corners_answer_as_postgresql_does() {
     let engine = engine().await;
@@ -546,6 +600,23 @@ async fn protocol_corners_answer_as_postgresql_does() {
         simple(&client, "SELECT pg_backend_pid()").await,
         simple(&other, "SELECT pg_backend_pid()").await
     );
+    // A subquery in a SELECT list would be answered as NULL by the
+    // compatibility layer: refused.
+    let e = client
+        .simple_query(
+            "SELECT user_id, (SELECT count(*) FROM sessions s WHERE s.user_id = e.user_id) \
+             FROM events e LIMIT 1",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sql_error(e).0, "0A000");
+    // A computed column with a `*` beside it, ordered by the input column.
+    let star = simple(
+        &client,
+        "SELECT *, ts::date FROM events ORDER BY ts DESC, event_id LIMIT 1",
+    )
+    .await;
+    assert_eq!(star.len(), 1);
     // Duplicate and computed column names, as PostgreSQL names them.
     for (sql, names) in [
         ("SELECT ts, ts::date FROM events LIMIT 1", vec!["ts", "ts"]),
