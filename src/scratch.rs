@@ -442,8 +442,12 @@ mod tests {
     #[test]
     fn directories_of_dead_processes_are_swept_and_others_kept() {
         let base = tempfile::tempdir().unwrap();
-        // a live owner: this process, holding its lock
-        let mine = temp_dir_in(base.path(), "supportfunnel-report-").unwrap();
+        // a live owner: its lock held (as `temp_dir_in` holds it; not a
+        // registered directory, which another test's `remove_all` removes)
+        let live = base.path().join("supportfunnel-report-12-live");
+        std::fs::create_dir_all(&live).unwrap();
+        let held = std::fs::File::create(live.join(OWNER_LOCK)).unwrap();
+        held.lock().unwrap();
         // an owner gone: its lock file is there, nobody holds it
         let dead = base.path().join("supportfunnel-spill-4194305-abc");
         let foreign = base.path().join("supportfunnel-spill-abcdef");
@@ -456,7 +460,8 @@ mod tests {
         std::fs::write(other.join(OWNER_LOCK), b"").unwrap();
         assert_eq!(sweep(base.path()), 1);
         assert!(!dead.exists());
-        assert!(mine.path().exists() && foreign.exists() && other.exists() && unlocked.exists());
+        assert!(live.exists() && foreign.exists() && other.exists() && unlocked.exists());
+        drop(held);
         assert_eq!(owner_of("supportfunnel-incremental-77-x"), Some(77));
         assert_eq!(owner_of("supportfunnel-spill-abcdef"), None);
     }
