@@ -19,27 +19,35 @@ runs=${RUNS:-3}
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
 script=$(mktemp)
-trap 'rm -f "$script"' EXIT
+trap 'rm -f "$script" "$script.time" "$script.err"' EXIT
 for i in $(seq 1 20); do
   echo "SELECT count(*) FROM events WHERE event_type = 'article_view' AND ts > TIMESTAMP '2026-02-01' + INTERVAL '$i hours';" >> "$script"
 done
 
-cases=(
-  "report|report --events $events --messages $messages --from 2026-03-02 --to 2026-04-01 --format json"
-  "sessions|sql --events $events --messages $messages SELECT status, count(*) FROM sessions GROUP BY 1 ORDER BY 1"
-  "script20|sql --events $events --messages $messages -f $script --format csv"
-)
+# One command line per case, as arguments of a function.
+run_case() {
+  local bin=$1 name=$2
+  case $name in
+    report) "$bin" report --events "$events" --messages "$messages" \
+              --from 2026-03-02 --to 2026-04-01 --format json ;;
+    sessions) "$bin" sql --events "$events" --messages "$messages" \
+              "SELECT status, count(*) FROM sessions GROUP BY 1 ORDER BY 1" ;;
+    script20) "$bin" sql --events "$events" --messages "$messages" -f "$script" --format csv ;;
+  esac
+}
+export -f run_case
+export events messages script
+cases=(report sessions script20)
 
 declare -A times
-for c in "${cases[@]}"; do
-  name=${c%%|*}
-  cmd=${c#*|}
+for name in "${cases[@]}"; do
   for r in $(seq 1 "$runs"); do
     for side in A B; do
       bin=$a; [ "$side" = B ] && bin=$b
-      # shellcheck disable=SC2086
-      out=$( { /usr/bin/time -f "%e %M" "$bin" $cmd > /dev/null 2>/dev/null; } 2>&1 | tail -1)
-      secs=${out% *}; kib=${out#* }
+      /usr/bin/time -o "$script.time" -f "%e %M" bash -c 'run_case "$0" "$1"' "$bin" "$name" \
+        > /dev/null 2> "$script.err" \
+        || { echo "$name: $bin failed:" >&2; cat "$script.err" >&2; exit 1; }
+      read -r secs kib < "$script.time"
       printf '%-9s %s run %d: %6.2f s  %6d MiB\n' "$name" "$side" "$r" "$secs" $((kib / 1024))
       times[$name,$side]+="$secs "
     done
@@ -49,8 +57,7 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 echo
 printf '%-9s %8s %8s %8s\n' case A B "B/A"
-for c in "${cases[@]}"; do
-  name=${c%%|*}
+for name in "${cases[@]}"; do
   ma=$(echo "${times[$name,A]}" | median)
   mb=$(echo "${times[$name,B]}" | median)
   printf '%-9s %8.2f %8.2f %8.2f\n' "$name" "$ma" "$mb" "$(echo "$mb / $ma" | bc -l)"
