@@ -120,17 +120,10 @@ impl CachedSessions {
         // `reserve_memory`). The rows kept afterwards are not held there:
         // a cache holding the pool would make a later report of the same
         // session wait for ever.
-        let rows = crate::tables::registry_of(&ctx)
-            .map(|r| r.infos())
-            .unwrap_or_default()
-            .iter()
-            .filter(|t| t.name == crate::tables::EVENTS.name)
-            .map(|t| t.rows)
-            .sum();
         let _computing = crate::history::reserve_memory(
             &state.runtime_env().memory_pool,
             "sessions (cached)",
-            crate::history::native_pool_bytes(rows),
+            crate::history::native_pool_bytes(crate::tables::events_rows(&ctx)),
         )
         .await;
         let history = History::compute(&ctx, &HistoryOptions::default())

@@ -952,23 +952,14 @@ async fn native_tables(
     // while it works, then the tables it leaves for the rest of the report
     // (see `reserve_memory`).
     let reserved = match ctx.copied_config().get_extension::<crate::EngineOptions>() {
-        Some(o) if o.memory_limit.is_some() => {
-            let rows = crate::tables::registry_of(ctx)
-                .map(|r| r.infos())
-                .unwrap_or_default()
-                .iter()
-                .filter(|t| t.name == crate::tables::EVENTS.name)
-                .map(|t| t.rows)
-                .sum();
-            Some(
-                crate::history::reserve_memory(
-                    &ctx.runtime_env().memory_pool,
-                    "report (native path)",
-                    crate::history::native_pool_bytes(rows),
-                )
-                .await,
+        Some(o) if o.memory_limit.is_some() => Some(
+            crate::history::reserve_memory(
+                &ctx.runtime_env().memory_pool,
+                "report (native path)",
+                crate::history::native_pool_bytes(crate::tables::events_rows(ctx)),
             )
-        }
+            .await,
+        ),
         _ => None,
     };
     let seen = Arc::new(AtomicUsize::new(0));

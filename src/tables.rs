@@ -669,6 +669,18 @@ impl Registry {
     }
 }
 
+/// Rows of `events` as the last refresh of `ctx`'s tables counted them (0
+/// when it has none).
+pub fn events_rows(ctx: &SessionContext) -> u64 {
+    registry_of(ctx)
+        .map(|r| r.infos())
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| t.name == EVENTS.name)
+        .map(|t| t.rows)
+        .sum()
+}
+
 /// The registry of `ctx` (contexts made by [`crate::context`] have one).
 pub fn registry_of(ctx: &SessionContext) -> Option<Arc<Registry>> {
     ctx.state().config().get_extension::<Registry>()

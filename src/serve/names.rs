@@ -16,7 +16,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_relations, DataType, Expr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, Statement,
+    visit_relations, DataType, Expr, Ident, ObjectName, ObjectNamePart, Query, SelectItem, SetExpr,
+    Statement,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -29,23 +30,26 @@ pub fn client_name(name: &str) -> &str {
     name.split(MARKER).next().unwrap_or(name)
 }
 
-/// Whether `statement` reads a system catalog (`pg_catalog`,
-/// `information_schema`).
+/// Whether a relation is one of the system catalogs' (`pg_catalog.*`,
+/// `information_schema.*`, an unqualified `pg_*`).
+pub fn is_catalog(name: &ObjectName) -> bool {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.to_string().trim_matches('"').to_lowercase())
+        .collect();
+    match parts.as_slice() {
+        [schema, _] | [_, schema, _] => schema == "pg_catalog" || schema == "information_schema",
+        [table] => table.starts_with("pg_"),
+        _ => false,
+    }
+}
+
+/// Whether `statement` reads a system catalog.
 fn reads_catalog(statement: &Statement) -> bool {
     let mut found = false;
     let _ = visit_relations(statement, |name| {
-        let parts: Vec<String> = name
-            .0
-            .iter()
-            .map(|p| p.to_string().trim_matches('"').to_lowercase())
-            .collect();
-        found |= match parts.as_slice() {
-            [schema, _] | [_, schema, _] => {
-                schema == "pg_catalog" || schema == "information_schema"
-            }
-            [table] => table.starts_with("pg_"),
-            _ => false,
-        };
+        found |= is_catalog(name);
         ControlFlow::<()>::Continue(())
     });
     found

@@ -123,19 +123,7 @@ fn reads_tables(statement: &Statement) -> bool {
     }
     let mut found = false;
     let _ = visit_relations(statement, |name| {
-        let parts: Vec<String> = name
-            .0
-            .iter()
-            .map(|p| p.to_string().trim_matches('"').to_lowercase())
-            .collect();
-        let system = match parts.as_slice() {
-            [schema, _] | [_, schema, _] => {
-                schema == "pg_catalog" || schema == "information_schema"
-            }
-            [table] => table.starts_with("pg_"),
-            _ => false,
-        };
-        found |= !system;
+        found |= !names::is_catalog(name);
         if found {
             std::ops::ControlFlow::Break(())
         } else {

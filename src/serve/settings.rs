@@ -676,6 +676,15 @@ fn parse_options(text: &str) -> PgWireResult<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// `SHOW`'s words as one name (`TIME ZONE`, `TimeZone`, `ALL`).
+fn variable_name(variable: &[Ident]) -> String {
+    variable
+        .iter()
+        .map(|i| i.value.clone())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The rows of `SHOW name` (`SHOW ALL`: every setting, with a description)
 /// as (column names, rows).
 pub fn show<C: ClientInfo + ?Sized>(
@@ -683,11 +692,7 @@ pub fn show<C: ClientInfo + ?Sized>(
     client: &C,
     default_timeout: Option<Duration>,
 ) -> PgWireResult<(Vec<&'static str>, Vec<Vec<String>>)> {
-    let name = variable
-        .iter()
-        .map(|i| i.value.clone())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let name = variable_name(variable);
     if name.eq_ignore_ascii_case("all") {
         let rows = SETTINGS
             .iter()
@@ -710,11 +715,7 @@ pub fn show<C: ClientInfo + ?Sized>(
 
 /// The column names `SHOW` gives before it runs (for a prepared `SHOW`).
 pub fn show_columns(variable: &[Ident]) -> PgWireResult<Vec<&'static str>> {
-    let name = variable
-        .iter()
-        .map(|i| i.value.clone())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let name = variable_name(variable);
     if name.eq_ignore_ascii_case("all") {
         return Ok(vec!["name", "setting", "description"]);
     }

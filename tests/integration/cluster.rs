@@ -39,51 +39,18 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let timeout = EXECUTOR_TIMEOUT.to_string();
         let tasks = tasks.to_string();
-        let mut scheduler = Node::start(
-            "scheduler",
-            dir.path(),
-            &[
-                "scheduler",
-                "--bind",
-                "127.0.0.1:0",
-                "--executor-timeout",
-                &timeout,
-            ],
-            env,
-        );
-        let line = scheduler.wait_for_line("scheduler listening on", Duration::from_secs(60));
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap()
-            .to_string();
+        let (scheduler, addr) = start_scheduler(dir.path(), &["--executor-timeout", &timeout], env);
         let mut nodes = Vec::new();
         for i in 0..executors {
             let work = dir.path().join(format!("executor-{i}"));
-            let (flight, grpc) = (free_port().to_string(), free_port().to_string());
-            let mut node = Node::start(
+            nodes.push(start_executor(
                 &format!("executor-{i}"),
                 dir.path(),
-                &[
-                    "executor",
-                    "--scheduler",
-                    &addr,
-                    "--bind",
-                    &format!("127.0.0.1:{flight}"),
-                    "--grpc-port",
-                    &grpc,
-                    "--work-dir",
-                    work.to_str().unwrap(),
-                    "--concurrent-tasks",
-                    &tasks,
-                    "--heartbeat-interval",
-                    "1",
-                ],
+                &addr,
+                &work,
+                &["--concurrent-tasks", &tasks, "--heartbeat-interval", "1"],
                 env,
-            );
-            node.work_dir = Some(work);
-            nodes.push(node);
+            ));
         }
         for node in &mut nodes {
             node.wait_for_line("registration succeed", Duration::from_secs(60));
@@ -104,6 +71,49 @@ impl Cluster {
         }
         all
     }
+}
+
+/// A scheduler with `args`, and the address it listens on.
+fn start_scheduler(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Node, String) {
+    let mut all = vec!["scheduler", "--bind", "127.0.0.1:0"];
+    all.extend(args);
+    let mut scheduler = Node::start("scheduler", dir, &all, env);
+    let line = scheduler.wait_for_line("scheduler listening on", Duration::from_secs(60));
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    (scheduler, addr)
+}
+
+/// An executor of the scheduler at `addr`, working in `work`, with `args`.
+fn start_executor(
+    name: &str,
+    dir: &Path,
+    addr: &str,
+    work: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Node {
+    let (flight, grpc) = (free_port().to_string(), free_port().to_string());
+    let bind = format!("127.0.0.1:{flight}");
+    let mut all = vec![
+        "executor",
+        "--scheduler",
+        addr,
+        "--bind",
+        &bind,
+        "--grpc-port",
+        &grpc,
+        "--work-dir",
+        work.to_str().unwrap(),
+    ];
+    all.extend(args);
+    let mut node = Node::start(name, dir, &all, env);
+    node.work_dir = Some(work.to_path_buf());
+    node
 }
 
 /// A config file reaching the test's S3 server (the client's only source
@@ -520,7 +530,7 @@ async fn bad_cluster_input_fails_in_one_line_fast_and_writes_nothing() {
     // a hidden file the scheduler's listing would read, and this process
     // would not: refused rather than answered differently
     let hidden = dir.path().join("hidden-events");
-    copy_dir(Path::new(&crate::common::sample("events")), &hidden);
+    crate::common::copy_dir(Path::new(&crate::common::sample("events")), &hidden);
     std::fs::copy(
         hidden.join("date=2026-02-20/part-00000.parquet"),
         hidden.join("date=2026-02-20/.part-copy.parquet"),
@@ -544,7 +554,7 @@ async fn bad_cluster_input_fails_in_one_line_fast_and_writes_nothing() {
     // a table the executors cannot read: its files overwritten after the
     // client checked them
     let copy = dir.path().join("events");
-    copy_dir(Path::new(&crate::common::sample("events")), &copy);
+    crate::common::copy_dir(Path::new(&crate::common::sample("events")), &copy);
     let mut opts = supportfunnel::EngineOptions::new(
         copy.to_str().unwrap(),
         crate::common::sample("messages"),
@@ -578,19 +588,6 @@ fn overwrite_files(dir: &Path) {
             overwrite_files(&path);
         } else {
             std::fs::write(&path, b"not a parquet file").unwrap();
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
         }
     }
 }
@@ -845,36 +842,8 @@ fn an_executor_starts_from_an_empty_work_directory() {
     std::fs::create_dir_all(&old).unwrap();
     std::fs::write(old.join("data.arrow"), vec![0u8; 4096]).unwrap();
     std::fs::create_dir_all(work.join("spill/datafusion-old")).unwrap();
-    let mut scheduler = Node::start(
-        "scheduler",
-        dir.path(),
-        &["scheduler", "--bind", "127.0.0.1:0"],
-        &[],
-    );
-    let line = scheduler.wait_for_line("scheduler listening on", Duration::from_secs(60));
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let (flight, grpc) = (free_port().to_string(), free_port().to_string());
-    let mut executor = Node::start(
-        "executor",
-        dir.path(),
-        &[
-            "executor",
-            "--scheduler",
-            &addr,
-            "--bind",
-            &format!("127.0.0.1:{flight}"),
-            "--grpc-port",
-            &grpc,
-            "--work-dir",
-            work.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (_scheduler, addr) = start_scheduler(dir.path(), &[], &[]);
+    let mut executor = start_executor("executor", dir.path(), &addr, &work, &[], &[]);
     executor.wait_for_line("registration succeed", Duration::from_secs(60));
     assert!(!work.join("shuffle/OLDJOB123").exists());
     assert!(!work.join("spill/datafusion-old").exists());

@@ -373,18 +373,8 @@ fn run_bin(config: &Path, date: NaiveDate, fail: Option<&str>, full: bool) -> st
 #[tokio::test]
 async fn a_run_killed_before_its_state_commit_is_redone_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let src: PathBuf = tmp.path().join("src");
+    let src = generated(tmp.path(), 150, 5, 3);
     let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
-    generate(&GenOptions {
-        out: src.clone(),
-        users: 150,
-        days: 5,
-        seed: 3,
-        start,
-        overwrite: false,
-        progress: None,
-    })
-    .unwrap();
     let inputs = tmp.path().join("inputs");
     let (inc_out, full_out) = (tmp.path().join("inc"), tmp.path().join("full"));
     let config = tmp.path().join("job.toml");
@@ -540,6 +530,22 @@ sessions = true
     }
 }
 
+/// `days` generated days from [`START`] under `dir/src`.
+fn generated(dir: &Path, users: u64, days: u32, seed: u64) -> PathBuf {
+    let src = dir.join("src");
+    generate(&GenOptions {
+        out: src.clone(),
+        users,
+        days,
+        seed,
+        start: NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap(),
+        overwrite: false,
+        progress: None,
+    })
+    .unwrap();
+    src
+}
+
 /// The state's manifest as JSON.
 fn manifest(state: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(state.join("state.json")).unwrap()).unwrap()
@@ -558,18 +564,8 @@ fn state_file(state: &Path, key: &str, index: Option<usize>) -> PathBuf {
 #[tokio::test]
 async fn a_state_file_lost_changed_or_edited_is_never_trusted() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+    let src = generated(tmp.path(), 150, 14, 11);
     let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
-    generate(&GenOptions {
-        out: src.clone(),
-        users: 150,
-        days: 14,
-        seed: 11,
-        start,
-        overwrite: false,
-        progress: None,
-    })
-    .unwrap();
     let inputs = tmp.path().join("inputs");
     let state = tmp.path().join("state");
     let (inc_out, full_out) = (tmp.path().join("inc"), tmp.path().join("full"));
@@ -667,18 +663,8 @@ async fn a_state_file_lost_changed_or_edited_is_never_trusted() {
 fn an_unusable_state_still_prints_the_summary_and_fails_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let inputs = tmp.path().join("inputs");
-    let src = tmp.path().join("src");
+    let src = generated(tmp.path(), 100, 3, 5);
     let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
-    generate(&GenOptions {
-        out: src.clone(),
-        users: 100,
-        days: 3,
-        seed: 5,
-        start,
-        overwrite: false,
-        progress: None,
-    })
-    .unwrap();
     for d in 0..3 {
         arrive_day(&src, &inputs, start + Duration::days(d));
     }
@@ -707,18 +693,8 @@ fn an_unusable_state_still_prints_the_summary_and_fails_in_one_line() {
 #[test]
 fn a_killed_run_leaves_its_temporary_directories_to_the_next_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+    let src = generated(tmp.path(), 100, 4, 9);
     let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
-    generate(&GenOptions {
-        out: src.clone(),
-        users: 100,
-        days: 4,
-        seed: 9,
-        start,
-        overwrite: false,
-        progress: None,
-    })
-    .unwrap();
     let inputs = tmp.path().join("inputs");
     for d in 0..3 {
         arrive_day(&src, &inputs, start + Duration::days(d));

@@ -20,27 +20,9 @@ use crate::serve::{connect, connect_as, engine, eventually, simple, sql_error, s
 /// A private copy of the bundled sample, which a test may change.
 fn sample_copy(dir: &Path) -> (PathBuf, PathBuf) {
     for table in ["events", "messages"] {
-        for entry in walk(Path::new(&sample(table))) {
-            let rel = entry.strip_prefix(sample(table)).unwrap();
-            let to = dir.join(table).join(rel);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(&entry, &to).unwrap();
-        }
+        crate::common::copy_dir(Path::new(&sample(table)), &dir.join(table));
     }
     (dir.join("events"), dir.join("messages"))
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The engine `serve` builds over `events` and `messages`.
