@@ -47,10 +47,8 @@ from=2026-03-02
 to=2026-04-01
 report=(report --events "$dir/events" --messages "$dir/messages" --from "$from" --to "$to" --format csv)
 
-echo "== one process (native strategy, the default)" >&2
+echo "== one process (the operators)" >&2
 read -r t1 m1 < <(measure_to "$work/native.csv" "$bin" "${report[@]}")
-echo "== one process (sql strategy, what the cluster runs)" >&2
-read -r t2 m2 < <(measure_to "$work/sql.csv" "$bin" "${report[@]}" --strategy sql)
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sched_port=$(port)
@@ -98,14 +96,12 @@ sched_mib=$(hwm "${pids[0]}")
 exec_mib=()
 for p in "${exec_pids[@]}"; do exec_mib+=("$(hwm "$p")"); done
 
-cmp -s "$work/native.csv" "$work/sql.csv" || { echo "native and sql reports differ" >&2; exit 1; }
 cmp -s "$work/native.csv" "$work/cluster.csv" || { echo "cluster report differs" >&2; exit 1; }
 tasks_run=$(cat "$work"/executor-*.log | grep -c "Execute task" || true)
 
 echo "| run | wall s | peak RSS MiB |"
 echo "|---|---|---|"
 echo "| one process, native | $t1 | $m1 |"
-echo "| one process, sql | $t2 | $m2 |"
 echo "| cluster client | $t3 | $m3 |"
 echo "| cluster scheduler | — | $sched_mib |"
 for i in "${!exec_mib[@]}"; do echo "| cluster executor $((i + 1)) | — | ${exec_mib[$i]} |"; done

@@ -13,7 +13,6 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 
-use crate::cache::CachedSessions;
 use crate::cluster::ClusterUrl;
 use crate::config::S3Config;
 use crate::config::TableFormat;
@@ -70,11 +69,12 @@ pub struct EngineOptions {
     pub s3: S3Config,
     /// DataFusion options (`datafusion.*` key, value), applied in order.
     pub datafusion_options: Vec<(String, String)>,
-    /// Register `sessions` as [`crate::cache::CachedSessions`] (computed by
-    /// the native path once per state of the files) instead of the view,
-    /// when the native path fits in memory. For interactive SQL; never on a
-    /// cluster.
-    pub cached_sessions: bool,
+    /// Register the SQL reference views of `queries/views/` for the derived
+    /// relations (`sessions`, `conversations`, `session_conversations`,
+    /// `event_counts`) instead of the operators that compute them
+    /// ([`crate::native`]). The differential tests compare the two; a
+    /// cluster always runs the views.
+    pub sql_views: bool,
     /// Leave out the `SELECT * FROM 'file.parquet'` shortcut (DataFusion's
     /// URL tables): `serve` offers its clients the registered tables only,
     /// never any file the server's account can read.
@@ -193,6 +193,7 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
         .with_extension(pins)
         .with_extension(Arc::new(Registry::default()))
         .with_extension(Arc::new(Refreshing(opts.cluster.is_none())))
+        .with_extension(Arc::new(crate::report::Turns::default()))
         .with_extension(Arc::new(opts.clone()))
         .with_extension(Arc::new(inputs_of(opts)));
     for (key, value) in &opts.datafusion_options {
@@ -221,7 +222,10 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
     }
     // `enable_url_table` lets ad-hoc SQL read a file directly:
     // SELECT * FROM 'result.parquet'.
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    let ctx = SessionContext::new_with_state(crate::native::node::session_state(
+        config,
+        runtime.build_arc()?,
+    ));
     // On a cluster the URL tables are enabled on the cluster's session
     // ([`on_cluster`]): they are bound to the context that enables them.
     let ctx = if opts.no_url_tables || opts.cluster.is_some() {
@@ -287,13 +291,7 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
     let mut infos = Vec::new();
     if let Some(events) = opts.table(EVENTS.name) {
         let info = tables::register_table(&ctx, &EVENTS, &events.location).await?;
-        register_event_views(
-            &ctx,
-            &info,
-            opts.cached_sessions && opts.cluster.is_none(),
-            opts,
-        )
-        .await?;
+        register_event_views(&ctx, opts).await?;
         infos.push((events, info));
     }
     if let Some(messages) = opts.table(MESSAGES.name) {
@@ -355,20 +353,13 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
     })
 }
 
-/// The views over `events`, with `sessions` computed natively and cached
-/// ([`CachedSessions`]) when `cached` and the history fits in memory.
-async fn register_event_views(
-    ctx: &SessionContext,
-    events: &TableInfo,
-    cached: bool,
-    opts: &EngineOptions,
-) -> Result<()> {
+/// The views over `events`: the derived relations are the operators
+/// ([`crate::native`]) unless `opts` asks for the SQL views or runs on a
+/// cluster.
+async fn register_event_views(ctx: &SessionContext, opts: &EngineOptions) -> Result<()> {
     views::register_event_views(ctx).await?;
-    if cached && crate::history::native_fits(events.rows, opts.memory_limit) {
-        let ts = events.schema.field_with_name("ts")?.data_type().clone();
-        let provider = ctx.table_provider(EVENTS.name).await?;
-        ctx.deregister_table("sessions")?;
-        ctx.register_table("sessions", Arc::new(CachedSessions::new(provider, &ts)))?;
+    if !opts.sql_views && opts.cluster.is_none() {
+        crate::native::register_views(ctx).await?;
     }
     Ok(())
 }
@@ -402,20 +393,12 @@ pub async fn refresh(ctx: &SessionContext) -> Result<Vec<String>> {
             continue;
         }
         if table == EVENTS.name {
-            let cached = ctx
-                .table_provider("sessions")
-                .await
-                .is_ok_and(|p| p.downcast_ref::<CachedSessions>().is_some());
-            let info = tables::registry_of(ctx)
-                .and_then(|r| r.infos().into_iter().find(|i| i.name == EVENTS.name));
-            if let Some(info) = info {
-                let opts = state
-                    .config()
-                    .get_extension::<EngineOptions>()
-                    .map(|o| o.as_ref().clone())
-                    .unwrap_or_default();
-                register_event_views(ctx, &info, cached, &opts).await?;
-            }
+            let opts = state
+                .config()
+                .get_extension::<EngineOptions>()
+                .map(|o| o.as_ref().clone())
+                .unwrap_or_default();
+            register_event_views(ctx, &opts).await?;
         } else if table == MESSAGES.name {
             views::register_message_views(ctx).await?;
         }

@@ -164,6 +164,24 @@ impl Error {
         }
     }
 
+    /// Whether the memory pool refused a reservation somewhere in its
+    /// causes (DataFusion's `ResourcesExhausted`, however wrapped).
+    pub fn is_resources_exhausted(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(d) = e.downcast_ref::<datafusion::error::DataFusionError>() {
+                if matches!(
+                    d.find_root(),
+                    datafusion::error::DataFusionError::ResourcesExhausted(_)
+                ) {
+                    return true;
+                }
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

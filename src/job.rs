@@ -210,7 +210,6 @@ pub async fn run_job_with(
                 senders: settings.filters.senders.clone(),
                 progress: None,
                 keep_sessions: job.sessions,
-                path: Default::default(),
                 now: Some(settings.now),
             };
             let mut report = run_report(engine, &opts).await?;

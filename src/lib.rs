@@ -17,12 +17,13 @@
 //! The modules by layer:
 //! * settings: [`config`] (the TOML file), [`settings`], [`location`];
 //! * tables: [`tables`] (the data contract), [`listing`] (which files a
-//!   table is, per statement), [`views`] (`queries/views/`), [`cache`],
-//!   [`readonly`];
+//!   table is, per statement), [`views`] (`queries/views/`: the
+//!   reference definitions), [`native`] (the derived relations as
+//!   partitioned, spilling operators), [`readonly`];
 //! * functions: [`udwf`], [`udf`], [`udtf`] (the `report(…)` table function),
 //!   [`timestamps`];
-//! * queries: [`query`], [`report`] (`queries/report/`), [`history`] (the
-//!   report's native path), [`period`], [`progress`];
+//! * queries: [`query`], [`report`] (`queries/report/`), [`period`],
+//!   [`progress`];
 //! * io: [`storage`] (object stores), [`output`], [`job`], [`display`],
 //!   [`html`] (the report as a page),
 //!   [`scratch`] (temporary files and interrupts), [`incremental`] (the
@@ -32,7 +33,6 @@
 //! * [`serve`] (feature `serve`): the PostgreSQL-wire endpoint;
 //! * [`gen`] (feature `gen`): the synthetic data generator.
 
-pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod context;
@@ -42,12 +42,12 @@ pub mod display;
 pub mod error;
 #[cfg(feature = "gen")]
 pub mod gen;
-pub mod history;
 pub mod html;
 pub mod incremental;
 pub mod job;
 pub mod listing;
 pub mod location;
+pub mod native;
 pub mod output;
 pub mod period;
 pub mod progress;

@@ -2,39 +2,31 @@
 //! tidy table.
 //!
 //! How it runs, on a context of its own ([`run_report`]):
-//! 1. the report's sessions, their conversations and the event counts come
-//!    from one of two paths that give the same tables:
-//!    * **native** ([`crate::history`]): one vectorized scan of `events`,
-//!      deduplication, conversation facts and sessionization on dense integer
-//!      keys, in memory; it also finds the latest valid event for the
-//!      default period;
-//!    * **SQL**: the views of `queries/views/` run once each, in order
-//!      (`event_checks`, `duplicate_winners`, `conversation_facts`,
-//!      `session_actions`, `conversations`, `sessions`), each written to
-//!      Parquet in a private temp directory ([`Intermediates`]) and put in place of
-//!      its view for the steps after it; under `--memory-limit` everything
-//!      spills. [`choose_path`] takes the native path when its memory
-//!      estimate fits;
-//!
-//!    either way they become `report_sessions`, `report_conversations`
-//!    (tagged with their period once, there) and `report_event_counts`;
-//! 2. the proactive deliveries of both periods, filtered, are materialized;
-//! 3. each section is one SQL file in `queries/report/` computing both periods
+//! 1. the default period is placed by the latest valid event;
+//! 2. the report's sessions, their conversations (tagged with their period
+//!    once, there) and the event counts become `report_sessions`,
+//!    `report_conversations` and `report_event_counts`. In this process
+//!    they are read from the operators ([`crate::native`]): one scan of
+//!    `events`, partitioned by key, counted in the memory pool and spilled
+//!    when it refuses. On a cluster the views of `queries/views/` run
+//!    first, once each, in order ([`VIEW_STEPS`]), each written to the
+//!    shared scratch location ([`Intermediates`]) and put in place of its
+//!    view for the steps after it;
+//! 3. the proactive deliveries of both periods, filtered, are materialized;
+//! 4. each section is one SQL file in `queries/report/` computing both periods
 //!    in one pass over those tables; period bounds and filter values are
 //!    bound as named DataFusion placeholders (`$cur_start`, `$tags`, …),
 //!    never pasted;
-//! 4. the rows are assembled in the spec's order with `delta` and `delta_pct`.
+//! 5. the rows are assembled in the spec's order with `delta` and `delta_pct`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
@@ -45,13 +37,11 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::datasource::{MemTable, TableProvider};
-use datafusion::execution::memory_pool::MemoryReservation;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 
 use crate::context::Engine;
 use crate::error::{Error, Result};
-use crate::history::{sessions_schema, Detail, History, HistoryOptions};
 use crate::location::Location;
 use crate::period::Periods;
 use crate::progress::{self, ProgressRef};
@@ -80,9 +70,6 @@ pub struct ReportOptions {
     pub progress: Option<ProgressRef>,
     /// Also return the sessions that start in the current period.
     pub keep_sessions: bool,
-    /// Which engine computes sessions and conversations (both give the
-    /// same report; [`ReportPath::Auto`] picks by memory).
-    pub path: ReportPath,
     /// The current time, which the default period never goes past (see
     /// [`Anchor`]); the clock when `None` (tests fix it).
     pub now: Option<DateTime<Utc>>,
@@ -277,12 +264,11 @@ fn column_type(engine: &Engine, table: &str, column: &str) -> Result<DataType> {
 
 /// Where the report keeps its intermediate tables.
 ///
-/// The SQL path writes them as Parquet files in a private directory under
-/// the temp dir (`--temp-dir`), removed when the report ends or fails, so
-/// its memory does not grow with the history: only DataFusion's operators
-/// hold data, and under `--memory-limit` those spill. The native path's
-/// tables are small (the report's sessions and deliveries) and stay in
-/// memory. On a cluster each step is written by the executors into a
+/// Under `--memory-limit`, and for the SQL views' steps, they are Parquet
+/// files in a private directory under the temp dir (`--temp-dir`), removed
+/// when the report ends or fails, so they hold no memory. Otherwise the
+/// report's tables (its sessions, conversations and deliveries: small next
+/// to the history) stay in memory. On a cluster each step is written by the executors into a
 /// directory they all reach (`[engine] scratch`), and the next step's plan
 /// reads it there: no intermediate row passes through the client.
 enum Intermediates<'a> {
@@ -585,56 +571,15 @@ fn periods_for(opts: &ReportOptions, anchor: Option<Anchor>) -> Result<Periods> 
     }
 }
 
-/// Memory limit per plan partition on the SQL path under `--memory-limit`.
+/// Memory limit per plan partition when the SQL views run the report
+/// under `--memory-limit`.
 pub const SQL_BYTES_PER_PARTITION: usize = 2 << 30;
 
-/// Which engine computes the report's sessions and conversations.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ReportPath {
-    /// The native path when its memory estimate fits, else the SQL path.
-    #[default]
-    Auto,
-    /// [`crate::history`]: one scan, in memory.
-    Native,
-    /// The SQL views, step by step, spilling under `--memory-limit`.
-    Sql,
-}
-
-impl std::str::FromStr for ReportPath {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(ReportPath::Auto),
-            "native" => Ok(ReportPath::Native),
-            "sql" => Ok(ReportPath::Sql),
-            _ => Err(Error::usage(format!(
-                "unknown strategy `{s}` (expected auto, native or sql)"
-            ))),
-        }
-    }
-}
-
-/// The path [`ReportPath::Auto`] resolves to: native when its memory
-/// estimate fits ([`crate::history::native_fits`]); SQL on a cluster.
-pub fn choose_path(engine: &Engine, asked: ReportPath) -> ReportPath {
-    if asked != ReportPath::Auto {
-        return asked;
-    }
-    if engine.options.cluster.is_some() {
-        // The native path holds the history in this process's memory.
-        return ReportPath::Sql;
-    }
-    let rows: u64 = engine
-        .tables
-        .iter()
-        .filter(|t| t.name == crate::tables::EVENTS.name)
-        .map(|t| t.rows)
-        .sum();
-    if crate::history::native_fits(rows, engine.options.memory_limit) {
-        ReportPath::Native
-    } else {
-        ReportPath::Sql
-    }
+/// Whether the derived relations of `engine` are the operators
+/// ([`crate::native`]) rather than the SQL views run step by step (on a
+/// cluster, or when asked for with [`crate::EngineOptions::sql_views`]).
+fn uses_operators(engine: &Engine) -> bool {
+    engine.options.cluster.is_none() && !engine.options.sql_views
 }
 
 /// A context of the report's own: the user's configuration, runtime (memory
@@ -645,20 +590,24 @@ async fn private_context(engine: &Engine) -> Result<SessionContext> {
     let user = &engine.ctx;
     // A catalog of its own (the user's configuration says not to create one:
     // the user's context already had it when it was copied).
-    let mut config = user
+    // The operators' cache is the user's (in the configuration): the
+    // report and the user's queries share one build per state of the files.
+    let config = user
         .copied_config()
         .with_create_default_catalog_and_schema(true);
-    // The native path's second look at candidate rows filters on event_id
-    // inside the Parquet decoder, so the other columns of the millions of
-    // other rows are never decoded.
-    config.options_mut().execution.parquet.pushdown_filters = true;
-    let ctx = SessionContext::new_with_config_rt(config, user.runtime_env());
+    let ctx = SessionContext::new_with_state(crate::native::node::session_state(
+        config,
+        user.runtime_env(),
+    ));
     let ctx = crate::context::on_cluster(ctx, &engine.options).await?;
     crate::context::register_functions(&ctx);
     for t in &engine.tables {
         ctx.register_table(t.name.as_str(), user.table_provider(t.name.as_str()).await?)?;
     }
     views::register_event_views(&ctx).await?;
+    if uses_operators(engine) {
+        crate::native::register_views(&ctx).await?;
+    }
     views::register_message_views(&ctx).await?;
     Ok(ctx)
 }
@@ -686,24 +635,30 @@ impl Steps<'_> {
     }
 }
 
+/// Reports of one process take turns under `--memory-limit`: each uses
+/// every core and the whole pool (one build of the operators serves them
+/// all), and memory the pool does not see (decoded pages, batches in
+/// flight) grows with every report running at once. A configuration
+/// extension, so every session of one engine shares it.
+#[derive(Debug, Default)]
+pub struct Turns(tokio::sync::Mutex<()>);
+
 /// Computes the report over the engine's tables.
 ///
 /// The report runs on a private context ([`private_context`]): nothing the
 /// user's context holds changes, during the report or after it, even when it
 /// fails; its intermediate files go with it.
 pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
+    let turns = engine.ctx.state().config().get_extension::<Turns>();
+    let _turn = match (&turns, engine.options.memory_limit) {
+        (Some(t), Some(_)) => Some(t.0.lock().await),
+        _ => None,
+    };
     let Some(cluster) = &engine.options.cluster else {
-        check_memory(engine, choose_path(engine, opts.path))?;
         return compute_report(engine, opts, None)
             .await
             .map_err(|e| explain_memory(engine, e));
     };
-    if opts.path == ReportPath::Native {
-        return Err(Error::usage(format!(
-            "--strategy native computes in this process; on cluster {cluster} the report \
-             takes the sql strategy (leave --strategy at auto)"
-        )));
-    }
     let shared = shared_scratch(engine)?;
     let result = compute_report(engine, opts, Some(&shared)).await;
     // Removed whatever happened; a failure to remove is reported only when
@@ -747,10 +702,6 @@ fn shared_scratch(engine: &Engine) -> Result<crate::scratch::SharedDir> {
     crate::scratch::SharedDir::create(base, "supportfunnel-report-", store)
 }
 
-/// Least memory limit per events row the SQL path was seen to need
-/// (docs/PERFORMANCE.md): below it the report would only fail later.
-pub const SQL_MIN_BYTES_PER_EVENT: u64 = 40;
-
 fn events_rows(engine: &Engine) -> u64 {
     engine
         .tables
@@ -769,51 +720,22 @@ fn iec(bytes: u64) -> String {
     format!("{}MiB", bytes.div_ceil(1 << 20))
 }
 
-/// Refuses, before any work, a SQL-path report under a limit smaller than
-/// what that path needs for this many events.
-fn check_memory(engine: &Engine, path: ReportPath) -> Result<()> {
-    let (Some(limit), ReportPath::Sql) = (engine.options.memory_limit, path) else {
-        return Ok(());
-    };
-    let rows = events_rows(engine);
-    let least = rows.saturating_mul(SQL_MIN_BYTES_PER_EVENT);
-    if (limit as u64) >= least {
-        return Ok(());
-    }
-    Err(Error::MemoryLimit(format!(
-        "the report over {rows} events needs more than --memory-limit {}: the sql strategy \
-         needs about {} for this many events; a limit of {} or more works (the native \
-         strategy's estimate)",
-        iec(limit as u64),
-        iec(least),
-        iec(crate::history::native_estimate(rows))
-    )))
-}
-
-/// An out-of-memory failure under `--memory-limit`, said with a limit that
-/// works: the native strategy's estimate for this many events (at that
-/// limit `auto` picks it, and it stays within its estimate).
+/// A run that the memory pool refused under `--memory-limit`, said in one
+/// line with a limit that works for this many events
+/// ([`crate::native::build::least_memory_limit`]), never with DataFusion's
+/// own advice (which names its settings, not ours).
 fn explain_memory(engine: &Engine, e: Error) -> Error {
-    let text = e.to_string();
     let Some(limit) = engine.options.memory_limit else {
         return e;
     };
-    if !text.contains("Resources exhausted") {
+    if !e.is_resources_exhausted() {
         return e;
     }
     let rows = events_rows(engine);
-    let needed = crate::history::native_estimate(rows);
-    // DataFusion's own advice names its settings, not ours.
-    let detail = match text.find(" Consider increasing") {
-        Some(i) => {
-            let rest = text[i..].find("caused by").map_or("", |j| &text[i + j..]);
-            format!("{}{rest}", &text[..i])
-        }
-        None => text,
-    };
+    let needed = crate::native::build::least_memory_limit(rows).max(limit as u64 * 2);
     Error::MemoryLimit(format!(
-        "the report over {rows} events does not fit in --memory-limit {} ({detail}); \
-         a limit of {} or more works for this many events",
+        "the report over {rows} events does not fit in --memory-limit {}: a limit of {} or \
+         more works for this many events",
         iec(limit as u64),
         iec(needed)
     ))
@@ -828,21 +750,14 @@ async fn compute_report(
     let ctx = private_context(engine).await?;
     let ts_type = column_type(engine, "events", "ts")?;
     let sent_type = column_type(engine, "messages", "sent_at")?;
-    let path = choose_path(engine, opts.path);
     let progress = opts.progress.as_ref();
     let mut steps = Steps {
         progress,
-        total: if path == ReportPath::Sql { 11 } else { 5 },
+        total: VIEW_STEPS.len() * usize::from(!uses_operators(engine)) + REPORT_STEPS.len() + 3,
         done: 0,
     };
-    let (periods, anchor, store, kept, _held) = match path {
-        ReportPath::Sql => {
-            let (periods, anchor, store) =
-                sql_tables(engine, &ctx, opts, &ts_type, shared, &mut steps).await?;
-            (periods, anchor, store, None, None)
-        }
-        _ => native_tables(&ctx, opts, &mut steps).await?,
-    };
+    let (periods, anchor, store) =
+        report_tables(engine, &ctx, opts, &ts_type, shared, &mut steps).await?;
     check_period(&periods, &sent_type, "messages.sent_at")?;
     let params = message_params(&periods, &sent_type, &ts_type, opts)?;
     for (name, sql) in [
@@ -861,20 +776,15 @@ async fn compute_report(
     }
 
     let started = steps.start("sections");
-    if engine.options.memory_limit.is_some()
-        && path == ReportPath::Sql
-        && engine.options.cluster.is_none()
-    {
-        // The sections join big tables: sort-merge joins spill, hash joins
-        // cannot (only this private context is switched).
+    if engine.options.memory_limit.is_some() && engine.options.cluster.is_none() {
+        // The sections join the report's tables: sort-merge joins spill,
+        // hash joins cannot (only this private context is switched).
         ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
             .await?;
     }
     let rows = compute_sections(&ctx, &params).await?;
     steps.finish("sections", 0, started);
-    let sessions = if kept.is_some() {
-        kept
-    } else if opts.keep_sessions {
+    let sessions = if opts.keep_sessions {
         let df = ctx
             .sql("SELECT * EXCLUDE (period) FROM report_sessions WHERE period = 'current'")
             .await?;
@@ -894,7 +804,7 @@ async fn compute_report(
     })
 }
 
-/// Sessions by user, then start: both paths compute them in parallel pieces
+/// Sessions by user, then start: they are computed in parallel pieces
 /// in no fixed order, and a written result must come out byte-identical
 /// when run again. A user's sessions never share a start.
 fn sort_sessions(
@@ -929,140 +839,37 @@ fn message_params(
         ("senders", string_list(&opts.senders)),
         (
             "ticks_per_second",
-            ScalarValue::Float64(Some(crate::history::ticks_per_second(ts_type) as f64)),
+            ScalarValue::Float64(Some(crate::timestamps::ticks_per_second(
+                crate::timestamps::unit_of(ts_type),
+            ) as f64)),
         ),
     ])
 }
 
-/// The native path: [`History`] over the whole history, then the report's
-/// sessions, conversations and event counts as in-memory tables.
-async fn native_tables(
-    ctx: &SessionContext,
-    opts: &ReportOptions,
-    steps: &mut Steps<'_>,
-) -> Result<(
-    Periods,
-    Option<Anchor>,
-    Intermediates<'static>,
-    Option<(SchemaRef, Vec<RecordBatch>)>,
-    Option<MemoryReservation>,
-)> {
-    let started = steps.start("history");
-    // Under a memory limit the native path's memory comes from the pool
-    // while it works, then the tables it leaves for the rest of the report
-    // (see `reserve_memory`).
-    let reserved = match ctx.copied_config().get_extension::<crate::EngineOptions>() {
-        Some(o) if o.memory_limit.is_some() => Some(
-            crate::history::reserve_memory(
-                &ctx.runtime_env().memory_pool,
-                "report (native path)",
-                crate::history::native_pool_bytes(crate::tables::events_rows(ctx)),
-            )
-            .await,
-        ),
-        _ => None,
-    };
-    let seen = Arc::new(AtomicUsize::new(0));
-    let now = opts.now.unwrap_or_else(Utc::now);
-    let hopts = HistoryOptions {
-        rows_seen: Some(Arc::clone(&seen)),
-        valid_until: Some(now),
-        ..HistoryOptions::default()
-    };
-    let history = run_reporting_rows(
-        || seen.load(Ordering::Relaxed),
-        History::compute(ctx, &hopts),
-        steps.progress,
-    )
-    .await?;
-    steps.finish("history", history.counts.rows_read as usize, started);
+/// The views the SQL path materializes, in order, before the report's own
+/// tables: each runs once, is written to the step store and replaces its
+/// view for the steps after it. With the operators none of them runs.
+const VIEW_STEPS: &[(&str, &str)] = &[
+    ("event_checks", "SELECT * FROM event_checks"),
+    ("duplicate_winners", "SELECT * FROM duplicate_winners"),
+    ("conversation_facts", "SELECT * FROM conversation_facts"),
+    ("session_actions", SESSION_ACTIONS_SQL),
+    ("conversations", "SELECT * FROM conversations"),
+    ("sessions", "SELECT * FROM sessions"),
+];
 
-    let started = steps.start("report_sessions");
-    let ts_type = history.ts_type().clone();
-    let latest = history
-        .latest_valid_ts
-        .and_then(|t| ticks_to_time(t, &ts_type));
-    let anchor = default_anchor(opts, latest, now, history.future_valid_events)?;
-    let periods = periods_for(opts, anchor)?;
-    check_period(&periods, &ts_type, "events.ts")?;
-    let (cur, prev) = (periods.current, periods.previous);
-    let bounds = [
-        (
-            "previous",
-            ts_ticks(prev.start, &ts_type)?,
-            ts_ticks(prev.end, &ts_type)?,
-        ),
-        (
-            "current",
-            ts_ticks(cur.start, &ts_type)?,
-            ts_ticks(cur.end, &ts_type)?,
-        ),
-    ];
-    let (sessions, conversations) = history.tables(&bounds, Detail::Report)?;
-    let counts = event_counts_batch(&history.counts)?;
-    let n = sessions.iter().map(RecordBatch::num_rows).sum();
-    let (session_schema, conversation_schema) = Detail::Report.schemas(history.ts_type())?;
-    let mut held: usize = [&sessions, &conversations]
-        .iter()
-        .flat_map(|b| b.iter())
-        .map(RecordBatch::get_array_memory_size)
-        .sum();
-    for (name, schema, batches) in [
-        ("report_sessions", session_schema, sessions),
-        ("report_conversations", conversation_schema, conversations),
-        ("report_event_counts", counts.schema(), vec![counts]),
-    ] {
-        let parts = batches.into_iter().map(|b| vec![b]).collect();
-        ctx.register_table(name, Arc::new(MemTable::try_new(schema, parts)?))?;
-    }
-    // The current period's sessions with every column of the view, when
-    // asked for (the scheduled job writes them).
-    let kept = if opts.keep_sessions {
-        let (batches, _) = history.tables(&bounds[1..], Detail::Full)?;
-        let full = sessions_schema(history.ts_type());
-        let keep: Vec<usize> = (1..full.fields().len()).collect();
-        let schema = Arc::new(full.project(&keep)?);
-        let batches = batches
-            .iter()
-            .map(|b| b.project(&keep))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        held += batches
-            .iter()
-            .map(RecordBatch::get_array_memory_size)
-            .sum::<usize>();
-        Some((schema, batches))
-    } else {
-        None
-    };
-    drop(history);
-    if let Some(r) = &reserved {
-        r.resize(held);
-    }
-    steps.finish("report_sessions", n, started);
-    Ok((periods, anchor, Intermediates::Memory, kept, reserved))
-}
+/// The report's own tables, which the sections read.
+const REPORT_STEPS: &[(&str, &str)] = &[
+    ("report_sessions", REPORT_SESSIONS_SQL),
+    ("report_conversations", REPORT_CONVERSATIONS_SQL),
+    ("report_event_counts", REPORT_EVENT_COUNTS_SQL),
+];
 
-/// `report_event_counts` (see `queries/report/00_report_event_counts.sql`).
-fn event_counts_batch(c: &crate::history::EventCounts) -> Result<RecordBatch> {
-    let mut fields = vec![Field::new("rows_read", DataType::Int64, false)];
-    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![c.rows_read as i64]))];
-    for (reason, n) in crate::history::REJECT_REASONS.iter().zip(c.rejected) {
-        fields.push(Field::new(*reason, DataType::Int64, false));
-        cols.push(Arc::new(Int64Array::from(vec![n as i64])));
-    }
-    for (name, n) in [
-        ("duplicate_events", c.duplicate_events),
-        ("orphan_lifecycle_events", c.orphan_lifecycle_events),
-    ] {
-        fields.push(Field::new(name, DataType::Int64, false));
-        cols.push(Arc::new(Int64Array::from(vec![n as i64])));
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
-}
-
-/// The SQL path: each expensive view runs once, in order, is written to the
-/// private temp directory and replaces its view for the steps after it.
-async fn sql_tables<'a>(
+/// The periods, what placed them, and the report's sessions, conversations
+/// and event counts as tables of `ctx`: read from the operators' relations
+/// in this process; on a cluster (or with the SQL views) the expensive
+/// views run first, one step each ([`VIEW_STEPS`]).
+async fn report_tables<'a>(
     engine: &Engine,
     ctx: &SessionContext,
     opts: &ReportOptions,
@@ -1070,6 +877,7 @@ async fn sql_tables<'a>(
     shared: Option<&'a crate::scratch::SharedDir>,
     steps: &mut Steps<'_>,
 ) -> Result<(Periods, Option<Anchor>, Intermediates<'a>)> {
+    let started = steps.start("period");
     let anchor = match (opts.from, opts.to) {
         (None, None) => {
             let now = opts.now.unwrap_or_else(Utc::now);
@@ -1078,6 +886,7 @@ async fn sql_tables<'a>(
         }
         _ => None,
     };
+    steps.finish("period", 0, started);
     let periods = periods_for(opts, anchor)?;
     check_period(&periods, ts_type, "events.ts")?;
     let (cur, prev) = (periods.current, periods.previous);
@@ -1086,22 +895,31 @@ async fn sql_tables<'a>(
         ("cur_start", ts_scalar(cur.start, ts_type)?),
         ("cur_end", ts_scalar(cur.end, ts_type)?),
     ];
+    let operators = uses_operators(engine);
     let store = match shared {
         Some(dir) => Intermediates::Shared(dir),
+        // The report's tables are small next to the history; under a
+        // memory limit they still go to disk, where they need no memory.
+        None if operators && engine.options.memory_limit.is_none() => Intermediates::Memory,
         None => Intermediates::on_disk(engine)?,
     };
+    let mut plan: Vec<(&str, &str)> = Vec::new();
+    if !operators {
+        plan.extend(VIEW_STEPS);
+    }
+    plan.extend(REPORT_STEPS);
     // On a cluster the executors' own memory limits and Ballista's join
     // planning apply; the settings below are for this process.
     let local = shared.is_none();
-    // Under a memory limit the joins between big intermediate tables
-    // (conversations to actions, sessions to conversations) use sort-merge
-    // joins, which spill; a hash join's build side cannot spill and would
-    // fail the report once it outgrows the pool. The joins before them have
-    // a small build side (repeat candidates) and stay hash joins: as
-    // sort-merge joins they would sort the whole history.
-    let spill_joins = local && engine.options.memory_limit.is_some();
+    // Under a memory limit the SQL views' joins between big intermediate
+    // tables (conversations to actions, sessions to conversations) use
+    // sort-merge joins, which spill; a hash join's build side cannot spill
+    // and would fail the report once it outgrows the pool. The joins before
+    // them have a small build side (repeat candidates) and stay hash joins:
+    // as sort-merge joins they would sort the whole history.
+    let spill_joins = local && !operators && engine.options.memory_limit.is_some();
     let prefer_hash = ctx.state().config().options().optimizer.prefer_hash_join;
-    if let Some(limit) = engine.options.memory_limit.filter(|_| local) {
+    if let Some(limit) = engine.options.memory_limit.filter(|_| local && !operators) {
         // Every partition runs its own sorts at once, and the pool is shared
         // fairly among them: with too little each, a sort cannot even merge
         // its spill files. One partition per SQL_BYTES_PER_PARTITION of the
@@ -1114,17 +932,7 @@ async fn sql_tables<'a>(
         .await?;
     }
     let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
-    for (name, sql) in [
-        ("event_checks", "SELECT * FROM event_checks"),
-        ("duplicate_winners", "SELECT * FROM duplicate_winners"),
-        ("conversation_facts", "SELECT * FROM conversation_facts"),
-        ("session_actions", SESSION_ACTIONS_SQL),
-        ("conversations", "SELECT * FROM conversations"),
-        ("sessions", "SELECT * FROM sessions"),
-        ("report_sessions", REPORT_SESSIONS_SQL),
-        ("report_conversations", REPORT_CONVERSATIONS_SQL),
-        ("report_event_counts", REPORT_EVENT_COUNTS_SQL),
-    ] {
+    for (name, sql) in plan {
         if spill_joins {
             let hash = prefer_hash && !matches!(name, "conversations" | "sessions");
             ctx.sql(&format!(
@@ -1137,9 +945,20 @@ async fn sql_tables<'a>(
             .materialize(ctx, name, sql, &params, steps.progress)
             .await?;
         steps.finish(name, rows, started);
-        if views::EVENT_VIEWS.iter().any(|(v, _)| *v == name) {
+        if !operators && views::EVENT_VIEWS.iter().any(|(v, _)| *v == name) {
             swapped.insert(name, ctx.table_provider(name).await?);
             views::register_event_views_with(ctx, &swapped).await?;
+        }
+    }
+    if operators && engine.options.memory_limit.is_some() {
+        // Under a limit the rest of the report needs the pool more than a
+        // later query needs the build.
+        if let Some(cache) = ctx
+            .state()
+            .config()
+            .get_extension::<crate::native::node::NativeCache>()
+        {
+            cache.release().await;
         }
     }
     Ok((periods, anchor, store))

@@ -235,7 +235,7 @@ impl Settings {
                 batch_size: config.engine.batch_size,
                 s3: config.storage.s3.clone(),
                 datafusion_options: config.datafusion_options(),
-                cached_sessions: false,
+                sql_views: false,
                 no_url_tables: false,
                 cluster,
                 scratch,

@@ -51,7 +51,7 @@ use crate::timestamps;
 pub const SESSION_START: &str = "session_start";
 
 /// Default `max_span`: the report's 24-hour session (spec §2), in nanoseconds.
-pub const DEFAULT_MAX_SPAN_NANOS: i64 = 86_400 * 1_000_000_000;
+pub const DEFAULT_MAX_SPAN_NANOS: i64 = crate::native::rules::SESSION_SECONDS * 1_000_000_000;
 
 /// The `session_start` window function (see the module docs for semantics).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -55,17 +55,25 @@ pub const EVENT_VIEWS: &[(&str, &str)] = &[
         "orphan_lifecycle_events",
         include_str!("../queries/views/10_orphan_lifecycle_events.sql"),
     ),
+    (
+        "session_conversations",
+        include_str!("../queries/views/11_session_conversations.sql"),
+    ),
+    (
+        "event_counts",
+        include_str!("../queries/views/12_event_counts.sql"),
+    ),
 ];
 
 /// Views over the `messages` table.
 pub const MESSAGE_VIEWS: &[(&str, &str)] = &[
     (
         "message_checks",
-        include_str!("../queries/views/11_message_checks.sql"),
+        include_str!("../queries/views/13_message_checks.sql"),
     ),
     (
         "clean_messages",
-        include_str!("../queries/views/12_clean_messages.sql"),
+        include_str!("../queries/views/14_clean_messages.sql"),
     ),
 ];
 

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
 use supportfunnel::output::Format;
-use supportfunnel::report::ReportPath;
 use supportfunnel::settings::Flags;
 
 /// Support funnel analytics over Parquet event history, on Apache DataFusion.
@@ -330,10 +329,6 @@ pub struct SqlArgs {
     pub output: Option<String>,
 }
 
-fn parse_strategy(s: &str) -> Result<ReportPath, String> {
-    s.parse().map_err(|e: supportfunnel::Error| e.to_string())
-}
-
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse().map_err(|e: supportfunnel::Error| e.to_string())
 }
@@ -368,14 +363,6 @@ pub struct ReportArgs {
     /// Write to this file or s3:// object (atomically) instead of stdout
     #[arg(long, short = 'o', value_name = "PATH|URL")]
     pub output: Option<String>,
-    /// How sessions and conversations are computed: `native` (one scan, in
-    /// memory: fastest), `sql` (DataFusion plans step by step, spilling to
-    /// --temp-dir under --memory-limit), or `auto`: native when its estimate
-    /// fits (160 MiB + 48 bytes an event within --memory-limit; without a
-    /// limit, 100 bytes an event within half the machine's memory), sql
-    /// otherwise. Every strategy gives the same report.
-    #[arg(long, default_value = "auto", value_parser = parse_strategy)]
-    pub strategy: ReportPath,
     /// Print each step of the report with the rows it read and its time on
     /// stderr (a live progress line is shown anyway when stderr is a terminal)
     #[arg(long, short = 'v')]

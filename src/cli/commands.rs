@@ -74,7 +74,6 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
         eprintln!("note: serve runs its queries in this process; [engine] cluster is not used");
         settings.engine.scratch = None;
     }
-    settings.engine.cached_sessions = true;
     settings.engine.no_url_tables = true;
     let engine = build_context(&settings.engine).await?;
     warn_skipped(&engine);
@@ -235,7 +234,6 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
             senders: settings.filters.senders.clone(),
             progress: progress.clone().map(|p| p as ProgressRef),
             keep_sessions: false,
-            path: args.strategy,
             now: Some(settings.now),
         },
     )
@@ -245,6 +243,9 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
         explain_default_period(anchor, report.periods.days(), args.verbose);
     }
     if args.verbose {
+        if let Some(profile) = supportfunnel::native::node::last_profile(&engine.ctx) {
+            eprintln!("{profile}");
+        }
         if let Some(kib) = peak_memory_kib() {
             eprintln!("peak memory: {} MiB", kib / 1024);
         }
@@ -326,8 +327,7 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
     }
     let output = output_location(&args.output)?;
     args.format.check_destination(output.as_ref())?;
-    let mut settings = settings(&args.engine.flags(), config)?;
-    settings.engine.cached_sessions = true;
+    let settings = settings(&args.engine.flags(), config)?;
     let engine = build_context(&settings.engine).await?;
     warn_skipped(&engine);
     supportfunnel::udtf::register(&engine, settings.tz);

@@ -106,16 +106,14 @@ fn help_says_what_the_commands_do() {
         run_help.contains("Delta Lake") && run_help.contains("[state]"),
         "{run_help}"
     );
-    // one memory rule, the one the code applies (history::native_fits)
+    // one engine: no strategy to choose; the memory limit is honoured by
+    // spilling
     let report = help("report");
+    assert!(!report.contains("--strategy"), "{report}");
     assert!(
-        report.contains("160 MiB + 48 bytes an event") && report.contains("100 bytes an event"),
+        report.contains("--memory-limit") && report.contains("spilling"),
         "{report}"
     );
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    assert!(readme.contains("160 MiB + 48 bytes per event"));
-    assert!(readme.contains("100 bytes per event"));
 }
 
 #[test]
@@ -437,4 +435,27 @@ fn config_file_sets_tables_defaults_and_options_and_flags_win() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn partitions_and_spilling_give_byte_identical_reports() {
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report", "--format", "json"];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        o.stdout
+    };
+    let want = report(&[]);
+    assert!(want.len() > 1000);
+    for extra in [
+        &["--target-partitions", "1"][..],
+        &["--target-partitions", "2"],
+        &["--target-partitions", "8"],
+        // bounded: more buckets, the report's tables on disk (the
+        // operators' forced spilling is `Via::Spilled` in every report test)
+        &["--memory-limit", "256MiB", "--target-partitions", "2"],
+    ] {
+        assert!(report(extra) == want, "{extra:?} gives another report");
+    }
 }

@@ -490,3 +490,43 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// How a report's derived relations are computed in a test: every report
+/// rule is checked each way, and the ways must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The operators, in memory.
+    Operators,
+    /// The operators, every segment spilled to disk.
+    Spilled,
+    /// The SQL reference views, step by step (what a cluster runs).
+    Views,
+}
+
+impl Via {
+    /// Every way.
+    pub const ALL: [Via; 3] = [Via::Operators, Via::Spilled, Via::Views];
+
+    /// `engine`, computing this way.
+    pub fn engine(self, engine: &Engine) -> Engine {
+        let mut options = engine.options.clone();
+        options.sql_views = self == Via::Views;
+        let config = engine
+            .ctx
+            .copied_config()
+            .with_create_default_catalog_and_schema(false)
+            .with_extension(Arc::new(supportfunnel::native::NativeOptions {
+                always_spill: self == Via::Spilled,
+                ..Default::default()
+            }));
+        let state =
+            datafusion::execution::SessionStateBuilder::new_from_existing(engine.ctx.state())
+                .with_config(config)
+                .build();
+        Engine {
+            ctx: SessionContext::new_with_state(state),
+            tables: engine.tables.clone(),
+            options,
+        }
+    }
+}

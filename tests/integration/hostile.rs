@@ -13,12 +13,12 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use supportfunnel::report::{run_report, ReportOptions, ReportPath};
+use supportfunnel::report::{run_report, ReportOptions};
 use supportfunnel::{build_context, EngineOptions};
 
 use crate::common::{
     bin, ev, events_batch, run, sample, stderr, with_column, with_ts, write_one_message,
-    write_parquet, Row,
+    write_parquet, Row, Via,
 };
 
 /// Fails unless `o` failed with one `error:` line and no panic.
@@ -169,10 +169,11 @@ async fn one_future_event_does_not_move_the_default_period() {
         .await
         .unwrap();
     let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap();
-    for path in [ReportPath::Native, ReportPath::Sql] {
+    for via in Via::ALL {
+        let (plain, engine) = (via.engine(&plain), via.engine(&engine));
+        let path = via;
         let opts = ReportOptions {
             now: Some(now),
-            path,
             ..ReportOptions::default()
         };
         let expected = run_report(&plain, &opts).await.unwrap();
@@ -185,7 +186,6 @@ async fn one_future_event_does_not_move_the_default_period() {
         // A clock past the event: it is an ordinary event again.
         let later = ReportOptions {
             now: Some(Utc.with_ymd_and_hms(2300, 1, 1, 0, 0, 0).unwrap()),
-            path,
             ..ReportOptions::default()
         };
         let report = run_report(&engine, &later).await.unwrap();
@@ -274,17 +274,18 @@ async fn a_year_2500_millisecond_row_next_to_nanosecond_files_is_read() {
         vec!["4|2500-01-01T00:00:00Z|Timestamp(µs, \"UTC\")".to_string()]
     );
     let mut rows = Vec::new();
-    for path in [ReportPath::Native, ReportPath::Sql] {
+    for via in Via::ALL {
+        let path = via;
         let opts = ReportOptions {
             now: Some(Utc.with_ymd_and_hms(2026, 12, 3, 0, 0, 0).unwrap()),
-            path,
             ..ReportOptions::default()
         };
-        let report = run_report(&engine, &opts).await.unwrap();
+        let report = run_report(&via.engine(&engine), &opts).await.unwrap();
         assert_eq!(report.anchor.unwrap().future_events, 1, "{path:?}");
         rows.push(supportfunnel::report::rows_of(&report.batch));
     }
     assert_eq!(rows[0], rows[1]);
+    assert_eq!(rows[0], rows[2]);
 }
 
 #[test]
@@ -408,13 +409,14 @@ fn walk_if_exists(p: &Path) -> usize {
 }
 
 #[test]
-fn sigterm_during_the_sql_report_removes_its_intermediate_tables() {
+fn sigterm_during_the_report_removes_its_intermediate_tables() {
     let dir = tempfile::tempdir().unwrap();
     let temp = dir.path().join("tmp");
+    // under a memory limit the report's tables are written to disk
     let child = spawn(&[
         "report",
-        "--strategy",
-        "sql",
+        "--memory-limit",
+        "1GiB",
         "--temp-dir",
         temp.to_str().unwrap(),
         "--format",
@@ -553,7 +555,7 @@ fn writing_results_among_the_inputs_is_refused_elsewhere_allowed() {
     assert!(assert_one_line_error(&o, "--output into events").contains("refusing to write"));
     // temporary files do not go among the inputs either
     let spill_inside = format!("{events}/tmp");
-    let o = run(&["report", "--strategy", "sql", "--temp-dir", &spill_inside]);
+    let o = run(&["report", "--temp-dir", &spill_inside]);
     assert!(assert_one_line_error(&o, "--temp-dir in events").contains("--temp-dir: refusing"));
     let o = run(&["report", "--format", "csv", "--output", &inside]);
     assert!(assert_one_line_error(&o, "report into events").contains("refusing to write"));
@@ -607,18 +609,18 @@ fn a_job_writing_into_its_inputs_fails_and_writes_nothing() {
 
 #[test]
 fn out_of_memory_names_our_flag_not_datafusions_setting() {
-    let o = run(&[
-        "report",
-        "--strategy",
-        "sql",
-        "--memory-limit",
-        "4MiB",
-        "--format",
-        "csv",
-    ]);
+    let o = run(&["report", "--memory-limit", "4MiB", "--format", "csv"]);
     let err = assert_one_line_error(&o, "tiny memory limit");
     assert!(err.contains("--memory-limit"), "{err}");
-    assert!(!err.contains("datafusion.runtime.memory_limit"), "{err}");
+    assert!(!err.contains("datafusion."), "{err}");
+    // the limit it names works
+    let named = err
+        .split("a limit of ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no working limit named: {err}"));
+    let o = run(&["report", "--memory-limit", named, "--format", "csv"]);
+    assert!(o.status.success(), "{named}: {}", stderr(&o));
 }
 
 #[test]
@@ -1177,8 +1179,9 @@ fn an_unusable_temp_dir_only_stops_what_needs_one() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = with_tmpdir(&["report", "--format", "csv"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // the SQL strategy needs a working directory: one line naming the flag
-    let o = with_tmpdir(&["report", "--strategy", "sql", "--format", "csv"]);
+    // under a memory limit the report's tables go to disk: it needs a
+    // working directory, and says so in one line naming the flag
+    let o = with_tmpdir(&["report", "--memory-limit", "1GiB", "--format", "csv"]);
     let err = assert_one_line_error(&o, "report with an unusable TMPDIR");
     assert!(err.contains("--temp-dir"), "{err}");
     // a --temp-dir that cannot be used is an error even for a plain query
@@ -1202,7 +1205,6 @@ fn absurd_engine_settings_are_one_line_errors() {
             vec!["sql", "--memory-limit", "0", "SELECT 1"],
             "--memory-limit",
         ),
-        (vec!["report", "--strategy", "fastest"], "unknown strategy"),
     ] {
         let o = run(&args);
         let err = stderr(&o);

@@ -7,10 +7,10 @@ mod common;
 #[cfg(feature = "delta")]
 mod delta;
 mod generator;
-mod history;
 mod hostile;
 mod html;
 mod incremental;
+mod native;
 mod report;
 mod s3;
 mod s3_server;

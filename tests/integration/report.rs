@@ -6,10 +6,10 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::Array;
 use supportfunnel::gen::{generate, GenOptions};
 use supportfunnel::period::parse_tz;
-use supportfunnel::report::{rows_of, run_report, ReportOptions, ReportPath, Row};
+use supportfunnel::report::{rows_of, run_report, ReportOptions, Row};
 use supportfunnel::{build_context, Engine, EngineOptions};
 
-use super::common::{engine_with, ev, events_batch, msg, write_parquet, MsgRow, Row as Ev};
+use super::common::{engine_with, ev, events_batch, msg, write_parquet, MsgRow, Row as Ev, Via};
 
 fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -23,27 +23,19 @@ fn period(from: &str, to: &str) -> ReportOptions {
     }
 }
 
-/// The report by both paths, which must agree row for row, number for
-/// number: every rule below is checked on the native path and the SQL path.
+/// The report each way ([`Via`]: the operators in memory and spilled, the
+/// SQL views), which must agree row for row, number for number: every rule
+/// below is checked each way.
 async fn report(engine: &Engine, opts: &ReportOptions) -> Vec<Row> {
-    let by = |path| ReportOptions {
-        path,
-        ..opts.clone()
-    };
-    let native = rows_of(
-        &run_report(engine, &by(ReportPath::Native))
-            .await
-            .unwrap()
-            .batch,
-    );
-    let sql = rows_of(
-        &run_report(engine, &by(ReportPath::Sql))
-            .await
-            .unwrap()
-            .batch,
-    );
-    assert_eq!(native, sql, "the native and the SQL path disagree");
-    native
+    let mut first: Option<Vec<Row>> = None;
+    for via in Via::ALL {
+        let got = rows_of(&run_report(&via.engine(engine), opts).await.unwrap().batch);
+        match &first {
+            None => first = Some(got),
+            Some(want) => assert_eq!(&got, want, "{via:?} disagrees with the operators"),
+        }
+    }
+    first.unwrap()
 }
 
 async fn report_for(events: &[Ev], messages: &[MsgRow], opts: &ReportOptions) -> Vec<Row> {
@@ -763,14 +755,9 @@ async fn memory_limited_report_keeps_intermediates_on_disk_and_agrees() {
     let limited = build_context(&sample(Some(256 << 20), Some(spill.path().to_path_buf())))
         .await
         .unwrap();
-    let sql = ReportOptions {
-        path: ReportPath::Sql,
-        ..opts.clone()
-    };
-    assert_eq!(
-        rows_of(&run_report(&limited, &sql).await.unwrap().batch),
-        expected
-    );
+    // each way under the limit, intermediates on disk, agrees with the
+    // unlimited report
+    assert_eq!(report(&limited, &opts).await, expected);
     // the context is still usable: the views are back, not pointing at the
     // report's deleted files
     let count = |e: &Engine| {
@@ -843,53 +830,28 @@ async fn a_failed_report_leaves_the_users_context_as_it_was() {
     let n = bytes.len();
     bytes[4..n / 2].fill(0xAB);
     std::fs::write(&messages, &bytes).unwrap();
-    for path in [ReportPath::Native, ReportPath::Sql] {
-        let opts = ReportOptions {
-            path,
-            ..period("2026-03-02", "2026-03-03")
-        };
-        let r = run_report(&e, &opts).await;
-        assert!(r.is_err(), "{path:?}: {:?}", r.map(|r| rows_of(&r.batch)));
-        assert_eq!(tables(&e), before, "{path:?}");
-        assert_eq!(
-            super::common::rows(&e.ctx, sessions).await,
-            want,
-            "{path:?}"
-        );
+    for via in Via::ALL {
+        let opts = period("2026-03-02", "2026-03-03");
+        let r = run_report(&via.engine(&e), &opts).await;
+        assert!(r.is_err(), "{via:?}: {:?}", r.map(|r| rows_of(&r.batch)));
+        assert_eq!(tables(&e), before, "{via:?}");
+        assert_eq!(super::common::rows(&e.ctx, sessions).await, want, "{via:?}");
     }
 }
 
 #[tokio::test]
-async fn the_paths_choose_by_memory() {
-    use supportfunnel::history::native_estimate;
-    use supportfunnel::report::choose_path;
-    let mut o = crate::common::sample_options();
-    let e = build_context(&o).await.unwrap();
-    assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Native);
-    assert_eq!(choose_path(&e, ReportPath::Sql), ReportPath::Sql);
-    let rows = e.tables.iter().find(|t| t.name == "events").unwrap().rows;
-    o.memory_limit = Some(native_estimate(rows) as usize - 1);
-    let e = build_context(&o).await.unwrap();
-    assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Sql);
-    o.memory_limit = Some(native_estimate(rows) as usize);
-    let e = build_context(&o).await.unwrap();
-    assert_eq!(choose_path(&e, ReportPath::Auto), ReportPath::Native);
-}
-
-#[tokio::test]
-async fn kept_sessions_are_the_same_by_both_paths() {
+async fn kept_sessions_are_the_same_every_way() {
     let e = build_context(&crate::common::sample_options())
         .await
         .unwrap();
-    let kept = |path| {
-        let e = &e;
+    let kept = |via: Via| {
+        let e = via.engine(&e);
         async move {
             let opts = ReportOptions {
                 keep_sessions: true,
-                path,
                 ..period("2026-02-01", "2026-02-08")
             };
-            let (schema, batches) = run_report(e, &opts).await.unwrap().sessions.unwrap();
+            let (schema, batches) = run_report(&e, &opts).await.unwrap().sessions.unwrap();
             let mut rows = super::common::render(&batches);
             rows.sort();
             (
@@ -902,13 +864,14 @@ async fn kept_sessions_are_the_same_by_both_paths() {
             )
         }
     };
-    let native = kept(ReportPath::Native).await;
+    let native = kept(Via::Operators).await;
     assert!(native.1.len() > 50);
-    assert_eq!(native, kept(ReportPath::Sql).await);
+    assert_eq!(native, kept(Via::Spilled).await);
+    assert_eq!(native, kept(Via::Views).await);
 }
 
 #[tokio::test]
-async fn every_timestamp_unit_gives_the_same_report_by_both_paths() {
+async fn every_timestamp_unit_gives_the_same_report_every_way() {
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use datafusion::arrow::record_batch::RecordBatch;

@@ -442,6 +442,11 @@ async fn a_long_query_ends_on_disconnect_cancel_or_timeout_and_blocks_nobody() {
         .await
         .unwrap();
     let conn_task = tokio::spawn(connection);
+    // What the operators' build keeps for the next query (counted in the
+    // pool) stays; the long query's own memory goes.
+    rows(&engine.ctx, "SELECT count(*) FROM sessions").await;
+    let pool = engine.ctx.runtime_env().memory_pool.clone();
+    let kept = pool.reserved();
     let query = tokio::spawn(async move {
         let _ = client.simple_query(ENDLESS).await;
     });
@@ -469,9 +474,8 @@ async fn a_long_query_ends_on_disconnect_cancel_or_timeout_and_blocks_nobody() {
         || server.active_queries() == 0,
     )
     .await;
-    let pool = engine.ctx.runtime_env().memory_pool.clone();
     eventually(Duration::from_secs(10), "its memory is given back", || {
-        pool.reserved() == 0
+        pool.reserved() <= kept
     })
     .await;
 

@@ -29,7 +29,6 @@ fn sample_copy(dir: &Path) -> (PathBuf, PathBuf) {
 async fn serve_engine(events: &Path, messages: &Path) -> Engine {
     let engine = build_context(&EngineOptions {
         no_url_tables: true,
-        cached_sessions: true,
         ..EngineOptions::new(events.to_string_lossy(), messages.to_string_lossy()).unwrap()
     })
     .await
@@ -743,7 +742,7 @@ fn peak_after_reports(calls: usize) -> u64 {
 
 #[test]
 fn concurrent_reports_share_the_memory_limit() {
-    // Sixteen reports at once take their turns for the native path's
+    // Sixteen reports at once take their turns (`report::Turns`)
     // memory within the limit, so the whole process stays under it (each
     // used to assume it had the whole limit: 294 MiB on the sample).
     let sixteen = peak_after_reports(16);

@@ -1,19 +1,21 @@
-//! The native path ([`supportfunnel::history`]) against the SQL views that
+//! The operators ([`supportfunnel::native`]) against the SQL views that
 //! define the report: on generated data plus a file of every corner of the
 //! spec (repeats that differ, ties broken by event_id, orphans, showcase
-//! rows, rejects), over seeds, sizes, batch sizes and event-id hash widths
-//! (4 bits forces nearly every row through the collision path), the
-//! sessions, the conversations and the event counts must be identical.
+//! rows, rejects), over seeds, sizes, batch sizes, partitions, spilled or
+//! not, and event-id hash widths (4 bits forces nearly every row through
+//! the collision path), every relation must be identical, whole and under
+//! the projections and filters that reach the operator.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::datasource::MemTable;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use supportfunnel::gen::{generate, GenOptions};
-use supportfunnel::history::{Detail, History, HistoryOptions};
+use supportfunnel::native::node::NativeCache;
+use supportfunnel::native::NativeOptions;
 use supportfunnel::{build_context, EngineOptions};
 
 use super::common::{ev, events_batch, rows, write_one_message, write_parquet, Row};
@@ -98,67 +100,97 @@ fn corners() -> Vec<Row> {
     ]
 }
 
-async fn compare(dir: &Path, bits: u32, batch_size: usize) {
+/// How the operators run in a comparison.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    bits: u32,
+    batch_size: usize,
+    partitions: usize,
+    spill: bool,
+}
+
+/// A context over `dir` whose views are the SQL reference definitions.
+async fn reference(dir: &Path, batch_size: usize) -> SessionContext {
     let mut o = EngineOptions::new(
         dir.join("events").to_string_lossy(),
         dir.join("messages").to_string_lossy(),
     )
     .unwrap();
     o.batch_size = Some(batch_size);
-    let e = build_context(&o).await.unwrap();
-    let opts = HistoryOptions {
-        id_hash_bits: bits,
-        ..HistoryOptions::default()
-    };
-    let h = History::compute(&e.ctx, &opts).await.unwrap();
-    assert!(h.tied_conversations >= 3, "the corner ties were seen");
-    if bits < 16 {
-        assert!(h.candidate_rows > 0, "narrow hashes collide");
+    o.sql_views = true;
+    build_context(&o).await.unwrap().ctx
+}
+
+/// A context over `dir` whose views are the operators, run as `run` says.
+async fn operators(dir: &Path, run: Run) -> SessionContext {
+    let mut o = EngineOptions::new(
+        dir.join("events").to_string_lossy(),
+        dir.join("messages").to_string_lossy(),
+    )
+    .unwrap();
+    o.batch_size = Some(run.batch_size);
+    o.target_partitions = Some(run.partitions);
+    let ctx = build_context(&o).await.unwrap().ctx;
+    let config = ctx
+        .copied_config()
+        .with_create_default_catalog_and_schema(false)
+        .with_extension(Arc::new(NativeOptions {
+            id_hash_bits: run.bits,
+            always_spill: run.spill,
+            ..NativeOptions::default()
+        }));
+    let state = SessionStateBuilder::new_from_existing(ctx.state())
+        .with_config(config)
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// The operators' last build in `ctx`.
+async fn last_build(ctx: &SessionContext) -> Arc<supportfunnel::native::Built> {
+    ctx.state()
+        .config()
+        .get_extension::<NativeCache>()
+        .expect("the operators are installed")
+        .last()
+        .await
+        .expect("a build ran")
+}
+
+/// Every relation of the operators equals its SQL view.
+async fn compare(dir: &Path, run: Run) {
+    let want_ctx = reference(dir, run.batch_size).await;
+    let got_ctx = operators(dir, run).await;
+    let queries = [
+        "SELECT * FROM sessions ORDER BY user_id, session_start".to_string(),
+        "SELECT * FROM conversations ORDER BY conversation_id".to_string(),
+        "SELECT * FROM session_conversations ORDER BY conversation_id".to_string(),
+        "SELECT * FROM event_counts".to_string(),
+        // projections and filters that reach the operator
+        "SELECT status, count(*), sum(actions) FROM sessions GROUP BY 1 ORDER BY 1".to_string(),
+        "SELECT user_id, session_start FROM sessions \
+         WHERE session_start >= TIMESTAMP '2026-02-03 00:00:00' \
+         AND session_start < TIMESTAMP '2026-02-06 00:00:00' ORDER BY 1, 2"
+            .to_string(),
+        "SELECT count(*), sum(bot_answers) FROM conversations WHERE automated".to_string(),
+    ];
+    for q in &queries {
+        let want = rows(&want_ctx, q).await;
+        let got = rows(&got_ctx, q).await;
+        assert_eq!(got, want, "{q} differs ({run:?})");
     }
-    let (sessions, conversations) = h
-        .tables(&[("all", i64::MIN, i64::MAX)], Detail::Full)
-        .unwrap();
-    let native = SessionContext::new();
-    for (name, b) in [("s", sessions), ("c", conversations)] {
-        let t = MemTable::try_new(b[0].schema(), b.into_iter().map(|b| vec![b]).collect()).unwrap();
-        native.register_table(name, Arc::new(t)).unwrap();
+    let built = last_build(&got_ctx).await;
+    assert!(built.profile.tied >= 3, "the corner ties were seen");
+    if run.bits < 16 {
+        assert!(built.profile.candidates > 0, "narrow hashes collide");
     }
-    let want = rows(
-        &e.ctx,
-        "SELECT * FROM sessions ORDER BY user_id, session_start",
-    )
-    .await;
-    let got = rows(
-        &native,
-        "SELECT * EXCLUDE (period) FROM s ORDER BY user_id, session_start",
-    )
-    .await;
-    assert!(want.len() > 10);
-    assert_eq!(got, want, "sessions differ");
-    let cols = "conversation_id, user_id, started_at, session_start, first_reply_at, closed_at, \
-                rating, first_bot_answer_at, bot_answers, teammate_replies, closes, automated";
-    let want = rows(
-        &e.ctx,
-        &format!("SELECT {cols} FROM conversations ORDER BY conversation_id"),
-    )
-    .await;
-    let got = rows(
-        &native,
-        &format!("SELECT {cols} FROM c ORDER BY conversation_id"),
-    )
-    .await;
-    assert_eq!(got, want, "conversations differ");
-    let want = rows(
-        &e.ctx,
-        include_str!("../../queries/report/00_report_event_counts.sql"),
-    )
-    .await;
-    let c = &h.counts;
-    let mut n = vec![c.rows_read];
-    n.extend(c.rejected);
-    n.extend([c.duplicate_events, c.orphan_lifecycle_events]);
-    let got = n.iter().map(u64::to_string).collect::<Vec<_>>().join("|");
-    assert_eq!(vec![got], want, "event counts differ");
+    if run.spill {
+        assert!(built.profile.spilled.0 > 0, "segments were spilled");
+    }
+    let plan = rows(&got_ctx, "EXPLAIN SELECT count(*) FROM sessions").await;
+    assert!(
+        plan.iter().any(|l| l.contains("NativeRelation")),
+        "the plan shows the operator: {plan:?}"
+    );
 }
 
 fn build(dir: &Path, seed: u64, users: u64, days: u32) {
@@ -192,19 +224,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
 
     #[test]
-    fn native_path_equals_the_sql_views(
+    fn operators_equal_the_sql_views(
         seed in 0u64..10_000,
         users in 5u64..120,
         days in 2u32..12,
         batch_size in prop::sample::select(vec![3usize, 64, 8192]),
         bits in prop::sample::select(vec![4u32, 64]),
+        partitions in prop::sample::select(vec![1usize, 2, 8]),
+        spill in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("d");
         build(&out, seed, users, days);
+        let run = Run { bits, batch_size, partitions, spill };
         tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(compare(&out, bits, batch_size));
+            .block_on(compare(&out, run));
     }
 }
 
@@ -214,43 +249,43 @@ async fn collisions_on_every_row_still_give_exact_results() {
     let out = dir.path().join("d");
     build(&out, 7, 60, 6);
     // one bit: every valid row is a candidate and is deduplicated by string
-    compare(&out, 1, 8192).await;
+    for (partitions, spill) in [(1, false), (3, true)] {
+        let run = Run {
+            bits: 1,
+            batch_size: 8192,
+            partitions,
+            spill,
+        };
+        compare(&out, run).await;
+    }
 }
 
 #[tokio::test]
-async fn cached_sessions_equal_the_view_and_follow_the_files() {
-    use supportfunnel::cache::CachedSessions;
+async fn a_build_serves_every_relation_until_the_files_change() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("d");
     build(&out, 11, 40, 5);
-    let opts = EngineOptions::new(
-        out.join("events").to_string_lossy(),
-        out.join("messages").to_string_lossy(),
-    )
-    .unwrap();
-    let cached_opts = EngineOptions {
-        cached_sessions: true,
-        ..opts.clone()
+    let run = Run {
+        bits: 64,
+        batch_size: 8192,
+        partitions: 2,
+        spill: false,
+    };
+    let ctx = operators(&out, run).await;
+    let builds = || {
+        ctx.state()
+            .config()
+            .get_extension::<NativeCache>()
+            .unwrap()
+            .builds()
     };
     let q = "SELECT status, count(*), sum(actions) FROM sessions GROUP BY 1 ORDER BY 1";
-    let all = "SELECT * FROM sessions ORDER BY user_id, session_start";
-    let view = build_context(&opts).await.unwrap();
-    let cached = build_context(&cached_opts).await.unwrap();
-    let provider = cached.ctx.table_provider("sessions").await.unwrap();
-    let computations = || {
-        provider
-            .downcast_ref::<CachedSessions>()
-            .expect("sessions is the cached table")
-            .computations()
-    };
-    assert_eq!(rows(&cached.ctx, q).await, rows(&view.ctx, q).await);
-    assert_eq!(rows(&cached.ctx, all).await, rows(&view.ctx, all).await);
-    assert_eq!(
-        computations(),
-        1,
-        "the second query reused the first's rows"
-    );
-    // a new file: computed again, and the new rows are there
+    supportfunnel::context::refresh(&ctx).await.unwrap();
+    let first = rows(&ctx, q).await;
+    rows(&ctx, "SELECT count(*) FROM conversations").await;
+    rows(&ctx, "SELECT * FROM event_counts").await;
+    assert_eq!(builds(), 1, "one build served every relation");
+    // a new file: built again, and the new rows are there
     let extra = vec![ev(
         "new1",
         "newcomer",
@@ -263,23 +298,10 @@ async fn cached_sessions_equal_the_view_and_follow_the_files() {
             .join("late.parquet"),
         &events_batch(&extra),
     );
-    // DataFusion keeps a session's file listings; once it lists again (here:
-    // its listing cache cleared, as when its entries expire), `events` and
-    // the cached sessions both see the new file.
-    let q2 = rows(&cached.ctx, q).await;
-    assert_eq!(computations(), 1, "same listing, same rows");
-    if let Some(c) = cached
-        .ctx
-        .runtime_env()
-        .cache_manager
-        .get_list_files_cache()
-    {
-        c.clear();
-    }
-    let view = build_context(&opts).await.unwrap();
-    assert_ne!(rows(&view.ctx, q).await, q2, "the new file counts");
-    let got = rows(&cached.ctx, q).await;
-    assert_eq!(computations(), 2);
-    assert_eq!(got, rows(&view.ctx, q).await);
-    assert_eq!(rows(&cached.ctx, all).await, rows(&view.ctx, all).await);
+    // as the prompt and `serve` do before each statement
+    supportfunnel::context::refresh(&ctx).await.unwrap();
+    let got = rows(&ctx, q).await;
+    assert_eq!(builds(), 2);
+    assert_ne!(got, first, "the new file counts");
+    assert_eq!(got, rows(&reference(&out, 8192).await, q).await);
 }

@@ -1,0 +1,441 @@
+//! Distinct strings with dense `u32` keys ([`Interner`]), the fixed hashes
+//! that route ids to buckets, and the event_id hash ([`IdHasher`]).
+//!
+//! `user_id` and `conversation_id` are interned, never hashed alone: two
+//! ids share a key only when their bytes are equal, so a hash collision can
+//! never merge two users or two conversations. Each bucket segment has an
+//! interner of its own; a bucket's segments are merged into one key space
+//! when the bucket is processed ([`Interner::merge`]), one lookup per
+//! distinct string of each segment, not per row.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeStringArray, StringArray};
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+use hashbrown::HashTable;
+
+use crate::error::{Error, Result};
+
+/// Distinct strings with dense `u32` ids, stored end to end in one buffer.
+///
+/// Strings of up to 15 bytes (ids usually are) are looked up by value: the
+/// bytes and the length packed in 16 bytes live in the hash table itself, so
+/// a lookup is one probe and one integer compare, with no trip to the
+/// buffer. Longer strings are compared in the buffer.
+#[derive(Default)]
+pub struct Interner {
+    short: HashTable<([u8; 16], u32)>,
+    long: HashTable<u32>,
+    bytes: Vec<u8>,
+    /// End offset of each string in `bytes`.
+    ends: Vec<u64>,
+}
+
+/// A string's hash for routing and interning: the same in every task and
+/// run (fixed seed).
+#[inline]
+pub fn hash_of(s: &[u8]) -> u64 {
+    match pack(s) {
+        Some(k) => packed_hash(k),
+        None => str_hash(s),
+    }
+}
+
+fn str_hash(s: &[u8]) -> u64 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x0dd_ba11).build_hasher();
+    h.write(s);
+    h.finish()
+}
+
+/// `s` packed with its length into 16 bytes, when it has at most 15. (Bytes,
+/// not a `u128`: a table entry of 20 bytes instead of 32.)
+#[inline]
+fn pack(s: &[u8]) -> Option<[u8; 16]> {
+    if s.len() > 15 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    b[..s.len()].copy_from_slice(s);
+    b[15] = s.len() as u8;
+    Some(b)
+}
+
+#[inline]
+fn packed_hash(k: [u8; 16]) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x0dd_ba11).hash_one(u128::from_le_bytes(k))
+}
+
+/// A small direct-mapped cache of recent short strings in front of the
+/// interners of one scan task: events come ordered by time, and the events
+/// of one session or one conversation come close together, so most lookups
+/// stay in the core's cache. A hit gives the key of the string in the
+/// interner of its own bucket (the bucket follows from the same hash), so
+/// one cache serves every bucket of a kind; it is cleared whenever the
+/// task's segments (and their interners) are handed over.
+pub struct Recent {
+    slots: Vec<([u8; 16], u32)>,
+}
+
+/// Slots of [`Recent`] (a power of two).
+const RECENT: usize = 1 << 14;
+/// A key no string packs to (its length byte is above 15).
+const NO_KEY: [u8; 16] = [0xFF; 16];
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            slots: vec![(NO_KEY, 0); RECENT],
+        }
+    }
+}
+
+impl Recent {
+    /// Forgets every string (their interners were replaced).
+    pub fn clear(&mut self) {
+        self.slots.fill((NO_KEY, 0));
+    }
+
+    /// The key of `s` (whose [`hash_of`] is `hash`) in `interner`, added if
+    /// new.
+    #[inline]
+    pub fn intern(&mut self, interner: &mut Interner, s: &[u8], hash: u64) -> u32 {
+        let Some(k) = pack(s) else {
+            return interner.intern_hashed(s, hash);
+        };
+        let slot = &mut self.slots[(hash >> 40) as usize & (RECENT - 1)];
+        if slot.0 == k {
+            return slot.1;
+        }
+        let id = interner.intern_hashed(s, hash);
+        *slot = (k, id);
+        id
+    }
+}
+
+/// The bucket of a hash among `buckets` (a power of two). Bits the hash
+/// tables do not use for their slots, so one bucket's table stays spread.
+#[inline]
+pub fn bucket_of(hash: u64, buckets: usize) -> usize {
+    (hash >> 32) as usize & (buckets - 1)
+}
+
+impl Interner {
+    /// Number of distinct strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no string.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of key `id`.
+    pub fn get(&self, id: u32) -> &[u8] {
+        Self::slice(&self.bytes, &self.ends, id)
+    }
+
+    /// Key `id` as a string.
+    pub fn str(&self, id: u32) -> &str {
+        // SAFETY: every interned string was copied whole from a Utf8 Arrow
+        // array, which holds valid UTF-8, and the buffer only ever appends
+        // whole strings.
+        unsafe { std::str::from_utf8_unchecked(self.get(id)) }
+    }
+
+    fn slice<'a>(bytes: &'a [u8], ends: &[u64], id: u32) -> &'a [u8] {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { ends[id - 1] as usize };
+        &bytes[start..ends[id] as usize]
+    }
+
+    fn push(bytes: &mut Vec<u8>, ends: &mut Vec<u64>, s: &[u8]) -> u32 {
+        let id = ends.len() as u32;
+        bytes.extend_from_slice(s);
+        ends.push(bytes.len() as u64);
+        id
+    }
+
+    /// Memory held, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.short.capacity() * 20
+            + self.long.capacity() * 4
+            + self.bytes.capacity()
+            + self.ends.capacity() * 8
+    }
+
+    /// The key of `s`, added if new.
+    #[inline]
+    pub fn intern(&mut self, s: &[u8]) -> u32 {
+        self.intern_hashed(s, hash_of(s))
+    }
+
+    /// [`Self::intern`] with `hash == hash_of(s)` already computed.
+    #[inline]
+    pub fn intern_hashed(&mut self, s: &[u8], hash: u64) -> u32 {
+        let Interner {
+            short,
+            long,
+            bytes,
+            ends,
+        } = self;
+        if let Some(k) = pack(s) {
+            return match short.entry(hash, |e| e.0 == k, |e| packed_hash(e.0)) {
+                hashbrown::hash_table::Entry::Occupied(e) => e.get().1,
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    let id = Self::push(bytes, ends, s);
+                    v.insert((k, id));
+                    id
+                }
+            };
+        }
+        match long.entry(
+            hash,
+            |&id| Self::slice(bytes, ends, id) == s,
+            |&id| str_hash(Self::slice(bytes, ends, id)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let id = Self::push(bytes, ends, s);
+                v.insert(id);
+                id
+            }
+        }
+    }
+
+    /// The key of `s`, if interned.
+    pub fn lookup(&self, s: &[u8]) -> Option<u32> {
+        match pack(s) {
+            Some(k) => self.short.find(packed_hash(k), |e| e.0 == k).map(|e| e.1),
+            None => self
+                .long
+                .find(str_hash(s), |&id| self.get(id) == s)
+                .copied(),
+        }
+    }
+
+    /// Interns every string of `other` here; returns the map from
+    /// `other`'s keys to keys here.
+    pub fn merge(&mut self, other: &Interner) -> Vec<u32> {
+        (0..other.len() as u32)
+            .map(|k| self.intern(other.get(k)))
+            .collect()
+    }
+
+    /// The strings in key order, as one Arrow array (what a spilled
+    /// segment's dictionary holds).
+    pub fn to_array(&self) -> ArrayRef {
+        let offsets: Vec<i64> = std::iter::once(0)
+            .chain(self.ends.iter().map(|&e| e as i64))
+            .collect();
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        // SAFETY: the offsets are increasing and end at the buffer's end,
+        // and every string is whole UTF-8 (see `str`).
+        Arc::new(unsafe {
+            LargeStringArray::new_unchecked(offsets, Buffer::from_slice_ref(&self.bytes), None)
+        })
+    }
+
+    /// An interner of the strings of `array` (distinct, no nulls), keyed
+    /// by their position: the inverse of [`Self::to_array`].
+    pub fn from_array(array: &dyn Array) -> Result<Self> {
+        let mut out = Interner::default();
+        let mut add = |s: &[u8]| -> Result<()> {
+            let id = out.ends.len() as u32;
+            if out.intern(s) != id {
+                return Err(Error::Internal(
+                    "a spilled dictionary repeats a string".into(),
+                ));
+            }
+            Ok(())
+        };
+        if let Some(a) = array.as_string_opt::<i64>() {
+            for s in a.iter() {
+                add(s.unwrap_or_default().as_bytes())?;
+            }
+        } else if let Some(a) = array.as_string_opt::<i32>() {
+            for s in a.iter() {
+                add(s.unwrap_or_default().as_bytes())?;
+            }
+        } else {
+            return Err(Error::Internal(format!(
+                "a spilled dictionary of type {}",
+                array.data_type()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// Strings appended one after another, not deduplicated (for values that
+/// are unique anyway, such as a conversation's id among its bucket's
+/// facts).
+#[derive(Default, Clone)]
+pub struct Strings {
+    bytes: Vec<u8>,
+    ends: Vec<u64>,
+}
+
+impl Strings {
+    /// Appends `s`; returns its index.
+    pub fn push(&mut self, s: &[u8]) -> u32 {
+        Interner::push(&mut self.bytes, &mut self.ends, s)
+    }
+
+    /// String `i`.
+    pub fn str(&self, i: u32) -> &str {
+        // SAFETY: as for `Interner::str`.
+        unsafe { std::str::from_utf8_unchecked(Interner::slice(&self.bytes, &self.ends, i)) }
+    }
+
+    /// Number of strings.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Memory held, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes.capacity() + self.ends.capacity() * 8
+    }
+
+    /// As one Arrow array.
+    pub fn to_array(&self) -> ArrayRef {
+        let offsets: Vec<i64> = std::iter::once(0)
+            .chain(self.ends.iter().map(|&e| e as i64))
+            .collect();
+        // SAFETY: as for `Interner::to_array`.
+        Arc::new(unsafe {
+            LargeStringArray::new_unchecked(
+                OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                Buffer::from_slice_ref(&self.bytes),
+                None,
+            )
+        })
+    }
+
+    /// From an Arrow string array without nulls.
+    pub fn from_array(array: &dyn Array) -> Result<Self> {
+        let mut out = Strings::default();
+        if let Some(a) = array.as_string_opt::<i64>() {
+            a.iter().for_each(|s| {
+                out.push(s.unwrap_or_default().as_bytes());
+            });
+        } else if let Some(a) = array.as_string_opt::<i32>() {
+            a.iter().for_each(|s| {
+                out.push(s.unwrap_or_default().as_bytes());
+            });
+        } else {
+            return Err(Error::Internal(format!(
+                "spilled strings of type {}",
+                array.data_type()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// A string array of `keys` into `interner`, for output columns.
+pub fn lookup_array(interner: &Interner, keys: impl Iterator<Item = u32>) -> StringArray {
+    keys.map(|k| Some(interner.str(k))).collect()
+}
+
+/// The 64-bit hash of event ids. Fixed seed: the same id hashes the same in
+/// every scan of one run. `mask` keeps fewer bits in tests, to force
+/// collisions through the candidate path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdHasher {
+    mask: u64,
+}
+
+impl IdHasher {
+    /// A hasher keeping `bits` bits (64: all).
+    pub fn new(bits: u32) -> Self {
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        Self { mask }
+    }
+
+    /// The hash of an event_id's bytes.
+    #[inline]
+    pub fn hash(&self, s: &[u8]) -> u64 {
+        let mut h = foldhash::fast::FixedState::with_seed(0x5f0c_a11e_d1d5_eed5).build_hasher();
+        h.write(s);
+        h.finish() & self.mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_gives_dense_ids_and_finds_them_again() {
+        let mut i = Interner::default();
+        assert_eq!(i.intern(b"u1"), 0);
+        assert_eq!(i.intern(b"u2"), 1);
+        assert_eq!(i.intern(b"u1"), 0);
+        assert_eq!(i.intern(b""), 2);
+        assert_eq!(i.lookup(b"u2"), Some(1));
+        assert_eq!(i.lookup(b"u3"), None);
+        assert_eq!(i.str(1), "u2");
+        for n in 0..10_000u32 {
+            assert_eq!(i.intern(format!("k{n}").as_bytes()), n + 3);
+        }
+        assert_eq!(i.str(10_002), "k9999");
+        // longer than 15 bytes: compared in the buffer
+        let long = b"a-rather-long-identifier-0001";
+        let id = i.intern(long);
+        assert_eq!(i.intern(long), id);
+        assert_eq!(i.lookup(long), Some(id));
+        assert_eq!(i.lookup(b"a-rather-long-identifier-0002"), None);
+        assert_eq!(i.get(id), long);
+        // 15 and 16 bytes, and a string with a NUL byte, stay apart
+        let a = i.intern(b"123456789012345");
+        let b = i.intern(b"1234567890123456");
+        let c = i.intern(b"12345678901234\0");
+        assert!(a != b && b != c && a != c);
+        assert_eq!(i.lookup(b"123456789012345"), Some(a));
+    }
+
+    #[test]
+    fn merged_interners_keep_the_first_keys() {
+        let mut a = Interner::default();
+        a.intern(b"u1");
+        a.intern(b"u2");
+        let mut b = Interner::default();
+        b.intern(b"u3");
+        b.intern(b"u1");
+        assert_eq!(a.merge(&b), vec![2, 0]);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.str(2), "u3");
+    }
+
+    #[test]
+    fn interners_and_strings_survive_arrow() {
+        let mut a = Interner::default();
+        for s in ["x", "", "a-rather-long-identifier-0001", "é"] {
+            a.intern(s.as_bytes());
+        }
+        let back = Interner::from_array(a.to_array().as_ref()).unwrap();
+        assert_eq!(back.len(), 4);
+        for k in 0..4 {
+            assert_eq!(back.get(k), a.get(k));
+            assert_eq!(back.lookup(a.get(k)), Some(k));
+        }
+        let mut s = Strings::default();
+        s.push(b"c1");
+        s.push(b"c1");
+        s.push(b"");
+        let back = Strings::from_array(s.to_array().as_ref()).unwrap();
+        assert_eq!((back.str(0), back.str(1), back.str(2)), ("c1", "c1", ""));
+    }
+}
