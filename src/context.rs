@@ -193,7 +193,7 @@ pub fn context_without_tables(opts: &EngineOptions) -> Result<SessionContext> {
         .with_extension(pins)
         .with_extension(Arc::new(Registry::default()))
         .with_extension(Arc::new(Refreshing(opts.cluster.is_none())))
-        .with_extension(Arc::new(crate::report::Turns::default()))
+        .with_extension(Arc::new(Turns::default()))
         .with_extension(Arc::new(opts.clone()))
         .with_extension(Arc::new(inputs_of(opts)));
     for (key, value) in &opts.datafusion_options {
@@ -363,6 +363,14 @@ async fn register_event_views(ctx: &SessionContext, opts: &EngineOptions) -> Res
     }
     Ok(())
 }
+
+/// Reports of one process take turns under `--memory-limit`: each uses
+/// every core and the whole pool (one build of the operators serves them
+/// all), and memory the pool does not see (decoded pages, batches in
+/// flight) grows with every report running at once. A configuration
+/// extension, so every session of one engine shares it.
+#[derive(Debug, Default)]
+pub struct Turns(pub tokio::sync::Mutex<()>);
 
 /// Whether [`refresh`] lists the tables of a context again (not on a
 /// cluster, where the scheduler lists them for each query).

@@ -635,21 +635,17 @@ impl Steps<'_> {
     }
 }
 
-/// Reports of one process take turns under `--memory-limit`: each uses
-/// every core and the whole pool (one build of the operators serves them
-/// all), and memory the pool does not see (decoded pages, batches in
-/// flight) grows with every report running at once. A configuration
-/// extension, so every session of one engine shares it.
-#[derive(Debug, Default)]
-pub struct Turns(tokio::sync::Mutex<()>);
-
 /// Computes the report over the engine's tables.
 ///
 /// The report runs on a private context ([`private_context`]): nothing the
 /// user's context holds changes, during the report or after it, even when it
 /// fails; its intermediate files go with it.
 pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
-    let turns = engine.ctx.state().config().get_extension::<Turns>();
+    let turns = engine
+        .ctx
+        .state()
+        .config()
+        .get_extension::<crate::context::Turns>();
     let _turn = match (&turns, engine.options.memory_limit) {
         (Some(t), Some(_)) => Some(t.0.lock().await),
         _ => None,

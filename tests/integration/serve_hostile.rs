@@ -742,7 +742,7 @@ fn peak_after_reports(calls: usize) -> u64 {
 
 #[test]
 fn concurrent_reports_share_the_memory_limit() {
-    // Sixteen reports at once take their turns (`report::Turns`)
+    // Sixteen reports at once take their turns (`context::Turns`)
     // memory within the limit, so the whole process stays under it (each
     // used to assume it had the whole limit: 294 MiB on the sample).
     let sixteen = peak_after_reports(16);
