@@ -1257,15 +1257,7 @@ async fn incremental_run(
 }
 
 /// The seven reject reasons, in the spec's order.
-pub const REJECT_REASONS: [&str; 7] = [
-    "null_event_id",
-    "null_user_id",
-    "null_ts",
-    "null_event_type",
-    "unknown_event_type",
-    "missing_conversation_id",
-    "invalid_rating",
-];
+pub use crate::native::rules::REJECT_REASONS;
 
 /// `Err(reason)` when the manifest cannot serve this run.
 fn check_manifest(

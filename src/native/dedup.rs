@@ -25,6 +25,7 @@ use datafusion::prelude::SessionContext;
 
 use super::intern::{bucket_of, hash_of, IdHasher};
 use super::rules::{self, kind};
+use super::scan::{utf8, EventColumns};
 use super::segments::IdHashes;
 use super::store::{Budget, Store};
 use super::{HashMap, HashSet};
@@ -164,10 +165,6 @@ const FULL_COLUMNS: [&str; 9] = [
     "rating",
 ];
 
-fn utf8(a: &datafusion::arrow::array::ArrayRef) -> Result<StringArray> {
-    Ok(cast(a, &DataType::Utf8)?.as_string::<i32>().clone())
-}
-
 /// The valid, non-showcase rows of `events` matching `filter`, with every
 /// column.
 pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<FullRow>> {
@@ -180,28 +177,21 @@ pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<Fu
         .await?;
     let mut rows = Vec::new();
     for b in &batches {
-        let s = |i: usize| utf8(b.column(i));
-        let (id, user, ty, channel, article, conv, actor) =
-            (s(0)?, s(1)?, s(3)?, s(4)?, s(5)?, s(6)?, s(7)?);
-        let ts = cast(b.column(2), &DataType::Int64)?;
-        let ts = ts.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        let rating = cast(b.column(8), &DataType::Int64)?;
-        let rating = rating.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let cols = EventColumns::of(b)?;
+        let EventColumns {
+            id,
+            user,
+            ts,
+            ty,
+            channel,
+            conv,
+            actor,
+            rating,
+        } = &cols;
+        let article = utf8(b.column(b.schema().index_of("article_id")?))?;
         let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
         for i in 0..b.num_rows() {
-            if channel.is_valid(i) && channel.value(i) == rules::SHOWCASE_CHANNEL {
-                continue;
-            }
-            let valid = rules::classify(
-                id.is_null(i),
-                user.is_null(i),
-                ts.is_null(i),
-                ty.is_valid(i).then(|| ty.value(i).as_bytes()),
-                conv.is_null(i),
-                rating.is_valid(i).then(|| rating.value(i)),
-            )
-            .is_ok();
-            if !valid {
+            if !matches!(cols.check(i), Some(Ok(_))) {
                 continue;
             }
             rows.push(FullRow {
@@ -209,10 +199,10 @@ pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<Fu
                 user_id: user.value(i).to_string(),
                 ts: ts.value(i),
                 event_type: ty.value(i).to_string(),
-                channel: opt(&channel, i),
+                channel: opt(channel, i),
                 article_id: opt(&article, i),
-                conversation_id: opt(&conv, i),
-                actor: opt(&actor, i),
+                conversation_id: opt(conv, i),
+                actor: opt(actor, i),
                 rating: rating.is_valid(i).then(|| rating.value(i)),
             });
         }

@@ -78,7 +78,7 @@ struct Router {
 }
 
 /// A column as Utf8 (the contract allows the other string types).
-fn utf8(a: &ArrayRef) -> Result<StringArray> {
+pub(super) fn utf8(a: &ArrayRef) -> Result<StringArray> {
     Ok(match a.data_type() {
         DataType::Utf8 => a.as_string::<i32>().clone(),
         _ => cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
@@ -86,10 +86,56 @@ fn utf8(a: &ArrayRef) -> Result<StringArray> {
 }
 
 /// A column as Int64 (timestamps as their ticks).
-fn int64(a: &ArrayRef) -> Result<Int64Array> {
+pub(super) fn int64(a: &ArrayRef) -> Result<Int64Array> {
     Ok(cast(a, &DataType::Int64)?
         .as_primitive::<Int64Type>()
         .clone())
+}
+
+/// The columns of an events batch that a row's validity reads, typed once
+/// per batch, found by name.
+pub(super) struct EventColumns {
+    pub id: StringArray,
+    pub user: StringArray,
+    pub ts: Int64Array,
+    pub ty: StringArray,
+    pub channel: StringArray,
+    pub conv: StringArray,
+    pub actor: StringArray,
+    pub rating: Int64Array,
+}
+
+impl EventColumns {
+    pub fn of(b: &RecordBatch) -> Result<Self> {
+        let col = |name: &str| -> Result<&ArrayRef> { Ok(b.column(b.schema().index_of(name)?)) };
+        Ok(Self {
+            id: utf8(col("event_id")?)?,
+            user: utf8(col("user_id")?)?,
+            ts: int64(col("ts")?)?,
+            ty: utf8(col("event_type")?)?,
+            channel: utf8(col("channel")?)?,
+            conv: utf8(col("conversation_id")?)?,
+            actor: utf8(col("actor")?)?,
+            rating: int64(col("rating")?)?,
+        })
+    }
+
+    /// Row `i`'s kind, or its reject reason (spec §1); `None` for a
+    /// content_showcase row, which is not an event.
+    #[inline]
+    pub fn check(&self, i: usize) -> Option<std::result::Result<u8, usize>> {
+        if self.channel.is_valid(i) && self.channel.value(i) == rules::SHOWCASE_CHANNEL {
+            return None;
+        }
+        Some(rules::classify(
+            self.id.is_null(i),
+            self.user.is_null(i),
+            self.ts.is_null(i),
+            self.ty.is_valid(i).then(|| self.ty.value(i).as_bytes()),
+            self.conv.is_null(i),
+            self.rating.is_valid(i).then(|| self.rating.value(i)),
+        ))
+    }
 }
 
 impl Router {
@@ -108,31 +154,24 @@ impl Router {
     }
 
     fn add_batch(&mut self, b: &RecordBatch) -> Result<()> {
-        let id = utf8(b.column(0))?;
-        let user = utf8(b.column(1))?;
-        let ts = int64(b.column(2))?;
-        let ty = utf8(b.column(3))?;
-        let channel = utf8(b.column(4))?;
-        let conv = utf8(b.column(5))?;
-        let actor = utf8(b.column(6))?;
-        let rating = int64(b.column(7))?;
+        let cols = EventColumns::of(b)?;
+        let EventColumns {
+            id,
+            user,
+            ts,
+            conv,
+            actor,
+            rating,
+            ..
+        } = &cols;
         let n = b.num_rows();
         self.counts.rows_read += n as u64;
         let nb = self.buckets;
         for i in 0..n {
-            if channel.is_valid(i) && channel.value(i) == rules::SHOWCASE_CHANNEL {
-                continue;
-            }
-            let k = match rules::classify(
-                id.is_null(i),
-                user.is_null(i),
-                ts.is_null(i),
-                ty.is_valid(i).then(|| ty.value(i).as_bytes()),
-                conv.is_null(i),
-                rating.is_valid(i).then(|| rating.value(i)),
-            ) {
-                Ok(k) => k,
-                Err(reason) => {
+            let k = match cols.check(i) {
+                None => continue,
+                Some(Ok(k)) => k,
+                Some(Err(reason)) => {
                     self.counts.rejected[reason] += 1;
                     continue;
                 }
