@@ -323,8 +323,9 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     };
     let candidates: HashSet<u64> = repeated.into_iter().flatten().collect();
     profile.candidates = candidates.len();
-    let dedup = Arc::new(dedup::settle(&reread, candidates, hasher, b).await?);
     step(&mut profile, "repeats");
+    let dedup = Arc::new(dedup::settle(&reread, candidates, hasher, b).await?);
+    step(&mut profile, "reread");
 
     // 3. facts
     let fact_store = Arc::new(Store::<Facts>::new(b));

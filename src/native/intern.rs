@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// buffer. Longer strings are compared in the buffer.
 #[derive(Default)]
 pub struct Interner {
-    short: HashTable<([u8; 16], u32)>,
+    short: ShortTable,
     long: HashTable<u32>,
     bytes: Vec<u8>,
     /// End offset of each string in `bytes`.
@@ -66,52 +66,110 @@ fn packed_hash(k: [u8; 16]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x0dd_ba11).hash_one(u128::from_le_bytes(k))
 }
 
-/// A small direct-mapped cache of recent short strings in front of the
-/// interners of one scan task: events come ordered by time, and the events
-/// of one session or one conversation come close together, so most lookups
-/// stay in the core's cache. A hit gives the key of the string in the
-/// interner of its own bucket (the bucket follows from the same hash), so
-/// one cache serves every bucket of a kind; it is cleared whenever the
-/// task's segments (and their interners) are handed over.
-pub struct Recent {
+/// The table of short keys: open addressing with linear probing over
+/// entries that hold the packed key itself, so that a scan can ask for the
+/// cache line of a key it will look up a few rows later
+/// ([`Interner::prefetch`]). Tables of millions of keys live in DRAM, and a
+/// lookup that waits for its line costs more than everything else a row
+/// does; issued ahead, the loads overlap.
+#[derive(Default)]
+struct ShortTable {
     slots: Vec<([u8; 16], u32)>,
+    len: usize,
 }
 
-/// Slots of [`Recent`] (a power of two).
-const RECENT: usize = 1 << 14;
-/// A key no string packs to (its length byte is above 15).
+/// A key no string packs to (its length byte is above 15): an empty slot.
 const NO_KEY: [u8; 16] = [0xFF; 16];
 
-impl Default for Recent {
-    fn default() -> Self {
-        Self {
-            slots: vec![(NO_KEY, 0); RECENT],
-        }
-    }
-}
-
-impl Recent {
-    /// Forgets every string (their interners were replaced).
-    pub fn clear(&mut self) {
-        self.slots.fill((NO_KEY, 0));
-    }
-
-    /// The key of `s` (whose [`hash_of`] is `hash`) in `interner`, added if
-    /// new.
+impl ShortTable {
     #[inline]
-    pub fn intern(&mut self, interner: &mut Interner, s: &[u8], hash: u64) -> u32 {
-        let Some(k) = pack(s) else {
-            return interner.intern_hashed(s, hash);
-        };
-        let slot = &mut self.slots[(hash >> 40) as usize & (RECENT - 1)];
-        if slot.0 == k {
-            return slot.1;
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Asks the CPU to load the slot where `hash`'s search starts.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        if self.slots.is_empty() {
+            return;
         }
-        let id = interner.intern_hashed(s, hash);
-        *slot = (k, id);
-        id
+        let slot = &self.slots[hash as usize & self.mask()];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is a hint; it reads nothing the program sees
+        // and the address is that of a live element.
+        #[allow(unused_unsafe)]
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>((slot as *const ([u8; 16], u32)).cast());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
+    }
+
+    /// The id of `k`, or `new()`'s, inserted.
+    #[inline]
+    fn find_or_insert(&mut self, k: [u8; 16], hash: u64, new: impl FnOnce() -> u32) -> u32 {
+        // grow at 3/4 full: linear probing stays short below that
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.0 == k {
+                return slot.1;
+            }
+            if slot.0 == NO_KEY {
+                let id = new();
+                *slot = (k, id);
+                self.len += 1;
+                return id;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn find(&self, k: [u8; 16], hash: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            if slot.0 == k {
+                return Some(slot.1);
+            }
+            if slot.0 == NO_KEY {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![(NO_KEY, 0); cap]);
+        let mask = cap - 1;
+        for (k, id) in old.into_iter().filter(|s| s.0 != NO_KEY) {
+            let mut i = packed_hash(k) as usize & mask;
+            while self.slots[i].0 != NO_KEY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = (k, id);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<([u8; 16], u32)>()
     }
 }
+
+/// How many lookups ahead [`Interner::prefetch`] is asked for: enough for
+/// a load from DRAM to arrive while the lookups in between run.
+pub const PREFETCH_AHEAD: usize = 16;
 
 /// The bucket of a hash among `buckets` (a power of two). Bits the hash
 /// tables do not use for their slots, so one bucket's table stays spread.
@@ -159,10 +217,18 @@ impl Interner {
 
     /// Memory held, in bytes.
     pub fn bytes(&self) -> usize {
-        self.short.capacity() * 20
+        self.short.bytes()
             + self.long.capacity() * 4
             + self.bytes.capacity()
             + self.ends.capacity() * 8
+    }
+
+    /// Asks the CPU to load what looking up a string of hash `hash` (its
+    /// [`hash_of`]) will read first, so that the lookup, a few rows later,
+    /// does not wait for memory.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        self.short.prefetch(hash);
     }
 
     /// The key of `s`, added if new.
@@ -181,14 +247,7 @@ impl Interner {
             ends,
         } = self;
         if let Some(k) = pack(s) {
-            return match short.entry(hash, |e| e.0 == k, |e| packed_hash(e.0)) {
-                hashbrown::hash_table::Entry::Occupied(e) => e.get().1,
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    let id = Self::push(bytes, ends, s);
-                    v.insert((k, id));
-                    id
-                }
-            };
+            return short.find_or_insert(k, hash, || Self::push(bytes, ends, s));
         }
         match long.entry(
             hash,
@@ -207,7 +266,7 @@ impl Interner {
     /// The key of `s`, if interned.
     pub fn lookup(&self, s: &[u8]) -> Option<u32> {
         match pack(s) {
-            Some(k) => self.short.find(packed_hash(k), |e| e.0 == k).map(|e| e.1),
+            Some(k) => self.short.find(k, packed_hash(k)),
             None => self
                 .long
                 .find(str_hash(s), |&id| self.get(id) == s)
@@ -218,8 +277,16 @@ impl Interner {
     /// Interns every string of `other` here; returns the map from
     /// `other`'s keys to keys here.
     pub fn merge(&mut self, other: &Interner) -> Vec<u32> {
-        (0..other.len() as u32)
-            .map(|k| self.intern(other.get(k)))
+        let hashes: Vec<u64> = (0..other.len() as u32)
+            .map(|k| hash_of(other.get(k)))
+            .collect();
+        (0..hashes.len())
+            .map(|k| {
+                if let Some(&ahead) = hashes.get(k + PREFETCH_AHEAD) {
+                    self.prefetch(ahead);
+                }
+                self.intern_hashed(other.get(k as u32), hashes[k])
+            })
             .collect()
     }
 

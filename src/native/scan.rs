@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 
-use super::intern::{bucket_of, hash_of, IdHasher, Recent};
+use super::intern::{bucket_of, hash_of, IdHasher, PREFETCH_AHEAD};
 use super::rules::{self, kind};
 use super::segments::{Actions, ConvRows, IdHashes, Segment};
 use super::store::{Budget, Store};
@@ -69,9 +69,10 @@ struct Router {
     actions: Vec<Actions>,
     convs: Vec<ConvRows>,
     ids: Vec<IdHashes>,
-    /// Recent users and conversations, in front of the segments' interners.
-    recent_users: Recent,
-    recent_convs: Recent,
+    /// This batch's actions and conversation rows, found by the first pass
+    /// and interned by the second.
+    users_todo: Vec<(u32, u64, u8)>,
+    convs_todo: Vec<(u32, u64, u8, u64)>,
     /// Bytes of the segments reserved in the budget.
     held: usize,
     counts: ScanCounts,
@@ -146,27 +147,27 @@ impl Router {
             actions: (0..buckets).map(|_| Actions::default()).collect(),
             convs: (0..buckets).map(|_| ConvRows::default()).collect(),
             ids: (0..buckets).map(|_| IdHashes::default()).collect(),
-            recent_users: Recent::default(),
-            recent_convs: Recent::default(),
+            users_todo: Vec::new(),
+            convs_todo: Vec::new(),
             held: 0,
             counts: ScanCounts::default(),
         }
     }
 
+    /// Routes a batch in two passes: the first checks every row, routes its
+    /// event_id hash and notes the rows to intern with their hashes; the
+    /// second interns them in order, each lookup's table slot asked for
+    /// [`PREFETCH_AHEAD`] rows before it is needed (the tables of a long
+    /// history do not fit in the CPU's caches).
     fn add_batch(&mut self, b: &RecordBatch) -> Result<()> {
         let cols = EventColumns::of(b)?;
-        let EventColumns {
-            id,
-            user,
-            ts,
-            conv,
-            actor,
-            rating,
-            ..
-        } = &cols;
         let n = b.num_rows();
         self.counts.rows_read += n as u64;
         let nb = self.buckets;
+        let mut users_todo = std::mem::take(&mut self.users_todo);
+        let mut convs_todo = std::mem::take(&mut self.convs_todo);
+        users_todo.clear();
+        convs_todo.clear();
         for i in 0..n {
             let k = match cols.check(i) {
                 None => continue,
@@ -176,33 +177,71 @@ impl Router {
                     continue;
                 }
             };
-            let t = ts.value(i);
-            let h = self.hasher.hash(id.value(i).as_bytes());
+            let h = self.hasher.hash(cols.id.value(i).as_bytes());
             self.ids[bucket_of(h, nb)].hash.push(h);
             if rules::is_action(k) {
-                let u = user.value(i).as_bytes();
-                let uh = hash_of(u);
-                let seg = &mut self.actions[bucket_of(uh, nb)];
-                let key = self.recent_users.intern(&mut seg.users, u, uh);
-                seg.push_key(key, t, k);
+                users_todo.push((i as u32, hash_of(cols.user.value(i).as_bytes()), k));
             }
             if rules::needs_conversation(k) {
-                let c = conv.value(i).as_bytes();
-                let ch = hash_of(c);
-                let seg = &mut self.convs[bucket_of(ch, nb)];
-                let extra = match k {
-                    kind::STARTED => seg.others.intern(user.value(i).as_bytes()),
-                    kind::CLOSED if actor.is_valid(i) => {
-                        seg.others.intern(actor.value(i).as_bytes()) + 1
-                    }
-                    kind::RATED if rating.is_valid(i) => rating.value(i) as u32,
-                    _ => 0,
+                // a start's user goes to the bucket's `others`, as big a
+                // table as the users'
+                let uh = if k == kind::STARTED {
+                    hash_of(cols.user.value(i).as_bytes())
+                } else {
+                    0
                 };
-                let key = self.recent_convs.intern(&mut seg.convs, c, ch);
-                seg.push_key(key, t, k, extra);
+                convs_todo.push((i as u32, hash_of(cols.conv.value(i).as_bytes()), k, uh));
             }
         }
+        self.add_actions(&cols, &users_todo);
+        self.add_conv_rows(&cols, &convs_todo);
+        self.users_todo = users_todo;
+        self.convs_todo = convs_todo;
         Ok(())
+    }
+
+    fn add_actions(&mut self, cols: &EventColumns, todo: &[(u32, u64, u8)]) {
+        let nb = self.buckets;
+        for (j, &(i, uh, kind)) in todo.iter().enumerate() {
+            if let Some(&(_, ahead, _)) = todo.get(j + PREFETCH_AHEAD) {
+                self.actions[bucket_of(ahead, nb)].users.prefetch(ahead);
+            }
+            let i = i as usize;
+            let seg = &mut self.actions[bucket_of(uh, nb)];
+            seg.push(cols.user.value(i).as_bytes(), uh, cols.ts.value(i), kind);
+        }
+    }
+
+    fn add_conv_rows(&mut self, cols: &EventColumns, todo: &[(u32, u64, u8, u64)]) {
+        let nb = self.buckets;
+        let EventColumns {
+            user,
+            ts,
+            conv,
+            actor,
+            rating,
+            ..
+        } = cols;
+        for (j, &(i, ch, k, uh)) in todo.iter().enumerate() {
+            if let Some(&(_, ahead, ak, auh)) = todo.get(j + PREFETCH_AHEAD) {
+                let seg = &self.convs[bucket_of(ahead, nb)];
+                seg.convs.prefetch(ahead);
+                if ak == kind::STARTED {
+                    seg.others.prefetch(auh);
+                }
+            }
+            let i = i as usize;
+            let seg = &mut self.convs[bucket_of(ch, nb)];
+            let extra = match k {
+                kind::STARTED => seg.others.intern_hashed(user.value(i).as_bytes(), uh),
+                kind::CLOSED if actor.is_valid(i) => {
+                    seg.others.intern(actor.value(i).as_bytes()) + 1
+                }
+                kind::RATED if rating.is_valid(i) => rating.value(i) as u32,
+                _ => 0,
+            };
+            seg.push(conv.value(i).as_bytes(), ch, ts.value(i), k, extra);
+        }
     }
 
     fn bytes(&self) -> usize {
@@ -245,8 +284,6 @@ impl Router {
         self.actions = (0..nb).map(|_| Actions::default()).collect();
         self.convs = (0..nb).map(|_| ConvRows::default()).collect();
         self.ids = (0..nb).map(|_| IdHashes::default()).collect();
-        self.recent_users.clear();
-        self.recent_convs.clear();
         Ok(())
     }
 }
