@@ -7,7 +7,8 @@
 //! 3. **facts** ([`super::facts`]): each conversation bucket's facts, sent
 //!    to the user buckets; tied conversations settled by one more read;
 //! 4. **finalize** ([`super::sessions`]): each user bucket grouped by user,
-//!    kept in memory when the pool grants it.
+//!    kept in memory when the pool grants it, else written out whole (so
+//!    that each relation reads it back rather than finalizing it again).
 //!
 //! The buckets of steps 2–4 are processed by as many threads as there are
 //! plan partitions, each reserving what it loads. `B` grows with the
@@ -19,7 +20,7 @@
 //! queries build once.
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::DataType;
@@ -100,7 +101,9 @@ pub struct Built {
     actions: Store<Actions>,
     facts: Store<Facts>,
     action_losers: Vec<HashMap<ActionKey, u32>>,
-    finalized: Vec<Mutex<Option<Arc<UserBucket>>>>,
+    /// Finalized user buckets: in memory where the pool keeps them, else
+    /// written out, so that no relation finalizes a bucket again.
+    finalized: Store<UserBucket>,
     budget: Arc<Budget>,
     /// Time per step, rows and spills, for `EXPLAIN ANALYZE` and the notes.
     pub profile: Profile,
@@ -160,23 +163,26 @@ impl Built {
         self.finalized.len()
     }
 
-    /// User bucket `b`, finalized: kept from the build, or made again from
-    /// its segments (spilled ones read back) when memory did not allow
-    /// keeping it.
+    /// User bucket `b`, finalized: kept from the build, or read back where
+    /// the build wrote it out.
     pub fn bucket(&self, b: usize) -> Result<Arc<UserBucket>> {
-        if let Some(u) = self.finalized[b]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            return Ok(Arc::clone(u));
-        }
+        let (mut parts, held) = self.finalized.load(b, &self.budget, true)?;
+        // What was read back is the caller's while it emits rows, as the
+        // rows it emits are.
+        self.budget.shrink(held);
+        Ok(parts
+            .pop()
+            .unwrap_or_else(|| Arc::new(UserBucket::default())))
+    }
+
+    /// User bucket `b` made from its segments (spilled ones read back).
+    fn finalize(&self, b: usize) -> Result<UserBucket> {
         let (actions, a_held) = self.actions.load(b, &self.budget, true)?;
         let (facts, f_held) = self.facts.load(b, &self.budget, true)?;
         let u = UserBucket::finalize(&actions, &facts, &self.action_losers[b]);
         drop((actions, facts));
         self.budget.shrink(a_held + f_held);
-        Ok(Arc::new(u))
+        Ok(u)
     }
 }
 
@@ -371,7 +377,7 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     }
     step(&mut profile, "facts");
 
-    // 4. finalize, kept where the pool allows
+    // 4. finalize, kept where the pool allows, else written out
     let stores = Arc::try_unwrap(stores)
         .map_err(|_| Error::Internal("the scan's stores are still shared".into()))?;
     let fact_store = Arc::try_unwrap(fact_store)
@@ -394,20 +400,17 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
         actions: stores.actions,
         facts: fact_store,
         action_losers,
-        finalized: (0..b).map(|_| Mutex::new(None)).collect(),
+        finalized: Store::new(b),
         budget: Arc::clone(&budget),
         profile: Profile::default(),
     });
     {
         let built = Arc::clone(&built);
         par(b, threads, move |i| {
-            let u = built.bucket(i)?;
-            if built.budget.try_grow(u.bytes()) {
-                *built.finalized[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(u);
-                built.actions.clear(i, &built.budget);
-                built.facts.clear(i, &built.budget);
-            }
-            Ok(())
+            let u = built.finalize(i)?;
+            built.actions.clear(i, &built.budget);
+            built.facts.clear(i, &built.budget);
+            built.finalized.add(i, u, &built.budget, false)
         })
         .await?;
     }

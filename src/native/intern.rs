@@ -11,7 +11,9 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeStringArray, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, GenericStringArray, LargeStringArray, OffsetSizeTrait, StringArray,
+};
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use hashbrown::HashTable;
 
@@ -30,6 +32,10 @@ pub struct Interner {
     bytes: Vec<u8>,
     /// End offset of each string in `bytes`.
     ends: Vec<u64>,
+    /// Its strings are not in the tables yet: an interner read back from
+    /// disk is mostly only read by key, so its tables are built when it is
+    /// first asked for a string's key.
+    unindexed: bool,
 }
 
 /// A string's hash for routing and interning: the same in every task and
@@ -240,11 +246,15 @@ impl Interner {
     /// [`Self::intern`] with `hash == hash_of(s)` already computed.
     #[inline]
     pub fn intern_hashed(&mut self, s: &[u8], hash: u64) -> u32 {
+        if self.unindexed {
+            self.index();
+        }
         let Interner {
             short,
             long,
             bytes,
             ends,
+            ..
         } = self;
         if let Some(k) = pack(s) {
             return short.find_or_insert(k, hash, || Self::push(bytes, ends, s));
@@ -263,8 +273,26 @@ impl Interner {
         }
     }
 
+    /// Puts every string in the tables (see `unindexed`).
+    #[cold]
+    fn index(&mut self) {
+        self.unindexed = false;
+        let (bytes, ends) = (
+            std::mem::take(&mut self.bytes),
+            std::mem::take(&mut self.ends),
+        );
+        self.bytes.reserve(bytes.len());
+        self.ends.reserve(ends.len());
+        for id in 0..ends.len() as u32 {
+            self.intern(Self::slice(&bytes, &ends, id));
+        }
+    }
+
     /// The key of `s`, if interned.
     pub fn lookup(&self, s: &[u8]) -> Option<u32> {
+        if self.unindexed {
+            return (0..self.len() as u32).find(|&id| self.get(id) == s);
+        }
         match pack(s) {
             Some(k) => self.short.find(k, packed_hash(k)),
             None => self
@@ -305,33 +333,18 @@ impl Interner {
     }
 
     /// An interner of the strings of `array` (distinct, no nulls), keyed
-    /// by their position: the inverse of [`Self::to_array`].
+    /// by their position: the inverse of [`Self::to_array`]. The strings
+    /// are copied as they are; the tables are built on the first lookup
+    /// (`unindexed`). A string given twice would make that lookup find
+    /// the first one only: `array` must come from [`Self::to_array`].
     pub fn from_array(array: &dyn Array) -> Result<Self> {
-        let mut out = Interner::default();
-        let mut add = |s: &[u8]| -> Result<()> {
-            let id = out.ends.len() as u32;
-            if out.intern(s) != id {
-                return Err(Error::Internal(
-                    "a spilled dictionary repeats a string".into(),
-                ));
-            }
-            Ok(())
-        };
-        if let Some(a) = array.as_string_opt::<i64>() {
-            for s in a.iter() {
-                add(s.unwrap_or_default().as_bytes())?;
-            }
-        } else if let Some(a) = array.as_string_opt::<i32>() {
-            for s in a.iter() {
-                add(s.unwrap_or_default().as_bytes())?;
-            }
-        } else {
-            return Err(Error::Internal(format!(
-                "a spilled dictionary of type {}",
-                array.data_type()
-            )));
-        }
-        Ok(out)
+        let strings = Strings::from_array(array)?;
+        Ok(Interner {
+            unindexed: !strings.is_empty(),
+            bytes: strings.bytes,
+            ends: strings.ends,
+            ..Interner::default()
+        })
     }
 }
 
@@ -388,6 +401,27 @@ impl Strings {
 
     /// From an Arrow string array without nulls.
     pub fn from_array(array: &dyn Array) -> Result<Self> {
+        /// The buffer and offsets copied whole, rebased to start at 0.
+        fn bulk<O: OffsetSizeTrait>(a: &GenericStringArray<O>) -> Strings {
+            let offsets = a.value_offsets();
+            let first = offsets[0].as_usize();
+            let last = offsets[offsets.len() - 1].as_usize();
+            Strings {
+                bytes: a.value_data()[first..last].to_vec(),
+                ends: offsets[1..]
+                    .iter()
+                    .map(|o| (o.as_usize() - first) as u64)
+                    .collect(),
+            }
+        }
+        if array.null_count() == 0 {
+            if let Some(a) = array.as_string_opt::<i64>() {
+                return Ok(bulk(a));
+            }
+            if let Some(a) = array.as_string_opt::<i32>() {
+                return Ok(bulk(a));
+            }
+        }
         let mut out = Strings::default();
         if let Some(a) = array.as_string_opt::<i64>() {
             a.iter().for_each(|s| {
@@ -492,12 +526,25 @@ mod tests {
         for s in ["x", "", "a-rather-long-identifier-0001", "é"] {
             a.intern(s.as_bytes());
         }
-        let back = Interner::from_array(a.to_array().as_ref()).unwrap();
+        let mut back = Interner::from_array(a.to_array().as_ref()).unwrap();
         assert_eq!(back.len(), 4);
         for k in 0..4 {
             assert_eq!(back.get(k), a.get(k));
             assert_eq!(back.lookup(a.get(k)), Some(k));
         }
+        // read back unindexed: interning finds the strings it holds
+        for k in 0..4 {
+            assert_eq!(back.intern(a.get(k)), k);
+        }
+        assert_eq!(back.intern(b"new"), 4);
+        assert_eq!(back.lookup(b"new"), Some(4));
+        // a slice of an array comes back as its own strings
+        let sliced = a.to_array().slice(1, 2);
+        let part = Interner::from_array(sliced.as_ref()).unwrap();
+        assert_eq!(
+            (part.str(0), part.str(1)),
+            ("", "a-rather-long-identifier-0001")
+        );
         let mut s = Strings::default();
         s.push(b"c1");
         s.push(b"c1");

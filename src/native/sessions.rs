@@ -12,19 +12,24 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, ListArray, PrimitiveArray,
+    RecordBatch, StringBuilder,
 };
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type, UInt8Type,
+};
 
 use super::dedup::ActionKey;
 use super::intern::{Interner, Strings};
 use super::rules::{self, kind, SessionSummary};
-use super::segments::{Actions, Facts, NO_TIME_MAX, NO_TIME_MIN};
+use super::segments::{Actions, Facts, Segment, NO_TIME_MAX, NO_TIME_MIN};
 use super::{HashMap, Relation};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One user bucket, ready for sessionization.
+#[derive(Default)]
 pub struct UserBucket {
     users: Interner,
     /// `user_start[u]..user_start[u + 1]` index `ts`/`kind`.
@@ -229,7 +234,9 @@ impl UserBucket {
         };
         let mut out = Columns::new(relation, &want);
         let mut starts: Vec<usize> = Vec::new();
-        let mut by_session: Vec<Vec<usize>> = Vec::new();
+        // (session index, fact) of the user's facts, one buffer for all
+        // users: a vector per session would be an allocation per session.
+        let mut by_session: Vec<(usize, usize)> = Vec::new();
         for u in 0..self.users.len() {
             let (lo, hi) = (self.user_start[u] as usize, self.user_start[u + 1] as usize);
             if lo == hi {
@@ -252,17 +259,23 @@ impl UserBucket {
             }
             let facts = self.fact_start[u] as usize..self.fact_start[u + 1] as usize;
             by_session.clear();
-            by_session.resize(starts.len(), Vec::new());
             for p in facts {
                 let t = self.started_at[p];
                 let j = starts.partition_point(|&i| ts[i] <= t);
                 if j > 0 {
-                    by_session[j - 1].push(p);
+                    by_session.push((j - 1, p));
                 }
             }
+            by_session.sort_unstable();
+            let mut next = 0;
             let user = self.users.str(u as u32);
             for (j, &first) in starts.iter().enumerate() {
                 let session_start = ts[first];
+                let from = next;
+                while next < by_session.len() && by_session[next].0 == j {
+                    next += 1;
+                }
+                let cs = by_session[from..next].iter().map(|&(_, p)| p);
                 if !inside(session_start) {
                     continue;
                 }
@@ -283,12 +296,11 @@ impl UserBucket {
                 let resolved_views = (first..end)
                     .filter(|&i| kinds[i] == kind::VIEW && last_started.is_none_or(|l| ts[i] >= l))
                     .count() as i64;
-                let cs = &by_session[j];
                 let mut automated = 0i64;
                 let mut with_bot = 0i64;
                 let mut first_bot = None::<i64>;
                 let mut h: Option<usize> = None;
-                for &p in cs {
+                for p in cs.clone() {
                     if self.automated(p) {
                         automated += 1;
                     } else if h.is_none_or(|hp| {
@@ -341,7 +353,7 @@ impl UserBucket {
                         });
                     }
                     Relation::Conversations | Relation::SessionConversations => {
-                        for &p in cs {
+                        for p in cs {
                             out.conversation(self, p, user, session_start, status);
                         }
                     }
@@ -356,6 +368,107 @@ impl UserBucket {
         let by_bot = self.closed_by[p] > 0
             && self.actors.get(self.closed_by[p] - 1) == rules::BOT_ACTOR.as_bytes();
         rules::automated(self.bot_answers[p], self.replies[p], by_bot)
+    }
+}
+
+/// A whole array as the one value of a list column.
+fn one_list(values: ArrayRef) -> ArrayRef {
+    let field = Arc::new(Field::new_list_field(values.data_type().clone(), false));
+    Arc::new(ListArray::new(
+        field,
+        OffsetBuffer::from_lengths([values.len()]),
+        values,
+        None,
+    ))
+}
+
+fn list_of<T: ArrowPrimitiveType>(v: &[T::Native]) -> ArrayRef {
+    one_list(Arc::new(PrimitiveArray::<T>::from_iter_values(
+        v.iter().copied(),
+    )))
+}
+
+/// The array that column `name` of `b` holds as its one list value.
+fn unlist(b: &RecordBatch, name: &str) -> Result<ArrayRef> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| Error::Internal(format!("written bucket without `{name}`")))?;
+    let l = c
+        .as_list_opt::<i32>()
+        .filter(|l| l.len() == 1)
+        .ok_or_else(|| Error::Internal(format!("written bucket's `{name}` is not one list")))?;
+    Ok(l.value(0))
+}
+
+fn values_of<T: ArrowPrimitiveType>(b: &RecordBatch, name: &str) -> Result<Vec<T::Native>> {
+    let a = unlist(b, name)?;
+    Ok(a.as_primitive_opt::<T>()
+        .ok_or_else(|| Error::Internal(format!("written bucket's `{name}` has another type")))?
+        .values()
+        .to_vec())
+}
+
+/// A finalized bucket is written out whole when the pool cannot keep it,
+/// so that each relation that reads it later reads it back instead of
+/// finalizing it again: one row whose columns are lists, each holding one
+/// of its vectors.
+impl Segment for UserBucket {
+    const NAME: &'static str = "finalized";
+    fn len(&self) -> usize {
+        self.users.len()
+    }
+    fn bytes(&self) -> usize {
+        UserBucket::bytes(self)
+    }
+    fn to_batch(&self) -> Result<RecordBatch> {
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("users", one_list(self.users.to_array())),
+            ("user_start", list_of::<UInt32Type>(&self.user_start)),
+            ("ts", list_of::<Int64Type>(&self.ts)),
+            ("kind", list_of::<UInt8Type>(&self.kind)),
+            ("fact_start", list_of::<UInt32Type>(&self.fact_start)),
+            ("convs", one_list(self.convs.to_array())),
+            ("actors", one_list(self.actors.to_array())),
+            ("started_at", list_of::<Int64Type>(&self.started_at)),
+            ("first_reply", list_of::<Int64Type>(&self.first_reply)),
+            ("first_bot", list_of::<Int64Type>(&self.first_bot)),
+            ("closed_at", list_of::<Int64Type>(&self.closed_at)),
+            ("closed_by", list_of::<UInt32Type>(&self.closed_by)),
+            ("rating", list_of::<UInt8Type>(&self.rating)),
+            ("bot_answers", list_of::<UInt32Type>(&self.bot_answers)),
+            ("replies", list_of::<UInt32Type>(&self.replies)),
+            ("closes", list_of::<UInt32Type>(&self.closes)),
+        ];
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(n, a)| Field::new(*n, a.data_type().clone(), false))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(RecordBatch::try_new(
+            schema,
+            columns.into_iter().map(|(_, a)| a).collect(),
+        )?)
+    }
+    fn from_batch(b: &RecordBatch) -> Result<Self> {
+        Ok(Self {
+            users: Interner::from_array(unlist(b, "users")?.as_ref())?,
+            user_start: values_of::<UInt32Type>(b, "user_start")?,
+            ts: values_of::<Int64Type>(b, "ts")?,
+            kind: values_of::<UInt8Type>(b, "kind")?,
+            fact_start: values_of::<UInt32Type>(b, "fact_start")?,
+            convs: Strings::from_array(unlist(b, "convs")?.as_ref())?,
+            actors: Interner::from_array(unlist(b, "actors")?.as_ref())?,
+            started_at: values_of::<Int64Type>(b, "started_at")?,
+            first_reply: values_of::<Int64Type>(b, "first_reply")?,
+            first_bot: values_of::<Int64Type>(b, "first_bot")?,
+            closed_at: values_of::<Int64Type>(b, "closed_at")?,
+            closed_by: values_of::<UInt32Type>(b, "closed_by")?,
+            rating: values_of::<UInt8Type>(b, "rating")?,
+            bot_answers: values_of::<UInt32Type>(b, "bot_answers")?,
+            replies: values_of::<UInt32Type>(b, "replies")?,
+            closes: values_of::<UInt32Type>(b, "closes")?,
+        })
     }
 }
 
