@@ -102,6 +102,33 @@ pub const STATE_FORMAT: u32 = 2;
 /// collision.
 pub const ANCHOR_PREFIX: &str = "\u{1}supportfunnel-anchor:";
 
+/// The function [`FOLD_WINNERS_SQL`] calls: true for an event_id whose
+/// hash the operators saw on more than one valid row.
+const REPEATED_ID_FN: &str = "supportfunnel_fold_repeated_id";
+
+/// The surviving copy of every valid event id (what the `clean_events`
+/// view gives, spec §1 "Duplicates"), from the operators' knowledge of
+/// which ids may have copies: a valid row whose id hash was seen once is
+/// its id's only copy; the others are ranked by the id itself, in the
+/// order of the `duplicate_winners` view, and the first of each is kept.
+/// Only the columns the fold reads.
+const FOLD_WINNERS_SQL: &str = "\
+SELECT event_id, user_id, ts, event_type, conversation_id \
+FROM validated_events \
+WHERE reject_reason IS NULL AND NOT supportfunnel_fold_repeated_id(event_id) \
+UNION ALL \
+SELECT event_id, user_id, ts, event_type, conversation_id \
+FROM ( \
+    SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating, \
+        row_number() OVER ( \
+            PARTITION BY event_id \
+            ORDER BY ts, user_id, event_type, channel, article_id, conversation_id, actor, rating \
+        ) AS copy_rank \
+    FROM validated_events \
+    WHERE reject_reason IS NULL AND supportfunnel_fold_repeated_id(event_id) \
+) \
+WHERE copy_rank = 1";
+
 /// Index segments kept before they are merged into one.
 const MAX_SEGMENTS: usize = 8;
 
@@ -707,6 +734,20 @@ fn conform(df: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
         .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
         .collect::<Vec<_>>();
     Ok(df.select(exprs)?)
+}
+
+/// [`write_df`] for a file the run deletes when done with it: compressed
+/// for speed (LZ4) rather than size.
+async fn write_scratch_df(df: DataFrame, url: &str) -> Result<()> {
+    let mut options = datafusion::config::TableParquetOptions::default();
+    options.global.compression = Some("lz4_raw".into());
+    df.write_parquet(
+        url,
+        DataFrameWriteOptions::new().with_single_file_output(true),
+        Some(options),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn write_df(df: DataFrame, url: &str) -> Result<()> {
@@ -1541,11 +1582,28 @@ async fn fold(
     let made_winners = !ctx.table_exist("fold_winners")?;
     if made_winners {
         let winners_url = store.url_of(&winners_name);
-        write_df(
-            plan_df("SELECT * FROM clean_events".into()).await?,
-            &winners_url,
-        )
-        .await?;
+        // The operators' build (the reports made it) knows which ids may
+        // have copies: only those are ranked; the `clean_events` view
+        // would count every id of the history again to find them.
+        let repeated = if crate::report::uses_operators(engine) {
+            crate::native::node::repeated_ids(ctx).await?
+        } else {
+            None
+        };
+        let sql = match &repeated {
+            Some(udf) => {
+                ctx.register_udf(udf.clone().with_aliases([REPEATED_ID_FN]));
+                FOLD_WINNERS_SQL
+            }
+            None => "SELECT event_id, user_id, ts, event_type, conversation_id FROM clean_events",
+        };
+        laps.lap("fold: repeated ids");
+        let written = write_scratch_df(plan_df(sql.into()).await?, &winners_url).await;
+        if let Some(udf) = &repeated {
+            ctx.deregister_udf(udf.name());
+            ctx.deregister_udf(REPEATED_ID_FN);
+        }
+        written?;
         ctx.register_parquet("fold_winners", &winners_url, ParquetReadOptions::default())
             .await?;
     }
@@ -1654,15 +1712,24 @@ async fn fold(
     laps.lap("fold: live events");
     let anchors = data_name(generation, "anchors");
     write_df(
-        plan_df(
+        // The `sessions` relation is the sessionization of these same
+        // winners' actions: read from the operators' build when the session
+        // still holds it, else (a report under a memory limit lets go of it)
+        // sessionizing the winners again costs less than a new build.
+        plan_df(if crate::native::node::holds_build(ctx).await? {
+            "SELECT user_id, max(session_start) AS start FROM sessions \
+             WHERE session_start < $new_frontier AND session_start > $day_before \
+             AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
+                .into()
+        } else {
             "SELECT user_id, max(s) AS start FROM ( \
                  SELECT user_id, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
                  FROM fold_winners WHERE event_type IN \
                  ('help_center_visit', 'article_search', 'article_view', 'conversation_started')) \
              WHERE s < $new_frontier AND s > $day_before \
              AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
-                .into(),
-        )
+                .into()
+        })
         .await?,
         &store.url_of(&anchors),
     )

@@ -578,7 +578,7 @@ pub const SQL_BYTES_PER_PARTITION: usize = 2 << 30;
 /// Whether the derived relations of `engine` are the operators
 /// ([`crate::native`]) rather than the SQL views run step by step (on a
 /// cluster, or when asked for with [`crate::EngineOptions::sql_views`]).
-fn uses_operators(engine: &Engine) -> bool {
+pub(crate) fn uses_operators(engine: &Engine) -> bool {
     engine.options.cluster.is_none() && !engine.options.sql_views
 }
 

@@ -101,6 +101,9 @@ pub struct Built {
     actions: Store<Actions>,
     facts: Store<Facts>,
     action_losers: Vec<HashMap<ActionKey, u32>>,
+    /// The event_id hashes seen on more than one valid row, and their
+    /// hasher: every other valid row's id is unique.
+    repeated: (Arc<HashSet<u64>>, IdHasher),
     /// Finalized user buckets: in memory where the pool keeps them, else
     /// written out, so that no relation finalizes a bucket again.
     finalized: Store<UserBucket>,
@@ -161,6 +164,13 @@ impl Built {
     /// Buckets per key.
     pub fn buckets(&self) -> usize {
         self.finalized.len()
+    }
+
+    /// A function of an event_id, true when its hash was seen on more than
+    /// one valid row of the build's `events` (the ids that may have
+    /// copies; false proves a valid row the only copy of its id).
+    pub fn repeated_id_udf(&self) -> datafusion::logical_expr::ScalarUDF {
+        dedup::hash_in_udf(Arc::clone(&self.repeated.0), self.repeated.1)
     }
 
     /// User bucket `b`, finalized: kept from the build, or read back where
@@ -330,7 +340,7 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     let candidates: HashSet<u64> = repeated.into_iter().flatten().collect();
     profile.candidates = candidates.len();
     step(&mut profile, "repeats");
-    let dedup = Arc::new(dedup::settle(&reread, candidates, hasher, b).await?);
+    let dedup = Arc::new(dedup::settle(&reread, candidates.clone(), hasher, b).await?);
     step(&mut profile, "reread");
 
     // 3. facts
@@ -400,6 +410,7 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
         actions: stores.actions,
         facts: fact_store,
         action_losers,
+        repeated: (Arc::new(candidates), hasher),
         finalized: Store::new(b),
         budget: Arc::clone(&budget),
         profile: Profile::default(),

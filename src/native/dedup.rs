@@ -145,12 +145,16 @@ impl ScalarUDFImpl for HashIn {
 
 /// `event_id`'s hash is in `set`, as a filter expression.
 pub fn hash_in(set: HashSet<u64>, hasher: IdHasher) -> Expr {
-    let udf = ScalarUDF::from(HashIn {
-        set: Arc::new(set),
+    hash_in_udf(Arc::new(set), hasher).call(vec![col("event_id")])
+}
+
+/// A function of one string, true when its event_id hash is in `set`.
+pub fn hash_in_udf(set: Arc<HashSet<u64>>, hasher: IdHasher) -> ScalarUDF {
+    ScalarUDF::from(HashIn {
+        set,
         hasher,
         signature: Signature::any(1, Volatility::Immutable),
-    });
-    udf.call(vec![col("event_id")])
+    })
 }
 
 const FULL_COLUMNS: [&str; 9] = [

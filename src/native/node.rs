@@ -33,7 +33,7 @@ use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, Task
 use datafusion::logical_expr::expr::{BinaryExpr, Expr};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
+    Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF,
     UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
@@ -260,6 +260,9 @@ impl TableProvider for NativeView {
 #[derive(Debug, Default)]
 pub struct NativeCache {
     slot: tokio::sync::Mutex<Option<(Key, Arc<Built>)>>,
+    /// The last build's repeated-id function, kept when the build is let
+    /// go (it is small, and a state's fold asks for it after the report).
+    repeated: std::sync::Mutex<Option<(Key, ScalarUDF)>>,
     profile: std::sync::Mutex<Option<build::Profile>>,
     builds: std::sync::atomic::AtomicUsize,
 }
@@ -297,6 +300,14 @@ impl NativeCache {
         self.slot.lock().await.as_ref().map(|(_, b)| Arc::clone(b))
     }
 
+    /// The repeated-id function of the last build, if it was keyed `key`.
+    fn repeated_for(&self, key: &Key) -> Option<ScalarUDF> {
+        match &*self.repeated.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((k, udf)) if k == key => Some(udf.clone()),
+            _ => None,
+        }
+    }
+
     /// The build for `input`: the cached one while the files are the
     /// same, else a new one (which replaces it).
     async fn get(&self, input: BuildInput, opts: &NativeOptions) -> crate::Result<Arc<Built>> {
@@ -313,11 +324,77 @@ impl NativeCache {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let built = Arc::new(build::build(input, opts).await?);
         *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = Some(built.profile.clone());
+        *self.repeated.lock().unwrap_or_else(|e| e.into_inner()) =
+            key.clone().map(|k| (k, built.repeated_id_udf()));
         if let Some(k) = key {
             *slot = Some((k, Arc::clone(&built)));
         }
         Ok(built)
     }
+}
+
+/// A function of an event_id, true when its hash was seen on more than one
+/// valid row of `ctx`'s `events` as the files are now (see
+/// [`Built::repeated_id_udf`]): from the session's last build when it read
+/// these files (even one let go since), else from a new build. `None` when
+/// `ctx` reads the SQL views instead (no operators installed).
+pub async fn repeated_ids(ctx: &SessionContext) -> crate::Result<Option<ScalarUDF>> {
+    let Some(cache) = ctx.state().config().get_extension::<NativeCache>() else {
+        return Ok(None);
+    };
+    if !ctx.table_exist(Relation::EventCounts.name())? {
+        return Ok(None);
+    }
+    // The smallest relation's plan names the files and options a build
+    // of them is keyed by; running it makes (or finds) that build.
+    let plan = ctx
+        .sql(&format!(
+            "SELECT count(*) FROM {}",
+            Relation::EventCounts.name()
+        ))
+        .await?
+        .create_physical_plan()
+        .await?;
+    let Some(key) = native_key(&plan) else {
+        return Ok(None);
+    };
+    if let Some(udf) = cache.repeated_for(&key) {
+        return Ok(Some(udf));
+    }
+    datafusion::physical_plan::collect(plan, ctx.task_ctx()).await?;
+    Ok(cache.repeated_for(&key))
+}
+
+/// Whether the session holds a build of `ctx`'s `events` as the files are
+/// now: reading the relations costs no build then.
+pub async fn holds_build(ctx: &SessionContext) -> crate::Result<bool> {
+    let Some(cache) = ctx.state().config().get_extension::<NativeCache>() else {
+        return Ok(false);
+    };
+    if !ctx.table_exist(Relation::EventCounts.name())? {
+        return Ok(false);
+    }
+    let plan = ctx
+        .sql(&format!(
+            "SELECT count(*) FROM {}",
+            Relation::EventCounts.name()
+        ))
+        .await?
+        .create_physical_plan()
+        .await?;
+    let Some(key) = native_key(&plan) else {
+        return Ok(false);
+    };
+    let held = matches!(&*cache.slot.lock().await, Some((k, _)) if *k == key);
+    Ok(held)
+}
+
+/// The build key of the first operator in `plan`.
+fn native_key(plan: &Arc<dyn ExecutionPlan>) -> Option<Key> {
+    if let Some(n) = plan.downcast_ref::<NativeExec>() {
+        return files_of(&n.input).map(|f| (f, n.options.clone()));
+    }
+    plan.children().into_iter().find_map(native_key)
 }
 
 /// What the operators' last build in `ctx`'s sessions (shared by the
