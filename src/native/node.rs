@@ -333,20 +333,19 @@ impl NativeCache {
     }
 }
 
-/// A function of an event_id, true when its hash was seen on more than one
-/// valid row of `ctx`'s `events` as the files are now (see
-/// [`Built::repeated_id_udf`]): from the session's last build when it read
-/// these files (even one let go since), else from a new build. `None` when
+/// The session's cache, and a plan of the smallest relation with the key
+/// a build of `ctx`'s `events` as the files are now has (the files and
+/// options): running the plan makes (or finds) that build. `None` when
 /// `ctx` reads the SQL views instead (no operators installed).
-pub async fn repeated_ids(ctx: &SessionContext) -> crate::Result<Option<ScalarUDF>> {
+async fn current_key(
+    ctx: &SessionContext,
+) -> crate::Result<Option<(Arc<NativeCache>, Arc<dyn ExecutionPlan>, Key)>> {
     let Some(cache) = ctx.state().config().get_extension::<NativeCache>() else {
         return Ok(None);
     };
     if !ctx.table_exist(Relation::EventCounts.name())? {
         return Ok(None);
     }
-    // The smallest relation's plan names the files and options a build
-    // of them is keyed by; running it makes (or finds) that build.
     let plan = ctx
         .sql(&format!(
             "SELECT count(*) FROM {}",
@@ -355,7 +354,16 @@ pub async fn repeated_ids(ctx: &SessionContext) -> crate::Result<Option<ScalarUD
         .await?
         .create_physical_plan()
         .await?;
-    let Some(key) = native_key(&plan) else {
+    Ok(native_key(&plan).map(|key| (cache, plan, key)))
+}
+
+/// A function of an event_id, true when its hash was seen on more than one
+/// valid row of `ctx`'s `events` as the files are now (see
+/// [`Built::repeated_id_udf`]): from the session's last build when it read
+/// these files (even one let go since), else from a new build. `None` when
+/// `ctx` reads the SQL views instead.
+pub async fn repeated_ids(ctx: &SessionContext) -> crate::Result<Option<ScalarUDF>> {
+    let Some((cache, plan, key)) = current_key(ctx).await? else {
         return Ok(None);
     };
     if let Some(udf) = cache.repeated_for(&key) {
@@ -368,21 +376,7 @@ pub async fn repeated_ids(ctx: &SessionContext) -> crate::Result<Option<ScalarUD
 /// Whether the session holds a build of `ctx`'s `events` as the files are
 /// now: reading the relations costs no build then.
 pub async fn holds_build(ctx: &SessionContext) -> crate::Result<bool> {
-    let Some(cache) = ctx.state().config().get_extension::<NativeCache>() else {
-        return Ok(false);
-    };
-    if !ctx.table_exist(Relation::EventCounts.name())? {
-        return Ok(false);
-    }
-    let plan = ctx
-        .sql(&format!(
-            "SELECT count(*) FROM {}",
-            Relation::EventCounts.name()
-        ))
-        .await?
-        .create_physical_plan()
-        .await?;
-    let Some(key) = native_key(&plan) else {
+    let Some((cache, _, key)) = current_key(ctx).await? else {
         return Ok(false);
     };
     let held = matches!(&*cache.slot.lock().await, Some((k, _)) if *k == key);
