@@ -8,6 +8,9 @@
 #
 #   benches/cluster.sh [SIZE]      size in millions of events, default 50
 #
+# RUNS (default 1) alternates the two RUNS times on one cluster (this
+# machine's speed drifts between runs; the ratio of neighbours does not).
+#
 # Environment: SF_BIN (default: a release build of this checkout), SF_DATA
 # (dataset cache, default ~/.cache/supportfunnel-data), EXECUTORS (default
 # 2), TASKS (concurrent tasks per executor, default 1), EXEC_MEMORY (each
@@ -47,9 +50,6 @@ from=2026-03-02
 to=2026-04-01
 report=(report --events "$dir/events" --messages "$dir/messages" --from "$from" --to "$to" --format csv)
 
-echo "== one process (the operators)" >&2
-read -r t1 m1 < <(measure_to "$work/native.csv" "$bin" "${report[@]}")
-
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sched_port=$(port)
 "$bin" scheduler --bind "127.0.0.1:$sched_port" --executor-timeout 30 2>"$work/scheduler.log" &
@@ -80,30 +80,36 @@ sample() {
     sleep 1
   done
 }
-touch "$work/sampling"
-echo "0 0" >"$work/peaks"
-sample &
-sampler=$!
-echo "== cluster: $executors executors x $tasks tasks, $exec_memory each, $partitions partitions" >&2
-read -r t3 m3 < <(measure_to "$work/cluster.csv" "$bin" "${report[@]}" \
-  --cluster "df://127.0.0.1:$sched_port" --scratch "$work/scratch" --target-partitions "$partitions")
-rm -f "$work/sampling"
-wait "$sampler" || true
-read -r shuffle scratch <"$work/peaks"
-
+runs=${RUNS:-1}
 hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$1/status"; }
-sched_mib=$(hwm "${pids[0]}")
-exec_mib=()
-for p in "${exec_pids[@]}"; do exec_mib+=("$(hwm "$p")"); done
+# Peak RSS of the cluster's processes per run: the kernel's high-water mark,
+# reset before each run (root only; otherwise it is the peak so far).
+reset_hwm() { for p in "${pids[@]}"; do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done; }
+tasks_so_far() { cat "$work"/executor-*.log | grep -c "Execute task" || true; }
 
-cmp -s "$work/native.csv" "$work/cluster.csv" || { echo "cluster report differs" >&2; exit 1; }
-tasks_run=$(cat "$work"/executor-*.log | grep -c "Execute task" || true)
-
-echo "| run | wall s | peak RSS MiB |"
-echo "|---|---|---|"
-echo "| one process, native | $t1 | $m1 |"
-echo "| cluster client | $t3 | $m3 |"
-echo "| cluster scheduler | — | $sched_mib |"
-for i in "${!exec_mib[@]}"; do echo "| cluster executor $((i + 1)) | — | ${exec_mib[$i]} |"; done
+echo "| run | one process s | MiB | cluster s | client MiB | scheduler MiB | executors MiB | tasks | peak shuffle MiB | peak scratch MiB | ratio |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for r in $(seq 1 "$runs"); do
+  echo "== run $r: one process" >&2
+  read -r t1 m1 < <(measure_to "$work/native.csv" "$bin" "${report[@]}")
+  echo "== run $r: cluster, $executors executors x $tasks tasks, $exec_memory each, $partitions partitions" >&2
+  reset_hwm
+  before=$(tasks_so_far)
+  touch "$work/sampling"
+  echo "0 0" >"$work/peaks"
+  sample &
+  sampler=$!
+  read -r t3 m3 < <(measure_to "$work/cluster.csv" "$bin" "${report[@]}" \
+    --cluster "df://127.0.0.1:$sched_port" --scratch "$work/scratch" --target-partitions "$partitions")
+  rm -f "$work/sampling"
+  wait "$sampler" || true
+  read -r shuffle scratch <"$work/peaks"
+  cmp -s "$work/native.csv" "$work/cluster.csv" || { echo "cluster report differs" >&2; exit 1; }
+  exec_mib=()
+  for p in "${exec_pids[@]}"; do exec_mib+=("$(hwm "$p")"); done
+  ran=$(( $(tasks_so_far) - before ))
+  ratio=$(awk -v a="$t3" -v b="$t1" 'BEGIN {printf "%.2f", a / b}')
+  echo "| $r | $t1 | $m1 | $t3 | $m3 | $(hwm "${pids[0]}") | $(IFS=/; echo "${exec_mib[*]}") | $ran | $((shuffle / 1048576)) | $((scratch / 1048576)) | $ratio |"
+done
 echo
-echo "events: ${size}M; tasks run: $tasks_run; peak shuffle files: $((shuffle / 1048576)) MiB; peak scratch tables: $((scratch / 1048576)) MiB; reports identical"
+echo "events: ${size}M; ratio = cluster wall / one process wall; reports identical (cmp) in every run"

@@ -354,11 +354,11 @@ pub async fn build_context(opts: &EngineOptions) -> Result<Engine> {
 }
 
 /// The views over `events`: the derived relations are the operators
-/// ([`crate::native`]) unless `opts` asks for the SQL views or runs on a
-/// cluster.
+/// ([`crate::native`]; on a cluster, run by its executors) unless `opts`
+/// asks for the SQL views.
 async fn register_event_views(ctx: &SessionContext, opts: &EngineOptions) -> Result<()> {
     views::register_event_views(ctx).await?;
-    if !opts.sql_views && opts.cluster.is_none() {
+    if !opts.sql_views {
         crate::native::register_views(ctx).await?;
     }
     Ok(())

@@ -739,12 +739,10 @@ fn conform(df: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
 /// [`write_df`] for a file the run deletes when done with it: compressed
 /// for speed (LZ4) rather than size.
 async fn write_scratch_df(df: DataFrame, url: &str) -> Result<()> {
-    let mut options = datafusion::config::TableParquetOptions::default();
-    options.global.compression = Some("lz4_raw".into());
     df.write_parquet(
         url,
         DataFrameWriteOptions::new().with_single_file_output(true),
-        Some(options),
+        Some(crate::scratch::parquet_options()),
     )
     .await?;
     Ok(())
@@ -1585,7 +1583,7 @@ async fn fold(
         // The operators' build (the reports made it) knows which ids may
         // have copies: only those are ranked; the `clean_events` view
         // would count every id of the history again to find them.
-        let repeated = if crate::report::uses_operators(engine) {
+        let repeated = if crate::report::builds_here(engine) {
             crate::native::node::repeated_ids(ctx).await?
         } else {
             None
@@ -1716,20 +1714,22 @@ async fn fold(
         // winners' actions: read from the operators' build when the session
         // still holds it, else (a report under a memory limit lets go of it)
         // sessionizing the winners again costs less than a new build.
-        plan_df(if crate::native::node::holds_build(ctx).await? {
-            "SELECT user_id, max(session_start) AS start FROM sessions \
+        plan_df(
+            if crate::report::builds_here(engine) && crate::native::node::holds_build(ctx).await? {
+                "SELECT user_id, max(session_start) AS start FROM sessions \
              WHERE session_start < $new_frontier AND session_start > $day_before \
              AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
-                .into()
-        } else {
-            "SELECT user_id, max(s) AS start FROM ( \
+                    .into()
+            } else {
+                "SELECT user_id, max(s) AS start FROM ( \
                  SELECT user_id, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
                  FROM fold_winners WHERE event_type IN \
                  ('help_center_visit', 'article_search', 'article_view', 'conversation_started')) \
              WHERE s < $new_frontier AND s > $day_before \
              AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
-                .into()
-        })
+                    .into()
+            },
+        )
         .await?,
         &store.url_of(&anchors),
     )

@@ -308,7 +308,11 @@ impl Intermediates<'_> {
             // (A step the cluster cancelled is sent again by its client,
             // `cluster::jobs`; what an earlier attempt wrote is settled.)
             let written = df
-                .write_parquet(&url, DataFrameWriteOptions::new(), None)
+                .write_parquet(
+                    &url,
+                    DataFrameWriteOptions::new(),
+                    Some(crate::scratch::parquet_options()),
+                )
                 .await?;
             let rows = written
                 .iter()
@@ -330,7 +334,11 @@ impl Intermediates<'_> {
                 let path = dir.path().join(name);
                 std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
                 let url = format!("{}/", path.to_string_lossy());
-                let run = ctx.write_parquet(Arc::clone(&plan), &url, None);
+                let run = ctx.write_parquet(
+                    Arc::clone(&plan),
+                    &url,
+                    Some(crate::scratch::writer_properties()),
+                );
                 run_reporting_scans(&plan, run, progress).await?;
                 parquet_directory(&url, schema)?
             }
@@ -576,10 +584,17 @@ fn periods_for(opts: &ReportOptions, anchor: Option<Anchor>) -> Result<Periods> 
 pub const SQL_BYTES_PER_PARTITION: usize = 2 << 30;
 
 /// Whether the derived relations of `engine` are the operators
-/// ([`crate::native`]) rather than the SQL views run step by step (on a
-/// cluster, or when asked for with [`crate::EngineOptions::sql_views`]).
+/// ([`crate::native`]) rather than the SQL views run step by step (when
+/// asked for with [`crate::EngineOptions::sql_views`]). On a cluster the
+/// executors run the operators.
 pub(crate) fn uses_operators(engine: &Engine) -> bool {
-    engine.options.cluster.is_none() && !engine.options.sql_views
+    !engine.options.sql_views
+}
+
+/// Whether the operators' build is made in this process (not on a
+/// cluster's executors), so that what it knows can be asked of it here.
+pub(crate) fn builds_here(engine: &Engine) -> bool {
+    uses_operators(engine) && engine.options.cluster.is_none()
 }
 
 /// A context of the report's own: the user's configuration, runtime (memory
@@ -752,24 +767,35 @@ async fn compute_report(
         total: VIEW_STEPS.len() * usize::from(!uses_operators(engine)) + REPORT_STEPS.len() + 3,
         done: 0,
     };
-    let (periods, anchor, store) =
-        report_tables(engine, &ctx, opts, &ts_type, shared, &mut steps).await?;
+    let (periods, anchor) = report_periods(&ctx, opts, &ts_type, &mut steps).await?;
     check_period(&periods, &sent_type, "messages.sent_at")?;
     let params = message_params(&periods, &sent_type, &ts_type, opts)?;
-    for (name, sql) in [
-        ("message_checks", "SELECT * FROM message_checks"),
-        ("report_messages", REPORT_MESSAGES_SQL),
-    ] {
-        let started = steps.start(name);
-        let rows = store
-            .materialize(&ctx, name, sql, &params, progress)
-            .await?;
-        if name == "message_checks" {
-            // clean_messages reads the materialized checks from now on.
-            views::register_views_with(&ctx, &views::MESSAGE_VIEWS[1..], &HashMap::new()).await?;
+    let store = match shared {
+        Some(dir) => Intermediates::Shared(dir),
+        // The report's tables are small next to the history; under a
+        // memory limit they still go to disk, where they need no memory.
+        None if uses_operators(engine) && engine.options.memory_limit.is_none() => {
+            Intermediates::Memory
         }
-        steps.finish(name, rows, started);
+        None => Intermediates::on_disk(engine)?,
+    };
+    let event_steps = REPORT_STEPS.len() + VIEW_STEPS.len() * usize::from(!uses_operators(engine));
+    let mut message_progress = Steps {
+        progress,
+        total: steps.total,
+        done: steps.done + event_steps,
+    };
+    let events = report_tables(engine, &ctx, &periods, &ts_type, &store, &mut steps);
+    let messages = message_steps(&ctx, &store, &params, &mut message_progress);
+    if shared.is_some() {
+        // On a cluster the event steps' operators run on one executor at a
+        // time: the message steps use the others meanwhile.
+        tokio::try_join!(events, messages)?;
+    } else {
+        events.await?;
+        messages.await?;
     }
+    steps.done = message_progress.done;
 
     let started = steps.start("sections");
     if engine.options.memory_limit.is_some() && engine.options.cluster.is_none() {
@@ -778,7 +804,7 @@ async fn compute_report(
         ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
             .await?;
     }
-    let rows = compute_sections(&ctx, &params).await?;
+    let rows = compute_sections(&ctx, &params, shared.is_some()).await?;
     steps.finish("sections", 0, started);
     let sessions = if opts.keep_sessions {
         let df = ctx
@@ -798,6 +824,30 @@ async fn compute_report(
         sessions: sessions.map(sort_sessions).transpose()?,
         anchor,
     })
+}
+
+/// The message steps: the checks, then the report's deliveries.
+async fn message_steps(
+    ctx: &SessionContext,
+    store: &Intermediates<'_>,
+    params: &Params,
+    steps: &mut Steps<'_>,
+) -> Result<()> {
+    for (name, sql) in [
+        ("message_checks", "SELECT * FROM message_checks"),
+        ("report_messages", REPORT_MESSAGES_SQL),
+    ] {
+        let started = steps.start(name);
+        let rows = store
+            .materialize(ctx, name, sql, params, steps.progress)
+            .await?;
+        if name == "message_checks" {
+            // clean_messages reads the materialized checks from now on.
+            views::register_views_with(ctx, &views::MESSAGE_VIEWS[1..], &HashMap::new()).await?;
+        }
+        steps.finish(name, rows, started);
+    }
+    Ok(())
 }
 
 /// Sessions by user, then start: they are computed in parallel pieces
@@ -861,18 +911,14 @@ const REPORT_STEPS: &[(&str, &str)] = &[
     ("report_event_counts", REPORT_EVENT_COUNTS_SQL),
 ];
 
-/// The periods, what placed them, and the report's sessions, conversations
-/// and event counts as tables of `ctx`: read from the operators' relations
-/// in this process; on a cluster (or with the SQL views) the expensive
-/// views run first, one step each ([`VIEW_STEPS`]).
-async fn report_tables<'a>(
-    engine: &Engine,
+/// The periods and what placed them (the latest event, for the default
+/// period).
+async fn report_periods(
     ctx: &SessionContext,
     opts: &ReportOptions,
     ts_type: &DataType,
-    shared: Option<&'a crate::scratch::SharedDir>,
     steps: &mut Steps<'_>,
-) -> Result<(Periods, Option<Anchor>, Intermediates<'a>)> {
+) -> Result<(Periods, Option<Anchor>)> {
     let started = steps.start("period");
     let anchor = match (opts.from, opts.to) {
         (None, None) => {
@@ -885,6 +931,21 @@ async fn report_tables<'a>(
     steps.finish("period", 0, started);
     let periods = periods_for(opts, anchor)?;
     check_period(&periods, ts_type, "events.ts")?;
+    Ok((periods, anchor))
+}
+
+/// The report's sessions, conversations and event counts as tables of
+/// `ctx`, kept in `store`: read from the operators' relations; with the
+/// SQL views the expensive views run first, one step each
+/// ([`VIEW_STEPS`]).
+async fn report_tables(
+    engine: &Engine,
+    ctx: &SessionContext,
+    periods: &Periods,
+    ts_type: &DataType,
+    store: &Intermediates<'_>,
+    steps: &mut Steps<'_>,
+) -> Result<()> {
     let (cur, prev) = (periods.current, periods.previous);
     let params: Params = vec![
         ("prev_start", ts_scalar(prev.start, ts_type)?),
@@ -892,13 +953,7 @@ async fn report_tables<'a>(
         ("cur_end", ts_scalar(cur.end, ts_type)?),
     ];
     let operators = uses_operators(engine);
-    let store = match shared {
-        Some(dir) => Intermediates::Shared(dir),
-        // The report's tables are small next to the history; under a
-        // memory limit they still go to disk, where they need no memory.
-        None if operators && engine.options.memory_limit.is_none() => Intermediates::Memory,
-        None => Intermediates::on_disk(engine)?,
-    };
+    let shared = matches!(store, Intermediates::Shared(_));
     let mut plan: Vec<(&str, &str)> = Vec::new();
     if !operators {
         plan.extend(VIEW_STEPS);
@@ -906,7 +961,7 @@ async fn report_tables<'a>(
     plan.extend(REPORT_STEPS);
     // On a cluster the executors' own memory limits and Ballista's join
     // planning apply; the settings below are for this process.
-    let local = shared.is_none();
+    let local = !shared;
     // Under a memory limit the SQL views' joins between big intermediate
     // tables (conversations to actions, sessions to conversations) use
     // sort-merge joins, which spill; a hash join's build side cannot spill
@@ -946,7 +1001,7 @@ async fn report_tables<'a>(
             views::register_event_views_with(ctx, &swapped).await?;
         }
     }
-    if operators && engine.options.memory_limit.is_some() {
+    if builds_here(engine) && engine.options.memory_limit.is_some() {
         // Under a limit the rest of the report needs the pool more than a
         // later query needs the build.
         if let Some(cache) = ctx
@@ -957,15 +1012,34 @@ async fn report_tables<'a>(
             cache.release().await;
         }
     }
-    Ok((periods, anchor, store))
+    Ok(())
 }
 
 /// Runs every section and the data quality query over the registered
 /// `report_*` tables, in the spec's row order.
-async fn compute_sections(ctx: &SessionContext, params: &Params) -> Result<Vec<Row>> {
+///
+/// `together`: run the queries at once (on a cluster, where each is a job
+/// whose latency is mostly waiting); else one after the other (in one
+/// process each uses every core, and they share the memory pool).
+async fn compute_sections(
+    ctx: &SessionContext,
+    params: &Params,
+    together: bool,
+) -> Result<Vec<Row>> {
+    let queries = SECTIONS
+        .iter()
+        .map(|section| query::collect_one(ctx, section.sql, params));
+    let results = if together {
+        futures::future::try_join_all(queries).await?
+    } else {
+        let mut done = Vec::new();
+        for q in queries {
+            done.push(q.await?);
+        }
+        done
+    };
     let mut rows: Vec<Row> = Vec::new();
-    for section in SECTIONS {
-        let b = query::collect_one(ctx, section.sql, params).await?;
+    for (section, b) in SECTIONS.iter().zip(results) {
         let schema = b.schema();
         let metrics: Vec<&str> = schema
             .fields()

@@ -528,3 +528,19 @@ mod shared_tests {
         assert!(!path.exists() && local.path().exists());
     }
 }
+
+/// How intermediate tables are written (a report's steps, a state's
+/// temporary files): LZ4, which writes several times faster than the
+/// default zstd and is read once or a few times before it is deleted.
+pub fn parquet_options() -> datafusion::config::TableParquetOptions {
+    let mut options = datafusion::config::TableParquetOptions::default();
+    options.global.compression = Some("lz4_raw".into());
+    options
+}
+
+/// [`parquet_options`] for a physical plan's writer.
+pub fn writer_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::LZ4_RAW)
+        .build()
+}

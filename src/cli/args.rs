@@ -170,7 +170,7 @@ pub struct ExecutorArgs {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub engine: TableArgs,
+    pub engine: EngineArgs,
     /// Address and port to listen on (port 0: any free port) [default: the
     /// config's [serve] listen, else 127.0.0.1:5433]
     #[arg(long, value_name = "HOST:PORT")]

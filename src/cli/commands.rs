@@ -70,10 +70,6 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
         std::env::var(PASSWORD_ENV).ok(),
     )?;
     let mut settings = settings(&args.flags(), config)?;
-    if settings.engine.cluster.take().is_some() {
-        eprintln!("note: serve runs its queries in this process; [engine] cluster is not used");
-        settings.engine.scratch = None;
-    }
     settings.engine.no_url_tables = true;
     let engine = build_context(&settings.engine).await?;
     warn_skipped(&engine);

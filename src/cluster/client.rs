@@ -91,6 +91,7 @@ pub async fn attach(
     let options = NodeOptions {
         version: super::node_version(),
         s3: resolved_s3(s3)?,
+        client: client_session(),
     };
     let state = ctx.state();
     // Ballista's upgrade adds its settings to the session's and switches
@@ -109,6 +110,8 @@ pub async fn attach(
         .config()
         .clone()
         .with_option_extension(options)
+        .with_ballista_logical_extension_codec(Arc::new(super::codec::LogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(super::codec::PhysicalCodec::default()))
         .upgrade_for_ballista()
         .set_bool(BALLISTA_ADAPTIVE_PLANNER_ENABLED, false)
         .set_bool(BALLISTA_CLIENT_PULL, true)
@@ -126,6 +129,20 @@ pub async fn attach(
     // Ballista's upgrade puts its own function lists in place of ours.
     crate::context::register_functions(&remote);
     Ok(remote)
+}
+
+/// A name for one attached context, unique across clients and time: the
+/// process, the time and a counter.
+fn client_session() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 /// An error from a query on the cluster, said in one line naming the

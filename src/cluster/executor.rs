@@ -103,6 +103,8 @@ pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
         memory_pool_size: opts.memory_limit,
         override_function_registry: Some(Arc::new(node::function_registry())),
         override_config_producer: Some(Arc::new(node::node_config)),
+        override_logical_codec: Some(Arc::new(super::codec::LogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(super::codec::PhysicalCodec::default())),
         override_runtime_producer: Some(Arc::new(move |config| {
             node::node_runtime(config, Some(&spill))
         })),

@@ -117,9 +117,11 @@ impl QueryPlanner for ClusterPlanner {
                 .as_any()
                 .downcast_ref::<SessionState>()
                 .ok_or_else(|| DataFusionError::Internal("not a SessionState".into()))?;
-            return DefaultPhysicalPlanner::default()
-                .create_physical_plan(logical_plan, state)
-                .await;
+            return DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+                crate::native::node::NativePlanner,
+            )])
+            .create_physical_plan(logical_plan, state)
+            .await;
         }
         let plan = self
             .ballista

@@ -12,6 +12,8 @@
 //! * [`scheduler`] and [`executor`]: the `supportfunnel scheduler` and
 //!   `supportfunnel executor` commands, Ballista's own processes with that
 //!   state;
+//! * [`codec`]: how plans with our operators travel to the scheduler and
+//!   the executors;
 //! * [`client`]: a [`SessionContext`](datafusion::prelude::SessionContext)
 //!   whose queries are planned and run by the cluster (`--cluster`), and
 //!   errors said in one line;
@@ -29,6 +31,8 @@ use crate::error::{Error, Result};
 
 #[cfg(feature = "cluster")]
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod codec;
 #[cfg(feature = "cluster")]
 pub mod executor;
 #[cfg(feature = "cluster")]

@@ -49,6 +49,10 @@ pub struct NodeOptions {
     pub version: String,
     /// The client's S3 settings, resolved (see the module documentation).
     pub s3: S3Config,
+    /// The client session the query belongs to (unique per attached
+    /// context): an executor keeps one build of the operators for the jobs
+    /// of one client session, as one process does for its statements.
+    pub client: String,
 }
 
 impl std::fmt::Debug for NodeOptions {
@@ -56,6 +60,7 @@ impl std::fmt::Debug for NodeOptions {
         f.debug_struct("NodeOptions")
             .field("version", &self.version)
             .field("s3", &self.s3)
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -68,6 +73,7 @@ impl ConfigExtension for NodeOptions {
 /// lists them.
 const KEYS: &[(&str, &str)] = &[
     ("version", "supportfunnel version of the client"),
+    ("client", "client session the query belongs to"),
     ("s3.region", "S3 region"),
     ("s3.endpoint", "S3 endpoint URL"),
     ("s3.access_key_id", "S3 access key id"),
@@ -92,6 +98,7 @@ impl NodeOptions {
         let s3 = &self.s3;
         match key {
             "version" => Some(self.version.clone()).filter(|v| !v.is_empty()),
+            "client" => Some(self.client.clone()).filter(|v| !v.is_empty()),
             "s3.region" => s3.region.clone(),
             "s3.endpoint" => s3.endpoint.clone(),
             "s3.access_key_id" => s3.access_key_id.clone(),
@@ -133,6 +140,7 @@ impl ExtensionOptions for NodeOptions {
         let s3 = &mut self.s3;
         match key {
             "version" => self.version = value.to_string(),
+            "client" => self.client = value.to_string(),
             "s3.region" => s3.region = text,
             "s3.endpoint" => s3.endpoint = text,
             "s3.access_key_id" => s3.access_key_id = text,
@@ -273,14 +281,26 @@ pub fn node_runtime(config: &SessionConfig, spill_dir: Option<&str>) -> DFResult
 }
 
 /// The scheduler's session for a query: the client's settings, our
-/// functions, object stores for planning.
+/// functions, object stores for planning, and the operators' planner (the
+/// client's plan names our relations; the scheduler plans them as the
+/// operators the executors run).
 pub fn node_state(config: SessionConfig) -> DFResult<SessionState> {
     let runtime = node_runtime(&config, None)?;
+    let options = crate::native::NativeOptions {
+        single_task: true,
+        ..config
+            .get_extension::<crate::native::NativeOptions>()
+            .map(|o| o.as_ref().clone())
+            .unwrap_or_default()
+    };
+    let config = config.with_extension(Arc::new(options));
     Ok(with_functions(
         SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
-            .with_runtime_env(runtime),
+            .with_runtime_env(runtime)
+            .with_query_planner(Arc::new(crate::native::node::NativeQueryPlanner))
+            .with_optimizer_rule(Arc::new(crate::native::node::NativePushdown)),
     )
     .build())
 }
@@ -317,6 +337,7 @@ mod tests {
     fn settings_travel_as_key_values_and_secrets_stay_out_of_debug() {
         let mut sent = NodeOptions {
             version: "1.2.3".into(),
+            client: "4242-1-0".into(),
             ..NodeOptions::default()
         };
         sent.s3.endpoint = Some("http://127.0.0.1:9000".into());

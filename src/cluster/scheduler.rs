@@ -204,6 +204,8 @@ pub async fn run_scheduler(opts: &SchedulerOptions, ready: impl FnOnce(SocketAdd
     // doubled, the job successful). The failed job is sent again by its
     // client (`jobs`). A failed task alone still runs again.
     config.stage_max_failures = 1;
+    config.override_logical_codec = Some(Arc::new(super::codec::LogicalCodec::default()));
+    config.override_physical_codec = Some(Arc::new(super::codec::PhysicalCodec::default()));
     config.validate().map_err(|e| cluster_error(&addr, e))?;
     let cluster = BallistaCluster::new_from_config(&config)
         .await

@@ -51,6 +51,11 @@ pub struct NativeOptions {
     /// Write every segment to the spill directory (tests: the spilled path
     /// on small data).
     pub always_spill: bool,
+    /// One task reads the whole input and emits the whole relation (one
+    /// output partition). A cluster's scheduler sets it: Ballista gives
+    /// each task of a partitioned stage only its slice of the files, and
+    /// the operators need every row (docs/CLUSTER.md).
+    pub single_task: bool,
 }
 
 impl Default for NativeOptions {
@@ -59,6 +64,7 @@ impl Default for NativeOptions {
             id_hash_bits: 64,
             buckets: None,
             always_spill: false,
+            single_task: false,
         }
     }
 }

@@ -85,7 +85,7 @@ impl PartialOrd for NativeNode {
 }
 
 impl NativeNode {
-    fn new(
+    pub(crate) fn new(
         relation: Relation,
         input: LogicalPlan,
         projection: Option<Vec<usize>>,
@@ -184,6 +184,61 @@ fn describe(relation: Relation, columns: &[String], range: Range) -> String {
     s
 }
 
+/// What a [`NativeNode`] or a [`NativeExec`] is besides its input: the
+/// form the cluster's codecs (`cluster::codec`) send to the scheduler and
+/// the executors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wire {
+    /// The relation's view name.
+    pub relation: String,
+    /// Output columns by index (`None`: all).
+    pub projection: Option<Vec<usize>>,
+    /// `[lo, hi)` on `session_start`, in ticks.
+    pub range: Range,
+    /// `events.ts`'s type.
+    pub ts_type: DataType,
+    /// Execution only: rows of `events` if known, output partitions, the
+    /// build's knobs (bits, buckets, always_spill).
+    pub rows: Option<usize>,
+    /// See [`Wire::rows`].
+    pub partitions: usize,
+    /// See [`Wire::rows`].
+    pub options: (u32, Option<usize>, bool, bool),
+}
+
+fn relation_named(name: &str) -> DfResult<Relation> {
+    Relation::ALL
+        .into_iter()
+        .find(|r| r.name() == name)
+        .ok_or_else(|| DataFusionError::Internal(format!("no native relation `{name}`")))
+}
+
+impl NativeNode {
+    /// Its wire form.
+    pub fn to_wire(&self) -> Wire {
+        Wire {
+            relation: self.relation.name().to_string(),
+            projection: self.projection.clone(),
+            range: self.range,
+            ts_type: self.ts_type.clone(),
+            rows: None,
+            partitions: 0,
+            options: (64, None, false, false),
+        }
+    }
+
+    /// The node `wire` describes, over `input`.
+    pub fn from_wire(wire: &Wire, input: LogicalPlan) -> DfResult<Self> {
+        Self::new(
+            relation_named(&wire.relation)?,
+            input,
+            wire.projection.clone(),
+            wire.range,
+            wire.ts_type.clone(),
+        )
+    }
+}
+
 /// The table provider of one relation (see the module docs).
 #[derive(Debug)]
 pub struct NativeView {
@@ -265,11 +320,16 @@ pub struct NativeCache {
     repeated: std::sync::Mutex<Option<(Key, ScalarUDF)>>,
     profile: std::sync::Mutex<Option<build::Profile>>,
     builds: std::sync::atomic::AtomicUsize,
+    /// When a query last asked for the build.
+    used: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// What a build depends on: the files (location, size, modification time,
-/// ETag) and the options.
-type Key = (Files, NativeOptions);
+/// ETag) and the options; on a cluster's executor also the client's
+/// session, so that a build serves the jobs of one client (a report's
+/// statements, a `sql` session's queries) as it does in one process, and
+/// each new client builds from the files afresh.
+type Key = (Files, NativeOptions, Option<String>);
 
 /// The files of a scan: (location, size, modification time in ms, ETag)
 /// of each, sorted.
@@ -295,6 +355,40 @@ impl NativeCache {
         *self.slot.lock().await = None;
     }
 
+    /// Lets go of the build once no query has asked for it for `idle` (a
+    /// task of this process's runtime looks every `idle / 4`); queries
+    /// still reading it keep it until they end.
+    pub fn release_when_idle(self: &Arc<Self>, idle: std::time::Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cache = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(idle / 4).await;
+                let Some(cache) = cache.upgrade() else {
+                    return;
+                };
+                if cache.idle_for(idle) {
+                    let mut slot = cache.slot.lock().await;
+                    // Asked for while we waited for the lock: still in use.
+                    let still = cache.idle_for(idle);
+                    if still {
+                        *slot = None;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Whether no query has asked for the build for `idle`.
+    fn idle_for(&self, idle: std::time::Duration) -> bool {
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() >= idle)
+    }
+
     /// The build it holds, if any.
     pub async fn last(&self) -> Option<Arc<Built>> {
         self.slot.lock().await.as_ref().map(|(_, b)| Arc::clone(b))
@@ -311,8 +405,10 @@ impl NativeCache {
     /// The build for `input`: the cached one while the files are the
     /// same, else a new one (which replaces it).
     async fn get(&self, input: BuildInput, opts: &NativeOptions) -> crate::Result<Arc<Built>> {
-        let key = files_of(&input.input).map(|f| (f, opts.clone()));
+        let session = opts.single_task.then(|| client_session(&input.task));
+        let key = files_of(&input.input).map(|f| (f, opts.clone(), session));
         let mut slot = self.slot.lock().await;
+        *self.used.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
         if let (Some(k), Some((cached, built))) = (&key, slot.as_ref()) {
             if k == cached {
                 return Ok(Arc::clone(built));
@@ -322,15 +418,67 @@ impl NativeCache {
         *slot = None;
         self.builds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let built = Arc::new(build::build(input, opts).await?);
+        let built = Arc::new(if opts.single_task {
+            // A cluster's executor runs each task on a runtime of as many
+            // threads as it has task slots (often one): the one task that
+            // builds a whole relation gets the machine's cores instead.
+            let opts = opts.clone();
+            build_runtime()?
+                .spawn(async move { build::build(input, &opts).await })
+                .await
+                .map_err(|e| {
+                    crate::Error::Internal(format!("the operators' build failed: {e}"))
+                })??
+        } else {
+            build::build(input, opts).await?
+        });
+        // On a cluster's executor the build's profile goes to its log (the
+        // client's `report -v` has no access to it).
+        #[cfg(feature = "cluster")]
+        if opts.single_task {
+            log::info!("operators built: {}", built.profile);
+        }
         *self.profile.lock().unwrap_or_else(|e| e.into_inner()) = Some(built.profile.clone());
         *self.repeated.lock().unwrap_or_else(|e| e.into_inner()) =
             key.clone().map(|k| (k, built.repeated_id_udf()));
         if let Some(k) = key {
             *slot = Some((k, Arc::clone(&built)));
         }
+        *self.used.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
         Ok(built)
     }
+}
+
+/// The runtime single-task builds run on (see [`NativeCache::get`]): one
+/// thread per core, made when first needed, for the life of the process.
+fn build_runtime() -> crate::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .thread_name("supportfunnel-build")
+                // as deep as the process's own workers (plans nest deeply)
+                .thread_stack_size(16 << 20)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| crate::Error::Internal(format!("no threads for the operators' build: {e}")))
+}
+
+/// The client session a cluster's task serves: the `supportfunnel.client`
+/// setting its client sends (`cluster::node`), else its session id.
+fn client_session(task: &TaskContext) -> String {
+    task.session_config()
+        .options()
+        .entries()
+        .into_iter()
+        .find(|e| e.key == "supportfunnel.client")
+        .and_then(|e| e.value)
+        .unwrap_or_else(|| task.session_id())
 }
 
 /// The session's cache, and a plan of the smallest relation with the key
@@ -386,7 +534,7 @@ pub async fn holds_build(ctx: &SessionContext) -> crate::Result<bool> {
 /// The build key of the first operator in `plan`.
 fn native_key(plan: &Arc<dyn ExecutionPlan>) -> Option<Key> {
     if let Some(n) = plan.downcast_ref::<NativeExec>() {
-        return files_of(&n.input).map(|f| (f, n.options.clone()));
+        return files_of(&n.input).map(|f| (f, n.options.clone(), None));
     }
     plan.children().into_iter().find_map(native_key)
 }
@@ -466,7 +614,7 @@ impl NativeExec {
         partitions: usize,
     ) -> DfResult<Self> {
         let schema = Arc::new(relation.schema(&ts_type).project(&columns)?);
-        let partitions = if relation.by_session() {
+        let partitions = if relation.by_session() && !options.single_task {
             partitions.max(1)
         } else {
             1
@@ -509,6 +657,86 @@ impl NativeExec {
     }
 }
 
+impl NativeExec {
+    /// Its wire form.
+    pub fn to_wire(&self) -> Wire {
+        Wire {
+            relation: self.relation.name().to_string(),
+            projection: Some(self.columns.clone()),
+            range: self.range,
+            ts_type: self.ts_type.clone(),
+            rows: self.rows,
+            partitions: self.properties.output_partitioning().partition_count(),
+            options: (
+                self.options.id_hash_bits,
+                self.options.buckets,
+                self.options.always_spill,
+                self.options.single_task,
+            ),
+        }
+    }
+
+    /// The scan it builds from.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// The `events` table it reads a few rows of again.
+    pub fn events(&self) -> &Arc<dyn TableProvider> {
+        &self.events
+    }
+
+    /// The operator `wire` describes, over `input` and `events`, building
+    /// into `cache` (an executor's: [`executor_cache`]).
+    pub fn from_wire(
+        wire: &Wire,
+        input: Arc<dyn ExecutionPlan>,
+        events: Arc<dyn TableProvider>,
+        cache: Arc<NativeCache>,
+    ) -> DfResult<Self> {
+        let relation = relation_named(&wire.relation)?;
+        let ts_type = wire.ts_type.clone();
+        let columns = match &wire.projection {
+            Some(c) => c.clone(),
+            None => (0..relation.schema(&ts_type).fields().len()).collect(),
+        };
+        let (id_hash_bits, buckets, always_spill, single_task) = wire.options;
+        Self::new(
+            relation,
+            input,
+            events,
+            columns,
+            wire.range,
+            ts_type,
+            wire.rows,
+            cache,
+            NativeOptions {
+                id_hash_bits,
+                buckets,
+                always_spill,
+                single_task,
+            },
+            wire.partitions,
+        )
+    }
+}
+
+/// How long an executor keeps a build no task has asked for: the report's
+/// jobs follow one another within seconds, while an executor lives for
+/// days and must not hold a finished query's build.
+pub const EXECUTOR_BUILD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The cache of this process's executor: one build shared by the tasks of
+/// every job over the same files, let go after [`EXECUTOR_BUILD_IDLE`].
+pub fn executor_cache() -> Arc<NativeCache> {
+    static CACHE: std::sync::OnceLock<Arc<NativeCache>> = std::sync::OnceLock::new();
+    Arc::clone(CACHE.get_or_init(|| {
+        let cache = Arc::new(NativeCache::default());
+        cache.release_when_idle(EXECUTOR_BUILD_IDLE);
+        cache
+    }))
+}
+
 impl DisplayAs for NativeExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let names: Vec<String> = self
@@ -521,7 +749,12 @@ impl DisplayAs for NativeExec {
             f,
             "NativeExec: {}",
             describe(self.relation, &names, self.range)
-        )
+        )?;
+        if self.options.single_task {
+            let files = files_of(&self.input).map_or(0, |f| f.len());
+            write!(f, ", one task over {files} files")?;
+        }
+        Ok(())
     }
 }
 
@@ -535,11 +768,17 @@ impl ExecutionPlan for NativeExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        // A single task's scan is its own: no rule splits its files again
+        // and no cluster gives it only a slice of them (`one_group`).
+        if self.options.single_task {
+            vec![]
+        } else {
+            vec![&self.input]
+        }
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
+        vec![false; self.children().len()]
     }
 
     fn apply_expressions(
@@ -554,6 +793,9 @@ impl ExecutionPlan for NativeExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.options.single_task {
+            return Ok(self);
+        }
         let input = children
             .pop()
             .ok_or_else(|| DataFusionError::Internal("NativeExec needs its input".into()))?;
@@ -582,7 +824,20 @@ impl ExecutionPlan for NativeExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let partitions = self.properties.output_partitioning().partition_count();
         let input = BuildInput {
-            input: Arc::clone(&self.input),
+            input: if self.options.single_task {
+                // Split again for this task's threads (see `one_group`).
+                let threads = context.session_config().target_partitions().max(1);
+                match self
+                    .input
+                    .repartitioned(threads, context.session_config().options())
+                {
+                    Ok(Some(split)) => split,
+                    Ok(None) => Arc::clone(&self.input),
+                    Err(e) => return Err(e),
+                }
+            } else {
+                Arc::clone(&self.input)
+            },
             events: Arc::clone(&self.events),
             task: Arc::clone(&context),
             rows: self.rows,
@@ -603,6 +858,11 @@ impl ExecutionPlan for NativeExec {
         let spilled_bytes = MetricBuilder::new(&self.metrics).spilled_bytes(partition);
         let buckets_metric = MetricBuilder::new(&self.metrics).gauge("buckets", partition);
         let batch_size = context.session_config().batch_size().max(1);
+        let ahead = if self.options.single_task {
+            context.session_config().target_partitions().max(1)
+        } else {
+            1
+        };
         let out_schema = Arc::clone(&schema);
         // The build (shared by every partition and relation), then this
         // partition's buckets one at a time: a bucket's rows are made, sent
@@ -632,7 +892,7 @@ impl ExecutionPlan for NativeExec {
             }
             let buckets: Vec<usize> = (partition..built.buckets()).step_by(partitions).collect();
             let per_bucket = futures::stream::iter(buckets)
-                .then(move |b| {
+                .map(move |b| {
                     let (built, columns, ts_type, schema) = (
                         Arc::clone(&built),
                         columns.clone(),
@@ -663,6 +923,10 @@ impl ExecutionPlan for NativeExec {
                         Ok::<_, DataFusionError>(futures::stream::iter(slices))
                     }
                 })
+                // One task emitting a whole relation makes its buckets on
+                // every thread, in order; partitions make theirs one at a
+                // time (the partitions are the parallelism).
+                .buffered(ahead)
                 .map(|r| match r {
                     Ok(s) => s.boxed(),
                     Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
@@ -677,6 +941,38 @@ impl ExecutionPlan for NativeExec {
         .flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
     }
+}
+
+/// `plan` with all its files in one group when it is a file scan: the one
+/// task of a cluster's stage then gets every file (Ballista gives a task
+/// only its stage's slice of the groups), without the shuffle of every row
+/// that gathering the partitions would cost. The task splits the files
+/// again for its threads ([`NativeExec::execute`]).
+fn one_group(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+    let Some(config) = plan
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|ds| ds.data_source().as_ref().downcast_ref::<FileScanConfig>())
+    else {
+        return Arc::clone(plan);
+    };
+    let mut seen = std::collections::HashSet::new();
+    let files: Vec<_> = config
+        .file_groups
+        .iter()
+        .flat_map(|g| g.files())
+        .filter(|f| seen.insert(f.object_meta.location.clone()))
+        .map(|f| {
+            let mut whole = f.clone();
+            whole.range = None;
+            whole
+        })
+        .collect();
+    DataSourceExec::from_data_source(
+        FileScanConfigBuilder::from(config.clone())
+            .with_file_groups(vec![FileGroup::new(files)])
+            .build(),
+    )
 }
 
 /// The `event_counts` row.
@@ -746,7 +1042,22 @@ impl ExtensionPlanner for NativePlanner {
                     .map(|t| t.rows as usize)
                     .sum()
             })
-            .filter(|n: &usize| *n > 0);
+            .filter(|n: &usize| *n > 0)
+            // A cluster's scheduler has no registry: the files' footers.
+            .or_else(|| {
+                datafusion::physical_plan::statistics::StatisticsContext::new()
+                    .compute(
+                        input.as_ref(),
+                        &datafusion::physical_plan::statistics::StatisticsArgs::new(),
+                    )
+                    .ok()
+                    .and_then(|s| s.num_rows.get_value().copied())
+            });
+        let input = if options.single_task {
+            one_group(&input)
+        } else {
+            input
+        };
         Ok(Some(Arc::new(NativeExec::new(
             node.relation,
             input,

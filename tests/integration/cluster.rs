@@ -255,6 +255,24 @@ async fn report_sql_and_job_on_a_cluster_equal_one_process() {
         assert_eq!(local, remote, "{sql}");
     }
 
+    // The relations are the operators, planned by the scheduler as one
+    // task over every file (docs/CLUSTER.md).
+    let plan = ok(
+        &config,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "EXPLAIN SELECT count(*) FROM sessions",
+            on[0],
+            on[1],
+        ],
+    );
+    assert!(
+        plan.contains("NativeExec: relation=sessions") && plan.contains("one task over"),
+        "{plan}"
+    );
+
     // The scheduled job: the same objects with the same rows.
     ok(&config, &["run", "--date", "2026-02-20"]);
     let cluster_config = s3_config(
@@ -847,4 +865,83 @@ fn an_executor_starts_from_an_empty_work_directory() {
     executor.wait_for_line("registration succeed", Duration::from_secs(60));
     assert!(!work.join("shuffle/OLDJOB123").exists());
     assert!(!work.join("spill/datafusion-old").exists());
+}
+
+/// `serve --cluster`: a PostgreSQL client's queries run as jobs on the
+/// cluster (the scheduler accepts them) and give what one process gives,
+/// `report()` included; a client's cancel request cancels the running job.
+#[cfg(feature = "serve")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_cluster_runs_queries_as_jobs_and_cancels_them() {
+    use tokio_postgres::NoTls;
+    let mut cluster = Cluster::start(2, 1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_tables(dir.path(), "");
+    let scratch = dir.path().join("scratch");
+    let (sessions, report) = (
+        "SELECT status, count(*) AS n, sum(actions) AS a FROM sessions \
+         GROUP BY status ORDER BY status",
+        "SELECT section, metric, segment, current, previous \
+         FROM report('2026-02-01', '2026-03-01') ORDER BY section, metric, segment",
+    );
+    let serve = |cluster_args: &[&str]| {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "serve",
+            "--listen",
+            listen.as_str(),
+        ];
+        args.extend_from_slice(cluster_args);
+        let mut node = Node::start("serve", dir.path(), &args, &[]);
+        node.wait_for_line("serving on", Duration::from_secs(120));
+        (node, listen)
+    };
+    let (_local_server, local) = serve(&[]);
+    let (_server, remote) = serve(&[
+        "--cluster",
+        &cluster.url,
+        "--scratch",
+        scratch.to_str().unwrap(),
+    ]);
+    let local = crate::serve::connect(local.parse().unwrap()).await;
+    let client = crate::serve::connect(remote.parse().unwrap()).await;
+    let mut one_process = Vec::new();
+    for sql in [sessions, report] {
+        one_process.push(crate::serve::simple(&local, sql).await);
+    }
+    let jobs = || cluster.scheduler.log().matches("Job submitted").count();
+    for (sql, expected) in [sessions, report].iter().zip(&one_process) {
+        let before = jobs();
+        let rows = crate::serve::simple(&client, sql).await;
+        assert!(rows.len() > 2, "{sql}: {rows:?}");
+        assert_eq!(&rows, expected, "{sql}");
+        assert!(jobs() > before, "{sql} ran no job on the cluster");
+    }
+
+    // A long query, cancelled as psql's Ctrl-C does: its job is cancelled.
+    let long = "SELECT count(*) FROM sessions a JOIN sessions b ON a.status = b.status \
+                JOIN sessions c ON b.status = c.status";
+    let token = client.cancel_token();
+    let before = jobs();
+    let (result, ()) = tokio::join!(client.simple_query(long), async {
+        let start = Instant::now();
+        while jobs() == before {
+            assert!(start.elapsed() < Duration::from_secs(60), "not submitted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        token.cancel_query(NoTls).await.unwrap();
+    });
+    let (code, _) = crate::serve::sql_error(result.unwrap_err());
+    assert_eq!(code, "57014", "query_canceled");
+    cluster
+        .scheduler
+        .wait_for_line("Job cancelled", Duration::from_secs(30));
+    // The connection goes on.
+    assert_eq!(
+        crate::serve::simple(&client, sessions).await,
+        one_process[0]
+    );
+    assert!(!scratch.exists() || std::fs::read_dir(&scratch).unwrap().next().is_none());
 }
