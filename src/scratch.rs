@@ -529,12 +529,20 @@ mod shared_tests {
     }
 }
 
+/// Rows in a row group of an intermediate table: a writer holds a whole
+/// row group until it is complete, so the default (about a million rows)
+/// would hold tens of MiB per writer, which a task under a small memory
+/// limit (a cluster's executor) does not have.
+const SCRATCH_ROW_GROUP: usize = 64 * 1024;
+
 /// How intermediate tables are written (a report's steps, a state's
 /// temporary files): LZ4, which writes several times faster than the
-/// default zstd and is read once or a few times before it is deleted.
+/// default zstd and is read once or a few times before it is deleted, in
+/// row groups of [`SCRATCH_ROW_GROUP`] rows.
 pub fn parquet_options() -> datafusion::config::TableParquetOptions {
     let mut options = datafusion::config::TableParquetOptions::default();
     options.global.compression = Some("lz4_raw".into());
+    options.global.max_row_group_size = SCRATCH_ROW_GROUP;
     options
 }
 
@@ -542,5 +550,6 @@ pub fn parquet_options() -> datafusion::config::TableParquetOptions {
 pub fn writer_properties() -> parquet::file::properties::WriterProperties {
     parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::LZ4_RAW)
+        .set_max_row_group_row_count(Some(SCRATCH_ROW_GROUP))
         .build()
 }

@@ -285,11 +285,14 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
         lap = Instant::now();
     };
     let env = input.task.runtime_env();
-    let budget = Arc::new(Budget::new(
-        Arc::clone(&env),
-        "supportfunnel history",
-        opts.always_spill,
-    ));
+    let mut budget = Budget::new(Arc::clone(&env), "supportfunnel history", opts.always_spill);
+    if opts.single_task {
+        // The build stays held while the operators above it in the same
+        // task run (a cluster's task filters the relation and writes the
+        // report's step): half of the task's pool is theirs.
+        budget = budget.capped(0.5);
+    }
+    let budget = Arc::new(budget);
     let threads = input.threads.max(1);
     let b = opts
         .buckets

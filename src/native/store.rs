@@ -30,6 +30,8 @@ pub struct Budget {
     pub limit: Option<usize>,
     /// Write every segment out as soon as it is complete (tests).
     pub always_spill: bool,
+    /// The most it may hold, below the pool's size ([`Budget::capped`]).
+    cap: Option<usize>,
     spilled: Mutex<(usize, u64)>,
     peak: std::sync::atomic::AtomicUsize,
 }
@@ -48,6 +50,7 @@ impl Budget {
             reservation: Mutex::new(reservation),
             env,
             limit,
+            cap: None,
             always_spill,
             spilled: Mutex::new((0, 0)),
             peak: std::sync::atomic::AtomicUsize::new(0),
@@ -60,12 +63,31 @@ impl Budget {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Reserves `bytes` more, if the pool grants them.
+    /// At most `share` of the pool (0 to 1) held at once by what can be
+    /// written out: the rest is for the operators above the build in the
+    /// same task (a cluster's task writing a report's step).
+    /// [`Budget::limit`] becomes that share.
+    pub fn capped(mut self, share: f64) -> Self {
+        if let Some(limit) = self.limit {
+            let cap = ((limit as f64) * share.clamp(0.0, 1.0)) as usize;
+            self.cap = Some(cap);
+            self.limit = Some(cap);
+        }
+        self
+    }
+
+    /// Reserves `bytes` more, if the pool grants them (and the cap).
     pub fn try_grow(&self, bytes: usize) -> bool {
         if self.always_spill {
             return false;
         }
         let r = self.lock();
+        if self
+            .cap
+            .is_some_and(|cap| r.size().saturating_add(bytes) > cap)
+        {
+            return false;
+        }
         let ok = r.try_grow(bytes).is_ok();
         self.peak
             .fetch_max(r.size(), std::sync::atomic::Ordering::Relaxed);

@@ -36,6 +36,11 @@ struct Cluster {
 impl Cluster {
     /// A scheduler and `executors` executors of `tasks` task slots each.
     fn start(executors: usize, tasks: usize, env: &[(&str, &str)]) -> Self {
+        Self::start_with(executors, tasks, &[], env)
+    }
+
+    /// [`Cluster::start`], each executor also given `args`.
+    fn start_with(executors: usize, tasks: usize, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let timeout = EXECUTOR_TIMEOUT.to_string();
         let tasks = tasks.to_string();
@@ -48,7 +53,11 @@ impl Cluster {
                 dir.path(),
                 &addr,
                 &work,
-                &["--concurrent-tasks", &tasks, "--heartbeat-interval", "1"],
+                &[
+                    &["--concurrent-tasks", &tasks, "--heartbeat-interval", "1"],
+                    args,
+                ]
+                .concat(),
                 env,
             ));
         }
@@ -944,4 +953,66 @@ async fn serve_on_a_cluster_runs_queries_as_jobs_and_cancels_them() {
         one_process[0]
     );
     assert!(!scratch.exists() || std::fs::read_dir(&scratch).unwrap().next().is_none());
+}
+
+/// Executors whose memory limit the operators' build does not fit in: the
+/// build spills on the executor (its log says how much), and the report
+/// equals one process's. (The history is generated: about 3.4M events,
+/// whose build holds about 160 MiB; each executor gets 128 MiB.)
+#[test]
+fn a_report_whose_build_spills_on_the_executors_equals_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("history");
+    let out = bin()
+        .args(["gen", "--out", data.to_str().unwrap()])
+        .args(["--users", "100000", "--days", "60", "--seed", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = dir.path().join("tables.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[tables]]\nname = \"events\"\nuri = \"{0}/events\"\n\n\
+             [[tables]]\nname = \"messages\"\nuri = \"{0}/messages\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let cluster = Cluster::start_with(2, 1, &["--memory-limit", "128MiB"], &[]);
+    let scratch = dir.path().join("scratch");
+    let args = [
+        "report",
+        "--format",
+        "csv",
+        "--from",
+        "2026-01-15",
+        "--to",
+        "2026-02-15",
+    ];
+    let local = ok(&config, &args);
+    let mut on = args.to_vec();
+    on.extend([
+        "--cluster",
+        &cluster.url,
+        "--scratch",
+        scratch.to_str().unwrap(),
+    ]);
+    let remote = ok(&config, &on);
+    assert!(local.lines().count() > 40, "{local}");
+    assert_eq!(local, remote);
+    let logs = cluster.logs();
+    let spilled: u64 = logs
+        .lines()
+        .filter(|l| l.contains("operators built"))
+        .filter_map(|l| {
+            l.split(" segments spilled")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(spilled > 0, "no build spilled: {logs}");
 }
