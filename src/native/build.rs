@@ -69,6 +69,10 @@ impl Default for NativeOptions {
     }
 }
 
+/// What a one-task build leaves of its task's pool to the operators above
+/// it: a step's writer holds a few MiB, a sort reserves 10 MiB.
+const SINGLE_TASK_HEADROOM: usize = 256 << 20;
+
 /// Bytes a valid event holds in the buckets, about, for choosing `B`.
 const BYTES_PER_EVENT: usize = 40;
 
@@ -289,8 +293,9 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     if opts.single_task {
         // The build stays held while the operators above it in the same
         // task run (a cluster's task filters the relation and writes the
-        // report's step): half of the task's pool is theirs.
-        budget = budget.capped(0.5);
+        // report's step): they get SINGLE_TASK_HEADROOM of the task's pool,
+        // or half of a smaller one.
+        budget = budget.capped(SINGLE_TASK_HEADROOM);
     }
     let budget = Arc::new(budget);
     let threads = input.threads.max(1);

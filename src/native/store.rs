@@ -63,13 +63,13 @@ impl Budget {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// At most `share` of the pool (0 to 1) held at once by what can be
-    /// written out: the rest is for the operators above the build in the
-    /// same task (a cluster's task writing a report's step).
-    /// [`Budget::limit`] becomes that share.
-    pub fn capped(mut self, share: f64) -> Self {
+    /// At most the pool's size less `headroom` (and at least half of it)
+    /// held at once by what can be written out: the rest is for the
+    /// operators above the build in the same task (a cluster's task
+    /// writing a report's step). [`Budget::limit`] becomes that cap.
+    pub fn capped(mut self, headroom: usize) -> Self {
         if let Some(limit) = self.limit {
-            let cap = ((limit as f64) * share.clamp(0.0, 1.0)) as usize;
+            let cap = limit - headroom.min(limit / 2);
             self.cap = Some(cap);
             self.limit = Some(cap);
         }
