@@ -787,14 +787,12 @@ async fn compute_report(
     };
     let events = report_tables(engine, &ctx, &periods, &ts_type, &store, &mut steps);
     let messages = message_steps(&ctx, &store, &params, &mut message_progress);
-    if shared.is_some() {
-        // On a cluster the event steps' operators run on one executor at a
-        // time: the message steps use the others meanwhile.
-        tokio::try_join!(events, messages)?;
-    } else {
-        events.await?;
-        messages.await?;
-    }
+    // One after the other, on a cluster too: run beside the event steps,
+    // the message steps' tasks took executors' slots and a later operator
+    // step went to an executor without the build, which built again
+    // (docs/CLUSTER.md).
+    events.await?;
+    messages.await?;
     steps.done = message_progress.done;
 
     let started = steps.start("sections");
