@@ -7,15 +7,18 @@
 //! scheduler has forgotten its running queries, and their clients fail with
 //! a line saying so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ballista_scheduler::cluster::BallistaCluster;
-use ballista_scheduler::config::SchedulerConfig;
+use ballista_core::serde::protobuf::ExecutorHeartbeat;
+use ballista_core::serde::scheduler::{ExecutorData, ExecutorMetadata};
+use ballista_scheduler::cluster::{BallistaCluster, BoundTask, ClusterState, ExecutorSlot};
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use ballista_scheduler::scheduler_server::SchedulerServer;
+use ballista_scheduler::state::task_manager::JobInfoCache;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use super::node;
@@ -114,65 +117,157 @@ async fn stop_stuck_jobs(
     }
 }
 
-/// Cancels every running job when an executor is lost. Ballista 55 would
-/// re-run the lost executor's finished stages, and its consumers then read
-/// some shuffle partitions twice: a count came out doubled with the job
-/// successful (docs/CLUSTER.md). A job computed with no executor lost is
-/// exact; a cancelled one is sent again by its client (`jobs`), which is
-/// what "the lost executor's tasks run again" means here.
-async fn cancel_jobs_on_executor_loss(
-    scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
-    mut events: ballista_scheduler::cluster::ClusterStateEventStream,
-) {
-    use ballista_scheduler::cluster::ClusterStateEvent;
-    use futures::StreamExt;
-    // Jobs that were running when the last executor was lost: Ballista
-    // fails them after its grace period unless an executor comes back, in
-    // which case they are cancelled then (not re-run).
-    let mut orphaned: Vec<ballista_core::JobId> = Vec::new();
-    while let Some(event) = events.next().await {
-        let running = scheduler.state.task_manager.get_running_job_cache();
-        let lost = match event {
-            ClusterStateEvent::RemovedExecutor { executor_id } => executor_id,
-            ClusterStateEvent::RegisteredExecutor { .. } => {
-                let back: Vec<_> = orphaned
-                    .drain(..)
-                    .filter(|id| running.contains_key(id))
-                    .collect();
-                if !back.is_empty() {
-                    log::warn!(
-                        "an executor registered: cancelling the {} job(s) that lost every \
-                         executor; their clients send them again",
-                        back.len()
-                    );
-                }
-                for id in back {
-                    let _ = scheduler.cancel_job(id).await;
-                }
-                continue;
-            }
+/// The cluster state of the scheduler: Ballista's, with every running job
+/// cancelled the moment an executor is removed, before Ballista handles
+/// the loss. Ballista 55 re-runs the lost executor's finished stages, and
+/// their consumers then read some shuffle partitions twice: a count came
+/// out doubled with the job successful (docs/CLUSTER.md). Cancelling from
+/// here, the cancellation is queued ahead of Ballista's own loss event, so
+/// no job can finish on re-run stages (watching the cluster's events from
+/// a task of our own left a window in which a fast job could); a cancelled
+/// job is sent again by its client (`jobs`), which is what "the lost
+/// executor's tasks run again" means here.
+struct CancelOnLoss {
+    inner: Arc<dyn ClusterState>,
+    scheduler: OnceLock<SchedulerServer<LogicalPlanNode, PhysicalPlanNode>>,
+    /// Jobs that were running when the last executor was lost: Ballista
+    /// fails them after its grace period unless an executor comes back, in
+    /// which case they are cancelled then (before the newcomer can run any
+    /// of their reset tasks).
+    orphaned: tokio::sync::Mutex<Vec<ballista_core::JobId>>,
+}
+
+impl CancelOnLoss {
+    async fn cancel(&self, jobs: Vec<ballista_core::JobId>) {
+        let Some(scheduler) = self.scheduler.get() else {
+            return;
         };
-        if running.is_empty() {
-            continue;
+        for id in jobs {
+            let _ = scheduler.cancel_job(id).await;
         }
-        let none_left = scheduler
-            .state
-            .executor_manager
-            .get_executors_state()
+    }
+
+    fn running(&self) -> Vec<ballista_core::JobId> {
+        self.scheduler.get().map_or_else(Vec::new, |s| {
+            s.state
+                .task_manager
+                .get_running_job_cache()
+                .keys()
+                .cloned()
+                .collect()
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterState for CancelOnLoss {
+    async fn init(&self) -> ballista_core::error::Result<()> {
+        self.inner.init().await
+    }
+
+    async fn bind_schedulable_tasks(
+        &self,
+        distribution: TaskDistributionPolicy,
+        active_jobs: Arc<HashMap<ballista_core::JobId, JobInfoCache>>,
+        executors: Option<HashSet<String>>,
+    ) -> ballista_core::error::Result<Vec<BoundTask>> {
+        self.inner
+            .bind_schedulable_tasks(distribution, active_jobs, executors)
             .await
-            .map_or(true, |e| e.is_empty());
-        if none_left {
-            orphaned.extend(running.keys().cloned());
-            continue;
+    }
+
+    async fn unbind_tasks(
+        &self,
+        executor_slots: Vec<ExecutorSlot>,
+    ) -> ballista_core::error::Result<()> {
+        self.inner.unbind_tasks(executor_slots).await
+    }
+
+    async fn register_executor(
+        &self,
+        metadata: ExecutorMetadata,
+        spec: ExecutorData,
+    ) -> ballista_core::error::Result<()> {
+        let running = self.running();
+        let back: Vec<_> = {
+            let mut orphaned = self.orphaned.lock().await;
+            orphaned
+                .drain(..)
+                .filter(|id| running.contains(id))
+                .collect()
+        };
+        if !back.is_empty() {
+            log::warn!(
+                "an executor registered: cancelling the {} job(s) that lost every executor; \
+                 their clients send them again",
+                back.len()
+            );
+            self.cancel(back).await;
         }
-        log::warn!(
-            "executor {lost} was lost: cancelling the {} running job(s), whose results it may \
-             have held; their clients send them again",
-            running.len()
-        );
-        for id in running.keys() {
-            let _ = scheduler.cancel_job(id.clone()).await;
+        self.inner.register_executor(metadata, spec).await
+    }
+
+    async fn save_executor_metadata(
+        &self,
+        metadata: ExecutorMetadata,
+    ) -> ballista_core::error::Result<()> {
+        self.inner.save_executor_metadata(metadata).await
+    }
+
+    async fn get_executor_metadata(
+        &self,
+        executor_id: &str,
+    ) -> ballista_core::error::Result<ExecutorMetadata> {
+        self.inner.get_executor_metadata(executor_id).await
+    }
+
+    async fn registered_executor_metadata(&self) -> Vec<ExecutorMetadata> {
+        self.inner.registered_executor_metadata().await
+    }
+
+    async fn save_executor_heartbeat(
+        &self,
+        heartbeat: ExecutorHeartbeat,
+    ) -> ballista_core::error::Result<()> {
+        self.inner.save_executor_heartbeat(heartbeat).await
+    }
+
+    async fn remove_executor(&self, executor_id: &str) -> ballista_core::error::Result<()> {
+        let running = self.running();
+        if !running.is_empty() {
+            let others = self
+                .inner
+                .registered_executor_metadata()
+                .await
+                .iter()
+                .filter(|m| m.id != executor_id)
+                .count();
+            if others == 0 {
+                self.orphaned.lock().await.extend(running);
+            } else {
+                log::warn!(
+                    "executor {executor_id} was lost: cancelling the {} running job(s), whose \
+                     results it may have held; their clients send them again",
+                    running.len()
+                );
+                self.cancel(running).await;
+            }
         }
+        self.inner.remove_executor(executor_id).await
+    }
+
+    fn executor_heartbeats(&self) -> HashMap<String, ExecutorHeartbeat> {
+        self.inner.executor_heartbeats()
+    }
+
+    fn get_executor_heartbeat(&self, executor_id: &str) -> Option<ExecutorHeartbeat> {
+        self.inner.get_executor_heartbeat(executor_id)
+    }
+
+    async fn cluster_state_events(
+        &self,
+    ) -> ballista_core::error::Result<ballista_scheduler::cluster::ClusterStateEventStream> {
+        self.inner.cluster_state_events().await
     }
 }
 
@@ -207,9 +302,15 @@ pub async fn run_scheduler(opts: &SchedulerOptions, ready: impl FnOnce(SocketAdd
     config.override_logical_codec = Some(Arc::new(super::codec::LogicalCodec::default()));
     config.override_physical_codec = Some(Arc::new(super::codec::PhysicalCodec::default()));
     config.validate().map_err(|e| cluster_error(&addr, e))?;
-    let cluster = BallistaCluster::new_from_config(&config)
+    let memory = BallistaCluster::new_from_config(&config)
         .await
         .map_err(|e| cluster_error(&addr, e))?;
+    let guard = Arc::new(CancelOnLoss {
+        inner: memory.cluster_state(),
+        scheduler: OnceLock::new(),
+        orphaned: Default::default(),
+    });
+    let cluster = BallistaCluster::new(guard.clone(), memory.job_state());
     let scheduler =
         create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
             .await
@@ -218,13 +319,7 @@ pub async fn run_scheduler(opts: &SchedulerOptions, ready: impl FnOnce(SocketAdd
         scheduler.clone(),
         stall_timeout(opts.executor_timeout),
     ));
-    let events = scheduler
-        .state
-        .executor_manager
-        .cluster_state_events()
-        .await
-        .map_err(|e| cluster_error(&addr, e))?;
-    tokio::spawn(cancel_jobs_on_executor_loss(scheduler.clone(), events));
+    let _ = guard.scheduler.set(scheduler.clone());
     ready(addr);
     start_grpc_service_with_listener(listener, scheduler)
         .await

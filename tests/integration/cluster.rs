@@ -683,7 +683,21 @@ fn a_report_survives_a_killed_executor_or_fails_in_one_line_and_never_hangs() {
         let logs = || cluster.logs();
         let out = finish_within(client, Duration::from_secs(240), "report", &logs);
         if out.status.success() {
-            assert_eq!(stdout(&out), expected, "attempt {attempt}");
+            let got = stdout(&out);
+            if got != expected {
+                let differ: Vec<String> = got
+                    .lines()
+                    .zip(expected.lines())
+                    .filter(|(g, e)| g != e)
+                    .map(|(g, e)| format!("got {g}\nnot {e}"))
+                    .collect();
+                panic!(
+                    "attempt {attempt}: the report differs from one process's:\n{}\n{}\n{}",
+                    differ.join("\n"),
+                    stderr(&out),
+                    logs()
+                );
+            }
         } else {
             let err = stderr(&out);
             assert_eq!(err.trim().lines().count(), 1, "attempt {attempt}: {err}");
