@@ -787,12 +787,17 @@ async fn compute_report(
     };
     let events = report_tables(engine, &ctx, &periods, &ts_type, &store, &mut steps);
     let messages = message_steps(&ctx, &store, &params, &mut message_progress);
-    // One after the other, on a cluster too: run beside the event steps,
-    // the message steps' tasks took executors' slots and a later operator
-    // step went to an executor without the build, which built again
-    // (docs/CLUSTER.md).
-    events.await?;
-    messages.await?;
+    // On a cluster the message steps (which need no build) run beside the
+    // event steps, on the executors the build leaves free; the scheduler
+    // sends every operator task to the executor holding the build
+    // (`cluster::scheduler`). In one process the build takes every core:
+    // one after the other.
+    if shared.is_some() {
+        tokio::try_join!(events, messages)?;
+    } else {
+        events.await?;
+        messages.await?;
+    }
     steps.done = message_progress.done;
 
     let started = steps.start("sections");

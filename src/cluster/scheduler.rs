@@ -135,6 +135,11 @@ struct CancelOnLoss {
     /// which case they are cancelled then (before the newcomer can run any
     /// of their reset tasks).
     orphaned: tokio::sync::Mutex<Vec<ballista_core::JobId>>,
+    /// The executor each client's operators were built on (its first
+    /// one-task build went there), forgotten when that executor is lost.
+    /// An entry unused for [`HOME_IDLE`] goes (its executor let go of the
+    /// build by then).
+    homes: tokio::sync::Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl CancelOnLoss {
@@ -159,21 +164,86 @@ impl CancelOnLoss {
     }
 }
 
+/// How long a client's home executor is remembered after its last build
+/// task: longer than an executor keeps an unused build
+/// (`native::node::EXECUTOR_BUILD_IDLE`).
+const HOME_IDLE: Duration = Duration::from_secs(120);
+
+/// The client of `job` when one of its running stages still has to bind
+/// a task that builds the operators' relations in one task.
+async fn pending_build(job: &JobInfoCache) -> Option<String> {
+    let mut graph = job.execution_graph.write().await;
+    let session = graph.session_id().to_string();
+    let mut seen = Vec::new();
+    while let Some(stage) = graph.fetch_running_stage(&seen) {
+        seen.push(stage.stage_id);
+        if !stage.pending.is_empty() && crate::native::node::builds_in_one_task(&stage.plan) {
+            return Some(crate::native::node::client_of(
+                &stage.session_config,
+                &session,
+            ));
+        }
+    }
+    None
+}
+
 #[async_trait::async_trait]
 impl ClusterState for CancelOnLoss {
     async fn init(&self) -> ballista_core::error::Result<()> {
         self.inner.init().await
     }
 
+    /// Ballista's binding, with one rule of ours first: a task that builds
+    /// the operators' relations in one task goes to the executor that ran
+    /// its client's first such task, where the build is cached (the
+    /// client's later jobs read it there instead of building it again
+    /// elsewhere). It waits for that executor's slot; the job's other
+    /// stages wait with it while it is pending.
     async fn bind_schedulable_tasks(
         &self,
         distribution: TaskDistributionPolicy,
         active_jobs: Arc<HashMap<ballista_core::JobId, JobInfoCache>>,
         executors: Option<HashSet<String>>,
     ) -> ballista_core::error::Result<Vec<BoundTask>> {
-        self.inner
-            .bind_schedulable_tasks(distribution, active_jobs, executors)
-            .await
+        let mut homes = self.homes.lock().await;
+        homes.retain(|_, (_, used)| used.elapsed() < HOME_IDLE);
+        let mut bound = Vec::new();
+        let mut rest = HashMap::new();
+        // One job with a build task at a time: the first one's binding
+        // makes the home the next ones go to, in this round already.
+        for (id, info) in active_jobs.iter() {
+            let Some(client) = pending_build(info).await else {
+                rest.insert(id.clone(), info.clone());
+                continue;
+            };
+            let home = homes.get(&client).map(|(executor, _)| executor.clone());
+            let on = match &home {
+                Some(executor) if executors.as_ref().is_some_and(|e| !e.contains(executor)) => {
+                    continue;
+                }
+                Some(executor) => Some(HashSet::from([executor.clone()])),
+                None => executors.clone(),
+            };
+            let job = Arc::new(HashMap::from([(id.clone(), info.clone())]));
+            let tasks = self
+                .inner
+                .bind_schedulable_tasks(distribution.clone(), job, on)
+                .await?;
+            if let Some((executor, _)) = tasks
+                .iter()
+                .find(|(_, task)| crate::native::node::builds_in_one_task(&task.plan))
+            {
+                homes.insert(client, (executor.clone(), Instant::now()));
+            }
+            bound.extend(tasks);
+        }
+        drop(homes);
+        bound.extend(
+            self.inner
+                .bind_schedulable_tasks(distribution, Arc::new(rest), executors)
+                .await?,
+        );
+        Ok(bound)
     }
 
     async fn unbind_tasks(
@@ -253,6 +323,10 @@ impl ClusterState for CancelOnLoss {
                 self.cancel(running).await;
             }
         }
+        self.homes
+            .lock()
+            .await
+            .retain(|_, (executor, _)| executor != executor_id);
         self.inner.remove_executor(executor_id).await
     }
 
@@ -309,6 +383,7 @@ pub async fn run_scheduler(opts: &SchedulerOptions, ready: impl FnOnce(SocketAdd
         inner: memory.cluster_state(),
         scheduler: OnceLock::new(),
         orphaned: Default::default(),
+        homes: Default::default(),
     });
     let cluster = BallistaCluster::new(guard.clone(), memory.job_state());
     let scheduler =

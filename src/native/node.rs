@@ -472,13 +472,31 @@ fn build_runtime() -> crate::Result<&'static tokio::runtime::Runtime> {
 /// The client session a cluster's task serves: the `supportfunnel.client`
 /// setting its client sends (`cluster::node`), else its session id.
 fn client_session(task: &TaskContext) -> String {
-    task.session_config()
+    client_of(task.session_config(), &task.session_id())
+}
+
+/// The client a session of a cluster serves: its `supportfunnel.client`
+/// setting, else `session_id` (see [`client_session`]).
+pub fn client_of(config: &datafusion::prelude::SessionConfig, session_id: &str) -> String {
+    config
         .options()
         .entries()
         .into_iter()
         .find(|e| e.key == "supportfunnel.client")
         .and_then(|e| e.value)
-        .unwrap_or_else(|| task.session_id())
+        .unwrap_or_else(|| session_id.to_string())
+}
+
+/// Whether `plan` holds an operator that builds its relation in one task
+/// (as on a cluster's executor), which is fastest where its client's build
+/// already is.
+pub fn builds_in_one_task(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(native) = (plan.as_ref() as &dyn std::any::Any).downcast_ref::<NativeExec>() {
+        if native.options.single_task {
+            return true;
+        }
+    }
+    plan.children().into_iter().any(builds_in_one_task)
 }
 
 /// The session's cache, and a plan of the smallest relation with the key

@@ -245,15 +245,36 @@ async fn report_sql_and_job_on_a_cluster_equal_one_process() {
         "s3://scratch/tmp",
     ];
 
-    // The report, for a given period and for the default one.
+    // The report, for a given period and for the default one. Each builds
+    // the operators once, on one executor: the scheduler sends all of a
+    // client's operator tasks to the executor that holds its build.
+    let builds = || {
+        cluster
+            .executors
+            .iter()
+            .map(|e| e.log().matches("operators built").count())
+            .sum::<usize>()
+    };
     for period in [&["--from", "2026-02-01", "--to", "2026-03-01"][..], &[][..]] {
         let mut args = vec!["report", "--format", "json"];
         args.extend_from_slice(period);
         let local = ok(&config, &args);
         args.extend_from_slice(&on);
+        let before = builds();
         let remote = ok(&config, &args);
         assert!(local.lines().count() > 40, "{local}");
         assert_eq!(local, remote, "report {period:?}");
+        // (the executors' logs are read by threads of their own)
+        let start = Instant::now();
+        while builds() <= before && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            builds(),
+            before + 1,
+            "report {period:?}: {}",
+            cluster.logs()
+        );
     }
 
     // Ad-hoc SQL: the window function, views, a join.
