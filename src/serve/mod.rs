@@ -46,6 +46,7 @@
 //!   how threads are shared and what a query that never yields does.
 
 mod auth;
+mod catalog;
 mod connection;
 mod hooks;
 mod names;
@@ -408,6 +409,8 @@ pub async fn start(engine: &Engine, opts: ServeOptions) -> Result<Server> {
         datafusion_postgres::auth::AuthManager::new(),
     )
     .map_err(|e| Error::Internal(format!("pg_catalog: {e}")))?;
+    catalog::register(&base, "datafusion")
+        .map_err(|e| Error::Internal(format!("pg_catalog: {e}")))?;
     let mut opts = opts;
     // Only the SCRAM verifier is kept, not the password.
     let scram = opts.password.take().map(|p| {

@@ -46,7 +46,7 @@ pub fn is_catalog(name: &ObjectName) -> bool {
 }
 
 /// Whether `statement` reads a system catalog.
-fn reads_catalog(statement: &Statement) -> bool {
+pub fn reads_catalog(statement: &Statement) -> bool {
     let mut found = false;
     let _ = visit_relations(statement, |name| {
         found |= is_catalog(name);

@@ -34,7 +34,7 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::PgWireBackendMessage;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::{names, settings, ConnectionKey, Shared};
+use super::{catalog, names, settings, ConnectionKey, Shared};
 
 /// A connection's query handlers.
 pub(super) struct Service {
@@ -307,6 +307,8 @@ impl SimpleQueryHandler for Service {
             return Err(select_list_subquery());
         }
         let watch = Arc::new(self.watch(client));
+        let rewritten = catalog::rewrite(query);
+        let query = rewritten.as_deref().unwrap_or(query);
         let named = names::with_pg_names(query);
         let text = named.as_deref().unwrap_or(query);
         let responses = watched(&watch, async {
@@ -353,6 +355,8 @@ impl QueryParser for OneStatementParser {
         if names::has_select_list_subquery(sql) {
             return Err(select_list_subquery());
         }
+        let rewritten = catalog::rewrite(sql);
+        let sql = rewritten.as_deref().unwrap_or(sql);
         let named = names::with_pg_names(sql);
         self.inner
             .parse_sql(client, named.as_deref().unwrap_or(sql), types)

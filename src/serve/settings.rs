@@ -157,6 +157,14 @@ fn min_messages(v: &str) -> Result<String, String> {
 }
 
 /// Every setting, in `SHOW ALL` order.
+/// The server's default of setting `name` (any case), if it has one.
+pub fn default_of(name: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name))
+        .map(|s| s.default)
+}
+
 const SETTINGS: &[Setting] = &[
     Setting {
         name: "application_name",

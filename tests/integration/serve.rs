@@ -731,3 +731,152 @@ fn serve_refuses_bad_settings_in_one_line() {
     );
     assert!(help.contains("every connection must use TLS"), "{help}");
 }
+
+/// The Python with SQLAlchemy, psycopg2 and pandas to drive the server
+/// with: `$SUPPORTFUNNEL_PYTHON`, else `python3`. `None` (the test is
+/// skipped, saying so) when it lacks them, unless
+/// `SUPPORTFUNNEL_REQUIRE_PYTHON` is set, as in `.ci/run`, which installs
+/// them.
+fn python_with_sqlalchemy() -> Option<String> {
+    let python = std::env::var("SUPPORTFUNNEL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import sqlalchemy, psycopg2, pandas"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("SUPPORTFUNNEL_REQUIRE_PYTHON").is_none(),
+        "{python} lacks sqlalchemy, psycopg2 or pandas (.ci/run installs them)"
+    );
+    eprintln!("note: skipped: {python} lacks sqlalchemy, psycopg2 or pandas");
+    None
+}
+
+#[test]
+fn sqlalchemy_pandas_and_superset_calls_work_against_serve() {
+    let Some(python) = python_with_sqlalchemy() else {
+        return;
+    };
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut server = Node::start(
+        "serve",
+        std::path::Path::new(root),
+        &["serve", "--listen", &listen],
+        &[],
+    );
+    server.wait_for_line("serving on", Duration::from_secs(120));
+    // What the CLI counts, per event type, as JSON.
+    let counts = bin()
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT event_type, count(*) AS n FROM events WHERE event_type IS NOT NULL \
+             GROUP BY 1 ORDER BY 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(counts.status.success());
+    let expected: serde_json::Map<String, serde_json::Value> = String::from_utf8(counts.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (t, n) = l.rsplit_once(',').unwrap();
+            (
+                t.to_string(),
+                serde_json::Value::from(n.parse::<u64>().unwrap()),
+            )
+        })
+        .collect();
+    let script = std::path::Path::new(root).join("tests/clients/sqlalchemy_client.py");
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .arg(format!(
+            "postgresql+psycopg2://supportfunnel@127.0.0.1:{port}/datafusion"
+        ))
+        .arg(serde_json::Value::Object(expected).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("core select"), "{printed}");
+}
+
+/// `java` and pgjdbc's jar (`$SUPPORTFUNNEL_PGJDBC`, else Debian's
+/// `libpostgresql-jdbc-java`); `None` (skipped, saying so) when missing,
+/// unless `SUPPORTFUNNEL_REQUIRE_JDBC` is set, as in `.ci/run`, which
+/// installs the package.
+fn java_with_pgjdbc() -> Option<String> {
+    let jar = std::env::var("SUPPORTFUNNEL_PGJDBC")
+        .unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    let java = std::process::Command::new("java")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if java && std::path::Path::new(&jar).exists() {
+        return Some(jar);
+    }
+    assert!(
+        std::env::var_os("SUPPORTFUNNEL_REQUIRE_JDBC").is_none(),
+        "java or pgjdbc ({jar}) missing (.ci/run installs libpostgresql-jdbc-java)"
+    );
+    eprintln!("note: skipped: java or pgjdbc ({jar}) missing");
+    None
+}
+
+#[test]
+fn pgjdbc_metadata_and_prepared_statements_work_against_serve() {
+    let Some(jar) = java_with_pgjdbc() else {
+        return;
+    };
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut server = Node::start(
+        "serve",
+        std::path::Path::new(root),
+        &["serve", "--listen", &listen],
+        &[],
+    );
+    server.wait_for_line("serving on", Duration::from_secs(120));
+    let count = bin()
+        .args([
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM events WHERE event_type = 'article_view'",
+        ])
+        .output()
+        .unwrap();
+    assert!(count.status.success());
+    let count = String::from_utf8(count.stdout).unwrap();
+    let expected = count.lines().nth(1).unwrap().trim().to_string();
+    let script = std::path::Path::new(root).join("tests/clients/JdbcClient.java");
+    let out = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(&jar)
+        .arg(script)
+        .arg(format!("jdbc:postgresql://127.0.0.1:{port}/datafusion"))
+        .arg(&expected)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && printed.contains("prepared statement"),
+        "{printed}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    assert!(printed.contains("product PostgreSQL 16."), "{printed}");
+}

@@ -1,0 +1,76 @@
+// What JDBC tools (Metabase, DBeaver, Tableau) ask on sync, asked of
+// `supportfunnel serve` through pgjdbc.
+//
+// Usage: java -cp postgresql.jar JdbcClient.java URL ARTICLE_VIEW_COUNT
+// Prints one line per check; exits non-zero at the first failure.
+
+import java.sql.Connection;
+import java.sql.DatabaseMetaData;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.Map;
+import java.util.Set;
+
+public class JdbcClient {
+    static void check(boolean ok, String what) {
+        if (!ok) {
+            System.err.println("FAILED: " + what);
+            System.exit(1);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        String url = args[0];
+        long expected = Long.parseLong(args[1]);
+        try (Connection c = DriverManager.getConnection(url, "supportfunnel", "")) {
+            DatabaseMetaData md = c.getMetaData();
+            System.out.println("product " + md.getDatabaseProductName() + " "
+                + md.getDatabaseProductVersion());
+            check(md.getDatabaseMajorVersion() == 16, "major version");
+
+            Set<String> schemas = new HashSet<>();
+            try (ResultSet rs = md.getSchemas()) {
+                while (rs.next()) {
+                    schemas.add(rs.getString("TABLE_SCHEM"));
+                }
+            }
+            check(schemas.contains("public"), "schemas " + schemas);
+
+            Map<String, String> tables = new HashMap<>();
+            try (ResultSet rs = md.getTables(null, "public", "%", new String[] {"TABLE", "VIEW"})) {
+                while (rs.next()) {
+                    tables.put(rs.getString("TABLE_NAME"), rs.getString("TABLE_TYPE"));
+                }
+            }
+            check("TABLE".equals(tables.get("events")), "tables " + tables);
+            check("VIEW".equals(tables.get("sessions")), "tables " + tables);
+            System.out.println("tables " + tables.size());
+
+            Map<String, String> columns = new HashMap<>();
+            try (ResultSet rs = md.getColumns(null, "public", "events", "%")) {
+                while (rs.next()) {
+                    columns.put(rs.getString("COLUMN_NAME"), rs.getString("TYPE_NAME"));
+                }
+            }
+            check(columns.containsKey("event_id") && columns.containsKey("ts"), "columns " + columns);
+            System.out.println("columns " + columns);
+
+            // (getPrimaryKeys and getImportedKeys are not answered yet: pgjdbc
+            // asks them with information_schema._pg_expandarray.)
+
+            try (PreparedStatement ps =
+                     c.prepareStatement("SELECT count(*) AS n FROM events WHERE event_type = ?")) {
+                ps.setString(1, "article_view");
+                try (ResultSet rs = ps.executeQuery()) {
+                    check(rs.next(), "a row");
+                    long n = rs.getLong("n");
+                    check(n == expected, "count " + n + " not " + expected);
+                }
+            }
+            System.out.println("prepared statement");
+        }
+    }
+}
