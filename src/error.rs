@@ -150,6 +150,27 @@ pub enum Error {
     Internal(String),
 }
 
+/// An error and its causes on one line, as the CLI and the Python package
+/// print them: what failed, then why. DataFusion errors repeat their
+/// sources in their own text and span lines, so causes already said are
+/// dropped and line breaks folded.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let text = c
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
 impl Error {
     /// Shorthand for [`Error::Usage`].
     pub fn usage(msg: impl Into<String>) -> Self {

@@ -54,23 +54,9 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 }
 
 /// `e` as `supportfunnel.Error`, its message on one line as the CLI
-/// prints it: what failed, then why, causes already said dropped and line
-/// breaks folded.
+/// prints it ([`engine::error::one_line`]).
 fn error(e: engine::Error) -> PyErr {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cause: Option<&dyn std::error::Error> = Some(&e);
-    while let Some(c) = cause {
-        let text = c
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cause = c.source();
-    }
-    let mut line = parts.join(": ");
+    let mut line = engine::error::one_line(&e);
     if e.is_resources_exhausted() {
         line.push_str("; the query needs more memory than memory_limit allows: raise it");
     }

@@ -226,22 +226,10 @@ const WORKER_STACK: usize = 16 << 20;
 /// removed under it.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The error chain on one line: what failed, then why. DataFusion errors
-/// repeat their sources in their own text and span lines, so causes already
-/// said are dropped and line breaks folded.
+/// The error chain on one line ([`supportfunnel::error::one_line`]), with
+/// DataFusion's memory advice put in terms of our flag.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    let line = parts.join(": ");
+    let line = supportfunnel::error::one_line(e.as_ref());
     if line.contains("--memory-limit") {
         return line;
     }

@@ -344,13 +344,7 @@ pub fn rewrite(sql: &str) -> Option<String> {
             ControlFlow::<()>::Continue(())
         });
     }
-    changed.then(|| {
-        statements
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(";\n")
-    })
+    changed.then(|| super::names::text_of(&statements))
 }
 
 fn rewrite_expr(expr: &mut Expr) -> bool {

@@ -108,13 +108,16 @@ pub fn with_pg_names(sql: &str) -> Option<String> {
             changed |= name_query(q);
         }
     }
-    changed.then(|| {
-        statements
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(";\n")
-    })
+    changed.then(|| text_of(&statements))
+}
+
+/// `statements` as SQL text again (after a rewrite).
+pub fn text_of(statements: &[Statement]) -> String {
+    statements
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(";\n")
 }
 
 /// Names the output columns of `q` (its leftmost `SELECT`, as PostgreSQL

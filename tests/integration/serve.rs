@@ -732,6 +732,21 @@ fn serve_refuses_bad_settings_in_one_line() {
     assert!(help.contains("every connection must use TLS"), "{help}");
 }
 
+/// `serve` of the sample on a free loopback port, without a password,
+/// accepting connections; and its port.
+fn serve_the_sample() -> (Node, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Node::start(
+        "serve",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["serve", "--listen", &listen],
+        &[],
+    );
+    server.wait_for_line("serving on", Duration::from_secs(120));
+    (server, port)
+}
+
 /// The Python with SQLAlchemy, psycopg2 and pandas to drive the server
 /// with: `$SUPPORTFUNNEL_PYTHON`, else `python3`. `None` (the test is
 /// skipped, saying so) when it lacks them, unless
@@ -759,16 +774,8 @@ fn sqlalchemy_pandas_and_superset_calls_work_against_serve() {
     let Some(python) = python_with_sqlalchemy() else {
         return;
     };
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let (server, port) = serve_the_sample();
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut server = Node::start(
-        "serve",
-        std::path::Path::new(root),
-        &["serve", "--listen", &listen],
-        &[],
-    );
-    server.wait_for_line("serving on", Duration::from_secs(120));
     // What the CLI counts, per event type, as JSON.
     let counts = bin()
         .args([
@@ -840,16 +847,8 @@ fn pgjdbc_metadata_and_prepared_statements_work_against_serve() {
     let Some(jar) = java_with_pgjdbc() else {
         return;
     };
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let (server, port) = serve_the_sample();
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut server = Node::start(
-        "serve",
-        std::path::Path::new(root),
-        &["serve", "--listen", &listen],
-        &[],
-    );
-    server.wait_for_line("serving on", Duration::from_secs(120));
     let count = bin()
         .args([
             "sql",
