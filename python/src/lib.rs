@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arrow::pyarrow::{IntoPyArrow, Table};
+use arrow_pyarrow::{IntoPyArrow, Table};
 use chrono::NaiveDate;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;

@@ -6,7 +6,10 @@ Run by .ci/run after `pip install ./python`:
 import datetime
 import os
 import pathlib
+import signal
 import subprocess
+import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -76,8 +79,17 @@ def test_results_go_to_duckdb_or_polars_without_a_copy(con):
     except ImportError:
         duckdb = None
     if duckdb is not None:
-        n = duckdb.sql("SELECT count(*) FROM table").fetchone()[0]
+        # DuckDB scans the Arrow buffers in place (its Arrow scan), here
+        # through nothing but the PyCapsule stream.
+        class Stream:
+            def __arrow_c_stream__(self, requested_schema=None):
+                return table.__arrow_c_stream__(requested_schema)
+
+        stream = Stream()  # noqa: F841 (DuckDB finds it by name)
+        [(n, users)] = duckdb.sql(
+            "SELECT count(*), count(DISTINCT user_id) FROM stream").fetchall()
         assert n == table.num_rows
+        assert users == len(set(table.column("user_id").to_pylist()))
     try:
         import polars
     except ImportError:
@@ -86,6 +98,42 @@ def test_results_go_to_duckdb_or_polars_without_a_copy(con):
         assert polars.from_arrow(table).height == table.num_rows
     if duckdb is None and polars is None:
         pytest.skip("neither duckdb nor polars is installed")
+
+
+SLOW_QUERY_CHILD = r"""
+import sys, supportfunnel
+con = supportfunnel.connect(events=sys.argv[1], messages=sys.argv[2])
+print("ready", flush=True)
+try:
+    con.sql("SELECT sum(a.value * b.value) AS s FROM range(200000) a CROSS JOIN range(200000) b")
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(3)
+print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_cancels_a_running_query():
+    # In a child of its own, as a person at a prompt or a scheduler's
+    # SIGINT meets it: the query (minutes of work) stops at once.
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_QUERY_CHILD, EVENTS, MESSAGES],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        start_new_session=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        child.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, _ = child.communicate(timeout=60)
+        waited = time.monotonic() - sent
+    finally:
+        child.kill()
+    assert child.returncode == 3 and "interrupted" in out, (child.returncode, out)
+    # (A cancelled query answers within the signal check's 100 ms; far
+    # below the minutes the query needs, on any machine.)
+    assert waited < 30, waited
 
 
 def test_errors_are_one_line_exceptions(con, tmp_path):
@@ -123,3 +171,18 @@ def test_run_job_writes_what_the_cli_writes(tmp_path):
     assert written["rows"] > 40
     theirs = written["location"].replace(str(tmp_path / "py"), str(tmp_path / "cli"))
     assert pq.read_table(written["location"]).equals(pq.read_table(theirs))
+
+
+def test_the_scheduler_task_example_runs(tmp_path):
+    # examples/python_task.py as a scheduler would call it.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "python_task", ROOT / "examples" / "python_task.py")
+    task = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(task)
+    written = task.funnel_report(
+        job_config(tmp_path / "job.toml", tmp_path / "out"), "2026-03-01")
+    assert [w["table"] for w in written] == ["report"]
+    assert pq.read_table(written[0]["location"]).num_rows == written[0]["rows"] > 40
+    with pytest.raises(supportfunnel.Error):
+        task.funnel_report(str(tmp_path / "missing.toml"), "2026-03-01")

@@ -7,12 +7,17 @@
 //!   collations) or that SQLAlchemy builds its answers with
 //!   (`json_build_object`), so that a metadata query gets an empty or a
 //!   true answer instead of an error;
-//! * `pg_index` with PostgreSQL's array columns (`indkey`, …), empty: our
-//!   tables have no indexes, and the catalog's copy of PostgreSQL's own
-//!   (with `indkey` as text) made `unnest(indkey)` fail to plan;
-//! * two rewrites of a statement's text ([`rewrite`]): `LIKE … ESCAPE`
-//!   with an escape character other than backslash (DataFusion knows only
-//!   backslash), and `generate_subscripts(array, 1)`.
+//! * `pg_index` and `pg_constraint` with PostgreSQL's array columns
+//!   (`indkey`, `conkey`, …), empty: our tables have no indexes and no
+//!   constraints, and the catalog's copy of PostgreSQL's own rows (vectors
+//!   as text) made `unnest(indkey)` fail to plan;
+//! * `pg_settings` with the server's settings (pgjdbc reads
+//!   `max_index_keys` there);
+//! * rewrites of a statement's text ([`rewrite`]): `LIKE … ESCAPE` with an
+//!   escape character other than backslash (DataFusion knows only
+//!   backslash), `generate_subscripts(array, 1)`, and in catalog queries
+//!   correlated subqueries DataFusion cannot plan,
+//!   `information_schema._pg_expandarray` and `(composite).field`.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -47,7 +52,7 @@ pub fn version_text() -> String {
     )
 }
 
-/// Registers the functions and `pg_index` on `ctx` (each connection's
+/// Registers the functions and the replaced catalogs on `ctx` (each connection's
 /// session starts from it), after datafusion-postgres's `pg_catalog` in
 /// catalog `catalog`.
 pub fn register(ctx: &SessionContext, catalog: &str) -> DFResult<()> {
@@ -75,7 +80,25 @@ pub fn register(ctx: &SessionContext, catalog: &str) -> DFResult<()> {
     {
         let (catalog, inner) = schema;
         let mut overrides = std::collections::HashMap::new();
-        overrides.insert("pg_index".to_string(), empty_pg_index(&inner)?);
+        overrides.insert(
+            "pg_index".to_string(),
+            empty_catalog(
+                &inner,
+                "pg_index",
+                &["indkey", "indoption"],
+                &["indcollation", "indclass"],
+            )?,
+        );
+        overrides.insert(
+            "pg_constraint".to_string(),
+            empty_catalog(
+                &inner,
+                "pg_constraint",
+                &["conkey", "confkey", "confdelsetcols"],
+                &["conpfeqop", "conppeqop", "conffeqop", "conexclop"],
+            )?,
+        );
+        overrides.insert("pg_settings".to_string(), pg_settings(&inner)?);
         if let Some(class) = pg_class_with_options(&inner)? {
             overrides.insert("pg_class".to_string(), class);
         }
@@ -123,28 +146,67 @@ fn rows_of(args: &[ColumnarValue]) -> usize {
         .unwrap_or(1)
 }
 
-/// `pg_index` as PostgreSQL types it (`indkey` and the other vectors as
-/// arrays of `smallint`/`oid`), without rows.
-fn empty_pg_index(inner: &Arc<dyn SchemaProvider>) -> DFResult<Arc<dyn TableProvider>> {
-    let fields: Vec<Field> = match futures::executor::block_on(inner.table("pg_index"))? {
+/// Catalog `name` without rows, with its vector columns typed as
+/// PostgreSQL types them: `int2[]` for `smallints`, `oid[]` for `oids`.
+/// Our tables have no indexes and no constraints, and the catalog's copy of
+/// PostgreSQL's own rows (vectors as text) made `unnest(indkey)` and
+/// `conkey[n]` fail to plan.
+fn empty_catalog(
+    inner: &Arc<dyn SchemaProvider>,
+    name: &str,
+    smallints: &[&str],
+    oids: &[&str],
+) -> DFResult<Arc<dyn TableProvider>> {
+    let fields: Vec<Field> = match futures::executor::block_on(inner.table(name))? {
         Some(table) => table
             .schema()
             .fields()
             .iter()
-            .map(|f| match f.name().as_str() {
-                "indkey" | "indoption" => {
+            .map(|f| {
+                if smallints.contains(&f.name().as_str()) {
                     Field::new(f.name(), DataType::new_list(DataType::Int16, true), true)
-                }
-                "indcollation" | "indclass" => {
+                } else if oids.contains(&f.name().as_str()) {
                     Field::new(f.name(), DataType::new_list(DataType::UInt32, true), true)
+                } else {
+                    f.as_ref().clone()
                 }
-                _ => f.as_ref().clone(),
             })
             .collect(),
         None => vec![],
     };
     let schema = Arc::new(Schema::new(fields));
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
+}
+
+/// `pg_settings` with a row per setting the server has (its default, as
+/// `current_setting` answers): datafusion-postgres's lists one, and pgjdbc
+/// reads `max_index_keys` from it.
+fn pg_settings(inner: &Arc<dyn SchemaProvider>) -> DFResult<Arc<dyn TableProvider>> {
+    use datafusion::arrow::array::new_null_array;
+    use datafusion::arrow::record_batch::RecordBatch;
+    let schema = match futures::executor::block_on(inner.table("pg_settings"))? {
+        Some(table) => table.schema(),
+        None => Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("setting", DataType::Utf8, true),
+            Field::new("short_desc", DataType::Utf8, true),
+        ])),
+    };
+    let settings: Vec<_> = super::settings::defaults().collect();
+    let column = |values: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(values)) };
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "name" => column(settings.iter().map(|s| s.0).collect()),
+            "setting" | "reset_val" | "boot_val" => column(settings.iter().map(|s| s.1).collect()),
+            "short_desc" => column(settings.iter().map(|s| s.2).collect()),
+            "source" => column(vec!["default"; settings.len()]),
+            _ => new_null_array(f.data_type(), settings.len()),
+        })
+        .collect();
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
 /// `pg_class` with `reloptions` (storage options, none here: NULL), which
@@ -180,7 +242,7 @@ fn pg_class_with_options(
 }
 
 /// datafusion-postgres's `pg_catalog` schema with some of its tables
-/// replaced ([`empty_pg_index`], [`pg_class_with_options`]).
+/// replaced ([`empty_catalog`], [`pg_settings`], [`pg_class_with_options`]).
 #[derive(Debug)]
 struct PgCatalog {
     inner: Arc<dyn SchemaProvider>,
@@ -331,7 +393,11 @@ fn json_string(text: &str) -> String {
 pub fn rewrite(sql: &str) -> Option<String> {
     let lower = sql.to_ascii_lowercase();
     let subquery = lower.contains("(select") && lower.contains("pg_catalog");
-    if !subquery && !lower.contains("escape") && !lower.contains("generate_subscripts") {
+    if !subquery
+        && !lower.contains("escape")
+        && !lower.contains("generate_subscripts")
+        && !lower.contains("_pg_expandarray")
+    {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
@@ -340,7 +406,11 @@ pub fn rewrite(sql: &str) -> Option<String> {
         let catalog = super::names::reads_catalog(statement);
         let _ = visit_expressions_mut(statement, |expr| {
             changed |= rewrite_expr(expr)
-                || (catalog && (no_column_extras(expr) || aggregate_subquery(expr)));
+                || (catalog
+                    && (no_column_extras(expr)
+                        || aggregate_subquery(expr)
+                        || expand_array(expr)
+                        || field_access(expr)));
             ControlFlow::<()>::Continue(())
         });
     }
@@ -502,6 +572,66 @@ fn aggregate_subquery(expr: &mut Expr) -> bool {
     true
 }
 
+/// `information_schema._pg_expandarray(a)`, PostgreSQL's set-returning
+/// function of one row `(x, n)` per element `x` at position `n`, as
+/// `unnest`s that DataFusion runs (several in one select list advance
+/// together, as PostgreSQL's set-returning functions do). pgjdbc's
+/// `getPrimaryKeys` and `getIndexInfo` expand `pg_index.indkey` with it.
+fn expand_array(expr: &mut Expr) -> bool {
+    let Expr::Function(f) = expr else {
+        return false;
+    };
+    if !f
+        .name
+        .to_string()
+        .to_ascii_lowercase()
+        .ends_with("_pg_expandarray")
+    {
+        return false;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return false;
+    };
+    let [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] = list.args.as_slice() else {
+        return false;
+    };
+    let Some(rows) = parse_expr(&format!(
+        "named_struct('x', unnest({array}), \
+         'n', CAST(unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1)) AS INT))"
+    )) else {
+        return false;
+    };
+    *expr = rows;
+    true
+}
+
+/// `(composite).field` as `get_field(composite, 'field')`: DataFusion 55
+/// plans a field access only on a column name, and pgjdbc reads the fields
+/// of [`expand_array`]'s rows so.
+fn field_access(expr: &mut Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::AccessExpr;
+    let Expr::CompoundFieldAccess { root, access_chain } = expr else {
+        return false;
+    };
+    let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() else {
+        return false;
+    };
+    if !matches!(root.as_ref(), Expr::Nested(_)) {
+        return false;
+    }
+    // An unquoted name folds to lower case, as PostgreSQL folds it.
+    let name = match field.quote_style {
+        None => field.value.to_ascii_lowercase(),
+        Some(_) => field.value.clone(),
+    }
+    .replace('\'', "''");
+    let Some(get) = parse_expr(&format!("get_field({root}, '{name}')")) else {
+        return false;
+    };
+    *expr = get;
+    true
+}
+
 /// `c` as a regular expression matching itself.
 fn regex_escape(c: char) -> String {
     if c.is_ascii_alphanumeric() {
@@ -564,5 +694,31 @@ mod tests {
             rewrite("SELECT x FROM t WHERE x LIKE 'a\\_%' ESCAPE '\\'"),
             None
         );
+    }
+
+    /// pgjdbc's shape (`getPrimaryKeys`): the expanded elements and their
+    /// positions advance together, and `(row).field` reads them.
+    #[tokio::test]
+    async fn expanded_arrays_give_elements_with_their_positions() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE SCHEMA pg_catalog").await.unwrap();
+        ctx.sql("CREATE TABLE pg_catalog.pg_index AS SELECT make_array(7, 9) AS indkey")
+            .await
+            .unwrap();
+        let sql = "SELECT r.n, (r.keys).x AS x FROM (SELECT \
+                   (information_schema._pg_expandarray(i.indkey)).n AS n, \
+                   information_schema._pg_expandarray(i.indkey) AS keys \
+                   FROM pg_catalog.pg_index i) r ORDER BY r.n";
+        let out = rewrite(sql).unwrap();
+        assert!(!out.contains("_pg_expandarray"), "{out}");
+        let batches = ctx.sql(&out).await.unwrap().collect().await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains(" n "))
+            .collect();
+        assert_eq!(rows, ["| 1 | 7 |", "| 2 | 9 |"], "{text}");
     }
 }

@@ -156,7 +156,6 @@ fn min_messages(v: &str) -> Result<String, String> {
     )
 }
 
-/// Every setting, in `SHOW ALL` order.
 /// The server's default of setting `name` (any case), if it has one.
 pub fn default_of(name: &str) -> Option<&'static str> {
     SETTINGS
@@ -165,6 +164,13 @@ pub fn default_of(name: &str) -> Option<&'static str> {
         .map(|s| s.default)
 }
 
+/// Every setting with its default and description, in `SHOW ALL` order
+/// (what `pg_catalog.pg_settings` lists).
+pub fn defaults() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    SETTINGS.iter().map(|s| (s.name, s.default, s.description))
+}
+
+/// Every setting, in `SHOW ALL` order.
 const SETTINGS: &[Setting] = &[
     Setting {
         name: "application_name",
@@ -263,6 +269,21 @@ const SETTINGS: &[Setting] = &[
         default: "0",
         check: duration,
         description: "Accepted; this read-only server takes no locks.",
+    },
+    Setting {
+        name: "max_identifier_length",
+        reported: false,
+        default: "63",
+        check: |_| Err("parameter \"max_identifier_length\" cannot be changed".into()),
+        description: "Shows the maximum identifier length.",
+    },
+    // pgjdbc reads it (from pg_settings) before asking for foreign keys.
+    Setting {
+        name: "max_index_keys",
+        reported: false,
+        default: "32",
+        check: |_| Err("parameter \"max_index_keys\" cannot be changed".into()),
+        description: "Shows the maximum number of index keys.",
     },
     Setting {
         name: "search_path",

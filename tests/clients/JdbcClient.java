@@ -58,8 +58,21 @@ public class JdbcClient {
             check(columns.containsKey("event_id") && columns.containsKey("ts"), "columns " + columns);
             System.out.println("columns " + columns);
 
-            // (getPrimaryKeys and getImportedKeys are not answered yet: pgjdbc
-            // asks them with information_schema._pg_expandarray.)
+            // Keys and indexes: our tables have none, so each answers no
+            // rows (with the columns JDBC defines), never an error.
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "events")) {
+                check(!rs.next() && rs.getMetaData().getColumnCount() == 6, "primary keys");
+            }
+            try (ResultSet rs = md.getImportedKeys(null, "public", "events")) {
+                check(!rs.next() && rs.getMetaData().getColumnCount() == 14, "imported keys");
+            }
+            try (ResultSet rs = md.getExportedKeys(null, "public", "events")) {
+                check(!rs.next() && rs.getMetaData().getColumnCount() == 14, "exported keys");
+            }
+            try (ResultSet rs = md.getIndexInfo(null, "public", "events", false, true)) {
+                check(!rs.next() && rs.getMetaData().getColumnCount() == 13, "index info");
+            }
+            System.out.println("keys and indexes");
 
             try (PreparedStatement ps =
                      c.prepareStatement("SELECT count(*) AS n FROM events WHERE event_type = ?")) {
