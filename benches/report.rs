@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, Criterion};
-use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::datagen::{generate, GenOptions};
 use supportfunnel::report::{run_report, ReportOptions};
 use supportfunnel::{build_context, EngineOptions};
 

@@ -17,8 +17,11 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicr
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use supportfunnel::context::{context_without_tables, EngineOptions};
-use supportfunnel::udwf::{session_starts, SessionRule, DEFAULT_MAX_SPAN_NANOS};
+use supportfunnel::engine::context::context_without_tables;
+use supportfunnel::functions::session_start::{
+    session_starts, SessionRule, DEFAULT_MAX_SPAN_NANOS,
+};
+use supportfunnel::EngineOptions;
 
 fn rows() -> usize {
     std::env::var("SF_BENCH_ROWS")

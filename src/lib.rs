@@ -8,63 +8,56 @@
 //! over it; without default features (`cargo build --no-default-features
 //! --lib`) the library builds alone, with none of the terminal's crates.
 //!
-//! Where to start:
-//! * [`settings::Settings::resolve`]: flags over config over defaults;
-//! * [`context::build_context`]: the session with tables, functions, views;
-//! * [`report::run_report`]: the report; [`job::run_job`]: the scheduled job;
-//! * [`udwf`]: the `session_start` window function.
+//! Its folders are its layers, bottom to top; each uses only those below it
+//! (`.ci/layers` checks it):
 //!
-//! The modules by layer:
-//! * settings: [`config`] (the TOML file), [`settings`], [`location`];
-//! * tables: [`tables`] (the data contract), [`listing`] (which files a
-//!   table is, per statement), [`views`] (`queries/views/`: the
-//!   reference definitions), [`native`] (the derived relations as
-//!   partitioned, spilling operators), [`readonly`];
-//! * functions: [`udwf`], [`udf`], [`udtf`] (the `report(…)` table function),
-//!   [`timestamps`];
-//! * queries: [`query`], [`report`] (`queries/report/`), [`period`],
-//!   [`progress`];
-//! * io: [`storage`] (object stores), [`output`], [`job`], [`display`],
-//!   [`html`] (the report as a page),
-//!   [`scratch`] (temporary files and interrupts), [`incremental`] (the
-//!   job's state between runs);
-//! * [`cluster`] (feature `cluster`): the same queries on Apache Ballista;
-//! * [`delta`] (feature `delta`): Delta Lake result and input tables;
+//! * [`error`], [`rules`]: the errors, and the spec's rules written once;
+//! * [`settings`]: flags over the config file over defaults, locations,
+//!   periods and zones, the engine's options;
+//! * [`io`]: object stores, temporary files and interrupts, the read-only
+//!   rule;
+//! * [`functions`]: `session_start`, `id_hash`, timestamps;
+//! * [`tables`]: the data contract, file listings, the SQL views of
+//!   `queries/views/` and the [`tables::native`] operators that compute
+//!   the same relations, Delta input tables;
+//! * [`cluster`]: the same queries on Apache Ballista;
+//! * [`engine`]: the session context and how a statement runs;
+//! * [`report`]: the report (`queries/report/`) and `report(…)` in SQL;
+//! * [`render`]: numbers as text, the HTML page, result files;
+//! * [`job`]: the scheduled job and its incremental state;
 //! * [`serve`] (feature `serve`): the PostgreSQL-wire endpoint;
-//! * [`gen`] (feature `gen`): the synthetic data generator.
+//! * [`datagen`] (feature `gen`): the synthetic data generator.
+//!
+//! Where to start: [`settings::Settings::resolve`], [`build_context`],
+//! [`report::run_report`], [`job::run_job`].
+
+pub mod error;
+pub mod rules;
+
+pub mod settings;
+
+pub mod io;
+
+pub mod functions;
+
+pub mod tables;
 
 pub mod cluster;
-pub mod config;
-pub mod context;
-#[cfg(feature = "delta")]
-pub mod delta;
-pub mod display;
-pub mod error;
-#[cfg(feature = "gen")]
-pub mod gen;
-pub mod html;
-pub mod incremental;
-pub mod job;
-pub mod listing;
-pub mod location;
-pub mod native;
-pub mod output;
-pub mod period;
-pub mod progress;
-pub mod query;
-pub mod readonly;
+
+pub mod engine;
+
 pub mod report;
-pub mod scratch;
+
+pub mod render;
+
+pub mod job;
+
 #[cfg(feature = "serve")]
 pub mod serve;
-pub mod settings;
-pub mod storage;
-pub mod tables;
-pub mod timestamps;
-pub mod udf;
-pub mod udtf;
-pub mod udwf;
-pub mod views;
 
-pub use context::{build_context, Engine, EngineOptions};
+#[cfg(feature = "gen")]
+pub mod datagen;
+
+pub use engine::context::{build_context, Engine};
 pub use error::{Error, Result};
+pub use settings::options::EngineOptions;

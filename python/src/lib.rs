@@ -18,8 +18,8 @@ use chrono::NaiveDate;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
-use engine::config::Config;
 use engine::report::{run_report, ReportOptions};
+use engine::settings::config::Config;
 use engine::settings::{Env, Flags, Settings};
 use engine::{build_context, Engine};
 use pyo3::create_exception;
@@ -194,7 +194,7 @@ impl Connection {
             ));
         }
         let tz = match tz {
-            Some(name) => engine::period::parse_tz(&name).map_err(error)?,
+            Some(name) => engine::settings::period::parse_tz(&name).map_err(error)?,
             None => self.settings.tz,
         };
         let filters = &self.settings.filters;
@@ -248,7 +248,7 @@ impl Connection {
         };
         let ctx = self.engine.ctx.clone();
         let (schema, batches) = run(py, async move {
-            engine::context::refresh(&ctx).await?;
+            engine::engine::context::refresh(&ctx).await?;
             let mut df = ctx.sql(&query).await?;
             if let Some(params) = params {
                 df = df.with_param_values(params)?;

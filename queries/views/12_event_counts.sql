@@ -6,7 +6,7 @@
 -- candidates can have more than one row).
 -- Output: one row: rows_read, one column per reject reason (named after it,
 -- in the spec's order: the order of views/01_validated_events.sql's CASE;
--- src/native/rules.rs REJECT_REASONS is checked against both lists),
+-- src/rules.rs REJECT_REASONS is checked against both lists),
 -- duplicate_events, orphan_lifecycle_events. SQL cannot derive column names
 -- from the reason values, hence the list below.
 -- Each count is a global aggregate (exactly one row) and the row is their

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
-use supportfunnel::output::Format;
+use supportfunnel::render::output::Format;
 use supportfunnel::settings::Flags;
 
 /// Support funnel analytics over Parquet event history, on Apache DataFusion.
@@ -405,5 +405,5 @@ pub struct GenArgs {
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    supportfunnel::period::parse_date(s).map_err(|e| e.to_string())
+    supportfunnel::settings::period::parse_date(s).map_err(|e| e.to_string())
 }

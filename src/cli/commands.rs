@@ -6,15 +6,16 @@ use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use supportfunnel::config::Config;
-use supportfunnel::gen::{generate, DayProgress, GenOptions};
+use supportfunnel::build_context;
+use supportfunnel::datagen::{generate, DayProgress, GenOptions};
+use supportfunnel::engine::progress::ProgressRef;
+use supportfunnel::engine::query;
 use supportfunnel::job::{run_job_with, RunOptions};
-use supportfunnel::location::Location;
-use supportfunnel::output::{self, Format};
-use supportfunnel::progress::ProgressRef;
+use supportfunnel::render::output::{self, Format};
 use supportfunnel::report::{rows_of, run_report, Anchor, ReportOptions};
+use supportfunnel::settings::config::Config;
+use supportfunnel::settings::location::Location;
 use supportfunnel::settings::{Env, Flags, Settings};
-use supportfunnel::{build_context, query};
 
 use crate::cli::args::{Cli, Command, GenArgs, ReportArgs, RunArgs, SqlArgs};
 use crate::cli::process::{peak_memory_kib, purge_freed_memory_at_once};
@@ -73,7 +74,7 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
     settings.engine.no_url_tables = true;
     let engine = build_context(&settings.engine).await?;
     warn_skipped(&engine);
-    supportfunnel::udtf::register(&engine, settings.tz);
+    supportfunnel::report::table_function::register(&engine, settings.tz);
     let server = supportfunnel::serve::start(&engine, opts.clone()).await?;
     let addr = server.local_addr();
     eprintln!(
@@ -146,7 +147,7 @@ async fn executor(args: crate::cli::args::ExecutorArgs) -> Result<()> {
     let memory_limit = args
         .memory_limit
         .as_deref()
-        .map(supportfunnel::context::parse_bytes)
+        .map(supportfunnel::settings::options::parse_bytes)
         .transpose()
         .context("--memory-limit")?
         .map(|n| n as u64);
@@ -239,7 +240,7 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
         explain_default_period(anchor, report.periods.days(), args.verbose);
     }
     if args.verbose {
-        if let Some(profile) = supportfunnel::native::node::last_profile(&engine.ctx) {
+        if let Some(profile) = supportfunnel::tables::native::node::last_profile(&engine.ctx) {
             eprintln!("{profile}");
         }
         if let Some(kib) = peak_memory_kib() {
@@ -248,14 +249,14 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
     }
     if matches!(args.format, Format::Table | Format::Html) {
         let text = if args.format == Format::Html {
-            supportfunnel::html::render(&report, &settings.filters)?
+            supportfunnel::render::html::render(&report, &settings.filters)?
         } else {
             table::render(&rows_of(&report.batch), &report.periods)
         };
         match &output {
             None => print!("{text}"),
             Some(loc) => {
-                supportfunnel::readonly::Inputs::of(&engine.ctx).check_output(loc)?;
+                supportfunnel::io::readonly::Inputs::of(&engine.ctx).check_output(loc)?;
                 output::put_atomically(&engine.ctx, loc, text.into_bytes()).await?
             }
         }
@@ -326,7 +327,7 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
     let settings = settings(&args.engine.flags(), config)?;
     let engine = build_context(&settings.engine).await?;
     warn_skipped(&engine);
-    supportfunnel::udtf::register(&engine, settings.tz);
+    supportfunnel::report::table_function::register(&engine, settings.tz);
     let Some(text) = text else {
         return prompt::repl(&engine.ctx).await;
     };

@@ -45,15 +45,15 @@ where
             ExitCode::FAILURE
         }
         Ok(Err(join)) => {
-            supportfunnel::scratch::remove_all();
+            supportfunnel::io::scratch::remove_all();
             eprintln!("error: internal error: {join}");
             ExitCode::from(101)
         }
         Err((name, code)) => {
-            supportfunnel::scratch::interrupt();
+            supportfunnel::io::scratch::interrupt();
             work.abort();
             runtime.shutdown_timeout(STOP_GRACE);
-            let left = supportfunnel::scratch::remove_all() + remove_shared_now();
+            let left = supportfunnel::io::scratch::remove_all() + remove_shared_now();
             if left == 0 {
                 eprintln!("interrupted by {name}: stopped, temporary files removed");
             } else {
@@ -76,7 +76,7 @@ fn remove_shared_now() -> usize {
     let jobs = supportfunnel::cluster::jobs::any_live();
     #[cfg(not(feature = "cluster"))]
     let jobs = false;
-    if !supportfunnel::scratch::any_shared() && !jobs {
+    if !supportfunnel::io::scratch::any_shared() && !jobs {
         return 0;
     }
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -91,7 +91,7 @@ fn remove_shared_now() -> usize {
             let left = supportfunnel::cluster::jobs::cancel_live_jobs().await;
             #[cfg(not(feature = "cluster"))]
             let left = 0;
-            left + supportfunnel::scratch::remove_all_shared().await
+            left + supportfunnel::io::scratch::remove_all_shared().await
         };
         tokio::time::timeout(STOP_GRACE * 3, work)
             .await
@@ -175,7 +175,7 @@ fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
     };
     std::thread::spawn(move || {
         let (name, code) = wait();
-        supportfunnel::scratch::interrupt();
+        supportfunnel::io::scratch::interrupt();
         let _ = tx.send((name, code));
         // The main thread normally exits within STOP_GRACE; this is the
         // backstop, and a second signal means "now".
@@ -184,7 +184,7 @@ fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
             let _ = done_tx.send(wait());
         });
         let _ = done_rx.recv_timeout(STOP_GRACE + std::time::Duration::from_secs(2));
-        let left = supportfunnel::scratch::remove_all();
+        let left = supportfunnel::io::scratch::remove_all();
         eprintln!(
             "interrupted by {name}: stopped{}",
             if left == 0 {
@@ -208,7 +208,7 @@ fn watch_signals() -> tokio::sync::oneshot::Receiver<(&'static str, u8)> {
             .build();
         if let Ok(rt) = rt {
             if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
-                supportfunnel::scratch::interrupt();
+                supportfunnel::io::scratch::interrupt();
                 let _ = tx.send(("Ctrl-C", 130));
             }
         }

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use supportfunnel::progress::Progress;
+use supportfunnel::engine::progress::Progress;
 
 /// Shows report progress on stderr: a live line on a terminal, and with
 /// `--verbose` one line per finished step.

@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use datafusion::prelude::SessionContext;
 use rustyline::error::ReadlineError;
-use supportfunnel::output::{self, Format};
-use supportfunnel::query;
+use supportfunnel::engine::query;
+use supportfunnel::render::output::{self, Format};
 
 /// Interactive prompt. Statements end with `;` and may span lines; `\q`
 /// quits, `\d` lists tables and views, `\d NAME` describes one. History is

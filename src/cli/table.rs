@@ -1,12 +1,12 @@
 //! The report for a person at a terminal (`report --format table`): one
 //! table per section with current / previous / delta / delta %, the numbers
-//! written as [`supportfunnel::display`] writes them.
+//! written as [`supportfunnel::render::display`] writes them.
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::{Cell, CellAlignment, Table};
-use supportfunnel::display::{delta, delta_pct, period_heading, value, value_kind};
-use supportfunnel::period::Periods;
+use supportfunnel::render::display::{delta, delta_pct, period_heading, value, value_kind};
 use supportfunnel::report::Row;
+use supportfunnel::settings::period::Periods;
 
 /// The section whose rows are counts of the current period only.
 const DATA_QUALITY: &str = "data_quality";

@@ -23,9 +23,9 @@ use object_store::ClientConfigKey;
 
 use super::node::NodeOptions;
 use super::ClusterUrl;
-use crate::config::S3Config;
-use crate::context::TableSource;
 use crate::error::{Error, Result};
+use crate::settings::config::S3Config;
+use crate::settings::options::TableSource;
 
 /// How long the client waits to open a connection to the scheduler before
 /// saying it cannot be reached.
@@ -37,7 +37,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// environment holds (a node's own environment still fills what the client
 /// leaves unset, such as an instance role).
 pub fn resolved_s3(settings: &S3Config) -> Result<S3Config> {
-    let b = crate::storage::s3_builder(settings)?;
+    let b = crate::io::storage::s3_builder(settings)?;
     let get = |key: AmazonS3ConfigKey| b.get_config_value(&key);
     let flag = |key: AmazonS3ConfigKey| get(key).and_then(|v| v.parse::<bool>().ok());
     Ok(S3Config {
@@ -127,7 +127,7 @@ pub async fn attach(
         .build();
     let remote = SessionContext::new_with_state(state);
     // Ballista's upgrade puts its own function lists in place of ours.
-    crate::context::register_functions(&remote);
+    crate::functions::register_functions(&remote);
     Ok(remote)
 }
 

@@ -1,4 +1,4 @@
-//! The operators' codecs: how a plan with our operators ([`crate::native`])
+//! The operators' codecs: how a plan with our operators ([`crate::tables::native`])
 //! travels from the client to the scheduler (logical) and from the
 //! scheduler to the executors (physical).
 //!
@@ -10,7 +10,7 @@
 //! node's input (the scan of `events`) travels as an ordinary child.
 //!
 //! On an executor the decoded operator builds into the executor's own cache
-//! ([`crate::native::node::executor_cache`]): the tasks of every job over
+//! ([`crate::tables::native::node::executor_cache`]): the tasks of every job over
 //! the same files share one build, as the statements of one process do.
 
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 
-use crate::native::node::{executor_cache, NativeExec, NativeNode, Wire};
+use crate::tables::native::node::{executor_cache, NativeExec, NativeNode, Wire};
 
 /// Marks our encoding: Ballista's protobuf messages never start with it
 /// (a protobuf field key byte of 0 is invalid).

@@ -68,7 +68,7 @@ pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
         }
         None => {
             private =
-                crate::scratch::temp_dir_in(&std::env::temp_dir(), "supportfunnel-executor-")?;
+                crate::io::scratch::temp_dir_in(&std::env::temp_dir(), "supportfunnel-executor-")?;
             private.path().to_path_buf()
         }
     };

@@ -118,7 +118,7 @@ impl QueryPlanner for ClusterPlanner {
                 .downcast_ref::<SessionState>()
                 .ok_or_else(|| DataFusionError::Internal("not a SessionState".into()))?;
             return DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
-                crate::native::node::NativePlanner,
+                crate::tables::native::node::NativePlanner,
             )])
             .create_physical_plan(logical_plan, state)
             .await;
@@ -310,7 +310,7 @@ impl Drop for JobGuard {
         };
         // An interrupted command cancels what is left with
         // `cancel_live_jobs`, once its runtime is gone.
-        if crate::scratch::interrupted() {
+        if crate::io::scratch::interrupted() {
             return;
         }
         let endpoint = self.endpoint.clone();

@@ -21,13 +21,9 @@
 //!   in the client), and each job watched: cancelled when its client stops
 //!   reading, failed at once when the scheduler forgot it.
 //!
-//! [`ClusterUrl`] is here without the `cluster` feature too, so that a
-//! config naming a cluster parses (and is refused with a clear line) in a
-//! build without Ballista.
-
-use std::fmt;
-
-use crate::error::{Error, Result};
+//! [`ClusterUrl`] (defined with the other settings) parses without the
+//! `cluster` feature too, so that a config naming a cluster is refused with
+//! a clear line in a build without Ballista.
 
 #[cfg(feature = "cluster")]
 pub mod client;
@@ -42,69 +38,7 @@ pub mod node;
 #[cfg(feature = "cluster")]
 pub mod scheduler;
 
-/// Ballista's default scheduler port, taken when a URL gives none.
-pub const DEFAULT_SCHEDULER_PORT: u16 = 50050;
-
-/// Where a cluster's scheduler listens: `df://HOST[:PORT]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterUrl {
-    /// Host name or IP address of the scheduler.
-    pub host: String,
-    /// Its gRPC port.
-    pub port: u16,
-}
-
-impl ClusterUrl {
-    /// Parses `df://HOST[:PORT]`. Anything else (another scheme, a path,
-    /// credentials, a missing host) is refused, saying what was expected.
-    pub fn parse(text: &str) -> Result<Self> {
-        let bad = |problem: &str| {
-            Error::location(
-                text,
-                format!(
-                    "{problem}: a cluster is given as df://HOST:PORT (the scheduler's address)"
-                ),
-            )
-        };
-        let url = url::Url::parse(text.trim()).map_err(|e| bad(&format!("not a URL ({e})")))?;
-        if url.scheme() != "df" {
-            return Err(bad(&format!("scheme `{}` is not df", url.scheme())));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("credentials do not belong in a cluster URL"));
-        }
-        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-            return Err(bad("a cluster URL has no path, query or fragment"));
-        }
-        let host = match url.host() {
-            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
-            Some(url::Host::Ipv4(ip)) => ip.to_string(),
-            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
-            _ => return Err(bad("no host")),
-        };
-        let port = url.port().unwrap_or(DEFAULT_SCHEDULER_PORT);
-        if port == 0 {
-            return Err(bad("port 0"));
-        }
-        Ok(Self { host, port })
-    }
-
-    /// The scheduler's gRPC endpoint, as Ballista's client takes it.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
-    }
-
-    /// `host:port`, for connecting a socket.
-    pub fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
-
-impl fmt::Display for ClusterUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "df://{}:{}", self.host, self.port)
-    }
-}
+pub use crate::settings::options::{ClusterUrl, DEFAULT_SCHEDULER_PORT};
 
 /// The version of supportfunnel a node or client is: the package version.
 /// Client and scheduler must agree, because the plan a client sends names

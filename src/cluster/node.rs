@@ -38,8 +38,8 @@ use url::Url;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::utils::default_config_producer;
 
-use crate::config::S3Config;
-use crate::{udf, udwf};
+use crate::functions::{id_hash, session_start};
+use crate::settings::config::S3Config;
 
 /// The `supportfunnel.*` settings a client sends with every query.
 #[derive(Default, Clone, PartialEq)]
@@ -258,7 +258,7 @@ impl ObjectStoreRegistry for NodeStores {
         let base = Url::parse(&format!("{}://{bucket}", url.scheme()))
             .map_err(|e| DataFusionError::Configuration(format!("{url}: {e}")))?;
         let store: Arc<dyn ObjectStore> = Arc::new(
-            crate::storage::s3_builder(&self.s3)
+            crate::io::storage::s3_builder(&self.s3)
                 .map_err(|e| DataFusionError::Configuration(e.to_string()))?
                 .with_bucket_name(bucket)
                 .build()?,
@@ -286,10 +286,10 @@ pub fn node_runtime(config: &SessionConfig, spill_dir: Option<&str>) -> DFResult
 /// operators the executors run).
 pub fn node_state(config: SessionConfig) -> DFResult<SessionState> {
     let runtime = node_runtime(&config, None)?;
-    let options = crate::native::NativeOptions {
+    let options = crate::tables::native::NativeOptions {
         single_task: true,
         ..config
-            .get_extension::<crate::native::NativeOptions>()
+            .get_extension::<crate::tables::native::NativeOptions>()
             .map(|o| o.as_ref().clone())
             .unwrap_or_default()
     };
@@ -299,8 +299,8 @@ pub fn node_state(config: SessionConfig) -> DFResult<SessionState> {
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
-            .with_query_planner(Arc::new(crate::native::node::NativeQueryPlanner))
-            .with_optimizer_rule(Arc::new(crate::native::node::NativePushdown)),
+            .with_query_planner(Arc::new(crate::tables::native::node::NativeQueryPlanner))
+            .with_optimizer_rule(Arc::new(crate::tables::native::node::NativePushdown)),
     )
     .build())
 }
@@ -310,11 +310,11 @@ fn with_functions(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     builder
         .scalar_functions()
         .get_or_insert_default()
-        .push(Arc::new(udf::id_hash_udf()));
+        .push(Arc::new(id_hash::id_hash_udf()));
     builder
         .window_functions()
         .get_or_insert_default()
-        .push(Arc::new(udwf::session_start_udwf()));
+        .push(Arc::new(session_start::session_start_udwf()));
     builder
 }
 

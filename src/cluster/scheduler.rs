@@ -177,8 +177,9 @@ async fn pending_build(job: &JobInfoCache) -> Option<String> {
     let mut seen = Vec::new();
     while let Some(stage) = graph.fetch_running_stage(&seen) {
         seen.push(stage.stage_id);
-        if !stage.pending.is_empty() && crate::native::node::builds_in_one_task(&stage.plan) {
-            return Some(crate::native::node::client_of(
+        if !stage.pending.is_empty() && crate::tables::native::node::builds_in_one_task(&stage.plan)
+        {
+            return Some(crate::tables::native::node::client_of(
                 &stage.session_config,
                 &session,
             ));
@@ -231,7 +232,7 @@ impl ClusterState for CancelOnLoss {
                 .await?;
             if let Some((executor, _)) = tasks
                 .iter()
-                .find(|(_, task)| crate::native::node::builds_in_one_task(&task.plan))
+                .find(|(_, task)| crate::tables::native::node::builds_in_one_task(&task.plan))
             {
                 homes.insert(client, (executor.clone(), Instant::now()));
             }

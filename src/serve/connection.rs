@@ -66,7 +66,7 @@ pub(super) async fn serve_connection(
         }
     };
     let pid = shared.next_pid();
-    let session = match crate::context::fork_session(&shared.base, format!("pg-{pid}")) {
+    let session = match crate::engine::context::fork_session(&shared.base, format!("pg-{pid}")) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             log::warn!("connection from {peer}: cannot start its session: {e}");

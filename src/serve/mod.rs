@@ -31,7 +31,7 @@
 //!   `SET TIME ZONE` or cursor does is not seen by another. The runtime —
 //!   memory pool and spill directory — is shared, so `--memory-limit` holds
 //!   for the whole server. Each statement that reads a table sees the
-//!   table's files as they are when it starts ([`crate::context::refresh`]).
+//!   table's files as they are when it starts ([`crate::engine::context::refresh`]).
 //! * **Settings.** `SET`, `SHOW` and the startup packet's parameters are
 //!   honoured, accepted where that is the truth, or refused as PostgreSQL
 //!   refuses them ([`settings`]); column names are PostgreSQL's ([`names`]).
@@ -72,7 +72,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use readonly::{check_statement, Refusal};
 
-use crate::context::Engine;
+use crate::engine::context::Engine;
 use crate::error::{Error, Result};
 
 /// The PostgreSQL port most tools assume is taken by a real PostgreSQL; the
@@ -160,7 +160,7 @@ impl ServeOptions {
     /// `env_password` (the value of [`PASSWORD_ENV`]) over the config's.
     pub fn resolve(
         flags: &ServeFlags,
-        config: &crate::config::ServeConfig,
+        config: &crate::settings::config::ServeConfig,
         env_password: Option<String>,
     ) -> Result<Self> {
         let d = ServeOptions::default();
@@ -556,7 +556,7 @@ mod tests {
 
     #[test]
     fn settings_resolve_flags_over_config_and_zero_means_no_timeout() {
-        let config = crate::config::ServeConfig {
+        let config = crate::settings::config::ServeConfig {
             listen: Some("127.0.0.1:6000".into()),
             user: Some("from_config".into()),
             password: Some("config-pw".into()),
@@ -586,7 +586,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("set but empty"), "{e}");
-        let empty_config = crate::config::ServeConfig {
+        let empty_config = crate::settings::config::ServeConfig {
             password: Some(String::new()),
             ..Default::default()
         };

@@ -1,7 +1,7 @@
 //! Running a client's statements: datafusion-postgres's handlers, with
 //!
 //! * the session brought up to date with the files before each statement
-//!   that reads a table ([`crate::context::refresh`]), and its time zone
+//!   that reads a table ([`crate::engine::context::refresh`]), and its time zone
 //!   with the client's settings;
 //! * PostgreSQL's column names ([`super::names`]);
 //! * one statement per prepared statement (PostgreSQL's 42601 otherwise);
@@ -83,7 +83,7 @@ impl Service {
     ) -> PgWireResult<()> {
         settings::sync_session(client, &self.session, &self.default_zone);
         if reads_tables {
-            let warnings = crate::context::refresh(&self.session)
+            let warnings = crate::engine::context::refresh(&self.session)
                 .await
                 .map_err(|e| user_error("58030", e.to_string()))?;
             for w in warnings {

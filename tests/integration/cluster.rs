@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::ObjectStore;
-use supportfunnel::storage::s3_builder;
+use supportfunnel::io::storage::s3_builder;
 
 use crate::common::{bin, free_port, stderr, stdout, Node};
 use crate::s3::sample_on_s3;
@@ -611,18 +611,16 @@ async fn bad_cluster_input_fails_in_one_line_fast_and_writes_nothing() {
     opts.cluster = Some(supportfunnel::cluster::ClusterUrl::parse(&cluster.url).unwrap());
     let engine = supportfunnel::build_context(&opts).await.unwrap();
     overwrite_files(&copy);
-    let e =
-        supportfunnel::query::run_script(&engine.ctx, "SELECT count(DISTINCT user_id) FROM events")
-            .await
-            .map_err(|e| {
-                supportfunnel::cluster::client::explain(
-                    opts.cluster.as_ref().unwrap(),
-                    &opts.tables,
-                    e,
-                )
-            })
-            .unwrap_err()
-            .to_string();
+    let e = supportfunnel::engine::query::run_script(
+        &engine.ctx,
+        "SELECT count(DISTINCT user_id) FROM events",
+    )
+    .await
+    .map_err(|e| {
+        supportfunnel::cluster::client::explain(opts.cluster.as_ref().unwrap(), &opts.tables, e)
+    })
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains(&cluster.url) && e.contains(copy.to_str().unwrap()),
         "{e}"

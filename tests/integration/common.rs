@@ -90,7 +90,7 @@ pub fn events_batch(rows: &[Row]) -> RecordBatch {
         rows.iter().map(|r| r.rating).collect::<Vec<_>>(),
     ));
     RecordBatch::try_new(
-        supportfunnel::gen::events_schema(),
+        supportfunnel::datagen::events_schema(),
         vec![
             s(|r| r.event_id),
             s(|r| r.user_id),
@@ -117,7 +117,7 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) {
 
 /// A messages file with one delivery, so the engine has both tables.
 pub fn write_one_message(path: &Path) {
-    let schema = supportfunnel::gen::messages_schema();
+    let schema = supportfunnel::datagen::messages_schema();
     let ts = |v: Option<i64>| -> ArrayRef {
         Arc::new(TimestampMicrosecondArray::from(vec![v]).with_timezone("UTC"))
     };
@@ -252,7 +252,7 @@ pub fn messages_batch(rows: &[MsgRow]) -> RecordBatch {
         }
     }
     RecordBatch::try_new(
-        supportfunnel::gen::messages_schema(),
+        supportfunnel::datagen::messages_schema(),
         vec![
             Arc::new(StringArray::from(
                 rows.iter().map(|r| r.message_id).collect::<Vec<_>>(),
@@ -515,7 +515,7 @@ impl Via {
             .ctx
             .copied_config()
             .with_create_default_catalog_and_schema(false)
-            .with_extension(Arc::new(supportfunnel::native::NativeOptions {
+            .with_extension(Arc::new(supportfunnel::tables::native::NativeOptions {
                 always_spill: self == Via::Spilled,
                 ..Default::default()
             }));

@@ -7,11 +7,12 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
-use supportfunnel::config::Config;
+use supportfunnel::build_context;
 use supportfunnel::job::{run_job, JobSummary};
-use supportfunnel::location::Location;
+use supportfunnel::settings::config::Config;
+use supportfunnel::settings::location::Location;
 use supportfunnel::settings::{Env, Flags, Settings};
-use supportfunnel::{build_context, delta};
+use supportfunnel::tables::delta;
 
 use crate::common::{render, run, sample, stderr, stdout};
 use crate::s3::sample_on_s3;
@@ -241,11 +242,12 @@ async fn concurrent_committers(cfg: &Config, report: &str) {
         a.as_ref().unwrap().ok && b.as_ref().unwrap().ok,
         "the same partitions: both commit, one after the other: {a:?} {b:?}"
     );
-    let ctx = supportfunnel::context::context_without_tables(&supportfunnel::EngineOptions {
-        s3: cfg.storage.s3.clone(),
-        ..Default::default()
-    })
-    .unwrap();
+    let ctx =
+        supportfunnel::engine::context::context_without_tables(&supportfunnel::EngineOptions {
+            s3: cfg.storage.s3.clone(),
+            ..Default::default()
+        })
+        .unwrap();
     let counts = query_delta(
         &ctx,
         report,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::datagen::{generate, GenOptions};
 use supportfunnel::{build_context, EngineOptions};
 
 use super::common::{files, rows};

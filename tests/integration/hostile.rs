@@ -695,11 +695,11 @@ mod s3_faults {
     use std::time::{Duration, Instant};
 
     use chrono::NaiveDate;
-    use supportfunnel::config::S3Config;
-    use supportfunnel::context::context_without_tables;
-    use supportfunnel::location::Location;
-    use supportfunnel::output::put_atomically;
+    use supportfunnel::engine::context::context_without_tables;
+    use supportfunnel::render::output::put_atomically;
     use supportfunnel::report::{rows_of, run_report, ReportOptions};
+    use supportfunnel::settings::config::S3Config;
+    use supportfunnel::settings::location::Location;
     use supportfunnel::{build_context, EngineOptions};
 
     use crate::s3_server::{Fault, Rule, S3Server, SECRET_KEY};

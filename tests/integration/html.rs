@@ -8,7 +8,7 @@ use std::path::Path;
 
 use scraper::{ElementRef, Html, Selector};
 use serde_json::Value;
-use supportfunnel::display::{self, value_kind};
+use supportfunnel::render::display::{self, value_kind};
 
 use crate::common::{files, run, stderr, stdout};
 

@@ -9,9 +9,9 @@ use chrono::{Duration, NaiveDate};
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use supportfunnel::build_context;
-use supportfunnel::config::Config;
-use supportfunnel::gen::{generate, GenOptions};
+use supportfunnel::datagen::{generate, GenOptions};
 use supportfunnel::job::{run_job_with, JobSummary, RunOptions};
+use supportfunnel::settings::config::Config;
 use supportfunnel::settings::{Env, Flags, Settings};
 
 use crate::common::{bin, render, stderr, stdout};

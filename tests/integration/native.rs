@@ -1,4 +1,4 @@
-//! The operators ([`supportfunnel::native`]) against the SQL views that
+//! The operators ([`supportfunnel::tables::native`]) against the SQL views that
 //! define the report: on generated data plus a file of every corner of the
 //! spec (repeats that differ, ties broken by event_id, orphans, showcase
 //! rows, rejects), over seeds, sizes, batch sizes, partitions, spilled or
@@ -13,9 +13,9 @@ use chrono::NaiveDate;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
-use supportfunnel::gen::{generate, GenOptions};
-use supportfunnel::native::node::NativeCache;
-use supportfunnel::native::NativeOptions;
+use supportfunnel::datagen::{generate, GenOptions};
+use supportfunnel::tables::native::node::NativeCache;
+use supportfunnel::tables::native::NativeOptions;
 use supportfunnel::{build_context, EngineOptions};
 
 use super::common::{ev, events_batch, rows, write_one_message, write_parquet, Row};
@@ -146,7 +146,7 @@ async fn operators(dir: &Path, run: Run) -> SessionContext {
 }
 
 /// The operators' last build in `ctx`.
-async fn last_build(ctx: &SessionContext) -> Arc<supportfunnel::native::Built> {
+async fn last_build(ctx: &SessionContext) -> Arc<supportfunnel::tables::native::Built> {
     ctx.state()
         .config()
         .get_extension::<NativeCache>()
@@ -280,7 +280,7 @@ async fn a_build_serves_every_relation_until_the_files_change() {
             .builds()
     };
     let q = "SELECT status, count(*), sum(actions) FROM sessions GROUP BY 1 ORDER BY 1";
-    supportfunnel::context::refresh(&ctx).await.unwrap();
+    supportfunnel::engine::context::refresh(&ctx).await.unwrap();
     let first = rows(&ctx, q).await;
     rows(&ctx, "SELECT count(*) FROM conversations").await;
     rows(&ctx, "SELECT * FROM event_counts").await;
@@ -299,7 +299,7 @@ async fn a_build_serves_every_relation_until_the_files_change() {
         &events_batch(&extra),
     );
     // as the prompt and `serve` do before each statement
-    supportfunnel::context::refresh(&ctx).await.unwrap();
+    supportfunnel::engine::context::refresh(&ctx).await.unwrap();
     let got = rows(&ctx, q).await;
     assert_eq!(builds(), 2);
     assert_ne!(got, first, "the new file counts");

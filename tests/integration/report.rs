@@ -4,9 +4,9 @@
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::Array;
-use supportfunnel::gen::{generate, GenOptions};
-use supportfunnel::period::parse_tz;
+use supportfunnel::datagen::{generate, GenOptions};
 use supportfunnel::report::{rows_of, run_report, ReportOptions, Row};
+use supportfunnel::settings::period::parse_tz;
 use supportfunnel::{build_context, Engine, EngineOptions};
 
 use super::common::{engine_with, ev, events_batch, msg, write_parquet, MsgRow, Row as Ev, Via};

@@ -15,11 +15,11 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{cast, concat_batches};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use supportfunnel::config::{Config, S3Config};
+use supportfunnel::io::storage::s3_builder;
 use supportfunnel::job::{result_location, run_job};
 use supportfunnel::report::{report_schema, rows_of, run_report, ReportOptions};
+use supportfunnel::settings::config::{Config, S3Config};
 use supportfunnel::settings::{Env, Flags, Settings};
-use supportfunnel::storage::s3_builder;
 use supportfunnel::{build_context, EngineOptions};
 
 use crate::s3_server::{Fault, Rule, S3Server, ACCESS_KEY, SECRET_KEY};

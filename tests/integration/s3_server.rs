@@ -22,8 +22,8 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use object_store::ObjectStoreExt;
 use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
-use supportfunnel::config::S3Config;
-use supportfunnel::storage::s3_builder;
+use supportfunnel::io::storage::s3_builder;
+use supportfunnel::settings::config::S3Config;
 
 pub const ACCESS_KEY: &str = "sf-test-access";
 pub const SECRET_KEY: &str = "sf-test-secret-0123456789";

@@ -29,7 +29,7 @@ pub(crate) async fn engine() -> Engine {
     })
     .await
     .unwrap();
-    supportfunnel::udtf::register(&engine, chrono_tz::UTC);
+    supportfunnel::report::table_function::register(&engine, chrono_tz::UTC);
     engine
 }
 

@@ -10,8 +10,9 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use supportfunnel::engine::query;
 use supportfunnel::serve::{self, ServeOptions};
-use supportfunnel::{build_context, query, Engine, EngineOptions};
+use supportfunnel::{build_context, Engine, EngineOptions};
 use tokio_postgres::NoTls;
 
 use crate::common::{ev, events_batch, rows, sample, write_parquet, Node};
@@ -33,7 +34,7 @@ async fn serve_engine(events: &Path, messages: &Path) -> Engine {
     })
     .await
     .unwrap();
-    supportfunnel::udtf::register(&engine, chrono_tz::UTC);
+    supportfunnel::report::table_function::register(&engine, chrono_tz::UTC);
     engine
 }
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use datafusion::arrow::datatypes::DataType;
 use sqllogictest::{DBOutput, DefaultColumnType};
-use supportfunnel::context::{context_without_tables, EngineOptions};
+use supportfunnel::engine::context::context_without_tables;
+use supportfunnel::EngineOptions;
 
 struct Db {
     ctx: datafusion::prelude::SessionContext,

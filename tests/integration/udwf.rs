@@ -9,7 +9,8 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicr
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::datasource::MemTable;
 use proptest::prelude::*;
-use supportfunnel::context::{context_without_tables, EngineOptions};
+use supportfunnel::engine::context::context_without_tables;
+use supportfunnel::EngineOptions;
 
 const HOUR: i64 = 3_600_000_000;
 

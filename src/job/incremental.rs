@@ -1,0 +1,1993 @@
+//! Exact incremental runs of the job (`[state] location`).
+//!
+//! A daily run should cost what the new files cost, not what the years of
+//! history behind them cost, and still write exactly the rows a full
+//! recompute would. The state kept between runs makes that possible.
+//!
+//! ## The frontier
+//!
+//! Every report of a run looks at sessions starting in its previous or
+//! current period, so nothing before the earliest previous-period start `W`
+//! of the run matters to it, except through three things: where each
+//! user's session chain stands at `W`, whether an event id or message id was
+//! already seen (duplicates), and whether a conversation was already started
+//! (orphans). The state keeps history summarised at a *frontier* `C` (the
+//! `W` of the run that wrote it) and everything after it in full:
+//!
+//! * **anchors**: per user, the last session start in `(C − 24h, C)`. A
+//!   session starting earlier ended before `C`, so an action at or after `C`
+//!   starts a new session whatever came before; one starting inside that
+//!   window may still hold actions after `C`. Fed to the engine as one
+//!   synthetic action at that start, an anchor makes the session chain after
+//!   `C` come out exactly as over the whole history.
+//! * **live events**: every valid event with `ts >= C`, copies included,
+//!   plus lifecycle events of conversations not started before `C` (a
+//!   conversation may start after its own lifecycle events, or never);
+//! * **live messages**: every delivery with `sent_at >= C` or null;
+//! * **event index, message index**: the ids whose surviving copy lies
+//!   before `C` (a later copy of one is a duplicate and nothing else, since
+//!   the copy with the smallest `ts`/`sent_at` wins);
+//! * **started**: the conversations started before `C`;
+//! * **counters**: rows read and rejected by reason per table, and the
+//!   duplicates folded away before `C`;
+//! * **the manifest**: every input file with its size, modification time and
+//!   ETag.
+//!
+//! ## A run
+//!
+//! The files are listed and compared with the manifest. The new files are
+//! validated alone (their rows read and rejects counted), their valid rows
+//! checked against the indexes, and the engine runs the unchanged report
+//! over *anchors + live rows + new rows*, a few days of data instead of the
+//! whole history. `data_quality`, defined over the whole input, is then
+//! made from the counters and the live rows. Afterwards the state moves its
+//! frontier to this run's `W`: rows before it fold into the anchors, indexes
+//! and counters.
+//!
+//! When the state cannot prove that this gives the full result, the run
+//! recomputes everything from the files, rebuilds the state, and says why in
+//! its summary: no state, a state of another format or engine version or of
+//! other inputs, a file changed or deleted, a report period before the
+//! frontier (a re-run of an old date), a new valid event before the
+//! frontier, a new delivery (with an id) sent before it, or state files
+//! that cannot be read. `run --full` does the same on request.
+//!
+//! A `conversation_started` after the frontier naming a conversation
+//! started before it gets a synthetic start of a synthetic user just before
+//! the frontier, so the conversation keeps its earliest start's session (one
+//! no report shows) and the later row stays an action, as over the whole
+//! history.
+//!
+//! ## Commits
+//!
+//! State files are written under `data/` with names never reused, and a run
+//! becomes the state only when `state.json`, the manifest naming them, is
+//! replaced in one atomic put. A run killed anywhere leaves the previous
+//! manifest and its files intact; the next run redoes the work. Files no
+//! manifest names any more are removed after the commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{cast, col, ParquetReadOptions, SessionContext};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::context::{build_context, context_without_tables, Engine};
+use crate::engine::query::{self, Params};
+use crate::error::{Error, Result};
+use crate::render::output::put_atomically;
+use crate::settings::location::Location;
+use crate::settings::options::EngineOptions;
+use crate::tables::views;
+use crate::tables::{self, EVENTS, MESSAGES};
+
+/// Format of the state this build reads and writes; a state of another
+/// format (or written by another version) is rebuilt by a full run.
+pub const STATE_FORMAT: u32 = 2;
+
+/// Event ids of the synthetic anchor actions. A real event id with this
+/// prefix makes the run fall back to a full recompute rather than risk a
+/// collision.
+pub const ANCHOR_PREFIX: &str = "\u{1}supportfunnel-anchor:";
+
+/// The function [`FOLD_WINNERS_SQL`] calls: true for an event_id whose
+/// hash the operators saw on more than one valid row.
+const REPEATED_ID_FN: &str = "supportfunnel_fold_repeated_id";
+
+/// The surviving copy of every valid event id (what the `clean_events`
+/// view gives, spec §1 "Duplicates"), from the operators' knowledge of
+/// which ids may have copies: a valid row whose id hash was seen once is
+/// its id's only copy; the others are ranked by the id itself, in the
+/// order of the `duplicate_winners` view, and the first of each is kept.
+/// Only the columns the fold reads.
+const FOLD_WINNERS_SQL: &str = "\
+SELECT event_id, user_id, ts, event_type, conversation_id \
+FROM validated_events \
+WHERE reject_reason IS NULL AND NOT supportfunnel_fold_repeated_id(event_id) \
+UNION ALL \
+SELECT event_id, user_id, ts, event_type, conversation_id \
+FROM ( \
+    SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating, \
+        row_number() OVER ( \
+            PARTITION BY event_id \
+            ORDER BY ts, user_id, event_type, channel, article_id, conversation_id, actor, rating \
+        ) AS copy_rank \
+    FROM validated_events \
+    WHERE reject_reason IS NULL AND supportfunnel_fold_repeated_id(event_id) \
+) \
+WHERE copy_rank = 1";
+
+/// Index segments kept before they are merged into one.
+const MAX_SEGMENTS: usize = 8;
+
+/// The manifest's object name under the state location.
+const MANIFEST: &str = "state.json";
+
+/// `contract`'s columns as a SELECT list, each after `prefix` (`""` or
+/// `"v."`).
+fn column_list(contract: &tables::Contract, prefix: &str) -> String {
+    contract
+        .columns
+        .iter()
+        .map(|(c, _)| format!("{prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One input file as the manifest remembers it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path in its object store.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// Last modification, milliseconds since the epoch.
+    pub modified_ms: i64,
+    /// The store's ETag, when it gives one.
+    pub e_tag: Option<String>,
+}
+
+impl FileEntry {
+    fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            path: meta.location.to_string(),
+            size: meta.size,
+            modified_ms: meta.last_modified.timestamp_millis(),
+            e_tag: meta.e_tag.clone(),
+        }
+    }
+}
+
+/// The whole-input counts of `data_quality` that cannot be recomputed from
+/// the live rows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// `events` rows read, `content_showcase` included.
+    pub events_rows_read: u64,
+    /// `messages` rows read.
+    pub messages_rows_read: u64,
+    /// Rejected events by reason.
+    pub rejects: BTreeMap<String, u64>,
+    /// Valid events dropped as copies of an id that now lies before the
+    /// frontier.
+    pub folded_duplicate_events: u64,
+    /// Deliveries dropped as copies of an id that now lies before it.
+    pub folded_duplicate_messages: u64,
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`STATE_FORMAT`].
+    pub format: u32,
+    /// The engine version that wrote it.
+    pub version: String,
+    /// Increases by one with each commit.
+    pub generation: u64,
+    /// The `events` location it was built from.
+    pub events: String,
+    /// The `messages` location it was built from.
+    pub messages: String,
+    /// The frontier, microseconds since the epoch (UTC).
+    pub frontier_us: i64,
+    /// `events` files taken in.
+    pub events_files: Vec<FileEntry>,
+    /// `messages` files taken in.
+    pub messages_files: Vec<FileEntry>,
+    /// Counts kept across runs.
+    pub counters: Counters,
+    /// Object names (under `data/`) of the state tables.
+    pub anchors: String,
+    /// Live events.
+    pub live_events: String,
+    /// Live messages.
+    pub live_messages: String,
+    /// Event-id index segments.
+    pub event_index: Vec<String>,
+    /// Message-id index segments.
+    pub message_index: Vec<String>,
+    /// Started-conversation segments.
+    pub started: Vec<String>,
+    /// Every data file named above, as it was written: a file missing,
+    /// truncated, replaced or swapped with another is found before the
+    /// state is used.
+    pub checks: BTreeMap<String, DataCheck>,
+    /// BLAKE3 of this manifest with `checksum` empty: an edited or damaged
+    /// `state.json` (a counter changed by hand) is not trusted.
+    pub checksum: String,
+}
+
+/// What the manifest knows of one of its data files: enough to tell that
+/// it is the object written. The store's ETag changes with the content
+/// (S3: a digest of it; a local file: its inode, modification time and
+/// size), so a listing compares it without reading the file; where a store
+/// gives none, the file's BLAKE3 is kept and compared instead.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DataCheck {
+    /// Bytes.
+    pub size: u64,
+    /// The store's ETag when written.
+    pub e_tag: Option<String>,
+    /// BLAKE3 of the whole object, hex, when the store gives no ETag.
+    pub blake3: Option<String>,
+}
+
+impl Manifest {
+    /// The checksum this manifest's content has.
+    fn content_checksum(&self) -> String {
+        let mut unsealed = self.clone();
+        unsealed.checksum = String::new();
+        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// The manifest with its checksum set.
+    fn sealed(mut self) -> Self {
+        self.checksum = self.content_checksum();
+        self
+    }
+
+    fn data_files(&self) -> HashSet<String> {
+        let mut all: HashSet<String> = [&self.anchors, &self.live_events, &self.live_messages]
+            .into_iter()
+            .cloned()
+            .collect();
+        all.extend(self.event_index.iter().cloned());
+        all.extend(self.message_index.iter().cloned());
+        all.extend(self.started.iter().cloned());
+        all
+    }
+
+    /// The frontier as an instant.
+    pub fn frontier(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.frontier_us).unwrap_or_default()
+    }
+}
+
+/// How a run used the state, for the job's summary line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StateRun {
+    /// `incremental` or `full`.
+    pub mode: &'static str,
+    /// Why a full recompute ran (`None` for incremental runs).
+    pub reason: Option<String>,
+    /// Input files new since the last state (all of them for a full run).
+    pub new_files: usize,
+    /// Rows read from new files (`events` + `messages`).
+    pub new_rows: u64,
+    /// The frontier of the state this run wrote (RFC 3339).
+    pub frontier: String,
+    /// Why no state was saved, when none was (the results may still have
+    /// been written: see the summary's `written`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StateRun {
+    /// A run whose state could not be opened at all.
+    pub fn unusable(windows_start: DateTime<Utc>, error: String) -> Self {
+        Self {
+            mode: "full",
+            reason: Some("the state cannot be used".into()),
+            new_files: 0,
+            new_rows: 0,
+            frontier: windows_start.to_rfc3339(),
+            error: Some(error),
+        }
+    }
+
+    /// This run, with its state not saved because of `error`.
+    pub fn not_saved(self, error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..self
+        }
+    }
+}
+
+/// The state location: where `state.json` and `data/` live.
+#[derive(Clone)]
+pub struct StateStore {
+    location: Location,
+    /// `file:///abs/dir` or `s3://bucket/prefix`, without a trailing slash.
+    base: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+}
+
+impl StateStore {
+    /// Opens (and for a local path creates) the state location.
+    pub fn open(ctx: &SessionContext, location: &Location) -> Result<Self> {
+        let base = match location {
+            Location::Local(p) => {
+                std::fs::create_dir_all(p.join("data")).map_err(|e| Error::io(p, e))?;
+                let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
+                format!("file://{}", abs.display())
+            }
+            Location::Remote(u) => u.as_str().trim_end_matches('/').to_string(),
+        };
+        let url = url::Url::parse(&format!("{base}/"))
+            .map_err(|e| Error::location(location, e.to_string()))?;
+        crate::io::storage::ensure_store(ctx, &url)?;
+        let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+            &url[..url::Position::BeforePath],
+        )?;
+        let store = ctx.runtime_env().object_store(&store_url)?;
+        let prefix = StorePath::from_url_path(url.path())
+            .map_err(|e| Error::location(location, e.to_string()))?;
+        Ok(Self {
+            location: location.clone(),
+            base,
+            store,
+            prefix,
+        })
+    }
+
+    /// Makes sure `ctx` can read and write the state location.
+    fn attach(&self, ctx: &SessionContext) -> Result<()> {
+        let url = url::Url::parse(&format!("{}/", self.base))
+            .map_err(|e| Error::location(&self.location, e.to_string()))?;
+        crate::io::storage::ensure_store(ctx, &url)
+    }
+
+    fn url_of(&self, name: &str) -> String {
+        format!("{}/data/{name}", self.base)
+    }
+
+    fn err(&self, problem: impl Into<String>) -> Error {
+        Error::location(&self.location, format!("state: {}", problem.into()))
+    }
+
+    /// The committed manifest, or why there is none that can be used
+    /// (`Ok(Err(reason))`: none yet, another format, unreadable).
+    pub async fn manifest(&self) -> Result<std::result::Result<Manifest, String>> {
+        let path = self.prefix.clone().join(MANIFEST);
+        match self.store.get(&path).await {
+            Ok(got) => {
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(|e| self.err(format!("cannot read {MANIFEST}: {e}")))?;
+                Ok(parse_manifest(&bytes))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Err("there is no state yet".into())),
+            Err(e) => Err(self.err(format!("cannot read {MANIFEST}: {e}"))),
+        }
+    }
+
+    fn data_path(&self, name: &str) -> StorePath {
+        self.prefix.clone().join("data").join(name)
+    }
+
+    /// The check of data file `name` as it is now: its size and ETag, and
+    /// its BLAKE3 (the file read whole) when the store gives no ETag.
+    async fn check_of(&self, name: &str) -> Result<DataCheck> {
+        let meta = self
+            .store
+            .head(&self.data_path(name))
+            .await
+            .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?;
+        if meta.e_tag.is_some() {
+            return Ok(DataCheck {
+                size: meta.size,
+                e_tag: meta.e_tag,
+                blake3: None,
+            });
+        }
+        Ok(DataCheck {
+            size: meta.size,
+            e_tag: None,
+            blake3: Some(self.blake3_of(name).await?),
+        })
+    }
+
+    /// BLAKE3 of data file `name`, read whole.
+    async fn blake3_of(&self, name: &str) -> Result<String> {
+        let got = self
+            .store
+            .get(&self.data_path(name))
+            .await
+            .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?;
+        let mut stream = got.into_stream();
+        let mut hasher = blake3::Hasher::new();
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.err(format!("cannot read data/{name}: {e}")))?
+        {
+            hasher.update(&chunk);
+        }
+        Ok(hasher.finalize().to_hex().to_string())
+    }
+
+    /// Checks every file `m` names against what was written, before any
+    /// is used: `Err(reason)` when one is missing or differs in size or
+    /// content, or when the manifest itself was changed.
+    async fn verify(&self, m: &Manifest) -> std::result::Result<(), Fallback> {
+        if m.checksum != m.content_checksum() {
+            return Err(format!(
+                "{MANIFEST} does not match its checksum (edited or damaged)"
+            ));
+        }
+        let names = m.data_files();
+        for name in &names {
+            if !m.checks.contains_key(name) {
+                return Err(format!("{MANIFEST} names data/{name} without its checksum"));
+            }
+        }
+        let data = self.prefix.clone().join("data");
+        let listed: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&data))
+            .try_collect()
+            .await
+            .map_err(|e| format!("the state's files cannot be listed ({e})"))?;
+        let listed: HashMap<&str, &ObjectMeta> = listed
+            .iter()
+            .filter_map(|o| Some((o.location.filename()?, o)))
+            .collect();
+        let mut sorted: Vec<String> = names.iter().cloned().collect();
+        sorted.sort();
+        let changed =
+            |name: &str| format!("state file data/{name} was changed since it was written");
+        let mut to_hash = Vec::new();
+        let mut to_head = Vec::new();
+        for name in &sorted {
+            let want = &m.checks[name];
+            let Some(meta) = listed.get(name.as_str()) else {
+                return Err(format!("state file data/{name} is missing"));
+            };
+            if meta.size != want.size {
+                return Err(format!(
+                    "state file data/{name} has {} bytes, {MANIFEST} says {}",
+                    meta.size, want.size
+                ));
+            }
+            match (&want.e_tag, &want.blake3) {
+                // Some stores list no ETags: a HEAD says it.
+                (Some(_), _) if meta.e_tag.is_none() => to_head.push(name.clone()),
+                (Some(tag), _) if !same_tag(meta.e_tag.as_deref(), tag) => {
+                    return Err(changed(name))
+                }
+                (Some(_), _) => {}
+                (None, Some(_)) => to_hash.push(name.clone()),
+                (None, None) => return Err(format!("{MANIFEST} has no check of data/{name}")),
+            }
+        }
+        for name in to_head {
+            let tag = self
+                .store
+                .head(&self.data_path(&name))
+                .await
+                .map_err(|e| format!("state file data/{name} cannot be read ({e})"))?
+                .e_tag;
+            let want = m.checks[&name].e_tag.as_deref().unwrap_or_default();
+            if !same_tag(tag.as_deref(), want) {
+                return Err(changed(&name));
+            }
+        }
+        // Files of a store without ETags are read whole, a few at a time.
+        let hashed: Vec<(String, Result<String>)> = futures::stream::iter(to_hash)
+            .map(|name| {
+                let store = self.clone();
+                async move {
+                    let got = store.blake3_of(&name).await;
+                    (name, got)
+                }
+            })
+            .buffered(4)
+            .collect()
+            .await;
+        for (name, got) in hashed {
+            match got {
+                Err(e) => return Err(format!("state file data/{name} cannot be read ({e})")),
+                Ok(h) if m.checks[&name].blake3.as_ref() != Some(&h) => return Err(changed(&name)),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, ctx: &SessionContext, manifest: &Manifest) -> Result<()> {
+        let text = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| Error::Internal(format!("state manifest: {e}")))?;
+        let location = Location::parse(&format!("{}/{MANIFEST}", self.base))?;
+        put_atomically(ctx, &location, text).await
+    }
+
+    /// The highest generation of any file under `data/` (0 when none).
+    async fn highest_generation(&self) -> Result<u64> {
+        let data = self.prefix.clone().join("data");
+        let listed: Vec<ObjectMeta> = self.store.list(Some(&data)).try_collect().await?;
+        Ok(listed
+            .iter()
+            .filter_map(|m| generation_of(m.location.filename()?))
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Removes data files of earlier generations that `keep` does not name.
+    async fn collect_garbage(&self, keep: &HashSet<String>, generation: u64) -> Result<usize> {
+        let data = self.prefix.clone().join("data");
+        let listed: Vec<ObjectMeta> = self.store.list(Some(&data)).try_collect().await?;
+        let mut removed = 0;
+        for meta in listed {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let old = generation_of(name).is_some_and(|g| g <= generation);
+            if old && !keep.contains(name) {
+                self.store.delete(&meta.location).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether an ETag listed now is the one recorded: S3 quotes ETags, and
+/// may mark them weak, in a listing and a HEAD differently.
+fn same_tag(listed: Option<&str>, recorded: &str) -> bool {
+    let bare = |t: &str| t.trim_start_matches("W/").trim_matches('"').to_string();
+    listed.is_some_and(|l| bare(l) == bare(recorded))
+}
+
+/// A manifest from `state.json`'s bytes, or why it cannot be used.
+fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, Fallback> {
+    serde_json::from_slice::<Manifest>(bytes).map_err(|e| {
+        // A state of another format says so, rather than which field of
+        // this format it lacks.
+        let format = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("format")?.as_u64());
+        match format {
+            Some(f) if f != u64::from(STATE_FORMAT) => format!(
+                "the state was written by another version (format {f}; this version reads \
+                 format {STATE_FORMAT})"
+            ),
+            _ => format!("the state's manifest cannot be read ({e})"),
+        }
+    })
+}
+
+/// `g000012-…` → 12.
+fn generation_of(name: &str) -> Option<u64> {
+    name.strip_prefix('g')?.split('-').next()?.parse().ok()
+}
+
+/// A fresh object name for generation `generation`.
+fn data_name(generation: u64, kind: &str) -> String {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    format!(
+        "g{generation:06}-{kind}-{:x}-{nanos:x}.parquet",
+        std::process::id()
+    )
+}
+
+/// Step timings on stderr when `SUPPORTFUNNEL_STATE_TIMINGS` is set: where
+/// an incremental run spends its time (docs/PERFORMANCE.md).
+struct Laps {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Self {
+            on: std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, step: &str) {
+        if self.on {
+            eprintln!("state: {step}: {:.3}s", self.last.elapsed().as_secs_f64());
+        }
+        self.last = std::time::Instant::now();
+    }
+}
+
+/// A fail point for the crash tests: `SUPPORTFUNNEL_FAILPOINT=<name>`
+/// aborts the process there, as a kill would.
+pub fn fail_point(name: &str) {
+    if std::env::var("SUPPORTFUNNEL_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("fail point {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// The state's part of one job run: the engine the reports run on, how the
+/// `data_quality` rows are made whole, and the state to commit afterwards.
+pub struct Prepared {
+    /// The engine the reports run on: over anchors + live + new rows for an
+    /// incremental run, the input tables' own for a full one.
+    pub engine: Engine,
+    /// `data_quality` values replacing the engine's (incremental runs).
+    pub data_quality: Option<HashMap<(String, Option<String>), f64>>,
+    /// What the summary says.
+    pub run: StateRun,
+    store: StateStore,
+    pending: Pending,
+    /// Keeps the reduced input's files until the reports are written.
+    _dir: Option<crate::io::scratch::TempDir>,
+}
+
+/// What `commit` still needs.
+struct Pending {
+    previous: Option<Manifest>,
+    events_files: Vec<FileEntry>,
+    messages_files: Vec<FileEntry>,
+    counters: Counters,
+    new_frontier: DateTime<Utc>,
+    /// Counters come from the first report's `data_quality` rows (full run).
+    counters_from_report: bool,
+}
+
+/// Why the state cannot be used as it is (the run recomputes everything).
+type Fallback = String;
+
+/// Lists a contract table's files.
+async fn list_files(
+    ctx: &SessionContext,
+    contract: &tables::Contract,
+    location: &Location,
+) -> Result<(ListingTableUrl, Vec<ObjectMeta>)> {
+    tables::list_table_files(ctx, contract, location).await
+}
+
+fn file_url(table: &ListingTableUrl, meta: &ObjectMeta) -> String {
+    format!("{}{}", table.object_store().as_str(), meta.location)
+}
+
+/// Registers `name` as the given files (or an empty table) with `schema`.
+fn register_files(
+    ctx: &SessionContext,
+    name: &str,
+    table: &ListingTableUrl,
+    files: &[&ObjectMeta],
+    schema: &SchemaRef,
+) -> Result<()> {
+    let provider: Arc<dyn datafusion::datasource::TableProvider> = if files.is_empty() {
+        Arc::new(MemTable::try_new(Arc::clone(schema), vec![vec![]])?)
+    } else {
+        let urls = files
+            .iter()
+            .map(|m| ListingTableUrl::parse(file_url(table, m)))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(Arc::clone(schema));
+        Arc::new(ListingTable::try_new(config)?)
+    };
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, provider)?;
+    Ok(())
+}
+
+/// Registers state table `name` from its segments (an empty table of
+/// `schema` when there are none).
+async fn register_state_table(
+    ctx: &SessionContext,
+    store: &StateStore,
+    name: &str,
+    files: &[String],
+    schema: SchemaRef,
+) -> Result<()> {
+    ctx.deregister_table(name)?;
+    if files.is_empty() {
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+        return Ok(());
+    }
+    store.attach(ctx)?;
+    let urls: Vec<String> = files.iter().map(|f| store.url_of(f)).collect();
+    let df = ctx
+        .read_parquet(urls, ParquetReadOptions::default())
+        .await
+        .map_err(|e| store.err(format!("table {name}: {e}")))?;
+    ctx.register_table(name, df.into_view())?;
+    Ok(())
+}
+
+/// Casts `df` to `schema`'s columns, in order.
+fn conform(df: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
+    let exprs = schema
+        .fields()
+        .iter()
+        .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+        .collect::<Vec<_>>();
+    Ok(df.select(exprs)?)
+}
+
+/// [`write_df`] for a file the run deletes when done with it: compressed
+/// for speed (LZ4) rather than size.
+async fn write_scratch_df(df: DataFrame, url: &str) -> Result<()> {
+    df.write_parquet(
+        url,
+        DataFrameWriteOptions::new().with_single_file_output(true),
+        Some(crate::io::scratch::parquet_options()),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_df(df: DataFrame, url: &str) -> Result<()> {
+    df.write_parquet(
+        url,
+        DataFrameWriteOptions::new().with_single_file_output(true),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn count(ctx: &SessionContext, sql: &str, params: &Params) -> Result<u64> {
+    let batch = query::collect_one(ctx, sql, params).await?;
+    if batch.num_rows() == 0 {
+        return Ok(0);
+    }
+    let c = cast_i64(batch.column(0))?;
+    Ok(u64::try_from(c.max(0)).unwrap_or(0))
+}
+
+fn cast_i64(a: &dyn Array) -> Result<i64> {
+    let a = datafusion::arrow::compute::cast(a, &DataType::Int64)?;
+    let a = a.as_primitive::<Int64Type>();
+    Ok(if a.is_null(0) { 0 } else { a.value(0) })
+}
+
+fn ts_param(t: DateTime<Utc>) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
+}
+
+const LIFECYCLE: &str =
+    "('bot_answer', 'teammate_reply', 'conversation_closed', 'conversation_rated')";
+
+/// Prepares a run: decides between an incremental and a full run and
+/// builds the engine the reports run on. `engine` has the input tables
+/// registered; `windows_start` is the earliest previous-period start of the
+/// run's reports, the frontier the new state gets.
+pub async fn prepare(
+    engine: &Engine,
+    state: &Location,
+    windows_start: DateTime<Utc>,
+    full: bool,
+) -> Result<Prepared> {
+    let mut laps = Laps::new();
+    let ctx = &engine.ctx;
+    let store = StateStore::open(ctx, state)?;
+    let events_loc = engine
+        .options
+        .table(EVENTS.name)
+        .ok_or_else(|| Error::usage("the job needs an events table"))?
+        .location
+        .clone();
+    let messages_loc = engine
+        .options
+        .table(MESSAGES.name)
+        .ok_or_else(|| Error::usage("the job needs a messages table"))?
+        .location
+        .clone();
+    let (events_url, events_files) = list_files(ctx, &EVENTS, &events_loc).await?;
+    let (messages_url, messages_files) = list_files(ctx, &MESSAGES, &messages_loc).await?;
+    let schema_of = |name: &str| -> Result<SchemaRef> {
+        engine
+            .tables
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| Arc::clone(&t.schema))
+            .ok_or_else(|| Error::Internal(format!("table {name} is not registered")))
+    };
+    let events_schema = schema_of(EVENTS.name)?;
+    let messages_schema = schema_of(MESSAGES.name)?;
+    // The run reads exactly the files its manifest will list, even if more
+    // arrive while it runs (a directory table would list them again).
+    let all_events: Vec<&ObjectMeta> = events_files.iter().collect();
+    let all_messages: Vec<&ObjectMeta> = messages_files.iter().collect();
+    register_files(ctx, EVENTS.name, &events_url, &all_events, &events_schema)?;
+    register_files(
+        ctx,
+        MESSAGES.name,
+        &messages_url,
+        &all_messages,
+        &messages_schema,
+    )?;
+
+    laps.lap("list and register inputs");
+    let previous = if full {
+        Err("asked for (--full)".to_string())
+    } else {
+        store.manifest().await?
+    };
+    let checked = previous.and_then(|m| {
+        check_manifest(
+            &m,
+            &events_loc,
+            &messages_loc,
+            &events_files,
+            &messages_files,
+            windows_start,
+        )
+        .map(|()| m)
+    });
+    let entries = |files: &[ObjectMeta]| files.iter().map(FileEntry::of).collect::<Vec<_>>();
+    let all_rows = engine.tables.iter().map(|t| t.rows).sum();
+    let full_run = |reason: String, previous: Option<Manifest>| Prepared {
+        engine: Engine {
+            ctx: engine.ctx.clone(),
+            tables: engine.tables.clone(),
+            options: engine.options.clone(),
+        },
+        data_quality: None,
+        run: StateRun {
+            mode: "full",
+            reason: Some(reason),
+            new_files: events_files.len() + messages_files.len(),
+            new_rows: all_rows,
+            frontier: windows_start.to_rfc3339(),
+            error: None,
+        },
+        pending: Pending {
+            previous,
+            events_files: entries(&events_files),
+            messages_files: entries(&messages_files),
+            counters: Counters::default(),
+            new_frontier: windows_start,
+            counters_from_report: true,
+        },
+        _dir: None,
+        store: store.clone(),
+    };
+    let manifest = match checked {
+        Ok(m) => m,
+        Err(reason) => {
+            // A manifest that is there but unusable still tells which
+            // generation comes next (and which files to collect).
+            let previous = store.manifest().await?.ok();
+            return Ok(full_run(reason, previous));
+        }
+    };
+    // Every file the state names is checked before any is used: a state
+    // file lost or changed would otherwise give wrong numbers quietly.
+    if let Err(reason) = store.verify(&manifest).await {
+        return Ok(full_run(reason, Some(manifest)));
+    }
+    laps.lap("state verified");
+    let inputs = Inputs {
+        events_url: &events_url,
+        events_files: &events_files,
+        messages_url: &messages_url,
+        messages_files: &messages_files,
+        events_schema: &events_schema,
+        messages_schema: &messages_schema,
+    };
+    match incremental_run(engine, &store, &manifest, &inputs, windows_start, &mut laps).await {
+        Ok(Ok(prepared)) => Ok(prepared),
+        Ok(Err(reason)) => Ok(full_run(reason, Some(manifest))),
+        // Whatever went wrong on the way, the full recompute gives the
+        // right result (and fails in turn if the inputs are at fault).
+        Err(e) => Ok(full_run(
+            format!("the incremental run failed ({e})"),
+            Some(manifest),
+        )),
+    }
+}
+
+/// The input files of a run, as listed once at its start.
+struct Inputs<'a> {
+    events_url: &'a ListingTableUrl,
+    events_files: &'a [ObjectMeta],
+    messages_url: &'a ListingTableUrl,
+    messages_files: &'a [ObjectMeta],
+    events_schema: &'a SchemaRef,
+    messages_schema: &'a SchemaRef,
+}
+
+/// The incremental run over a verified state: the engine over anchors +
+/// live rows + new rows. `Ok(Err(reason))` when the new files make it
+/// impossible (rows before the frontier).
+async fn incremental_run(
+    engine: &Engine,
+    store: &StateStore,
+    manifest: &Manifest,
+    inputs: &Inputs<'_>,
+    windows_start: DateTime<Utc>,
+    laps: &mut Laps,
+) -> Result<std::result::Result<Prepared, Fallback>> {
+    let Inputs {
+        events_url,
+        events_files,
+        messages_url,
+        messages_files,
+        events_schema,
+        messages_schema,
+    } = *inputs;
+    let entries = |files: &[ObjectMeta]| files.iter().map(FileEntry::of).collect::<Vec<_>>();
+    // The new files, alone, on a context of their own.
+    let known =
+        |list: &[FileEntry]| -> HashSet<String> { list.iter().map(|f| f.path.clone()).collect() };
+    let known_events = known(&manifest.events_files);
+    let known_messages = known(&manifest.messages_files);
+    let new_events: Vec<&ObjectMeta> = events_files
+        .iter()
+        .filter(|m| !known_events.contains(m.location.as_ref()))
+        .collect();
+    let new_messages: Vec<&ObjectMeta> = messages_files
+        .iter()
+        .filter(|m| !known_messages.contains(m.location.as_ref()))
+        .collect();
+    let nctx = context_without_tables(&EngineOptions {
+        tables: vec![],
+        cluster: None,
+        scratch: None,
+        ..engine.options.clone()
+    })?;
+    for url in [&events_url, &messages_url] {
+        crate::io::storage::ensure_store(&nctx, url.get_url())?;
+    }
+    register_files(&nctx, EVENTS.name, events_url, &new_events, events_schema)?;
+    register_files(
+        &nctx,
+        MESSAGES.name,
+        messages_url,
+        &new_messages,
+        messages_schema,
+    )?;
+    views::register_event_views(&nctx).await?;
+    views::register_message_views(&nctx).await?;
+    register_state(&nctx, store, manifest, events_schema, messages_schema).await?;
+
+    laps.lap("new files registered");
+    // Private files of this run: the new rows, the reduced input.
+    let dir = crate::io::scratch::temp_dir_in(
+        engine
+            .options
+            .temp_dir
+            .as_deref()
+            .unwrap_or(&std::env::temp_dir()),
+        "supportfunnel-incremental-",
+    )?;
+    let frontier = manifest.frontier();
+    let params: Params = vec![
+        ("frontier", ts_param(frontier)),
+        (
+            "anchor_prefix",
+            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
+        ),
+    ];
+    let mut counters = manifest.counters.clone();
+    let new_event_rows = count(&nctx, "SELECT count(*) FROM events", &vec![]).await?;
+    let new_message_rows = count(&nctx, "SELECT count(*) FROM messages", &vec![]).await?;
+    counters.events_rows_read += new_event_rows;
+    counters.messages_rows_read += new_message_rows;
+    let rejects = query::collect_one(
+        &nctx,
+        "SELECT reject_reason, count(*) AS n FROM validated_events \
+         WHERE reject_reason IS NOT NULL GROUP BY reject_reason",
+        &vec![],
+    )
+    .await?;
+    for i in 0..rejects.num_rows() {
+        let reason = rejects.column(0).as_string::<i32>().value(i).to_string();
+        let n = cast_i64(&rejects.column(1).slice(i, 1))?;
+        *counters.rejects.entry(reason).or_default() += n as u64;
+    }
+
+    let late = count(
+        &nctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
+         AND (ts < $frontier OR starts_with(event_id, $anchor_prefix) \
+         OR starts_with(user_id, $anchor_prefix))",
+        &params,
+    )
+    .await?;
+    let late_messages = count(
+        &nctx,
+        "SELECT count(*) FROM messages WHERE sent_at < $frontier AND message_id IS NOT NULL",
+        &params,
+    )
+    .await?;
+    laps.lap("counts and checks of new files");
+    let reason = if late > 0 {
+        Some(format!(
+            "{late} new valid events lie before the state's frontier {}",
+            frontier.to_rfc3339()
+        ))
+    } else if late_messages > 0 {
+        Some(format!(
+            "{late_messages} new deliveries were sent before the state's frontier {}",
+            frontier.to_rfc3339()
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return Ok(Err(reason));
+    }
+
+    // The new rows, each marked when a copy of its id already lies before
+    // the frontier: such a row is a duplicate and nothing else. One pass
+    // over the indexes (their ids are distinct: an id is folded once, and
+    // later copies never reach the live rows).
+    let marked_events = dir.path().join("new_events.parquet");
+    write_df(
+        nctx.sql(&format!(
+            "SELECT v.*, i.event_id IS NOT NULL AS known FROM ( \
+                 SELECT {} FROM validated_events WHERE reject_reason IS NULL) v \
+             LEFT JOIN state_event_index i ON v.event_id = i.event_id",
+            column_list(&EVENTS, "")
+        ))
+        .await?,
+        &marked_events.display().to_string(),
+    )
+    .await?;
+    nctx.register_parquet(
+        "new_events",
+        &marked_events.display().to_string(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let new_messages_file = dir.path().join("new_messages.parquet");
+    write_df(
+        nctx.sql(&format!(
+            "SELECT {}, i.message_id IS NOT NULL AS known FROM messages m \
+             LEFT JOIN state_message_index i ON m.message_id = i.message_id",
+            column_list(&MESSAGES, "m.")
+        ))
+        .await?,
+        &new_messages_file.display().to_string(),
+    )
+    .await?;
+    nctx.register_parquet(
+        "new_messages",
+        &new_messages_file.display().to_string(),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    laps.lap("new rows against the indexes");
+    counters.folded_duplicate_events += count(
+        &nctx,
+        "SELECT count(*) FROM new_events WHERE known",
+        &vec![],
+    )
+    .await?;
+    counters.folded_duplicate_messages += count(
+        &nctx,
+        "SELECT count(*) FROM new_messages WHERE known",
+        &vec![],
+    )
+    .await?;
+
+    // The reduced input: anchors + live rows + the new rows kept.
+    let anchors = nctx
+        .sql(&format!(
+            "SELECT concat('{ANCHOR_PREFIX}', user_id) AS event_id, user_id, start AS ts, \
+             'help_center_visit' AS event_type, CAST(NULL AS VARCHAR) AS channel, \
+             CAST(NULL AS VARCHAR) AS article_id, CAST(NULL AS VARCHAR) AS conversation_id, \
+             CAST(NULL AS VARCHAR) AS actor, CAST(NULL AS INT) AS rating FROM state_anchors"
+        ))
+        .await?;
+    let live = nctx
+        .sql(&format!(
+            "SELECT {} FROM state_live_events",
+            column_list(&EVENTS, "")
+        ))
+        .await?;
+    let kept = nctx
+        .sql(&format!(
+            "SELECT {} FROM new_events WHERE NOT known",
+            column_list(&EVENTS, "")
+        ))
+        .await?;
+    // A conversation started before the frontier keeps its session there
+    // even when a later `conversation_started` names it again: the earliest
+    // start counts. Its first start is folded, so it is stood in for by a
+    // synthetic start of a synthetic user just before the frontier (a
+    // session no report shows); the later rows stay actions of their own
+    // sessions.
+    let restarts = nctx
+        .sql(&format!(
+            "SELECT concat('{ANCHOR_PREFIX}start:', r.conversation_id) AS event_id, \
+             concat('{ANCHOR_PREFIX}conversation:', r.conversation_id) AS user_id, \
+             $before_frontier AS ts, 'conversation_started' AS event_type, \
+             CAST(NULL AS VARCHAR) AS channel, CAST(NULL AS VARCHAR) AS article_id, \
+             r.conversation_id, CAST(NULL AS VARCHAR) AS actor, CAST(NULL AS INT) AS rating \
+             FROM (SELECT DISTINCT conversation_id FROM ( \
+                 SELECT conversation_id, event_type FROM state_live_events \
+                 UNION ALL SELECT conversation_id, event_type FROM new_events WHERE NOT known) \
+               WHERE event_type = 'conversation_started') r \
+             WHERE r.conversation_id IN (SELECT s.conversation_id FROM state_started s)"
+        ))
+        .await?
+        .with_param_values(vec![(
+            "before_frontier",
+            ts_param(frontier - Duration::seconds(1)),
+        )])?;
+    let events_df = conform(anchors, events_schema)?
+        .union(conform(restarts, events_schema)?)?
+        .union(conform(live, events_schema)?)?
+        .union(conform(kept, events_schema)?)?;
+    let events_dir = dir.path().join("events");
+    std::fs::create_dir_all(&events_dir).map_err(|e| Error::io(&events_dir, e))?;
+    write_df(
+        events_df,
+        &events_dir.join("part-0.parquet").display().to_string(),
+    )
+    .await?;
+    let live_m = nctx
+        .sql(&format!(
+            "SELECT {} FROM state_live_messages",
+            column_list(&MESSAGES, "")
+        ))
+        .await?;
+    let kept_m = nctx
+        .sql(&format!(
+            "SELECT {} FROM new_messages WHERE NOT known \
+             AND NOT (message_id IS NULL AND sent_at < $frontier)",
+            column_list(&MESSAGES, "")
+        ))
+        .await?
+        .with_param_values(params.clone())?;
+    let messages_df = conform(live_m, messages_schema)?.union(conform(kept_m, messages_schema)?)?;
+    let messages_dir = dir.path().join("messages");
+    std::fs::create_dir_all(&messages_dir).map_err(|e| Error::io(&messages_dir, e))?;
+    write_df(
+        messages_df,
+        &messages_dir.join("part-0.parquet").display().to_string(),
+    )
+    .await?;
+
+    laps.lap("reduced input written");
+    // The reduced input lives in the temp directory, which as a temp
+    // directory of its engine would hold that engine's own tables (refused
+    // as writing among the inputs): its spills go beside the input instead.
+    let reduced = build_context(&EngineOptions {
+        tables: vec![
+            crate::settings::options::TableSource::new(EVENTS.name, Location::Local(events_dir)),
+            crate::settings::options::TableSource::new(
+                MESSAGES.name,
+                Location::Local(messages_dir),
+            ),
+        ],
+        cluster: None,
+        scratch: None,
+        temp_dir: Some(dir.path().join("spill")),
+        ..engine.options.clone()
+    })
+    .await?;
+    register_state(
+        &reduced.ctx,
+        store,
+        manifest,
+        events_schema,
+        messages_schema,
+    )
+    .await?;
+
+    laps.lap("reduced engine");
+    // data_quality over the whole input: counters + what the live rows say.
+    // The surviving copy of every id is materialized once, here; the fold
+    // reads it again.
+    // (In memory: a few days of rows; encoding them as Parquet cost more
+    // than the queries reading them.)
+    let winners = reduced.ctx.sql("SELECT * FROM clean_events").await?;
+    let schema = Arc::new(winners.schema().as_arrow().clone());
+    let batches = winners.collect_partitioned().await?;
+    reduced.ctx.register_table(
+        "fold_winners",
+        Arc::new(MemTable::try_new(schema, batches)?),
+    )?;
+    let live_rows = count(
+        &reduced.ctx,
+        "SELECT count(*) FROM events WHERE NOT starts_with(event_id, $anchor_prefix)",
+        &params,
+    )
+    .await?;
+    let live_winners = count(
+        &reduced.ctx,
+        "SELECT count(*) FROM fold_winners WHERE NOT starts_with(event_id, $anchor_prefix)",
+        &params,
+    )
+    .await?;
+    let live_duplicates = live_rows.saturating_sub(live_winners);
+    let live_message_duplicates = count(
+        &reduced.ctx,
+        "SELECT count(message_id) - count(DISTINCT message_id) FROM messages",
+        &vec![],
+    )
+    .await?;
+    // Lifecycle events of conversations started nowhere: not in the live
+    // rows, not before the frontier.
+    let orphans = count(
+        &reduced.ctx,
+        &format!(
+            "SELECT count(*) FROM fold_winners l WHERE l.event_type IN {LIFECYCLE} \
+             AND NOT EXISTS (SELECT 1 FROM fold_winners s \
+                 WHERE s.event_type = 'conversation_started' \
+                 AND s.conversation_id = l.conversation_id) \
+             AND NOT EXISTS (SELECT 1 FROM state_started p \
+                 WHERE p.conversation_id = l.conversation_id)"
+        ),
+        &vec![],
+    )
+    .await?;
+    laps.lap("data_quality from the state");
+    let mut dq: HashMap<(String, Option<String>), f64> = HashMap::new();
+    let mut put = |metric: &str, segment: Option<&str>, v: u64| {
+        dq.insert((metric.to_string(), segment.map(String::from)), v as f64);
+    };
+    put("rows_read", Some("events"), counters.events_rows_read);
+    put("rows_read", Some("messages"), counters.messages_rows_read);
+    for reason in REJECT_REASONS {
+        put(
+            "rows_rejected",
+            Some(reason),
+            counters.rejects.get(reason).copied().unwrap_or(0),
+        );
+    }
+    put(
+        "duplicate_events",
+        None,
+        counters.folded_duplicate_events + live_duplicates,
+    );
+    put(
+        "duplicate_messages",
+        None,
+        counters.folded_duplicate_messages + live_message_duplicates,
+    );
+    put("orphan_lifecycle_events", None, orphans);
+
+    Ok(Ok(Prepared {
+        engine: reduced,
+        data_quality: Some(dq),
+        run: StateRun {
+            mode: "incremental",
+            reason: None,
+            new_files: new_events.len() + new_messages.len(),
+            new_rows: new_event_rows + new_message_rows,
+            frontier: windows_start.to_rfc3339(),
+            error: None,
+        },
+        store: store.clone(),
+        pending: Pending {
+            previous: Some(manifest.clone()),
+            events_files: entries(events_files),
+            messages_files: entries(messages_files),
+            counters,
+            new_frontier: windows_start,
+            counters_from_report: false,
+        },
+        _dir: Some(dir),
+    }))
+}
+
+/// The seven reject reasons, in the spec's order.
+pub use crate::rules::REJECT_REASONS;
+
+/// `Err(reason)` when the manifest cannot serve this run.
+fn check_manifest(
+    m: &Manifest,
+    events: &Location,
+    messages: &Location,
+    events_files: &[ObjectMeta],
+    messages_files: &[ObjectMeta],
+    windows_start: DateTime<Utc>,
+) -> std::result::Result<(), Fallback> {
+    if m.format != STATE_FORMAT || m.version != env!("CARGO_PKG_VERSION") {
+        return Err(format!(
+            "the state was written by another version (format {}, version {})",
+            m.format, m.version
+        ));
+    }
+    if m.events != events.to_string() || m.messages != messages.to_string() {
+        return Err(format!(
+            "the state was built from other inputs ({} and {})",
+            m.events, m.messages
+        ));
+    }
+    if windows_start < m.frontier() {
+        return Err(format!(
+            "a report period starts at {}, before the state's frontier {} (a re-run of an \
+             earlier date)",
+            windows_start.to_rfc3339(),
+            m.frontier().to_rfc3339()
+        ));
+    }
+    for (table, old, now) in [
+        ("events", &m.events_files, events_files),
+        ("messages", &m.messages_files, messages_files),
+    ] {
+        let now: HashMap<&str, &ObjectMeta> =
+            now.iter().map(|f| (f.location.as_ref(), f)).collect();
+        for f in old {
+            match now.get(f.path.as_str()) {
+                None => return Err(format!("{table} file {} was deleted", f.path)),
+                Some(meta) if FileEntry::of(meta) != *f => {
+                    return Err(format!("{table} file {} changed", f.path))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Registers the state's tables (`state_*`) on `ctx`.
+async fn register_state(
+    ctx: &SessionContext,
+    store: &StateStore,
+    m: &Manifest,
+    events_schema: &SchemaRef,
+    messages_schema: &SchemaRef,
+) -> Result<()> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let one = |name: &str| Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]));
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let anchors = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("start", ts, true),
+    ]));
+    register_state_table(
+        ctx,
+        store,
+        "state_event_index",
+        &m.event_index,
+        one("event_id"),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_message_index",
+        &m.message_index,
+        one("message_id"),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_started",
+        &m.started,
+        one("conversation_id"),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_anchors",
+        std::slice::from_ref(&m.anchors),
+        anchors,
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_live_events",
+        std::slice::from_ref(&m.live_events),
+        Arc::clone(events_schema),
+    )
+    .await?;
+    register_state_table(
+        ctx,
+        store,
+        "state_live_messages",
+        std::slice::from_ref(&m.live_messages),
+        Arc::clone(messages_schema),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Prepared {
+    /// The state's location.
+    pub fn location(&self) -> &Location {
+        &self.store.location
+    }
+
+    /// Replaces the `data_quality` values of a report batch with the
+    /// whole-input ones (incremental runs); other rows are untouched.
+    pub fn complete(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let Some(dq) = &self.data_quality else {
+            return Ok(batch);
+        };
+        let section = batch.column(0).as_string::<i32>();
+        let metric = batch.column(1).as_string::<i32>();
+        let segment = batch.column(2).as_string::<i32>();
+        let current = batch
+            .column(5)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let values: Float64Array = (0..batch.num_rows())
+            .map(|i| {
+                if section.value(i) != "data_quality" {
+                    return Ok(current.is_valid(i).then(|| current.value(i)));
+                }
+                let key = (
+                    metric.value(i).to_string(),
+                    segment.is_valid(i).then(|| segment.value(i).to_string()),
+                );
+                dq.get(&key).copied().map(Some).ok_or_else(|| {
+                    Error::Internal(format!("data_quality row {key:?} has no state value"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .collect();
+        let mut columns = batch.columns().to_vec();
+        columns[5] = Arc::new(values);
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    }
+
+    /// Writes the new state and makes it current. `first_report` is a
+    /// report batch of this run (a full run takes its whole-input counts
+    /// from its `data_quality` rows).
+    pub async fn commit(self, first_report: &RecordBatch) -> Result<StateRun> {
+        let Prepared {
+            engine,
+            run,
+            store,
+            mut pending,
+            _dir,
+            ..
+        } = self;
+        if pending.counters_from_report {
+            pending.counters = counters_from_report(first_report)?;
+        }
+        // After the highest generation anywhere in `data/`: a manifest that
+        // could not be read does not make names repeat.
+        let generation = pending
+            .previous
+            .as_ref()
+            .map_or(0, |m| m.generation)
+            .max(store.highest_generation().await?)
+            + 1;
+        let previous = pending
+            .previous
+            .clone()
+            .filter(|_| run.mode == "incremental");
+        let mut manifest = fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        // Files kept from the verified previous state keep their checks;
+        // the new ones are read back once.
+        let mut checks = BTreeMap::new();
+        for name in manifest.data_files() {
+            let known = previous.as_ref().and_then(|m| m.checks.get(&name)).cloned();
+            let check = match known {
+                Some(c) => c,
+                None => store.check_of(&name).await?,
+            };
+            checks.insert(name, check);
+        }
+        manifest.checks = checks;
+        let manifest = manifest.sealed();
+        fail_point("before-state-commit");
+        store.commit(&engine.ctx, &manifest).await?;
+        fail_point("after-state-commit");
+        // Garbage only costs space; a failure to collect it is not the run's.
+        let _ = store
+            .collect_garbage(&manifest.data_files(), generation)
+            .await;
+        drop(_dir);
+        Ok(run)
+    }
+}
+
+fn counters_from_report(batch: &RecordBatch) -> Result<Counters> {
+    let section = batch.column(0).as_string::<i32>();
+    let metric = batch.column(1).as_string::<i32>();
+    let segment: &StringArray = batch.column(2).as_string::<i32>();
+    let current = batch
+        .column(5)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    let mut c = Counters::default();
+    for i in 0..batch.num_rows() {
+        if section.value(i) != "data_quality" || current.is_null(i) {
+            continue;
+        }
+        let v = current.value(i) as u64;
+        match (
+            metric.value(i),
+            segment.is_valid(i).then(|| segment.value(i)),
+        ) {
+            ("rows_read", Some("events")) => c.events_rows_read = v,
+            ("rows_read", Some("messages")) => c.messages_rows_read = v,
+            ("rows_rejected", Some(reason)) => {
+                c.rejects.insert(reason.to_string(), v);
+            }
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Moves the frontier to `pending.new_frontier`: writes the new anchors,
+/// live tables and index segments from the engine's input (the anchors,
+/// live and new rows, or the whole input for a full run) and returns the
+/// manifest naming them.
+async fn fold(
+    engine: &Engine,
+    store: &StateStore,
+    previous: Option<&Manifest>,
+    mut pending: Pending,
+    generation: u64,
+) -> Result<Manifest> {
+    let mut laps = Laps::new();
+    let ctx = &engine.ctx;
+    let new_frontier = pending.new_frontier;
+    if previous.is_none() {
+        // A full run: no earlier state tables. The synthetic rows' prefix
+        // must be free in the input.
+        let taken = count(
+            ctx,
+            "SELECT count(*) FROM events WHERE starts_with(event_id, $p) OR starts_with(user_id, $p)",
+            &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
+        )
+        .await?;
+        if taken > 0 {
+            return Err(store.err(format!(
+                "{taken} events have an event_id or user_id starting with the state's reserved \
+                 prefix {ANCHOR_PREFIX:?}; the state is not written (run without [state])"
+            )));
+        }
+        register_empty_state(ctx).await?;
+    }
+    store.attach(ctx)?;
+    let params: Params = vec![
+        ("new_frontier", ts_param(new_frontier)),
+        ("day_before", ts_param(new_frontier - Duration::days(1))),
+        (
+            "anchor_prefix",
+            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
+        ),
+    ];
+    let plan_df = |sql: String| plan_with(ctx, sql, params.clone());
+
+    // The surviving copy of every id, once: every step below reads it (an
+    // incremental run made it already).
+    let winners_name = data_name(generation, "winners-tmp");
+    let made_winners = !ctx.table_exist("fold_winners")?;
+    if made_winners {
+        let winners_url = store.url_of(&winners_name);
+        // The operators' build (the reports made it) knows which ids may
+        // have copies: only those are ranked; the `clean_events` view
+        // would count every id of the history again to find them.
+        let repeated = if crate::report::builds_here(engine) {
+            crate::tables::native::node::repeated_ids(ctx).await?
+        } else {
+            None
+        };
+        let sql = match &repeated {
+            Some(udf) => {
+                ctx.register_udf(udf.clone().with_aliases([REPEATED_ID_FN]));
+                FOLD_WINNERS_SQL
+            }
+            None => "SELECT event_id, user_id, ts, event_type, conversation_id FROM clean_events",
+        };
+        laps.lap("fold: repeated ids");
+        let written = write_scratch_df(plan_df(sql.into()).await?, &winners_url).await;
+        if let Some(udf) = &repeated {
+            ctx.deregister_udf(udf.name());
+            ctx.deregister_udf(REPEATED_ID_FN);
+        }
+        written?;
+        ctx.register_parquet("fold_winners", &winners_url, ParquetReadOptions::default())
+            .await?;
+    }
+
+    laps.lap("fold: winners");
+    let started = data_name(generation, "started");
+    write_df(
+        plan_df(
+            "SELECT DISTINCT conversation_id FROM fold_winners \
+             WHERE event_type = 'conversation_started' AND ts < $new_frontier \
+             AND NOT starts_with(event_id, $anchor_prefix)"
+                .into(),
+        )
+        .await?,
+        &store.url_of(&started),
+    )
+    .await?;
+    ctx.deregister_table("fold_started")?;
+    ctx.register_parquet(
+        "fold_started",
+        &store.url_of(&started),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+
+    laps.lap("fold: started");
+    let index = data_name(generation, "event-index");
+    write_df(
+        plan_df(format!(
+            "WITH due AS ( \
+                 SELECT event_id, event_type, conversation_id FROM fold_winners \
+                 WHERE ts < $new_frontier AND NOT starts_with(event_id, $anchor_prefix)) \
+             SELECT event_id FROM due WHERE event_type NOT IN {LIFECYCLE} \
+             UNION ALL \
+             SELECT d.event_id FROM due d WHERE d.event_type IN {LIFECYCLE} \
+               AND EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
+             UNION ALL \
+             SELECT d.event_id FROM due d WHERE d.event_type IN {LIFECYCLE} \
+               AND NOT EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
+               AND EXISTS (SELECT 1 FROM fold_started f WHERE f.conversation_id = d.conversation_id)"
+        ))
+        .await?,
+        &store.url_of(&index),
+    )
+    .await?;
+    // The ids that stay live: the complement of the index among the
+    // winners, a few days' worth. Joining on them, not on the index (the
+    // whole history's ids on a full run), keeps every hash table small.
+    let kept = plan_df(format!(
+        "WITH w AS ( \
+             SELECT event_id, ts, event_type, conversation_id FROM fold_winners \
+             WHERE NOT starts_with(event_id, $anchor_prefix)) \
+         SELECT event_id FROM w WHERE ts >= $new_frontier \
+         UNION ALL \
+         SELECT d.event_id FROM w d WHERE d.ts < $new_frontier AND d.event_type IN {LIFECYCLE} \
+           AND NOT EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
+           AND NOT EXISTS (SELECT 1 FROM fold_started f WHERE f.conversation_id = d.conversation_id)"
+    ))
+    .await?;
+    let kept_schema = Arc::new(kept.schema().as_arrow().clone());
+    let kept = kept.collect_partitioned().await?;
+    ctx.deregister_table("fold_kept_ids")?;
+    ctx.register_table(
+        "fold_kept_ids",
+        Arc::new(MemTable::try_new(kept_schema, kept)?),
+    )?;
+    laps.lap("fold: event index");
+    let live_events = data_name(generation, "live-events");
+    write_df(
+        plan_df(format!(
+            "SELECT {} FROM validated_events v WHERE v.reject_reason IS NULL \
+             AND EXISTS (SELECT 1 FROM fold_kept_ids k WHERE k.event_id = v.event_id)",
+            column_list(&EVENTS, "v.")
+        ))
+        .await?,
+        &store.url_of(&live_events),
+    )
+    .await?;
+    // Duplicates folded: valid rows of folded ids, less one per id.
+    let winners = count(
+        ctx,
+        "SELECT count(*) FROM fold_winners WHERE NOT starts_with(event_id, $p)",
+        &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
+    )
+    .await?;
+    let kept_ids = count(ctx, "SELECT count(*) FROM fold_kept_ids", &vec![]).await?;
+    let valid = count(
+        ctx,
+        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
+         AND NOT starts_with(event_id, $p)",
+        &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
+    )
+    .await?;
+    ctx.deregister_table("fold_live")?;
+    ctx.register_parquet(
+        "fold_live",
+        &store.url_of(&live_events),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let live = count(ctx, "SELECT count(*) FROM fold_live", &vec![]).await?;
+    let folded_ids = winners.saturating_sub(kept_ids);
+    let folded_rows = valid.saturating_sub(live);
+    pending.counters.folded_duplicate_events += folded_rows.saturating_sub(folded_ids);
+
+    laps.lap("fold: live events");
+    let anchors = data_name(generation, "anchors");
+    write_df(
+        // The `sessions` relation is the sessionization of these same
+        // winners' actions: read from the operators' build when the session
+        // still holds it, else (a report under a memory limit lets go of it)
+        // sessionizing the winners again costs less than a new build.
+        plan_df(
+            if crate::report::builds_here(engine)
+                && crate::tables::native::node::holds_build(ctx).await?
+            {
+                "SELECT user_id, max(session_start) AS start FROM sessions \
+             WHERE session_start < $new_frontier AND session_start > $day_before \
+             AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
+                    .into()
+            } else {
+                "SELECT user_id, max(s) AS start FROM ( \
+                 SELECT user_id, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
+                 FROM fold_winners WHERE event_type IN \
+                 ('help_center_visit', 'article_search', 'article_view', 'conversation_started')) \
+             WHERE s < $new_frontier AND s > $day_before \
+             AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
+                    .into()
+            },
+        )
+        .await?,
+        &store.url_of(&anchors),
+    )
+    .await?;
+
+    laps.lap("fold: anchors");
+    let message_index = data_name(generation, "message-index");
+    write_df(
+        plan_df(
+            "SELECT DISTINCT message_id FROM clean_messages \
+             WHERE message_id IS NOT NULL AND sent_at < $new_frontier"
+                .into(),
+        )
+        .await?,
+        &store.url_of(&message_index),
+    )
+    .await?;
+    ctx.deregister_table("fold_message_ids")?;
+    ctx.register_parquet(
+        "fold_message_ids",
+        &store.url_of(&message_index),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    let folded_m = count(ctx, "SELECT count(*) FROM fold_message_ids", &vec![]).await?;
+    let folded_m_rows = count(
+        ctx,
+        "SELECT count(*) FROM messages WHERE message_id IN (SELECT message_id FROM fold_message_ids)",
+        &vec![],
+    )
+    .await?;
+    pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
+
+    laps.lap("fold: message index");
+    let live_messages = data_name(generation, "live-messages");
+    write_df(
+        plan_df(format!(
+            "SELECT {} FROM messages \
+             WHERE (message_id IS NULL AND (sent_at IS NULL OR sent_at >= $new_frontier)) \
+                OR message_id NOT IN (SELECT message_id FROM fold_message_ids)",
+            column_list(&MESSAGES, "")
+        ))
+        .await?,
+        &store.url_of(&live_messages),
+    )
+    .await?;
+    laps.lap("fold: live messages");
+    // The winners were only a step.
+    if made_winners {
+        let data = store.prefix.clone().join("data");
+        let _ = store.store.delete(&data.join(winners_name.as_str())).await;
+    }
+
+    let (mut event_index, mut message_index_list, mut started_list) = previous
+        .map(|m| {
+            (
+                m.event_index.clone(),
+                m.message_index.clone(),
+                m.started.clone(),
+            )
+        })
+        .unwrap_or_default();
+    event_index.push(index);
+    message_index_list.push(message_index);
+    started_list.push(started);
+    // One segment a run would make every run open hundreds of files; past
+    // a few, they are merged into one.
+    for (list, column, kind) in [
+        (&mut event_index, "event_id", "event-index"),
+        (&mut message_index_list, "message_id", "message-index"),
+        (&mut started_list, "conversation_id", "started"),
+    ] {
+        if list.len() > MAX_SEGMENTS {
+            let merged = data_name(generation, kind);
+            let urls: Vec<String> = list.iter().map(|f| store.url_of(f)).collect();
+            let df = ctx
+                .read_parquet(urls, ParquetReadOptions::default())
+                .await?
+                .select_columns(&[column])?;
+            write_df(df, &store.url_of(&merged)).await?;
+            *list = vec![merged];
+        }
+    }
+    let events = engine_location(&pending, previous, EVENTS.name, engine);
+    let messages = engine_location(&pending, previous, MESSAGES.name, engine);
+    laps.lap("fold: segments");
+    Ok(Manifest {
+        format: STATE_FORMAT,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generation,
+        events,
+        messages,
+        frontier_us: new_frontier.timestamp_micros(),
+        events_files: pending.events_files,
+        messages_files: pending.messages_files,
+        counters: pending.counters,
+        anchors,
+        live_events,
+        live_messages,
+        event_index,
+        message_index: message_index_list,
+        started: started_list,
+        checks: BTreeMap::new(),
+        checksum: String::new(),
+    })
+}
+
+/// The input location the manifest records: the previous state's (the
+/// engine of an incremental run reads the reduced input) or the engine's.
+fn engine_location(
+    _pending: &Pending,
+    previous: Option<&Manifest>,
+    table: &str,
+    engine: &Engine,
+) -> String {
+    match previous {
+        Some(m) if table == EVENTS.name => m.events.clone(),
+        Some(m) => m.messages.clone(),
+        None => engine
+            .options
+            .table(table)
+            .map(|t| t.location.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// `sql` planned with `params` bound.
+async fn plan_with(ctx: &SessionContext, sql: String, params: Params) -> Result<DataFrame> {
+    Ok(ctx.sql(&sql).await?.with_param_values(params)?)
+}
+
+/// Empty index tables, for a full run's fold.
+async fn register_empty_state(ctx: &SessionContext) -> Result<()> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    for (name, column) in [
+        ("state_event_index", "event_id"),
+        ("state_message_index", "message_id"),
+        ("state_started", "conversation_id"),
+    ] {
+        let schema = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, true)]));
+        ctx.deregister_table(name)?;
+        ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(path: &str, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            location: StorePath::from(path),
+            last_modified: DateTime::from_timestamp_millis(1_000).unwrap(),
+            size,
+            e_tag: Some("t".into()),
+            version: None,
+        }
+    }
+
+    fn manifest(files: &[ObjectMeta], frontier: DateTime<Utc>) -> Manifest {
+        Manifest {
+            format: STATE_FORMAT,
+            version: env!("CARGO_PKG_VERSION").into(),
+            generation: 3,
+            events: "ev".into(),
+            messages: "msg".into(),
+            frontier_us: frontier.timestamp_micros(),
+            events_files: files.iter().map(FileEntry::of).collect(),
+            messages_files: vec![],
+            counters: Counters::default(),
+            anchors: "a".into(),
+            live_events: "l".into(),
+            live_messages: "m".into(),
+            event_index: vec![],
+            message_index: vec![],
+            started: vec![],
+            checks: BTreeMap::new(),
+            checksum: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_state_serves_a_run_only_when_it_can_prove_the_result() {
+        let c = DateTime::from_timestamp(1_780_000_000, 0).unwrap();
+        let files = [meta("ev/a.parquet", 10), meta("ev/b.parquet", 20)];
+        let m = manifest(&files, c);
+        let (ev, msg) = (
+            Location::parse("ev").unwrap(),
+            Location::parse("msg").unwrap(),
+        );
+        let check = |files: &[ObjectMeta], start| check_manifest(&m, &ev, &msg, files, &[], start);
+        assert_eq!(check(&files, c), Ok(()));
+        // a new file is fine
+        let more = [files[0].clone(), files[1].clone(), meta("ev/c.parquet", 5)];
+        assert_eq!(check(&more, c + Duration::days(1)), Ok(()));
+        let e = check(&files[..1], c).unwrap_err();
+        assert!(e.contains("ev/b.parquet was deleted"), "{e}");
+        let e = check(&[files[0].clone(), meta("ev/b.parquet", 21)], c).unwrap_err();
+        assert!(e.contains("ev/b.parquet changed"), "{e}");
+        let e = check(&files, c - Duration::days(1)).unwrap_err();
+        assert!(e.contains("before the state's frontier"), "{e}");
+        let other = Location::parse("elsewhere").unwrap();
+        let e = check_manifest(&m, &other, &msg, &files, &[], c).unwrap_err();
+        assert!(e.contains("other inputs"), "{e}");
+        let old = Manifest {
+            format: STATE_FORMAT + 1,
+            ..m.clone()
+        };
+        let e = check_manifest(&old, &ev, &msg, &files, &[], c).unwrap_err();
+        assert!(e.contains("another version"), "{e}");
+    }
+
+    #[test]
+    fn a_manifest_changed_after_sealing_is_found_out() {
+        let m = manifest(&[meta("ev/a.parquet", 10)], Utc::now()).sealed();
+        assert_eq!(m.checksum, m.content_checksum());
+        let text = serde_json::to_string(&m).unwrap();
+        let back = parse_manifest(text.as_bytes()).unwrap();
+        assert_eq!(
+            back.checksum,
+            back.content_checksum(),
+            "survives a round trip"
+        );
+        let mut edited = back.clone();
+        edited.counters.events_rows_read += 1;
+        assert_ne!(edited.checksum, edited.content_checksum());
+        // a state of format 1 had neither checks nor checksum
+        let mut older: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let fields = older.as_object_mut().unwrap();
+        fields.remove("checks");
+        fields.remove("checksum");
+        fields.insert("format".into(), 1.into());
+        let e = parse_manifest(older.to_string().as_bytes()).unwrap_err();
+        assert!(e.contains("another version (format 1"), "{e}");
+    }
+
+    #[test]
+    fn etags_compare_without_quotes_or_weakness() {
+        assert!(same_tag(Some("\"abc\""), "abc"));
+        assert!(same_tag(Some("W/\"abc\""), "\"abc\""));
+        assert!(!same_tag(Some("abd"), "abc"));
+        assert!(!same_tag(None, "abc"));
+    }
+
+    #[test]
+    fn data_files_carry_their_generation() {
+        let name = data_name(12, "event-index");
+        assert_eq!(generation_of(&name), Some(12));
+        assert_ne!(name, data_name(12, "event-index"), "never reused");
+        assert_eq!(generation_of("state.json"), None);
+        let m = manifest(&[], Utc::now());
+        assert!(m.data_files().contains("l") && m.data_files().contains("a"));
+    }
+}

@@ -1,0 +1,317 @@
+//! Repeated event_ids, settled exactly (spec §1 "Duplicates", §6).
+//!
+//! Every valid row's event_id hash went to a hash bucket during the scan.
+//! A bucket's hashes, sorted, show which hashes occur more than once: the
+//! *candidates*. A hash seen once proves its row unique. The candidates'
+//! rows are read again with every column — a second scan that filters on
+//! the event_id inside the Parquet decoder, so the other columns of the
+//! other rows are never decoded — and grouped by the event_id string
+//! itself, so a hash collision only costs a candidate. Each id's copies are
+//! ranked as the `duplicate_winners` view ranks them; the losers become
+//! slim keys to delete from the buckets they went to. Copies equal in slim
+//! form are interchangeable for everything computed from the buckets, so
+//! deleting any row with a loser's slim key is exact.
+
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::{
+    col, ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+use super::intern::{bucket_of, hash_of, IdHasher};
+use super::scan::{utf8, EventColumns};
+use super::segments::IdHashes;
+use super::store::{Budget, Store};
+use super::{HashMap, HashSet};
+use crate::error::Result;
+use crate::rules::{self, kind};
+
+/// The hashes that occur more than once in hash bucket `b`.
+pub fn repeated_in(store: &Store<IdHashes>, b: usize, budget: &Budget) -> Result<Vec<u64>> {
+    let (parts, held) = store.load(b, budget, false)?;
+    let mut all: Vec<u64> = Vec::with_capacity(parts.iter().map(|p| p.hash.len()).sum());
+    budget.grow(all.capacity() * 8);
+    for p in &parts {
+        all.extend_from_slice(&p.hash);
+    }
+    drop(parts);
+    budget.shrink(held);
+    all.sort_unstable();
+    let mut out = Vec::new();
+    for w in all.windows(2) {
+        if w[0] == w[1] && out.last() != Some(&w[0]) {
+            out.push(w[0]);
+        }
+    }
+    budget.shrink(all.capacity() * 8);
+    Ok(out)
+}
+
+/// One events row with every column, for the few rows read a second time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FullRow {
+    /// `event_id`.
+    pub event_id: String,
+    /// `user_id`.
+    pub user_id: String,
+    /// `ts` in the column's ticks.
+    pub ts: i64,
+    /// `event_type`.
+    pub event_type: String,
+    /// `channel`.
+    pub channel: Option<String>,
+    /// `article_id`.
+    pub article_id: Option<String>,
+    /// `conversation_id`.
+    pub conversation_id: Option<String>,
+    /// `actor`.
+    pub actor: Option<String>,
+    /// `rating`.
+    pub rating: Option<i64>,
+}
+
+/// `a < b` in the order `duplicate_winners` ranks copies: ts, user_id,
+/// event_type, channel, article_id, conversation_id, actor, rating, each
+/// ascending with NULLs last (DataFusion's default).
+pub fn copy_order(a: &FullRow, b: &FullRow) -> std::cmp::Ordering {
+    fn nl<T: Ord>(a: &Option<T>, b: &Option<T>) -> std::cmp::Ordering {
+        match (a, b) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+    }
+    a.ts.cmp(&b.ts)
+        .then_with(|| a.user_id.as_bytes().cmp(b.user_id.as_bytes()))
+        .then_with(|| a.event_type.cmp(&b.event_type))
+        .then_with(|| nl(&a.channel, &b.channel))
+        .then_with(|| nl(&a.article_id, &b.article_id))
+        .then_with(|| nl(&a.conversation_id, &b.conversation_id))
+        .then_with(|| nl(&a.actor, &b.actor))
+        .then_with(|| nl(&a.rating, &b.rating))
+}
+
+/// A filter function that keeps rows whose event_id hash is in a set.
+#[derive(Debug)]
+struct HashIn {
+    set: Arc<HashSet<u64>>,
+    hasher: IdHasher,
+    signature: Signature,
+}
+
+impl PartialEq for HashIn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.set, &other.set)
+    }
+}
+impl Eq for HashIn {}
+impl std::hash::Hash for HashIn {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.set) as usize).hash(state)
+    }
+}
+
+impl ScalarUDFImpl for HashIn {
+    fn name(&self) -> &str {
+        "supportfunnel_id_hash_in"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let arr = args.args[0].to_array(args.number_rows)?;
+        let s = cast(&arr, &DataType::Utf8)?;
+        let s = s.as_string::<i32>();
+        let out: BooleanArray = (0..s.len())
+            .map(|i| {
+                Some(s.is_valid(i) && self.set.contains(&self.hasher.hash(s.value(i).as_bytes())))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// `event_id`'s hash is in `set`, as a filter expression.
+pub fn hash_in(set: HashSet<u64>, hasher: IdHasher) -> Expr {
+    hash_in_udf(Arc::new(set), hasher).call(vec![col("event_id")])
+}
+
+/// A function of one string, true when its event_id hash is in `set`.
+pub fn hash_in_udf(set: Arc<HashSet<u64>>, hasher: IdHasher) -> ScalarUDF {
+    ScalarUDF::from(HashIn {
+        set,
+        hasher,
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+const FULL_COLUMNS: [&str; 9] = [
+    "event_id",
+    "user_id",
+    "ts",
+    "event_type",
+    "channel",
+    "article_id",
+    "conversation_id",
+    "actor",
+    "rating",
+];
+
+/// The valid, non-showcase rows of `events` matching `filter`, with every
+/// column.
+pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<FullRow>> {
+    let batches = ctx
+        .table("events")
+        .await?
+        .select_columns(&FULL_COLUMNS)?
+        .filter(filter)?
+        .collect()
+        .await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        let cols = EventColumns::of(b)?;
+        let EventColumns {
+            id,
+            user,
+            ts,
+            ty,
+            channel,
+            conv,
+            actor,
+            rating,
+        } = &cols;
+        let article = utf8(b.column(b.schema().index_of("article_id")?))?;
+        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        for i in 0..b.num_rows() {
+            if !matches!(cols.check(i), Some(Ok(_))) {
+                continue;
+            }
+            rows.push(FullRow {
+                event_id: id.value(i).to_string(),
+                user_id: user.value(i).to_string(),
+                ts: ts.value(i),
+                event_type: ty.value(i).to_string(),
+                channel: opt(channel, i),
+                article_id: opt(&article, i),
+                conversation_id: opt(conv, i),
+                actor: opt(actor, i),
+                rating: rating.is_valid(i).then(|| rating.value(i)),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// A conversation row in slim form with its strings, to find it among a
+/// bucket's rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConvKey {
+    /// `conversation_id`.
+    pub conv: String,
+    /// `ts` ticks.
+    pub ts: i64,
+    /// Its kind.
+    pub kind: u8,
+    /// A start's user, a close's actor.
+    pub other: Option<String>,
+    /// A rating's value (0 for NULL).
+    pub rating: u32,
+}
+
+/// A customer action in slim form with its user: (user_id, ts, kind).
+pub type ActionKey = (String, i64, u8);
+
+/// How the repeated event_ids were settled.
+#[derive(Default)]
+pub struct Dedup {
+    /// Valid rows dropped as repeats.
+    pub duplicate_events: u64,
+    /// Every repeated valid event_id: its winning copy.
+    pub winners: HashMap<String, FullRow>,
+    /// Per user bucket, the losing actions to delete (with counts).
+    pub action_losers: Vec<HashMap<ActionKey, u32>>,
+    /// Per conversation bucket, the losing conversation rows to delete.
+    pub conv_losers: Vec<HashMap<ConvKey, u32>>,
+}
+
+/// Reads the candidates' rows and settles every repeated event_id.
+pub async fn settle(
+    ctx: &SessionContext,
+    candidates: HashSet<u64>,
+    hasher: IdHasher,
+    buckets: usize,
+) -> Result<Dedup> {
+    let mut out = Dedup {
+        action_losers: vec![HashMap::default(); buckets],
+        conv_losers: vec![HashMap::default(); buckets],
+        ..Dedup::default()
+    };
+    if candidates.is_empty() {
+        return Ok(out);
+    }
+    let rows = read_full_rows(ctx, hash_in(candidates, hasher)).await?;
+    let mut groups: HashMap<String, Vec<FullRow>> = HashMap::default();
+    for r in rows {
+        groups.entry(r.event_id.clone()).or_default().push(r);
+    }
+    for (id, mut copies) in groups {
+        if copies.len() < 2 {
+            continue;
+        }
+        copies.sort_by(copy_order);
+        out.duplicate_events += copies.len() as u64 - 1;
+        for r in &copies[1..] {
+            let Some(k) = rules::kind_of(r.event_type.as_bytes()) else {
+                continue;
+            };
+            if rules::is_action(k) {
+                let b = bucket_of(hash_of(r.user_id.as_bytes()), buckets);
+                *out.action_losers[b]
+                    .entry((r.user_id.clone(), r.ts, k))
+                    .or_default() += 1;
+            }
+            if rules::needs_conversation(k) {
+                let conv = r.conversation_id.clone().unwrap_or_default();
+                let b = bucket_of(hash_of(conv.as_bytes()), buckets);
+                let key = ConvKey {
+                    conv,
+                    ts: r.ts,
+                    kind: k,
+                    other: match k {
+                        kind::STARTED => Some(r.user_id.clone()),
+                        kind::CLOSED => r.actor.clone(),
+                        _ => None,
+                    },
+                    rating: match k {
+                        kind::RATED => r.rating.unwrap_or(0) as u32,
+                        _ => 0,
+                    },
+                };
+                *out.conv_losers[b].entry(key).or_default() += 1;
+            }
+        }
+        copies.truncate(1);
+        if let Some(w) = copies.pop() {
+            out.winners.insert(id, w);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `r` counts: a unique event_id, or the winning copy of a
+/// repeated one. (Equal copies all say yes; callers keep one per id.)
+pub fn counts(dedup: &Dedup, r: &FullRow) -> bool {
+    dedup.winners.get(&r.event_id).is_none_or(|w| w == r)
+}

@@ -1,0 +1,309 @@
+//! The one pass over `events`: each input partition's task validates its
+//! rows once (spec §1, in the order of [`rules::REJECT_REASONS`]), counts
+//! the rejects, and routes every valid row, in slim form, to its buckets:
+//! customer actions by user, conversation rows (starts and lifecycle
+//! events) by conversation, event_id hashes by hash.
+//!
+//! A task keeps one segment per bucket and kind. After each batch it
+//! reserves what its segments grew by; when the pool refuses, it writes all
+//! of them out and starts again with empty ones (their interners too), so a
+//! task never holds more than the pool grants it.
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+
+use super::intern::{bucket_of, hash_of, IdHasher, PREFETCH_AHEAD};
+use super::segments::{Actions, ConvRows, IdHashes, Segment};
+use super::store::{Budget, Store};
+use crate::error::Result;
+use crate::rules::{self, kind};
+
+/// The event columns the scan reads, in this order.
+pub const SCAN_COLUMNS: [&str; 8] = [
+    "event_id",
+    "user_id",
+    "ts",
+    "event_type",
+    "channel",
+    "conversation_id",
+    "actor",
+    "rating",
+];
+
+/// What the build's scan fills: one store per kind of segment.
+pub struct Stores {
+    /// Customer actions, by user.
+    pub actions: Store<Actions>,
+    /// Conversation rows, by conversation.
+    pub convs: Store<ConvRows>,
+    /// Event_id hashes, by hash.
+    pub ids: Store<IdHashes>,
+}
+
+/// Counts over every row read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanCounts {
+    /// Rows in `events`, showcase rows included.
+    pub rows_read: u64,
+    /// Rejected rows per reason, in [`rules::REJECT_REASONS`] order.
+    pub rejected: [u64; 7],
+}
+
+impl ScanCounts {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &ScanCounts) {
+        self.rows_read += other.rows_read;
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+    }
+}
+
+/// One task's segments.
+struct Router {
+    buckets: usize,
+    hasher: IdHasher,
+    actions: Vec<Actions>,
+    convs: Vec<ConvRows>,
+    ids: Vec<IdHashes>,
+    /// This batch's actions and conversation rows, found by the first pass
+    /// and interned by the second.
+    users_todo: Vec<(u32, u64, u8)>,
+    convs_todo: Vec<(u32, u64, u8, u64)>,
+    /// Bytes of the segments reserved in the budget.
+    held: usize,
+    counts: ScanCounts,
+}
+
+/// A column as Utf8 (the contract allows the other string types).
+pub(super) fn utf8(a: &ArrayRef) -> Result<StringArray> {
+    Ok(match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().clone(),
+        _ => cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
+    })
+}
+
+/// A column as Int64 (timestamps as their ticks).
+pub(super) fn int64(a: &ArrayRef) -> Result<Int64Array> {
+    Ok(cast(a, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
+}
+
+/// The columns of an events batch that a row's validity reads, typed once
+/// per batch, found by name.
+pub(super) struct EventColumns {
+    pub id: StringArray,
+    pub user: StringArray,
+    pub ts: Int64Array,
+    pub ty: StringArray,
+    pub channel: StringArray,
+    pub conv: StringArray,
+    pub actor: StringArray,
+    pub rating: Int64Array,
+}
+
+impl EventColumns {
+    pub fn of(b: &RecordBatch) -> Result<Self> {
+        let col = |name: &str| -> Result<&ArrayRef> { Ok(b.column(b.schema().index_of(name)?)) };
+        Ok(Self {
+            id: utf8(col("event_id")?)?,
+            user: utf8(col("user_id")?)?,
+            ts: int64(col("ts")?)?,
+            ty: utf8(col("event_type")?)?,
+            channel: utf8(col("channel")?)?,
+            conv: utf8(col("conversation_id")?)?,
+            actor: utf8(col("actor")?)?,
+            rating: int64(col("rating")?)?,
+        })
+    }
+
+    /// Row `i`'s kind, or its reject reason (spec §1); `None` for a
+    /// content_showcase row, which is not an event.
+    #[inline]
+    pub fn check(&self, i: usize) -> Option<std::result::Result<u8, usize>> {
+        if self.channel.is_valid(i) && self.channel.value(i) == rules::SHOWCASE_CHANNEL {
+            return None;
+        }
+        Some(rules::classify(
+            self.id.is_null(i),
+            self.user.is_null(i),
+            self.ts.is_null(i),
+            self.ty.is_valid(i).then(|| self.ty.value(i).as_bytes()),
+            self.conv.is_null(i),
+            self.rating.is_valid(i).then(|| self.rating.value(i)),
+        ))
+    }
+}
+
+impl Router {
+    fn new(buckets: usize, hasher: IdHasher) -> Self {
+        Self {
+            buckets,
+            hasher,
+            actions: (0..buckets).map(|_| Actions::default()).collect(),
+            convs: (0..buckets).map(|_| ConvRows::default()).collect(),
+            ids: (0..buckets).map(|_| IdHashes::default()).collect(),
+            users_todo: Vec::new(),
+            convs_todo: Vec::new(),
+            held: 0,
+            counts: ScanCounts::default(),
+        }
+    }
+
+    /// Routes a batch in two passes: the first checks every row, routes its
+    /// event_id hash and notes the rows to intern with their hashes; the
+    /// second interns them in order, each lookup's table slot asked for
+    /// [`PREFETCH_AHEAD`] rows before it is needed (the tables of a long
+    /// history do not fit in the CPU's caches).
+    fn add_batch(&mut self, b: &RecordBatch) -> Result<()> {
+        let cols = EventColumns::of(b)?;
+        let n = b.num_rows();
+        self.counts.rows_read += n as u64;
+        let nb = self.buckets;
+        let mut users_todo = std::mem::take(&mut self.users_todo);
+        let mut convs_todo = std::mem::take(&mut self.convs_todo);
+        users_todo.clear();
+        convs_todo.clear();
+        for i in 0..n {
+            let k = match cols.check(i) {
+                None => continue,
+                Some(Ok(k)) => k,
+                Some(Err(reason)) => {
+                    self.counts.rejected[reason] += 1;
+                    continue;
+                }
+            };
+            let h = self.hasher.hash(cols.id.value(i).as_bytes());
+            self.ids[bucket_of(h, nb)].hash.push(h);
+            if rules::is_action(k) {
+                users_todo.push((i as u32, hash_of(cols.user.value(i).as_bytes()), k));
+            }
+            if rules::needs_conversation(k) {
+                // a start's user goes to the bucket's `others`, as big a
+                // table as the users'
+                let uh = if k == kind::STARTED {
+                    hash_of(cols.user.value(i).as_bytes())
+                } else {
+                    0
+                };
+                convs_todo.push((i as u32, hash_of(cols.conv.value(i).as_bytes()), k, uh));
+            }
+        }
+        self.add_actions(&cols, &users_todo);
+        self.add_conv_rows(&cols, &convs_todo);
+        self.users_todo = users_todo;
+        self.convs_todo = convs_todo;
+        Ok(())
+    }
+
+    fn add_actions(&mut self, cols: &EventColumns, todo: &[(u32, u64, u8)]) {
+        let nb = self.buckets;
+        for (j, &(i, uh, kind)) in todo.iter().enumerate() {
+            if let Some(&(_, ahead, _)) = todo.get(j + PREFETCH_AHEAD) {
+                self.actions[bucket_of(ahead, nb)].users.prefetch(ahead);
+            }
+            let i = i as usize;
+            let seg = &mut self.actions[bucket_of(uh, nb)];
+            seg.push(cols.user.value(i).as_bytes(), uh, cols.ts.value(i), kind);
+        }
+    }
+
+    fn add_conv_rows(&mut self, cols: &EventColumns, todo: &[(u32, u64, u8, u64)]) {
+        let nb = self.buckets;
+        let EventColumns {
+            user,
+            ts,
+            conv,
+            actor,
+            rating,
+            ..
+        } = cols;
+        for (j, &(i, ch, k, uh)) in todo.iter().enumerate() {
+            if let Some(&(_, ahead, ak, auh)) = todo.get(j + PREFETCH_AHEAD) {
+                let seg = &self.convs[bucket_of(ahead, nb)];
+                seg.convs.prefetch(ahead);
+                if ak == kind::STARTED {
+                    seg.others.prefetch(auh);
+                }
+            }
+            let i = i as usize;
+            let seg = &mut self.convs[bucket_of(ch, nb)];
+            let extra = match k {
+                kind::STARTED => seg.others.intern_hashed(user.value(i).as_bytes(), uh),
+                kind::CLOSED if actor.is_valid(i) => {
+                    seg.others.intern(actor.value(i).as_bytes()) + 1
+                }
+                kind::RATED if rating.is_valid(i) => rating.value(i) as u32,
+                _ => 0,
+            };
+            seg.push(conv.value(i).as_bytes(), ch, ts.value(i), k, extra);
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.actions.iter().map(Segment::bytes).sum::<usize>()
+            + self.convs.iter().map(Segment::bytes).sum::<usize>()
+            + self.ids.iter().map(Segment::bytes).sum::<usize>()
+    }
+
+    /// Reserves what the segments grew by, or writes them all out.
+    fn settle(&mut self, budget: &Budget, stores: &Stores) -> Result<()> {
+        let now = self.bytes();
+        if now <= self.held {
+            return Ok(());
+        }
+        if budget.try_grow(now - self.held) {
+            self.held = now;
+            return Ok(());
+        }
+        self.hand_over(budget, stores, true)
+    }
+
+    /// Moves every segment into the stores: written out (`spill`) or
+    /// kept in memory where the budget grants it.
+    fn hand_over(&mut self, budget: &Budget, stores: &Stores, spill: bool) -> Result<()> {
+        let nb = self.buckets;
+        let actions = std::mem::take(&mut self.actions);
+        let convs = std::mem::take(&mut self.convs);
+        let ids = std::mem::take(&mut self.ids);
+        budget.shrink(self.held);
+        self.held = 0;
+        for (b, s) in actions.into_iter().enumerate() {
+            stores.actions.add(b, s, budget, spill)?;
+        }
+        for (b, s) in convs.into_iter().enumerate() {
+            stores.convs.add(b, s, budget, spill)?;
+        }
+        for (b, s) in ids.into_iter().enumerate() {
+            stores.ids.add(b, s, budget, spill)?;
+        }
+        self.actions = (0..nb).map(|_| Actions::default()).collect();
+        self.convs = (0..nb).map(|_| ConvRows::default()).collect();
+        self.ids = (0..nb).map(|_| IdHashes::default()).collect();
+        Ok(())
+    }
+}
+
+/// Scans one input partition into `stores`; returns its counts.
+pub async fn scan_partition(
+    mut stream: SendableRecordBatchStream,
+    buckets: usize,
+    hasher: IdHasher,
+    budget: &Budget,
+    stores: &Stores,
+    rows_seen: &std::sync::atomic::AtomicUsize,
+) -> Result<ScanCounts> {
+    let mut router = Router::new(buckets, hasher);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        router.add_batch(&batch)?;
+        router.settle(budget, stores)?;
+        rows_seen.fetch_add(batch.num_rows(), std::sync::atomic::Ordering::Relaxed);
+    }
+    router.hand_over(budget, stores, false)?;
+    Ok(router.counts)
+}
