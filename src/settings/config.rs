@@ -306,7 +306,7 @@ impl std::fmt::Debug for ServeConfig {
     }
 }
 
-/// Where the job keeps what its next run needs (src/job/incremental.rs).
+/// Where the job keeps what its next run needs (src/job/incremental/).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {

@@ -66,10 +66,14 @@
 //! manifest and its files intact; the next run redoes the work. Files no
 //! manifest names any more are removed after the commit.
 
+mod fold;
+mod run;
+mod sql;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
@@ -85,13 +89,11 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::context::{build_context, context_without_tables, Engine};
+use crate::engine::context::Engine;
 use crate::engine::query::{self, Params};
 use crate::error::{Error, Result};
 use crate::render::output::put_atomically;
 use crate::settings::location::Location;
-use crate::settings::options::EngineOptions;
-use crate::tables::views;
 use crate::tables::{self, EVENTS, MESSAGES};
 
 /// Format of the state this build reads and writes; a state of another
@@ -103,49 +105,16 @@ pub const STATE_FORMAT: u32 = 2;
 /// collision.
 pub const ANCHOR_PREFIX: &str = "\u{1}supportfunnel-anchor:";
 
-/// The function [`FOLD_WINNERS_SQL`] calls: true for an event_id whose
-/// hash the operators saw on more than one valid row.
+/// The function `winners_of_repeated` (queries/incremental/fold.sql)
+/// calls: true for an event_id whose hash the operators saw on more than
+/// one valid row.
 const REPEATED_ID_FN: &str = "supportfunnel_fold_repeated_id";
-
-/// The surviving copy of every valid event id (what the `clean_events`
-/// view gives, spec §1 "Duplicates"), from the operators' knowledge of
-/// which ids may have copies: a valid row whose id hash was seen once is
-/// its id's only copy; the others are ranked by the id itself, in the
-/// order of the `duplicate_winners` view, and the first of each is kept.
-/// Only the columns the fold reads.
-const FOLD_WINNERS_SQL: &str = "\
-SELECT event_id, user_id, ts, event_type, conversation_id \
-FROM validated_events \
-WHERE reject_reason IS NULL AND NOT supportfunnel_fold_repeated_id(event_id) \
-UNION ALL \
-SELECT event_id, user_id, ts, event_type, conversation_id \
-FROM ( \
-    SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating, \
-        row_number() OVER ( \
-            PARTITION BY event_id \
-            ORDER BY ts, user_id, event_type, channel, article_id, conversation_id, actor, rating \
-        ) AS copy_rank \
-    FROM validated_events \
-    WHERE reject_reason IS NULL AND supportfunnel_fold_repeated_id(event_id) \
-) \
-WHERE copy_rank = 1";
 
 /// Index segments kept before they are merged into one.
 const MAX_SEGMENTS: usize = 8;
 
 /// The manifest's object name under the state location.
 const MANIFEST: &str = "state.json";
-
-/// `contract`'s columns as a SELECT list, each after `prefix` (`""` or
-/// `"v."`).
-fn column_list(contract: &tables::Contract, prefix: &str) -> String {
-    contract
-        .columns
-        .iter()
-        .map(|(c, _)| format!("{prefix}{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// One input file as the manifest remembers it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -778,9 +747,6 @@ fn ts_param(t: DateTime<Utc>) -> ScalarValue {
     ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
 }
 
-const LIFECYCLE: &str =
-    "('bot_answer', 'teammate_reply', 'conversation_closed', 'conversation_rated')";
-
 /// Prepares a run: decides between an incremental and a full run and
 /// builds the engine the reports run on. `engine` has the input tables
 /// registered; `windows_start` is the earliest previous-period start of the
@@ -899,7 +865,7 @@ pub async fn prepare(
         events_schema: &events_schema,
         messages_schema: &messages_schema,
     };
-    match incremental_run(engine, &store, &manifest, &inputs, windows_start, &mut laps).await {
+    match run::incremental_run(engine, &store, &manifest, &inputs, windows_start, &mut laps).await {
         Ok(Ok(prepared)) => Ok(prepared),
         Ok(Err(reason)) => Ok(full_run(reason, Some(manifest))),
         // Whatever went wrong on the way, the full recompute gives the
@@ -919,384 +885,6 @@ struct Inputs<'a> {
     messages_files: &'a [ObjectMeta],
     events_schema: &'a SchemaRef,
     messages_schema: &'a SchemaRef,
-}
-
-/// The incremental run over a verified state: the engine over anchors +
-/// live rows + new rows. `Ok(Err(reason))` when the new files make it
-/// impossible (rows before the frontier).
-async fn incremental_run(
-    engine: &Engine,
-    store: &StateStore,
-    manifest: &Manifest,
-    inputs: &Inputs<'_>,
-    windows_start: DateTime<Utc>,
-    laps: &mut Laps,
-) -> Result<std::result::Result<Prepared, Fallback>> {
-    let Inputs {
-        events_url,
-        events_files,
-        messages_url,
-        messages_files,
-        events_schema,
-        messages_schema,
-    } = *inputs;
-    let entries = |files: &[ObjectMeta]| files.iter().map(FileEntry::of).collect::<Vec<_>>();
-    // The new files, alone, on a context of their own.
-    let known =
-        |list: &[FileEntry]| -> HashSet<String> { list.iter().map(|f| f.path.clone()).collect() };
-    let known_events = known(&manifest.events_files);
-    let known_messages = known(&manifest.messages_files);
-    let new_events: Vec<&ObjectMeta> = events_files
-        .iter()
-        .filter(|m| !known_events.contains(m.location.as_ref()))
-        .collect();
-    let new_messages: Vec<&ObjectMeta> = messages_files
-        .iter()
-        .filter(|m| !known_messages.contains(m.location.as_ref()))
-        .collect();
-    let nctx = context_without_tables(&EngineOptions {
-        tables: vec![],
-        cluster: None,
-        scratch: None,
-        ..engine.options.clone()
-    })?;
-    for url in [&events_url, &messages_url] {
-        crate::io::storage::ensure_store(&nctx, url.get_url())?;
-    }
-    register_files(&nctx, EVENTS.name, events_url, &new_events, events_schema)?;
-    register_files(
-        &nctx,
-        MESSAGES.name,
-        messages_url,
-        &new_messages,
-        messages_schema,
-    )?;
-    views::register_event_views(&nctx).await?;
-    views::register_message_views(&nctx).await?;
-    register_state(&nctx, store, manifest, events_schema, messages_schema).await?;
-
-    laps.lap("new files registered");
-    // Private files of this run: the new rows, the reduced input.
-    let dir = crate::io::scratch::temp_dir_in(
-        engine
-            .options
-            .temp_dir
-            .as_deref()
-            .unwrap_or(&std::env::temp_dir()),
-        "supportfunnel-incremental-",
-    )?;
-    let frontier = manifest.frontier();
-    let params: Params = vec![
-        ("frontier", ts_param(frontier)),
-        (
-            "anchor_prefix",
-            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
-        ),
-    ];
-    let mut counters = manifest.counters.clone();
-    let new_event_rows = count(&nctx, "SELECT count(*) FROM events", &vec![]).await?;
-    let new_message_rows = count(&nctx, "SELECT count(*) FROM messages", &vec![]).await?;
-    counters.events_rows_read += new_event_rows;
-    counters.messages_rows_read += new_message_rows;
-    let rejects = query::collect_one(
-        &nctx,
-        "SELECT reject_reason, count(*) AS n FROM validated_events \
-         WHERE reject_reason IS NOT NULL GROUP BY reject_reason",
-        &vec![],
-    )
-    .await?;
-    for i in 0..rejects.num_rows() {
-        let reason = rejects.column(0).as_string::<i32>().value(i).to_string();
-        let n = cast_i64(&rejects.column(1).slice(i, 1))?;
-        *counters.rejects.entry(reason).or_default() += n as u64;
-    }
-
-    let late = count(
-        &nctx,
-        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
-         AND (ts < $frontier OR starts_with(event_id, $anchor_prefix) \
-         OR starts_with(user_id, $anchor_prefix))",
-        &params,
-    )
-    .await?;
-    let late_messages = count(
-        &nctx,
-        "SELECT count(*) FROM messages WHERE sent_at < $frontier AND message_id IS NOT NULL",
-        &params,
-    )
-    .await?;
-    laps.lap("counts and checks of new files");
-    let reason = if late > 0 {
-        Some(format!(
-            "{late} new valid events lie before the state's frontier {}",
-            frontier.to_rfc3339()
-        ))
-    } else if late_messages > 0 {
-        Some(format!(
-            "{late_messages} new deliveries were sent before the state's frontier {}",
-            frontier.to_rfc3339()
-        ))
-    } else {
-        None
-    };
-    if let Some(reason) = reason {
-        return Ok(Err(reason));
-    }
-
-    // The new rows, each marked when a copy of its id already lies before
-    // the frontier: such a row is a duplicate and nothing else. One pass
-    // over the indexes (their ids are distinct: an id is folded once, and
-    // later copies never reach the live rows).
-    let marked_events = dir.path().join("new_events.parquet");
-    write_df(
-        nctx.sql(&format!(
-            "SELECT v.*, i.event_id IS NOT NULL AS known FROM ( \
-                 SELECT {} FROM validated_events WHERE reject_reason IS NULL) v \
-             LEFT JOIN state_event_index i ON v.event_id = i.event_id",
-            column_list(&EVENTS, "")
-        ))
-        .await?,
-        &marked_events.display().to_string(),
-    )
-    .await?;
-    nctx.register_parquet(
-        "new_events",
-        &marked_events.display().to_string(),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-    let new_messages_file = dir.path().join("new_messages.parquet");
-    write_df(
-        nctx.sql(&format!(
-            "SELECT {}, i.message_id IS NOT NULL AS known FROM messages m \
-             LEFT JOIN state_message_index i ON m.message_id = i.message_id",
-            column_list(&MESSAGES, "m.")
-        ))
-        .await?,
-        &new_messages_file.display().to_string(),
-    )
-    .await?;
-    nctx.register_parquet(
-        "new_messages",
-        &new_messages_file.display().to_string(),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-    laps.lap("new rows against the indexes");
-    counters.folded_duplicate_events += count(
-        &nctx,
-        "SELECT count(*) FROM new_events WHERE known",
-        &vec![],
-    )
-    .await?;
-    counters.folded_duplicate_messages += count(
-        &nctx,
-        "SELECT count(*) FROM new_messages WHERE known",
-        &vec![],
-    )
-    .await?;
-
-    // The reduced input: anchors + live rows + the new rows kept.
-    let anchors = nctx
-        .sql(&format!(
-            "SELECT concat('{ANCHOR_PREFIX}', user_id) AS event_id, user_id, start AS ts, \
-             'help_center_visit' AS event_type, CAST(NULL AS VARCHAR) AS channel, \
-             CAST(NULL AS VARCHAR) AS article_id, CAST(NULL AS VARCHAR) AS conversation_id, \
-             CAST(NULL AS VARCHAR) AS actor, CAST(NULL AS INT) AS rating FROM state_anchors"
-        ))
-        .await?;
-    let live = nctx
-        .sql(&format!(
-            "SELECT {} FROM state_live_events",
-            column_list(&EVENTS, "")
-        ))
-        .await?;
-    let kept = nctx
-        .sql(&format!(
-            "SELECT {} FROM new_events WHERE NOT known",
-            column_list(&EVENTS, "")
-        ))
-        .await?;
-    // A conversation started before the frontier keeps its session there
-    // even when a later `conversation_started` names it again: the earliest
-    // start counts. Its first start is folded, so it is stood in for by a
-    // synthetic start of a synthetic user just before the frontier (a
-    // session no report shows); the later rows stay actions of their own
-    // sessions.
-    let restarts = nctx
-        .sql(&format!(
-            "SELECT concat('{ANCHOR_PREFIX}start:', r.conversation_id) AS event_id, \
-             concat('{ANCHOR_PREFIX}conversation:', r.conversation_id) AS user_id, \
-             $before_frontier AS ts, 'conversation_started' AS event_type, \
-             CAST(NULL AS VARCHAR) AS channel, CAST(NULL AS VARCHAR) AS article_id, \
-             r.conversation_id, CAST(NULL AS VARCHAR) AS actor, CAST(NULL AS INT) AS rating \
-             FROM (SELECT DISTINCT conversation_id FROM ( \
-                 SELECT conversation_id, event_type FROM state_live_events \
-                 UNION ALL SELECT conversation_id, event_type FROM new_events WHERE NOT known) \
-               WHERE event_type = 'conversation_started') r \
-             WHERE r.conversation_id IN (SELECT s.conversation_id FROM state_started s)"
-        ))
-        .await?
-        .with_param_values(vec![(
-            "before_frontier",
-            ts_param(frontier - Duration::seconds(1)),
-        )])?;
-    let events_df = conform(anchors, events_schema)?
-        .union(conform(restarts, events_schema)?)?
-        .union(conform(live, events_schema)?)?
-        .union(conform(kept, events_schema)?)?;
-    let events_dir = dir.path().join("events");
-    std::fs::create_dir_all(&events_dir).map_err(|e| Error::io(&events_dir, e))?;
-    write_df(
-        events_df,
-        &events_dir.join("part-0.parquet").display().to_string(),
-    )
-    .await?;
-    let live_m = nctx
-        .sql(&format!(
-            "SELECT {} FROM state_live_messages",
-            column_list(&MESSAGES, "")
-        ))
-        .await?;
-    let kept_m = nctx
-        .sql(&format!(
-            "SELECT {} FROM new_messages WHERE NOT known \
-             AND NOT (message_id IS NULL AND sent_at < $frontier)",
-            column_list(&MESSAGES, "")
-        ))
-        .await?
-        .with_param_values(params.clone())?;
-    let messages_df = conform(live_m, messages_schema)?.union(conform(kept_m, messages_schema)?)?;
-    let messages_dir = dir.path().join("messages");
-    std::fs::create_dir_all(&messages_dir).map_err(|e| Error::io(&messages_dir, e))?;
-    write_df(
-        messages_df,
-        &messages_dir.join("part-0.parquet").display().to_string(),
-    )
-    .await?;
-
-    laps.lap("reduced input written");
-    // The reduced input lives in the temp directory, which as a temp
-    // directory of its engine would hold that engine's own tables (refused
-    // as writing among the inputs): its spills go beside the input instead.
-    let reduced = build_context(&EngineOptions {
-        tables: vec![
-            crate::settings::options::TableSource::new(EVENTS.name, Location::Local(events_dir)),
-            crate::settings::options::TableSource::new(
-                MESSAGES.name,
-                Location::Local(messages_dir),
-            ),
-        ],
-        cluster: None,
-        scratch: None,
-        temp_dir: Some(dir.path().join("spill")),
-        ..engine.options.clone()
-    })
-    .await?;
-    register_state(
-        &reduced.ctx,
-        store,
-        manifest,
-        events_schema,
-        messages_schema,
-    )
-    .await?;
-
-    laps.lap("reduced engine");
-    // data_quality over the whole input: counters + what the live rows say.
-    // The surviving copy of every id is materialized once, here; the fold
-    // reads it again.
-    // (In memory: a few days of rows; encoding them as Parquet cost more
-    // than the queries reading them.)
-    let winners = reduced.ctx.sql("SELECT * FROM clean_events").await?;
-    let schema = Arc::new(winners.schema().as_arrow().clone());
-    let batches = winners.collect_partitioned().await?;
-    reduced.ctx.register_table(
-        "fold_winners",
-        Arc::new(MemTable::try_new(schema, batches)?),
-    )?;
-    let live_rows = count(
-        &reduced.ctx,
-        "SELECT count(*) FROM events WHERE NOT starts_with(event_id, $anchor_prefix)",
-        &params,
-    )
-    .await?;
-    let live_winners = count(
-        &reduced.ctx,
-        "SELECT count(*) FROM fold_winners WHERE NOT starts_with(event_id, $anchor_prefix)",
-        &params,
-    )
-    .await?;
-    let live_duplicates = live_rows.saturating_sub(live_winners);
-    let live_message_duplicates = count(
-        &reduced.ctx,
-        "SELECT count(message_id) - count(DISTINCT message_id) FROM messages",
-        &vec![],
-    )
-    .await?;
-    // Lifecycle events of conversations started nowhere: not in the live
-    // rows, not before the frontier.
-    let orphans = count(
-        &reduced.ctx,
-        &format!(
-            "SELECT count(*) FROM fold_winners l WHERE l.event_type IN {LIFECYCLE} \
-             AND NOT EXISTS (SELECT 1 FROM fold_winners s \
-                 WHERE s.event_type = 'conversation_started' \
-                 AND s.conversation_id = l.conversation_id) \
-             AND NOT EXISTS (SELECT 1 FROM state_started p \
-                 WHERE p.conversation_id = l.conversation_id)"
-        ),
-        &vec![],
-    )
-    .await?;
-    laps.lap("data_quality from the state");
-    let mut dq: HashMap<(String, Option<String>), f64> = HashMap::new();
-    let mut put = |metric: &str, segment: Option<&str>, v: u64| {
-        dq.insert((metric.to_string(), segment.map(String::from)), v as f64);
-    };
-    put("rows_read", Some("events"), counters.events_rows_read);
-    put("rows_read", Some("messages"), counters.messages_rows_read);
-    for reason in REJECT_REASONS {
-        put(
-            "rows_rejected",
-            Some(reason),
-            counters.rejects.get(reason).copied().unwrap_or(0),
-        );
-    }
-    put(
-        "duplicate_events",
-        None,
-        counters.folded_duplicate_events + live_duplicates,
-    );
-    put(
-        "duplicate_messages",
-        None,
-        counters.folded_duplicate_messages + live_message_duplicates,
-    );
-    put("orphan_lifecycle_events", None, orphans);
-
-    Ok(Ok(Prepared {
-        engine: reduced,
-        data_quality: Some(dq),
-        run: StateRun {
-            mode: "incremental",
-            reason: None,
-            new_files: new_events.len() + new_messages.len(),
-            new_rows: new_event_rows + new_message_rows,
-            frontier: windows_start.to_rfc3339(),
-            error: None,
-        },
-        store: store.clone(),
-        pending: Pending {
-            previous: Some(manifest.clone()),
-            events_files: entries(events_files),
-            messages_files: entries(messages_files),
-            counters,
-            new_frontier: windows_start,
-            counters_from_report: false,
-        },
-        _dir: Some(dir),
-    }))
 }
 
 /// The seven reject reasons, in the spec's order.
@@ -1482,7 +1070,8 @@ impl Prepared {
             .previous
             .clone()
             .filter(|_| run.mode == "incremental");
-        let mut manifest = fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        let mut manifest =
+            fold::fold(&engine, &store, previous.as_ref(), pending, generation).await?;
         // Files kept from the verified previous state keep their checks;
         // the new ones are read back once.
         let mut checks = BTreeMap::new();
@@ -1536,337 +1125,6 @@ fn counters_from_report(batch: &RecordBatch) -> Result<Counters> {
     Ok(c)
 }
 
-/// Moves the frontier to `pending.new_frontier`: writes the new anchors,
-/// live tables and index segments from the engine's input (the anchors,
-/// live and new rows, or the whole input for a full run) and returns the
-/// manifest naming them.
-async fn fold(
-    engine: &Engine,
-    store: &StateStore,
-    previous: Option<&Manifest>,
-    mut pending: Pending,
-    generation: u64,
-) -> Result<Manifest> {
-    let mut laps = Laps::new();
-    let ctx = &engine.ctx;
-    let new_frontier = pending.new_frontier;
-    if previous.is_none() {
-        // A full run: no earlier state tables. The synthetic rows' prefix
-        // must be free in the input.
-        let taken = count(
-            ctx,
-            "SELECT count(*) FROM events WHERE starts_with(event_id, $p) OR starts_with(user_id, $p)",
-            &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
-        )
-        .await?;
-        if taken > 0 {
-            return Err(store.err(format!(
-                "{taken} events have an event_id or user_id starting with the state's reserved \
-                 prefix {ANCHOR_PREFIX:?}; the state is not written (run without [state])"
-            )));
-        }
-        register_empty_state(ctx).await?;
-    }
-    store.attach(ctx)?;
-    let params: Params = vec![
-        ("new_frontier", ts_param(new_frontier)),
-        ("day_before", ts_param(new_frontier - Duration::days(1))),
-        (
-            "anchor_prefix",
-            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
-        ),
-    ];
-    let plan_df = |sql: String| plan_with(ctx, sql, params.clone());
-
-    // The surviving copy of every id, once: every step below reads it (an
-    // incremental run made it already).
-    let winners_name = data_name(generation, "winners-tmp");
-    let made_winners = !ctx.table_exist("fold_winners")?;
-    if made_winners {
-        let winners_url = store.url_of(&winners_name);
-        // The operators' build (the reports made it) knows which ids may
-        // have copies: only those are ranked; the `clean_events` view
-        // would count every id of the history again to find them.
-        let repeated = if crate::report::builds_here(engine) {
-            crate::tables::native::node::repeated_ids(ctx).await?
-        } else {
-            None
-        };
-        let sql = match &repeated {
-            Some(udf) => {
-                ctx.register_udf(udf.clone().with_aliases([REPEATED_ID_FN]));
-                FOLD_WINNERS_SQL
-            }
-            None => "SELECT event_id, user_id, ts, event_type, conversation_id FROM clean_events",
-        };
-        laps.lap("fold: repeated ids");
-        let written = write_scratch_df(plan_df(sql.into()).await?, &winners_url).await;
-        if let Some(udf) = &repeated {
-            ctx.deregister_udf(udf.name());
-            ctx.deregister_udf(REPEATED_ID_FN);
-        }
-        written?;
-        ctx.register_parquet("fold_winners", &winners_url, ParquetReadOptions::default())
-            .await?;
-    }
-
-    laps.lap("fold: winners");
-    let started = data_name(generation, "started");
-    write_df(
-        plan_df(
-            "SELECT DISTINCT conversation_id FROM fold_winners \
-             WHERE event_type = 'conversation_started' AND ts < $new_frontier \
-             AND NOT starts_with(event_id, $anchor_prefix)"
-                .into(),
-        )
-        .await?,
-        &store.url_of(&started),
-    )
-    .await?;
-    ctx.deregister_table("fold_started")?;
-    ctx.register_parquet(
-        "fold_started",
-        &store.url_of(&started),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-
-    laps.lap("fold: started");
-    let index = data_name(generation, "event-index");
-    write_df(
-        plan_df(format!(
-            "WITH due AS ( \
-                 SELECT event_id, event_type, conversation_id FROM fold_winners \
-                 WHERE ts < $new_frontier AND NOT starts_with(event_id, $anchor_prefix)) \
-             SELECT event_id FROM due WHERE event_type NOT IN {LIFECYCLE} \
-             UNION ALL \
-             SELECT d.event_id FROM due d WHERE d.event_type IN {LIFECYCLE} \
-               AND EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
-             UNION ALL \
-             SELECT d.event_id FROM due d WHERE d.event_type IN {LIFECYCLE} \
-               AND NOT EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
-               AND EXISTS (SELECT 1 FROM fold_started f WHERE f.conversation_id = d.conversation_id)"
-        ))
-        .await?,
-        &store.url_of(&index),
-    )
-    .await?;
-    // The ids that stay live: the complement of the index among the
-    // winners, a few days' worth. Joining on them, not on the index (the
-    // whole history's ids on a full run), keeps every hash table small.
-    let kept = plan_df(format!(
-        "WITH w AS ( \
-             SELECT event_id, ts, event_type, conversation_id FROM fold_winners \
-             WHERE NOT starts_with(event_id, $anchor_prefix)) \
-         SELECT event_id FROM w WHERE ts >= $new_frontier \
-         UNION ALL \
-         SELECT d.event_id FROM w d WHERE d.ts < $new_frontier AND d.event_type IN {LIFECYCLE} \
-           AND NOT EXISTS (SELECT 1 FROM state_started p WHERE p.conversation_id = d.conversation_id) \
-           AND NOT EXISTS (SELECT 1 FROM fold_started f WHERE f.conversation_id = d.conversation_id)"
-    ))
-    .await?;
-    let kept_schema = Arc::new(kept.schema().as_arrow().clone());
-    let kept = kept.collect_partitioned().await?;
-    ctx.deregister_table("fold_kept_ids")?;
-    ctx.register_table(
-        "fold_kept_ids",
-        Arc::new(MemTable::try_new(kept_schema, kept)?),
-    )?;
-    laps.lap("fold: event index");
-    let live_events = data_name(generation, "live-events");
-    write_df(
-        plan_df(format!(
-            "SELECT {} FROM validated_events v WHERE v.reject_reason IS NULL \
-             AND EXISTS (SELECT 1 FROM fold_kept_ids k WHERE k.event_id = v.event_id)",
-            column_list(&EVENTS, "v.")
-        ))
-        .await?,
-        &store.url_of(&live_events),
-    )
-    .await?;
-    // Duplicates folded: valid rows of folded ids, less one per id.
-    let winners = count(
-        ctx,
-        "SELECT count(*) FROM fold_winners WHERE NOT starts_with(event_id, $p)",
-        &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
-    )
-    .await?;
-    let kept_ids = count(ctx, "SELECT count(*) FROM fold_kept_ids", &vec![]).await?;
-    let valid = count(
-        ctx,
-        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL \
-         AND NOT starts_with(event_id, $p)",
-        &vec![("p", ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())))],
-    )
-    .await?;
-    ctx.deregister_table("fold_live")?;
-    ctx.register_parquet(
-        "fold_live",
-        &store.url_of(&live_events),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-    let live = count(ctx, "SELECT count(*) FROM fold_live", &vec![]).await?;
-    let folded_ids = winners.saturating_sub(kept_ids);
-    let folded_rows = valid.saturating_sub(live);
-    pending.counters.folded_duplicate_events += folded_rows.saturating_sub(folded_ids);
-
-    laps.lap("fold: live events");
-    let anchors = data_name(generation, "anchors");
-    write_df(
-        // The `sessions` relation is the sessionization of these same
-        // winners' actions: read from the operators' build when the session
-        // still holds it, else (a report under a memory limit lets go of it)
-        // sessionizing the winners again costs less than a new build.
-        plan_df(
-            if crate::report::builds_here(engine)
-                && crate::tables::native::node::holds_build(ctx).await?
-            {
-                "SELECT user_id, max(session_start) AS start FROM sessions \
-             WHERE session_start < $new_frontier AND session_start > $day_before \
-             AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
-                    .into()
-            } else {
-                "SELECT user_id, max(s) AS start FROM ( \
-                 SELECT user_id, session_start(ts) OVER (PARTITION BY user_id ORDER BY ts) AS s \
-                 FROM fold_winners WHERE event_type IN \
-                 ('help_center_visit', 'article_search', 'article_view', 'conversation_started')) \
-             WHERE s < $new_frontier AND s > $day_before \
-             AND NOT starts_with(user_id, $anchor_prefix) GROUP BY user_id"
-                    .into()
-            },
-        )
-        .await?,
-        &store.url_of(&anchors),
-    )
-    .await?;
-
-    laps.lap("fold: anchors");
-    let message_index = data_name(generation, "message-index");
-    write_df(
-        plan_df(
-            "SELECT DISTINCT message_id FROM clean_messages \
-             WHERE message_id IS NOT NULL AND sent_at < $new_frontier"
-                .into(),
-        )
-        .await?,
-        &store.url_of(&message_index),
-    )
-    .await?;
-    ctx.deregister_table("fold_message_ids")?;
-    ctx.register_parquet(
-        "fold_message_ids",
-        &store.url_of(&message_index),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-    let folded_m = count(ctx, "SELECT count(*) FROM fold_message_ids", &vec![]).await?;
-    let folded_m_rows = count(
-        ctx,
-        "SELECT count(*) FROM messages WHERE message_id IN (SELECT message_id FROM fold_message_ids)",
-        &vec![],
-    )
-    .await?;
-    pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
-
-    laps.lap("fold: message index");
-    let live_messages = data_name(generation, "live-messages");
-    write_df(
-        plan_df(format!(
-            "SELECT {} FROM messages \
-             WHERE (message_id IS NULL AND (sent_at IS NULL OR sent_at >= $new_frontier)) \
-                OR message_id NOT IN (SELECT message_id FROM fold_message_ids)",
-            column_list(&MESSAGES, "")
-        ))
-        .await?,
-        &store.url_of(&live_messages),
-    )
-    .await?;
-    laps.lap("fold: live messages");
-    // The winners were only a step.
-    if made_winners {
-        let data = store.prefix.clone().join("data");
-        let _ = store.store.delete(&data.join(winners_name.as_str())).await;
-    }
-
-    let (mut event_index, mut message_index_list, mut started_list) = previous
-        .map(|m| {
-            (
-                m.event_index.clone(),
-                m.message_index.clone(),
-                m.started.clone(),
-            )
-        })
-        .unwrap_or_default();
-    event_index.push(index);
-    message_index_list.push(message_index);
-    started_list.push(started);
-    // One segment a run would make every run open hundreds of files; past
-    // a few, they are merged into one.
-    for (list, column, kind) in [
-        (&mut event_index, "event_id", "event-index"),
-        (&mut message_index_list, "message_id", "message-index"),
-        (&mut started_list, "conversation_id", "started"),
-    ] {
-        if list.len() > MAX_SEGMENTS {
-            let merged = data_name(generation, kind);
-            let urls: Vec<String> = list.iter().map(|f| store.url_of(f)).collect();
-            let df = ctx
-                .read_parquet(urls, ParquetReadOptions::default())
-                .await?
-                .select_columns(&[column])?;
-            write_df(df, &store.url_of(&merged)).await?;
-            *list = vec![merged];
-        }
-    }
-    let events = engine_location(&pending, previous, EVENTS.name, engine);
-    let messages = engine_location(&pending, previous, MESSAGES.name, engine);
-    laps.lap("fold: segments");
-    Ok(Manifest {
-        format: STATE_FORMAT,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        generation,
-        events,
-        messages,
-        frontier_us: new_frontier.timestamp_micros(),
-        events_files: pending.events_files,
-        messages_files: pending.messages_files,
-        counters: pending.counters,
-        anchors,
-        live_events,
-        live_messages,
-        event_index,
-        message_index: message_index_list,
-        started: started_list,
-        checks: BTreeMap::new(),
-        checksum: String::new(),
-    })
-}
-
-/// The input location the manifest records: the previous state's (the
-/// engine of an incremental run reads the reduced input) or the engine's.
-fn engine_location(
-    _pending: &Pending,
-    previous: Option<&Manifest>,
-    table: &str,
-    engine: &Engine,
-) -> String {
-    match previous {
-        Some(m) if table == EVENTS.name => m.events.clone(),
-        Some(m) => m.messages.clone(),
-        None => engine
-            .options
-            .table(table)
-            .map(|t| t.location.to_string())
-            .unwrap_or_default(),
-    }
-}
-
-/// `sql` planned with `params` bound.
-async fn plan_with(ctx: &SessionContext, sql: String, params: Params) -> Result<DataFrame> {
-    Ok(ctx.sql(&sql).await?.with_param_values(params)?)
-}
-
 /// Empty index tables, for a full run's fold.
 async fn register_empty_state(ctx: &SessionContext) -> Result<()> {
     use datafusion::arrow::datatypes::{Field, Schema};
@@ -1885,6 +1143,7 @@ async fn register_empty_state(ctx: &SessionContext) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration;
 
     fn meta(path: &str, size: u64) -> ObjectMeta {
         ObjectMeta {

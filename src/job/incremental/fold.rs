@@ -1,0 +1,312 @@
+//! The fold, phase by phase: after a run's reports, rows before the new
+//! frontier are folded into the state's indexes, anchors and counters, and
+//! what a later report can still need stays live. The statements are in
+//! `queries/incremental/fold.sql` ([`super::sql`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Duration;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use object_store::ObjectStoreExt;
+
+use super::sql::statement;
+use super::{
+    count, data_name, register_empty_state, ts_param, write_df, write_scratch_df, Laps, Manifest,
+    Pending, StateStore, ANCHOR_PREFIX, MAX_SEGMENTS, REPEATED_ID_FN, STATE_FORMAT,
+};
+use crate::engine::context::Engine;
+use crate::engine::query::Params;
+use crate::error::Result;
+use crate::tables::{EVENTS, MESSAGES};
+
+/// Folds the run's input into a new manifest of generation `generation`
+/// (its files written, not yet committed).
+pub(super) async fn fold(
+    engine: &Engine,
+    store: &StateStore,
+    previous: Option<&Manifest>,
+    mut pending: Pending,
+    generation: u64,
+) -> Result<Manifest> {
+    let mut laps = Laps::new();
+    let ctx = &engine.ctx;
+    let new_frontier = pending.new_frontier;
+    let params: Params = vec![
+        ("new_frontier", ts_param(new_frontier)),
+        ("day_before", ts_param(new_frontier - Duration::days(1))),
+        (
+            "anchor_prefix",
+            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
+        ),
+    ];
+    if previous.is_none() {
+        // A full run: no earlier state tables. The synthetic rows' prefix
+        // must be free in the input.
+        let taken = count(ctx, statement("fold", "prefix_taken"), &params).await?;
+        if taken > 0 {
+            return Err(store.err(format!(
+                "{taken} events have an event_id or user_id starting with the state's reserved \
+                 prefix {ANCHOR_PREFIX:?}; the state is not written (run without [state])"
+            )));
+        }
+        register_empty_state(ctx).await?;
+    }
+    store.attach(ctx)?;
+    let fold = Fold {
+        engine,
+        ctx,
+        store,
+        params,
+        generation,
+    };
+    let winners = fold.winners(&mut laps).await?;
+    laps.lap("fold: winners");
+    let started = fold
+        .write_and_register("started", "started", "fold_started")
+        .await?;
+    laps.lap("fold: started");
+    let index = fold.event_index().await?;
+    laps.lap("fold: event index");
+    let (live_events, folded) = fold.live_events().await?;
+    pending.counters.folded_duplicate_events += folded;
+    laps.lap("fold: live events");
+    let anchors = fold.anchors().await?;
+    laps.lap("fold: anchors");
+    let message_index = fold
+        .write_and_register("message_index", "message-index", "fold_message_ids")
+        .await?;
+    let folded_m = count(ctx, statement("fold", "message_index_count"), &vec![]).await?;
+    let folded_m_rows = count(ctx, statement("fold", "folded_message_rows"), &vec![]).await?;
+    pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
+    laps.lap("fold: message index");
+    let live_messages = data_name(generation, "live-messages");
+    fold.write("live_messages", &live_messages).await?;
+    laps.lap("fold: live messages");
+    // The winners were only a step.
+    if let Some(name) = winners {
+        let data = store.prefix.clone().join("data");
+        let _ = store.store.delete(&data.join(name.as_str())).await;
+    }
+    let (event_index, message_index, started) = fold
+        .segments(previous, index, message_index, started)
+        .await?;
+    let events = engine_location(previous, EVENTS.name, engine);
+    let messages = engine_location(previous, MESSAGES.name, engine);
+    laps.lap("fold: segments");
+    Ok(Manifest {
+        format: STATE_FORMAT,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generation,
+        events,
+        messages,
+        frontier_us: new_frontier.timestamp_micros(),
+        events_files: pending.events_files,
+        messages_files: pending.messages_files,
+        counters: pending.counters,
+        anchors,
+        live_events,
+        live_messages,
+        event_index,
+        message_index,
+        started,
+        checks: BTreeMap::new(),
+        checksum: String::new(),
+    })
+}
+
+/// What every phase of one fold reads.
+struct Fold<'a> {
+    engine: &'a Engine,
+    ctx: &'a SessionContext,
+    store: &'a StateStore,
+    params: Params,
+    generation: u64,
+}
+
+impl Fold<'_> {
+    /// Statement `name` of fold.sql with the fold's values bound.
+    async fn plan(&self, name: &str) -> Result<datafusion::dataframe::DataFrame> {
+        Ok(self
+            .ctx
+            .sql(statement("fold", name))
+            .await?
+            .with_param_values(self.params.clone())?)
+    }
+
+    /// Writes statement `name`'s rows to the state file `file`.
+    async fn write(&self, name: &str, file: &str) -> Result<()> {
+        write_df(self.plan(name).await?, &self.store.url_of(file)).await
+    }
+
+    /// Writes statement `name`'s rows to a new state file of kind `kind`
+    /// and registers it as `table`; returns the file's name.
+    async fn write_and_register(&self, name: &str, kind: &str, table: &str) -> Result<String> {
+        let file = data_name(self.generation, kind);
+        self.write(name, &file).await?;
+        self.ctx.deregister_table(table)?;
+        self.ctx
+            .register_parquet(
+                table,
+                &self.store.url_of(&file),
+                ParquetReadOptions::default(),
+            )
+            .await?;
+        Ok(file)
+    }
+
+    /// The surviving copy of every id as `fold_winners`, once: every phase
+    /// below reads it (an incremental run made it already). Returns the
+    /// name of the file written for it, to be removed after the fold.
+    async fn winners(&self, laps: &mut Laps) -> Result<Option<String>> {
+        if self.ctx.table_exist("fold_winners")? {
+            return Ok(None);
+        }
+        let name = data_name(self.generation, "winners-tmp");
+        let url = self.store.url_of(&name);
+        // The operators' build (the reports made it) knows which ids may
+        // have copies: only those are ranked; the `clean_events` view
+        // would count every id of the history again to find them.
+        let repeated = if crate::report::builds_here(self.engine) {
+            crate::tables::native::node::repeated_ids(self.ctx).await?
+        } else {
+            None
+        };
+        let statement = match &repeated {
+            Some(udf) => {
+                self.ctx
+                    .register_udf(udf.clone().with_aliases([REPEATED_ID_FN]));
+                "winners_of_repeated"
+            }
+            None => "winners",
+        };
+        laps.lap("fold: repeated ids");
+        let written = match self.plan(statement).await {
+            Ok(df) => write_scratch_df(df, &url).await,
+            Err(e) => Err(e),
+        };
+        if let Some(udf) = &repeated {
+            self.ctx.deregister_udf(udf.name());
+            self.ctx.deregister_udf(REPEATED_ID_FN);
+        }
+        written?;
+        self.ctx
+            .register_parquet("fold_winners", &url, ParquetReadOptions::default())
+            .await?;
+        Ok(Some(name))
+    }
+
+    /// The ids folded by this run (a new index segment), and the ids that
+    /// stay live as `fold_kept_ids`; returns the segment's name.
+    async fn event_index(&self) -> Result<String> {
+        let index = data_name(self.generation, "event-index");
+        self.write("event_index", &index).await?;
+        // The ids that stay live: a few days' worth, in memory.
+        let kept = self.plan("kept_ids").await?;
+        let schema = Arc::new(kept.schema().as_arrow().clone());
+        let kept = kept.collect_partitioned().await?;
+        self.ctx.deregister_table("fold_kept_ids")?;
+        self.ctx
+            .register_table("fold_kept_ids", Arc::new(MemTable::try_new(schema, kept)?))?;
+        Ok(index)
+    }
+
+    /// Writes the live events (registered as `fold_live`); returns their
+    /// file's name and the duplicates folded: valid rows of folded ids,
+    /// less one per id.
+    async fn live_events(&self) -> Result<(String, u64)> {
+        let live_events = data_name(self.generation, "live-events");
+        self.write("live_events", &live_events).await?;
+        let winners = count(self.ctx, statement("fold", "winner_count"), &self.params).await?;
+        let kept_ids = count(self.ctx, statement("fold", "kept_id_count"), &vec![]).await?;
+        let valid = count(self.ctx, statement("fold", "valid_count"), &self.params).await?;
+        self.ctx.deregister_table("fold_live")?;
+        self.ctx
+            .register_parquet(
+                "fold_live",
+                &self.store.url_of(&live_events),
+                ParquetReadOptions::default(),
+            )
+            .await?;
+        let live = count(self.ctx, statement("fold", "live_count"), &vec![]).await?;
+        let folded_ids = winners.saturating_sub(kept_ids);
+        let folded_rows = valid.saturating_sub(live);
+        Ok((live_events, folded_rows.saturating_sub(folded_ids)))
+    }
+
+    /// Writes the anchors; returns their file's name. The `sessions`
+    /// relation is the sessionization of these same winners' actions: read
+    /// from the operators' build when the session still holds it, else (a
+    /// report under a memory limit lets go of it) sessionizing the winners
+    /// again costs less than a new build.
+    async fn anchors(&self) -> Result<String> {
+        let anchors = data_name(self.generation, "anchors");
+        let from_build = crate::report::builds_here(self.engine)
+            && crate::tables::native::node::holds_build(self.ctx).await?;
+        let name = if from_build {
+            "anchors_from_sessions"
+        } else {
+            "anchors_from_winners"
+        };
+        self.write(name, &anchors).await?;
+        Ok(anchors)
+    }
+
+    /// The index segments after this run's: one segment a run would make
+    /// every run open hundreds of files, so past a few they are merged
+    /// into one.
+    async fn segments(
+        &self,
+        previous: Option<&Manifest>,
+        index: String,
+        message_index: String,
+        started: String,
+    ) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
+        let (mut event_list, mut message_list, mut started_list) = previous
+            .map(|m| {
+                (
+                    m.event_index.clone(),
+                    m.message_index.clone(),
+                    m.started.clone(),
+                )
+            })
+            .unwrap_or_default();
+        event_list.push(index);
+        message_list.push(message_index);
+        started_list.push(started);
+        for (list, column, kind) in [
+            (&mut event_list, "event_id", "event-index"),
+            (&mut message_list, "message_id", "message-index"),
+            (&mut started_list, "conversation_id", "started"),
+        ] {
+            if list.len() > MAX_SEGMENTS {
+                let merged = data_name(self.generation, kind);
+                let urls: Vec<String> = list.iter().map(|f| self.store.url_of(f)).collect();
+                let df = self
+                    .ctx
+                    .read_parquet(urls, ParquetReadOptions::default())
+                    .await?
+                    .select_columns(&[column])?;
+                write_df(df, &self.store.url_of(&merged)).await?;
+                *list = vec![merged];
+            }
+        }
+        Ok((event_list, message_list, started_list))
+    }
+}
+
+/// The input location the manifest records: the previous state's (the
+/// engine of an incremental run reads the reduced input) or the engine's.
+fn engine_location(previous: Option<&Manifest>, table: &str, engine: &Engine) -> String {
+    match previous {
+        Some(m) if table == EVENTS.name => m.events.clone(),
+        Some(m) => m.messages.clone(),
+        None => engine
+            .options
+            .table(table)
+            .map(|t| t.location.to_string())
+            .unwrap_or_default(),
+    }
+}
