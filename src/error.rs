@@ -171,6 +171,25 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Whether the memory pool refused a reservation anywhere in `e`'s chain of
+/// causes: DataFusion's `ResourcesExhausted` at the root of one of them, by
+/// type (`DataFusionError::find_root`), never by its message's text.
+pub fn memory_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(d) = e.downcast_ref::<datafusion::error::DataFusionError>() {
+            if matches!(
+                d.find_root(),
+                datafusion::error::DataFusionError::ResourcesExhausted(_)
+            ) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
 impl Error {
     /// Shorthand for [`Error::Usage`].
     pub fn usage(msg: impl Into<String>) -> Self {
@@ -188,19 +207,7 @@ impl Error {
     /// Whether the memory pool refused a reservation somewhere in its
     /// causes (DataFusion's `ResourcesExhausted`, however wrapped).
     pub fn is_resources_exhausted(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cause {
-            if let Some(d) = e.downcast_ref::<datafusion::error::DataFusionError>() {
-                if matches!(
-                    d.find_root(),
-                    datafusion::error::DataFusionError::ResourcesExhausted(_)
-                ) {
-                    return true;
-                }
-            }
-            cause = e.source();
-        }
-        false
+        memory_refused(self)
     }
 
     /// Wraps an I/O error with the path it concerns.

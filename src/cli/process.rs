@@ -230,10 +230,17 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// DataFusion's memory advice put in terms of our flag.
 fn one_line(e: &anyhow::Error) -> String {
     let line = supportfunnel::error::one_line(e.as_ref());
-    if line.contains("--memory-limit") {
+    // Ours already says which limit works.
+    let ours = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<supportfunnel::Error>(),
+            Some(supportfunnel::Error::MemoryLimit(_))
+        )
+    });
+    if ours {
         return line;
     }
-    if line.contains("Resources exhausted") || line.contains("Not enough memory") {
+    if e.chain().any(supportfunnel::error::memory_refused) {
         // DataFusion's advice names its own settings; ours are the flag and
         // the config key that set them.
         let advice = line

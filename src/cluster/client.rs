@@ -6,10 +6,9 @@
 //! settings and ours ([`super::node::NodeOptions`]); results come back as
 //! Arrow batches from the executors. DDL (views, `SET`) stays on the client.
 //!
-//! What a plan may contain is what Ballista can serialize with its default
-//! codecs: Parquet listing tables, views, our functions (resolved by name on
-//! every node). The report's in-memory tables (the native path, the cached
-//! `sessions`) are not used on a cluster (see [`crate::report`]).
+//! What a plan may contain is what Ballista's codecs and ours
+//! ([`super::codec`]) serialize: Parquet listing tables, views, our
+//! functions (resolved by name on every node) and the native operators.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +144,32 @@ fn client_session() -> String {
     )
 }
 
+/// Whether the connection to the scheduler was lost, by the error's types:
+/// a gRPC status `Unavailable`, a transport error, or Ballista's own
+/// connection error, anywhere in the chain of causes.
+fn connection_lost(e: &Error) -> bool {
+    use ballista_core::error::BallistaError;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let lost = c.downcast_ref::<tonic::transport::Error>().is_some()
+            || c.downcast_ref::<tonic::Status>()
+                .is_some_and(|s| s.code() == tonic::Code::Unavailable)
+            || matches!(
+                c.downcast_ref::<BallistaError>(),
+                Some(BallistaError::TonicError(_) | BallistaError::GrpcConnectionError(_))
+            )
+            || matches!(
+                c.downcast_ref::<BallistaError>(),
+                Some(BallistaError::GrpcError(s)) if s.code() == tonic::Code::Unavailable
+            );
+        if lost {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// An error from a query on the cluster, said in one line naming the
 /// cluster (and, when a node could not read data, the tables' locations,
 /// which Ballista's message leaves out); errors that are not the cluster's
@@ -173,7 +198,13 @@ pub fn explain(url: &ClusterUrl, tables: &[TableSource], e: Error) -> Error {
         )
     } else if text.contains("no longer knows job") {
         text
-    } else if text.contains("transport error")
+    } else if connection_lost(&e)
+        // Ballista's client reports most failures as formatted text
+        // (`DistributedQueryExec` turns the scheduler's status into a
+        // string), so what `connection_lost` cannot see by type is
+        // recognised by Ballista's own wording, which the cluster tests
+        // (a stopped scheduler) pin.
+        || text.contains("transport error")
         || text.contains("Connection refused")
         || text.contains("Could not connect")
         || text.contains("h2 protocol error")

@@ -1,5 +1,7 @@
 //! Running SQL: the report's own queries with named parameters, and a
-//! user's script of statements (checked against the read-only rule).
+//! user's script of statements (checked against the read-only rule). Also
+//! how a file of `queries/` that holds several statements names them
+//! ([`named_statements`]).
 
 use std::sync::Arc;
 
@@ -17,6 +19,38 @@ use crate::io::readonly::Inputs;
 /// Named SQL parameters (`$cur_start`, …; see each SQL file's header),
 /// bound by DataFusion, never pasted into the text.
 pub type Params = Vec<(&'static str, ScalarValue)>;
+
+/// The statements of a `queries/` file that holds several, each after a
+/// `-- name: NAME` line (the yesql/aiosql convention): (name, statement),
+/// comment lines dropped, the final `;` removed.
+pub fn named_statements(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.trim().strip_prefix("-- name:") {
+            out.push((name.trim().to_string(), String::new()));
+        } else if let Some((_, body)) = out.last_mut() {
+            if !line.trim_start().starts_with("--") {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+    }
+    for (_, body) in &mut out {
+        *body = body.trim().trim_end_matches(';').trim().to_string();
+    }
+    out
+}
+
+/// Statement `name` of `text` ([`named_statements`]). The names the code
+/// asks for are fixed and tested, so a missing one is a bug: it panics,
+/// naming the file.
+pub fn named_statement(file: &str, text: &str, name: &str) -> String {
+    named_statements(text)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("{file} has no statement `{name}`"))
+}
 
 /// Plans `sql` with `params` bound. The physical plan's schema is the
 /// batches' schema (the logical one may differ in nullability).

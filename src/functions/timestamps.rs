@@ -1,7 +1,7 @@
 //! Timestamp ticks in every Arrow unit, written once.
 //!
 //! Contract timestamps keep the unit their files use (see [`crate::tables`]),
-//! so the report's bounds, the window function's spans and the native path's
+//! so the report's bounds, the window function's spans and the native operators'
 //! arithmetic all convert between instants and ticks of a column's unit.
 //! Types other than `Timestamp(..)` count as nanoseconds.
 

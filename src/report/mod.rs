@@ -134,6 +134,9 @@ const KEY_COLUMNS: &[&str] = &["period", "segment"];
 /// The segments of the `human` section, in output order.
 const HUMAN_SEGMENTS: &[&str] = &["after_self_serve", "from_start"];
 
+/// The default period's queries (named statements).
+const DEFAULT_PERIOD_SQL: &str = include_str!("../../queries/report/00_default_period.sql");
+const DEFAULT_PERIOD_FILE: &str = "queries/report/00_default_period.sql";
 const SESSION_ACTIONS_SQL: &str = include_str!("../../queries/report/00_session_actions.sql");
 const REPORT_SESSIONS_SQL: &str = include_str!("../../queries/report/00_report_sessions.sql");
 const REPORT_CONVERSATIONS_SQL: &str =
@@ -491,18 +494,11 @@ async fn latest_event(
     ts_type: &DataType,
     now: DateTime<Utc>,
 ) -> Result<(Option<DateTime<Utc>>, u64)> {
-    const SQL: &str =
-        "SELECT arrow_cast(arrow_cast(max(ts), 'Timestamp(Nanosecond, None)'), 'Int64') \
-         FROM validated_events WHERE reject_reason IS NULL AND ts <= $now";
+    let sql = |name| query::named_statement(DEFAULT_PERIOD_FILE, DEFAULT_PERIOD_SQL, name);
     let now_param = ("now", ts_scalar(now, ts_type)?);
     // Native ticks, not nanoseconds: this maximum includes rejected rows, and
     // an absurd timestamp there must not make the conversion fail.
-    let ticks = query_i64(
-        ctx,
-        "SELECT arrow_cast(max(ts), 'Int64') FROM events",
-        &vec![],
-    )
-    .await?;
+    let ticks = query_i64(ctx, &sql("max_ticks"), &vec![]).await?;
     let since = ticks
         .and_then(|t| ticks_to_time(t, ts_type))
         .map(|t| t.min(now) - chrono::Duration::days(1));
@@ -510,7 +506,7 @@ async fn latest_event(
         Some(since) => {
             query_i64(
                 ctx,
-                &format!("{SQL} AND ts >= $since"),
+                &sql("latest_valid_since"),
                 &vec![("since", ts_scalar(since, ts_type)?), now_param.clone()],
             )
             .await?
@@ -519,15 +515,10 @@ async fn latest_event(
     };
     let latest = match recent {
         Some(t) => Some(t),
-        None => query_i64(ctx, SQL, &vec![now_param.clone()]).await?,
+        None => query_i64(ctx, &sql("latest_valid"), &vec![now_param.clone()]).await?,
     };
     // Row groups whose footer says nothing is after now are skipped.
-    let future = query::collect_one(
-        ctx,
-        "SELECT count(*) FROM validated_events WHERE reject_reason IS NULL AND ts > $now",
-        &vec![now_param],
-    )
-    .await?;
+    let future = query::collect_one(ctx, &sql("future_events"), &vec![now_param]).await?;
     let future = future
         .column(0)
         .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
@@ -808,8 +799,12 @@ async fn compute_report(
     if engine.options.memory_limit.is_some() && engine.options.cluster.is_none() {
         // The sections join the report's tables: sort-merge joins spill,
         // hash joins cannot (only this private context is switched).
-        ctx.sql("SET datafusion.optimizer.prefer_hash_join = false")
-            .await?;
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .optimizer
+            .prefer_hash_join = false;
     }
     let rows = compute_sections(&ctx, &params, shared.is_some()).await?;
     steps.finish("sections", 0, started);
@@ -984,10 +979,12 @@ async fn report_tables(
         // limit (measured, docs/PERFORMANCE.md).
         let cores = ctx.state().config().options().execution.target_partitions;
         let parts = (limit / SQL_BYTES_PER_PARTITION).clamp(1, cores.max(1));
-        ctx.sql(&format!(
-            "SET datafusion.execution.target_partitions = {parts}"
-        ))
-        .await?;
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = parts;
     }
     let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
     for (name, sql) in plan {

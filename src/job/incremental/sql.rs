@@ -34,7 +34,7 @@ pub(super) fn statement(file: &str, name: &str) -> &'static str {
         FILES
             .iter()
             .flat_map(|(f, text)| {
-                parse(text)
+                crate::engine::query::named_statements(text)
                     .into_iter()
                     .map(move |(n, s)| (format!("{f}/{n}"), s))
             })
@@ -43,26 +43,6 @@ pub(super) fn statement(file: &str, name: &str) -> &'static str {
     all.get(&format!("{file}/{name}"))
         .map(String::as_str)
         .unwrap_or_else(|| panic!("queries/incremental/{file}.sql has no statement `{name}`"))
-}
-
-/// The named statements of one file: comment lines dropped, the final `;`
-/// removed.
-fn parse(text: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.trim().strip_prefix("-- name:") {
-            out.push((name.trim().to_string(), String::new()));
-        } else if let Some((_, body)) = out.last_mut() {
-            if !line.trim_start().starts_with("--") {
-                body.push_str(line);
-                body.push('\n');
-            }
-        }
-    }
-    for (_, body) in &mut out {
-        *body = body.trim().trim_end_matches(';').trim().to_string();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -76,7 +56,7 @@ mod tests {
     fn every_statement_parses_alone() {
         use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
         for (file, text) in FILES {
-            let named = parse(text);
+            let named = crate::engine::query::named_statements(text);
             assert!(!named.is_empty(), "{file}");
             for (name, sql) in named {
                 let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &sql)

@@ -289,7 +289,11 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
         lap = Instant::now();
     };
     let env = input.task.runtime_env();
-    let mut budget = Budget::new(Arc::clone(&env), "supportfunnel history", opts.always_spill);
+    let mut budget = Budget::new(
+        Arc::clone(&env),
+        "supportfunnel native operators",
+        opts.always_spill,
+    );
     if opts.single_task {
         // The build stays held while the operators above it in the same
         // task run (a cluster's task filters the relation and writes the

@@ -513,11 +513,14 @@ async fn current_key(
         return Ok(None);
     }
     let plan = ctx
-        .sql(&format!(
-            "SELECT count(*) FROM {}",
-            Relation::EventCounts.name()
-        ))
+        .table(Relation::EventCounts.name())
         .await?
+        .aggregate(
+            vec![],
+            vec![datafusion::functions_aggregate::expr_fn::count(
+                datafusion::prelude::lit(1),
+            )],
+        )?
         .create_physical_plan()
         .await?;
     Ok(native_key(&plan).map(|key| (cache, plan, key)))
