@@ -28,8 +28,9 @@
 //! * [`serve`] (feature `serve`): the PostgreSQL-wire endpoint;
 //! * [`datagen`] (feature `gen`): the synthetic data generator.
 //!
-//! Where to start: [`settings::Settings::resolve`], [`build_context`],
-//! [`report::run_report`], [`job::run_job`].
+//! Where to start: [`settings::Settings::resolve`], [`open`] (the engine
+//! with every table, view and function, `report(…)` included; [`build_context`]
+//! without `report(…)`), [`report::run_report`], [`job::run_job`].
 
 pub mod error;
 pub mod rules;
@@ -60,4 +61,5 @@ pub mod datagen;
 
 pub use engine::context::{build_context, Engine};
 pub use error::{Error, Result};
+pub use report::table_function::open;
 pub use settings::options::EngineOptions;

@@ -286,8 +286,9 @@ fn connect(
     memory_limit: Option<String>,
 ) -> PyResult<Connection> {
     let (settings, _config) = resolve(events, messages, config, memory_limit).map_err(error)?;
-    let opts = settings.engine.clone();
-    let engine = run(py, async move { build_context(&opts).await })?;
+    let (opts, tz) = (settings.engine.clone(), settings.tz);
+    // With `report(…)` in SQL, as in the CLI's `sql`.
+    let engine = run(py, async move { engine::open(&opts, tz).await })?;
     Ok(Connection {
         engine: Arc::new(engine),
         settings,

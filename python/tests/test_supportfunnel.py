@@ -72,6 +72,11 @@ def test_sql_with_parameters(con):
     assert hasattr(sessions, "__arrow_c_stream__")
 
 
+def test_the_report_table_function_is_in_sql(con):
+    got = con.sql("SELECT * FROM report('2026-02-01', '2026-03-01')")
+    assert got.equals(con.report("2026-02-01", "2026-03-01"))
+
+
 def test_results_go_to_duckdb_or_polars_without_a_copy(con):
     table = con.sql("SELECT user_id, session_start FROM sessions")
     try:

@@ -72,9 +72,8 @@ async fn serve(config: &Config, args: crate::cli::args::ServeArgs) -> Result<()>
     )?;
     let mut settings = settings(&args.flags(), config)?;
     settings.engine.no_url_tables = true;
-    let engine = build_context(&settings.engine).await?;
+    let engine = supportfunnel::open(&settings.engine, settings.tz).await?;
     warn_skipped(&engine);
-    supportfunnel::report::table_function::register(&engine, settings.tz);
     let server = supportfunnel::serve::start(&engine, opts.clone()).await?;
     let addr = server.local_addr();
     eprintln!(
@@ -325,9 +324,8 @@ async fn sql(config: &Config, args: SqlArgs) -> Result<()> {
     let output = output_location(&args.output)?;
     args.format.check_destination(output.as_ref())?;
     let settings = settings(&args.engine.flags(), config)?;
-    let engine = build_context(&settings.engine).await?;
+    let engine = supportfunnel::open(&settings.engine, settings.tz).await?;
     warn_skipped(&engine);
-    supportfunnel::report::table_function::register(&engine, settings.tz);
     let Some(text) = text else {
         return prompt::repl(&engine.ctx).await;
     };

@@ -68,6 +68,15 @@ impl ReportFunction {
     }
 }
 
+/// The engine of `opts` ([`crate::build_context`]) with `report(…)` in its
+/// SQL too, dated in `default_tz` when a call gives no zone: what a user
+/// of the library, the CLI and the Python package open.
+pub async fn open(opts: &crate::EngineOptions, default_tz: Tz) -> crate::Result<Engine> {
+    let engine = crate::build_context(opts).await?;
+    register(&engine, default_tz);
+    Ok(engine)
+}
+
 /// Registers `report(…)` in `engine`'s context.
 pub fn register(engine: &Engine, default_tz: Tz) {
     engine
