@@ -29,7 +29,7 @@ tasks=${TASKS:-1}
 exec_memory=${EXEC_MEMORY:-4GiB}
 partitions=${PARTITIONS:-8}
 if [ -z "${SF_BIN:-}" ]; then
-  cargo build --release --quiet
+  cargo build --release --features full --quiet
   bin="${CARGO_TARGET_DIR:-$HOME/.cache/supportfunnel-target}/release/supportfunnel"
 else
   bin=$SF_BIN

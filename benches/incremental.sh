@@ -25,7 +25,7 @@ runs=${RUNS:-2}
 reports=${REPORTS:-daily weekly}
 state_memory=${STATE_MEMORY:-6GiB}
 if [ -z "${SF_BIN:-}" ]; then
-  cargo build --release --quiet
+  cargo build --release --features full --quiet
   bin="${CARGO_TARGET_DIR:-$HOME/.cache/supportfunnel-target}/release/supportfunnel"
 else
   bin=$SF_BIN

@@ -37,7 +37,7 @@ to=2026-04-01
 
 bin=${SF_BIN:-}
 if [ -z "$bin" ]; then
-  cargo build --release --bin supportfunnel >&2
+  cargo build --release --features full --bin supportfunnel >&2
   bin="${CARGO_TARGET_DIR:-target}/release/supportfunnel"
 fi
 if ! "$venv/bin/python" -c "import duckdb, pyarrow, chdb" 2>/dev/null; then

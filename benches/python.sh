@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 data=${SF_DATA:-$HOME/.cache/supportfunnel-data}
 bin=${SF_BIN:-}
 if [ -z "$bin" ]; then
-  cargo build --release --bin supportfunnel >&2
+  cargo build --release --features full --bin supportfunnel >&2
   bin="${CARGO_TARGET_DIR:-target}/release/supportfunnel"
 fi
 py=${SF_PYTHON:-python3}

@@ -17,7 +17,7 @@ data=${SF_DATA:-$HOME/.cache/supportfunnel-data}
 target=${CARGO_TARGET_DIR:-target}
 bin=${SF_BIN:-}
 if [ -z "$bin" ]; then
-  cargo build --release --bin supportfunnel >&2
+  cargo build --release --features full --bin supportfunnel >&2
   bin="$target/release/supportfunnel"
 fi
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }

@@ -2,6 +2,7 @@
 //! per concern.
 
 mod cli;
+#[cfg(feature = "cluster")]
 mod cluster;
 mod common;
 #[cfg(feature = "delta")]
@@ -22,3 +23,11 @@ mod slt;
 mod tables;
 mod udwf;
 mod views;
+
+/// The tests cover the cluster, Delta Lake and the endpoint: without them
+/// built in, say how to run them rather than pass on less.
+#[cfg(not(all(feature = "cluster", feature = "delta", feature = "serve")))]
+#[test]
+fn the_tests_need_every_feature() {
+    panic!("run the tests with every part built in: cargo test --features full");
+}
