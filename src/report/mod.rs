@@ -673,6 +673,8 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
     #[cfg(feature = "cluster")]
     let result =
         result.map_err(|e| crate::cluster::client::explain(cluster, &engine.options.tables, e));
+    #[cfg(not(feature = "cluster"))]
+    let _ = cluster;
     let report = result?;
     removed?;
     Ok(report)
