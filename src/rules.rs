@@ -236,10 +236,10 @@ mod tests {
     const VIEWS: &str = concat!(
         include_str!("../queries/views/01_validated_events.sql"),
         include_str!("../queries/views/03_event_checks.sql"),
-        include_str!("../queries/views/06_session_actions.sql"),
-        include_str!("../queries/views/07_conversation_facts.sql"),
-        include_str!("../queries/views/08_conversations.sql"),
-        include_str!("../queries/views/09_sessions.sql"),
+        include_str!("../queries/views/07_session_actions.sql"),
+        include_str!("../queries/views/08_conversation_facts.sql"),
+        include_str!("../queries/views/09_conversations.sql"),
+        include_str!("../queries/views/10_sessions.sql"),
     );
 
     /// The quoted strings of the first `IN (...)` list after `after` in
@@ -289,9 +289,9 @@ mod tests {
             .filter(|(k, _)| is_action(*k as u8))
             .map(|(_, t)| *t)
             .collect();
-        let s = include_str!("../queries/views/06_session_actions.sql");
+        let s = include_str!("../queries/views/07_session_actions.sql");
         assert_eq!(in_list(s, "WHERE event_type IN"), actions);
-        let f = include_str!("../queries/views/07_conversation_facts.sql");
+        let f = include_str!("../queries/views/08_conversation_facts.sql");
         let conversation: Vec<&str> = EVENT_TYPES[kind::STARTED as usize..].to_vec();
         assert_eq!(in_list(f, "WHERE event_type IN"), conversation);
     }
@@ -309,11 +309,11 @@ mod tests {
         let values = &checks[checks.find("VALUES").expect("reasons")..];
         let values = &values[..values.find("),\n-- check_keys").unwrap_or(values.len())];
         assert_eq!(quoted(values), REJECT_REASONS);
-        let counts = include_str!("../queries/views/12_event_counts.sql");
+        let counts = include_str!("../queries/views/13_event_counts.sql");
         for (i, reason) in REJECT_REASONS.iter().enumerate() {
             assert!(
                 counts.contains(&format!("reject_reason = '{reason}'")),
-                "{reason} in 12_event_counts.sql"
+                "{reason} in 13_event_counts.sql"
             );
             assert!(
                 checks.contains(&format!("WHEN '{reason}' THEN arrow_cast({}, ", i + 1)),
@@ -341,7 +341,7 @@ mod tests {
         )));
         assert!(VIEWS.contains(&format!("INTERVAL '{SESSION_SECONDS} seconds'")));
         assert!(VIEWS.contains(&format!("closed_by = '{BOT_ACTOR}'")));
-        let sessions = include_str!("../queries/views/09_sessions.sql");
+        let sessions = include_str!("../queries/views/10_sessions.sql");
         let body = &sessions[sessions.find("CREATE OR REPLACE VIEW").expect("view")..];
         let mut named: Vec<String> = body
             .lines()

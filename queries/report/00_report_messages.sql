@@ -4,11 +4,18 @@
 -- across kinds; a tag filter matches a delivery having any of the tags and
 -- never one with NULL or empty tags; exact, case-sensitive) and §6 (a NULL
 -- sent_at falls in no period).
--- Output: period ('current' / 'previous'), opened_at, clicked_at, reacted_at.
+-- Output: period ('current' / 'previous'), the delivery's keys and kind
+-- (message_id, user_id, sent_at, content_type, sender: for report_detail),
+-- opened_at, clicked_at, reacted_at.
 -- Parameters: $msg_prev_start, $msg_cur_start, $msg_cur_end (sent_at's type);
 -- $tags, $content_types, $senders (lists; empty = no filter).
 SELECT
     CASE WHEN sent_at >= $msg_cur_start THEN 'current' ELSE 'previous' END AS period,
+    message_id,
+    user_id,
+    sent_at,
+    content_type,
+    sender,
     opened_at,
     clicked_at,
     reacted_at

@@ -1,34 +1,20 @@
 -- funnel: how do your customers get support? (people)
 -- Implements REPORT_SPEC §4 `funnel`. Output: one row per period
 -- ('current', 'previous'), one column per metric, in the spec's order.
--- A person is counted in every group that fits, except that a person all of
--- whose sessions in the period are `stopped` is in people_stopped only.
--- Reads report_sessions and report_messages (tagged with their period).
--- Parameters: none.
+-- Which groups a person is in is decided by report_people (one row per
+-- person and period); this counts them. Reads report_people and
+-- report_messages (tagged with their period). Parameters: none.
 WITH periods(period) AS (VALUES ('current'), ('previous')),
--- person_flags: one row per person and period, with what their sessions did.
-person_flags AS (
-    SELECT
-        period,
-        user_id,
-        bool_and(status = 'stopped') AS all_stopped,
-        bool_or(tried_self_serve) AS tried,
-        bool_or(status = 'self_serve_resolved') AS resolved,
-        bool_or(status = 'human_after_self_serve') AS after_self_serve,
-        bool_or(status = 'human_from_start') AS from_start
-    FROM report_sessions
-    GROUP BY period, user_id
-),
 people_counts AS (
     SELECT
         period,
         count(*) AS seeking,
-        count(*) FILTER (WHERE tried AND NOT all_stopped) AS tried,
-        count(*) FILTER (WHERE resolved) AS resolved,
-        count(*) FILTER (WHERE after_self_serve) AS after_self_serve,
-        count(*) FILTER (WHERE from_start) AS from_start,
-        count(*) FILTER (WHERE all_stopped) AS stopped
-    FROM person_flags
+        count(*) FILTER (WHERE tried_self_serve) AS tried,
+        count(*) FILTER (WHERE resolved_self_serve) AS resolved,
+        count(*) FILTER (WHERE human_after_self_serve) AS after_self_serve,
+        count(*) FILTER (WHERE human_from_start) AS from_start,
+        count(*) FILTER (WHERE stopped) AS stopped
+    FROM report_people
     GROUP BY period
 ),
 deliveries AS (

@@ -1,33 +1,16 @@
 -- human: conversations served by a teammate, per segment.
--- Implements REPORT_SPEC §4 `human`: every human conversation started in a
--- session of the period whose status is human_after_self_serve (segment
--- after_self_serve) or human_from_start (segment from_start). Medians are
--- exact (DataFusion's median; the mean of the two middle values for an even
--- count), in seconds with the input's precision.
+-- Implements REPORT_SPEC §4 `human`; which conversations a segment holds is
+-- decided by report_human (one row per human conversation of a human
+-- session, with its segment and durations). Medians are exact (DataFusion's
+-- median; the mean of the two middle values for an even count), in seconds
+-- with the input's precision.
 -- Output: one row per (segment, period), one column per metric in order.
--- Reads report_conversations (tagged with their session's period and
--- status). Parameters: $ticks_per_second of the events' ts column.
+-- Reads report_human. Parameters: $ticks_per_second of the events' ts
+-- column.
 -- segment_periods: every (segment, period) row the output must have.
 WITH segment_periods(segment, period) AS (
     VALUES ('after_self_serve', 'current'), ('after_self_serve', 'previous'),
            ('from_start', 'current'), ('from_start', 'previous')
-),
--- human_conversations: the human conversations of human sessions, with
--- their segment and durations in ticks of the ts column.
-human_conversations AS (
-    SELECT
-        CASE status
-            WHEN 'human_after_self_serve' THEN 'after_self_serve'
-            WHEN 'human_from_start' THEN 'from_start'
-        END AS segment,
-        period,
-        rating,
-        CAST(arrow_cast(first_reply_at, 'Int64') - arrow_cast(started_at, 'Int64') AS DOUBLE)
-            AS first_response_ticks,
-        CAST(arrow_cast(closed_at, 'Int64') - arrow_cast(started_at, 'Int64') AS DOUBLE)
-            AS close_ticks
-    FROM report_conversations
-    WHERE NOT automated AND status IN ('human_after_self_serve', 'human_from_start')
 ),
 -- segment_stats: the counts and medians per (segment, period) present.
 segment_stats AS (
@@ -40,7 +23,7 @@ segment_stats AS (
         count(*) FILTER (WHERE rating >= 4) AS satisfied,
         median(first_response_ticks) AS median_first_response_ticks,
         median(close_ticks) AS median_close_ticks
-    FROM human_conversations
+    FROM report_human
     GROUP BY segment, period
 )
 SELECT

@@ -5,7 +5,7 @@
 -- for repeated message_ids (every row beyond the first of a message_id).
 -- report_event_counts has one column per reject reason, named after it and
 -- in the spec's order; on the native path Rust builds it, on the SQL path
--- views/12_event_counts.sql. SQL cannot turn a column name into a value,
+-- views/13_event_counts.sql. SQL cannot turn a column name into a value,
 -- so each rows_rejected row below names its reason and the CASE reads the
 -- column of that name; the reasons themselves are defined in
 -- views/01_validated_events.sql.

@@ -9,7 +9,7 @@
 -- spec's order. Three other files spell the codes again, each for a reason
 -- SQL cannot avoid: views/03_event_checks.sql (a small integer per reason,
 -- so its one pass over the events groups on a single UInt64 key), and
--- views/12_event_counts.sql and report/06_data_quality.sql (the
+-- views/13_event_counts.sql and report/06_data_quality.sql (the
 -- codes are the column names of report_event_counts, a one-row table that
 -- the native path builds in Rust). A new reason must be added to all four,
 -- and to the Rust list.

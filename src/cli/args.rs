@@ -367,6 +367,21 @@ pub struct ReportArgs {
     /// stderr (a live progress line is shown anyway when stderr is a terminal)
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Instead of the report, list the items behind one of its metrics
+    /// (`people_stopped`, `csat`, `self_serve.article_views`, …), both
+    /// periods: the people, sessions, conversations, deliveries, article
+    /// views or rows it counts, with `in_numerator` and `value` to
+    /// recompute it (docs/METRICS.md "Detail")
+    #[arg(long, value_name = "METRIC")]
+    pub detail: Option<String>,
+    /// With --detail: only this segment's rows (`after_self_serve` or
+    /// `from_start` for the human metrics, a reason for rows_rejected,
+    /// `events` or `messages` for rows_read)
+    #[arg(long, value_name = "S", requires = "detail")]
+    pub segment: Option<String>,
+    /// With --detail: only the rows of this period (current or previous)
+    #[arg(long, value_name = "PERIOD", requires = "detail", value_parser = ["current", "previous"])]
+    pub period: Option<String>,
 }
 
 impl ReportArgs {

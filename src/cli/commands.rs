@@ -12,7 +12,8 @@ use supportfunnel::engine::progress::ProgressRef;
 use supportfunnel::engine::query;
 use supportfunnel::job::{run_job_with, RunOptions};
 use supportfunnel::render::output::{self, Format};
-use supportfunnel::report::{rows_of, run_report, Anchor, ReportOptions};
+use supportfunnel::report::detail::{DetailRequest, PeriodChoice};
+use supportfunnel::report::{rows_of, run_details, run_report, Anchor, ReportOptions};
 use supportfunnel::settings::config::Config;
 use supportfunnel::settings::location::Location;
 use supportfunnel::settings::{Env, Flags, Settings};
@@ -218,22 +219,48 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
     let settings = settings(&args.flags(), config)?;
     let engine = build_context(&settings.engine).await?;
     warn_skipped(&engine);
+    let detail = args
+        .detail
+        .as_deref()
+        .map(|m| {
+            let period = args
+                .period
+                .as_deref()
+                .map(PeriodChoice::parse)
+                .transpose()?;
+            DetailRequest::new(m, args.segment.clone(), period)
+        })
+        .transpose()?;
+    if detail.is_some() && args.format == Format::Html {
+        anyhow::bail!("--detail writes table, csv, json or parquet; html is the report's page");
+    }
     let progress = CliProgress::new(args.verbose);
-    let report = run_report(
-        &engine,
-        &ReportOptions {
-            from: args.from,
-            to: args.to,
-            tz: Some(settings.tz),
-            tags: settings.filters.tags.clone(),
-            content_types: settings.filters.content_types.clone(),
-            senders: settings.filters.senders.clone(),
-            progress: progress.clone().map(|p| p as ProgressRef),
-            keep_sessions: false,
-            now: Some(settings.now),
-        },
-    )
-    .await?;
+    let opts = ReportOptions {
+        from: args.from,
+        to: args.to,
+        tz: Some(settings.tz),
+        tags: settings.filters.tags.clone(),
+        content_types: settings.filters.content_types.clone(),
+        senders: settings.filters.senders.clone(),
+        progress: progress.clone().map(|p| p as ProgressRef),
+        keep_sessions: false,
+        now: Some(settings.now),
+    };
+    if let Some(request) = detail {
+        let mut details = run_details(&engine, &opts, std::slice::from_ref(&request)).await?;
+        drop(progress);
+        let d = details.pop().context("no detail came back")?;
+        return output::write_result_to(
+            &engine.ctx,
+            args.format,
+            &d.schema,
+            &d.batches,
+            output.as_ref(),
+        )
+        .await
+        .map_err(Into::into);
+    }
+    let report = run_report(&engine, &opts).await?;
     drop(progress);
     if let Some(anchor) = &report.anchor {
         explain_default_period(anchor, report.periods.days(), args.verbose);

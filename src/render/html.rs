@@ -5,9 +5,12 @@
 //! The page references nothing outside itself: the CSS is inline, the charts
 //! are SVG drawn here, there is no script, font or image to fetch. What it
 //! shows follows the spec's order: the period, zone and filters; the funnel
-//! as paired bars (current above previous); sessions by status as stacked
-//! bars; one table per section with current, previous and a coloured ▲/▼
-//! change; the two human segments side by side; data quality.
+//! in three colour-coded stages (proactive, self-serve, human support; the
+//! people who stopped apart), each step's current bar over the previous
+//! period's, its hover showing both and the change; sessions by status as
+//! stacked bars; one table per section with current, previous and a
+//! coloured ▲/▼ change; the two human segments side by side; data quality;
+//! and every metric's definition, which each metric name links to.
 //!
 //! Every number is written by [`crate::render::display`], as in the terminal table,
 //! inside a `<data value="…">` element whose `value` is the number of the
@@ -213,6 +216,17 @@ struct Page {
     sessions_svg: String,
     sections: Vec<SectionView>,
     quality: Vec<MetricRow>,
+    /// Every metric of the page once, in the report's order, with what it
+    /// counts: the target of each metric name's link.
+    definitions: Vec<Definition>,
+}
+
+/// A metric's definition on the page.
+#[derive(Debug, Serialize)]
+struct Definition {
+    metric: String,
+    label: String,
+    text: &'static str,
 }
 
 /// Renders `report` as a complete HTML document. `filters` are the
@@ -295,6 +309,7 @@ pub fn render(report: &Report, filters: &Filters) -> Result<String> {
         sessions_svg: sessions_svg(&rows),
         sections,
         quality,
+        definitions: definitions(&rows),
     };
 
     let mut env = minijinja::Environment::new();
@@ -303,6 +318,22 @@ pub fn render(report: &Report, filters: &Filters) -> Result<String> {
     Ok(env
         .get_template("report.html")?
         .render(minijinja::value::Serde(&page))?)
+}
+
+/// Each metric of `rows` once, in order, with its definition.
+fn definitions(rows: &[Row]) -> Vec<Definition> {
+    let mut out: Vec<Definition> = Vec::new();
+    for r in rows {
+        if out.iter().any(|d| d.metric == r.metric) {
+            continue;
+        }
+        out.push(Definition {
+            metric: r.metric.clone(),
+            label: label(&r.metric).to_string(),
+            text: crate::render::definitions::definition(&r.metric),
+        });
+    }
+    out
 }
 
 /// A Float64 column of the report's batch, nulls as `None`.
@@ -378,54 +409,139 @@ fn find<'a>(rows: &'a [Row], section: &str, metric: &str) -> Option<&'a Row> {
 /// legible when a phone scales the chart to its screen.
 const CHART_W: f64 = 440.0;
 
-/// The funnel: one step per row — its name, then the current period's bar
-/// above the previous one's, each with its number — on one scale.
+/// The funnel's stages, in the order support teams read them: (stage key,
+/// title, colour class, its steps). People who stopped are set apart
+/// below the stages.
+const STAGES: [(&str, &str, &str, &[&str]); 3] = [
+    (
+        "proactive",
+        "Proactive messages",
+        "st1",
+        &["proactive_messages"],
+    ),
+    (
+        "self_serve",
+        "Self-serve",
+        "st2",
+        &["people_tried_self_serve", "people_resolved_self_serve"],
+    ),
+    (
+        "human",
+        "Human support",
+        "st3",
+        &["people_human_after_self_serve", "people_human_from_start"],
+    ),
+];
+
+/// The funnel as support teams know it: three colour-coded stages —
+/// proactive messages, self-serve (people who tried, people resolved),
+/// human support (after self-serve, from the start) — under the people
+/// seeking support, with the people who stopped set apart. Each step is
+/// the current period's bar over a faint bar of the previous period, on
+/// one scale for people (deliveries on their own); hovering any part shows
+/// both periods and the change (an SVG `<title>`), and every step's name
+/// links to its definition on the page.
 fn funnel_svg(rows: &[Row]) -> String {
-    let steps: Vec<&Row> = rows.iter().filter(|r| r.section == "funnel").collect();
-    let max = steps
+    let get = |m: &str| find(rows, "funnel", m);
+    let people_max = rows
         .iter()
+        .filter(|r| r.section == "funnel" && r.metric.starts_with("people_"))
         .flat_map(|r| [r.current, r.previous])
         .flatten()
         .fold(0.0_f64, f64::max);
-    // Room on the right of the longest bar for its number.
-    let (bar_w, row_h, bar_h) = (CHART_W - 60.0, 52.0, 13.0);
-    let height = 24.0 + row_h * steps.len() as f64;
-    let mut aria = String::from("Funnel, current and previous period: ");
+    // Steps are indented past their stage's colour band.
+    let (x0, bar_w, step_h, bar_h, stage_gap) = (10.0, CHART_W - 80.0, 40.0, 14.0, 6.0);
+    let mut aria = String::from("Support funnel, current period with the previous one: ");
     let mut body = String::new();
-    let _ = write!(
-        body,
-        r##"<rect x="0" y="2" width="11" height="11" class="cur"/><text x="16" y="12" class="legend">Current period</text><rect x="120" y="2" width="11" height="11" class="prev"/><text x="136" y="12" class="legend">Previous period</text>"##
-    );
-    for (i, r) in steps.iter().enumerate() {
-        let y = 24.0 + row_h * i as f64;
-        let k = display::value_kind(&r.metric);
-        let (cur, prev) = (display::value(k, r.current), display::value(k, r.previous));
-        let _ = write!(aria, "{}: {cur} (previous {prev}); ", label(&r.metric));
+    let mut y = 4.0;
+    if let Some(r) = get("people_seeking_support") {
+        let hover = hover_text(r);
         let _ = write!(
             body,
-            r##"<text x="0" y="{}" class="label">{}</text>"##,
-            y + 11.0,
-            esc(label(&r.metric))
+            r##"<a href="#def-people_seeking_support"><text x="0" y="{}" class="label strong">{}<title>{}</title></text></a>"##,
+            y + 12.0,
+            esc(&format!(
+                "{}: {}",
+                label(&r.metric),
+                display::value(display::value_kind(&r.metric), r.current)
+            )),
+            esc(&hover)
         );
-        for (j, (v, text, class)) in [(r.current, &cur, "cur"), (r.previous, &prev, "prev")]
-            .into_iter()
-            .enumerate()
-        {
-            let by = y + 16.0 + j as f64 * (bar_h + 2.0);
-            let w = match v {
-                Some(v) if max > 0.0 => (v / max * bar_w).max(1.0),
-                _ => 0.0,
-            };
-            let _ = write!(
-                body,
-                r##"<rect x="0" y="{by}" width="{w:.1}" height="{bar_h}" class="{class}"/><text x="{:.1}" y="{}" class="num">{}</text>"##,
-                w + 5.0,
-                by + bar_h - 2.5,
-                esc(text)
-            );
-        }
+        let _ = write!(aria, "{hover}; ");
+        y += 22.0;
     }
-    svg(CHART_W, height, &aria, &body)
+    let step = |body: &mut String, aria: &mut String, y: f64, r: &Row, class: &str| {
+        let max = if r.metric.starts_with("people_") {
+            people_max
+        } else {
+            r.current.unwrap_or(0.0).max(r.previous.unwrap_or(0.0))
+        };
+        let width = |v: Option<f64>| match v {
+            Some(v) if max > 0.0 => (v / max * bar_w).max(1.0),
+            _ => 0.0,
+        };
+        let k = display::value_kind(&r.metric);
+        let hover = esc(&hover_text(r));
+        let _ = write!(aria, "{}; ", hover_text(r));
+        let (cw, pw) = (width(r.current), width(r.previous));
+        let _ = write!(
+            body,
+            r##"<g class="step" data-metric="{m}"><a href="#def-{m}"><text x="{x0}" y="{ly}" class="label">{name}<title>{hover}</title></text></a><rect x="{x0}" y="{by}" width="{cw:.1}" height="{bar_h}" class="{class}"><title>{hover}</title></rect><text x="{nx:.1}" y="{ny}" class="num">{cur}<title>{hover}</title></text><rect x="{x0}" y="{py}" width="{pw:.1}" height="4" class="{class} prevbar"><title>{hover}</title></rect></g>"##,
+            m = esc(&r.metric),
+            ly = y + 11.0,
+            name = esc(label(&r.metric)),
+            by = y + 15.0,
+            nx = x0 + cw + 5.0,
+            ny = y + 15.0 + bar_h - 3.0,
+            cur = esc(&display::value(k, r.current)),
+            py = y + 16.0 + bar_h,
+        );
+    };
+    for (key, title, class, metrics) in STAGES {
+        let _ = write!(
+            body,
+            r##"<g class="stage" data-stage="{key}"><rect x="0" y="{}" width="4" height="{}" class="{class}"/><text x="{x0}" y="{}" class="stagetitle {class}t">{}</text>"##,
+            y,
+            18.0 + step_h * metrics.len() as f64 - 8.0,
+            y + 13.0,
+            esc(title)
+        );
+        let mut sy = y + 18.0;
+        for m in metrics.iter().copied() {
+            if let Some(r) = get(m) {
+                step(&mut body, &mut aria, sy, r, class);
+            }
+            sy += step_h;
+        }
+        body.push_str("</g>");
+        y = sy + stage_gap;
+    }
+    // Stopped: apart, under a rule.
+    let _ = write!(
+        body,
+        r##"<line x1="0" x2="{CHART_W}" y1="{y}" y2="{y}" class="rule"/>"##
+    );
+    y += 8.0;
+    if let Some(r) = get("people_stopped") {
+        body.push_str(r##"<g class="stage stopped" data-stage="stopped">"##);
+        step(&mut body, &mut aria, y, r, "st4");
+        body.push_str("</g>");
+        y += step_h;
+    }
+    svg(CHART_W, y + 4.0, &aria, &body)
+}
+
+/// What hovering a funnel step shows: its name, both periods and the
+/// change, as the tables write them.
+fn hover_text(r: &Row) -> String {
+    let k = display::value_kind(&r.metric);
+    format!(
+        "{}: {} (previous period {}, change {})",
+        label(&r.metric),
+        display::value(k, r.current),
+        display::value(k, r.previous),
+        display::delta_pct(r.delta_pct())
+    )
 }
 
 /// Sessions by status: one stacked bar per period, the four statuses in

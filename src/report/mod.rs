@@ -18,7 +18,11 @@
 //!    bound as named DataFusion placeholders (`$cur_start`, `$tags`, …),
 //!    never pasted;
 //! 5. the rows are assembled in the spec's order with `delta` and `delta_pct`.
+//!
+//! A detail run ([`run_details`], [`detail`]) takes steps 1–3, then lists
+//! the items behind a metric instead of step 4.
 
+pub mod detail;
 pub mod table_function;
 
 use std::collections::{BTreeMap, HashMap};
@@ -145,6 +149,21 @@ const REPORT_EVENT_COUNTS_SQL: &str =
     include_str!("../../queries/report/00_report_event_counts.sql");
 const REPORT_MESSAGES_SQL: &str = include_str!("../../queries/report/00_report_messages.sql");
 const DATA_QUALITY_SQL: &str = include_str!("../../queries/report/06_data_quality.sql");
+const REPORT_ARTICLE_VIEWS_SQL: &str =
+    include_str!("../../queries/report/00_report_article_views.sql");
+
+/// The relations over the report's tables that a section and the detail
+/// both read: views, so each rule they decide is written once.
+const REPORT_VIEWS: &[(&str, &str)] = &[
+    (
+        "report_people",
+        include_str!("../../queries/report/00_report_people.sql"),
+    ),
+    (
+        "report_human",
+        include_str!("../../queries/report/00_report_human.sql"),
+    ),
+];
 
 /// The report: its periods and the tidy table (spec §5).
 #[derive(Debug, Clone)]
@@ -645,12 +664,50 @@ impl Steps<'_> {
     }
 }
 
+/// What a run computes after the report's steps.
+#[derive(Clone, Copy)]
+enum Goal<'a> {
+    /// The report's sections.
+    Report,
+    /// The items behind these metrics.
+    Details(&'a [detail::DetailRequest]),
+}
+
+/// What a run gave.
+enum Outcome {
+    Report(Report),
+    Details(Vec<detail::Detail>),
+}
+
 /// Computes the report over the engine's tables.
 ///
 /// The report runs on a private context ([`private_context`]): nothing the
 /// user's context holds changes, during the report or after it, even when it
 /// fails; its intermediate files go with it.
 pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report> {
+    match run(engine, opts, Goal::Report).await? {
+        Outcome::Report(r) => Ok(r),
+        Outcome::Details(_) => Err(Error::Internal("a report run gave details".into())),
+    }
+}
+
+/// The items behind each of `requests`' metrics, for the report `opts`
+/// describes (same periods, zone and filters): the report's steps run
+/// once for all of them, on a private context as for [`run_report`].
+pub async fn run_details(
+    engine: &Engine,
+    opts: &ReportOptions,
+    requests: &[detail::DetailRequest],
+) -> Result<Vec<detail::Detail>> {
+    match run(engine, opts, Goal::Details(requests)).await? {
+        Outcome::Details(d) => Ok(d),
+        Outcome::Report(_) => Err(Error::Internal("a detail run gave a report".into())),
+    }
+}
+
+/// One run: in turn with the other bounded runs under a memory limit, its
+/// steps in the cluster's scratch on a cluster, its errors explained.
+async fn run(engine: &Engine, opts: &ReportOptions, goal: Goal<'_>) -> Result<Outcome> {
     let turns = engine
         .ctx
         .state()
@@ -661,12 +718,12 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
         _ => None,
     };
     let Some(cluster) = &engine.options.cluster else {
-        return compute_report(engine, opts, None)
+        return compute_report(engine, opts, None, goal)
             .await
             .map_err(|e| explain_memory(engine, e));
     };
     let shared = shared_scratch(engine)?;
-    let result = compute_report(engine, opts, Some(&shared)).await;
+    let result = compute_report(engine, opts, Some(&shared), goal).await;
     // Removed whatever happened; a failure to remove is reported only when
     // the report itself succeeded (its own error says more).
     let removed = shared.remove().await;
@@ -675,9 +732,9 @@ pub async fn run_report(engine: &Engine, opts: &ReportOptions) -> Result<Report>
         result.map_err(|e| crate::cluster::client::explain(cluster, &engine.options.tables, e));
     #[cfg(not(feature = "cluster"))]
     let _ = cluster;
-    let report = result?;
+    let outcome = result?;
     removed?;
-    Ok(report)
+    Ok(outcome)
 }
 
 /// A private directory for the report's steps under the cluster's scratch
@@ -749,19 +806,27 @@ fn explain_memory(engine: &Engine, e: Error) -> Error {
     ))
 }
 
-/// The report, its intermediate tables in `shared` when on a cluster.
+/// The report (or the details), its intermediate tables in `shared` when
+/// on a cluster.
 async fn compute_report(
     engine: &Engine,
     opts: &ReportOptions,
     shared: Option<&crate::io::scratch::SharedDir>,
-) -> Result<Report> {
+    goal: Goal<'_>,
+) -> Result<Outcome> {
     let ctx = private_context(engine).await?;
     let ts_type = column_type(engine, "events", "ts")?;
     let sent_type = column_type(engine, "messages", "sent_at")?;
     let progress = opts.progress.as_ref();
+    // Data quality details read the whole input, not the periods' steps.
+    let steps_needed = match goal {
+        Goal::Report => true,
+        Goal::Details(requests) => requests.iter().any(|r| !r.metric.whole_input()),
+    };
+    let event_steps = REPORT_STEPS.len() + VIEW_STEPS.len() * usize::from(!uses_operators(engine));
     let mut steps = Steps {
         progress,
-        total: VIEW_STEPS.len() * usize::from(!uses_operators(engine)) + REPORT_STEPS.len() + 3,
+        total: if steps_needed { event_steps + 3 } else { 2 },
         done: 0,
     };
     let (periods, anchor) = report_periods(&ctx, opts, &ts_type, &mut steps).await?;
@@ -776,31 +841,35 @@ async fn compute_report(
         }
         None => Intermediates::on_disk(engine)?,
     };
-    let event_steps = REPORT_STEPS.len() + VIEW_STEPS.len() * usize::from(!uses_operators(engine));
-    let mut message_progress = Steps {
-        progress,
-        total: steps.total,
-        done: steps.done + event_steps,
-    };
-    let events = report_tables(engine, &ctx, &periods, &ts_type, &store, &mut steps);
-    let messages = message_steps(&ctx, &store, &params, &mut message_progress);
-    // On a cluster the message steps (which need no build) run beside the
-    // event steps, on the executors the build leaves free; the scheduler
-    // sends every operator task to the executor holding the build
-    // (`cluster::scheduler`). In one process the build takes every core:
-    // one after the other.
-    if shared.is_some() {
-        tokio::try_join!(events, messages)?;
-    } else {
-        events.await?;
-        messages.await?;
+    if steps_needed {
+        let mut message_progress = Steps {
+            progress,
+            total: steps.total,
+            done: steps.done + event_steps,
+        };
+        let events = report_tables(engine, &ctx, &periods, &ts_type, &store, &mut steps);
+        let messages = message_steps(&ctx, &store, &params, &mut message_progress);
+        // On a cluster the message steps (which need no build) run beside the
+        // event steps, on the executors the build leaves free; the scheduler
+        // sends every operator task to the executor holding the build
+        // (`cluster::scheduler`). In one process the build takes every core:
+        // one after the other.
+        if shared.is_some() {
+            tokio::try_join!(events, messages)?;
+        } else {
+            events.await?;
+            messages.await?;
+        }
+        steps.done = message_progress.done;
+        for (name, sql) in REPORT_VIEWS {
+            let view = ctx.sql(sql).await?.into_view();
+            ctx.register_table(*name, view)?;
+        }
     }
-    steps.done = message_progress.done;
-
-    let started = steps.start("sections");
     if engine.options.memory_limit.is_some() && engine.options.cluster.is_none() {
-        // The sections join the report's tables: sort-merge joins spill,
-        // hash joins cannot (only this private context is switched).
+        // The sections and details join the report's tables: sort-merge
+        // joins spill, hash joins cannot (only this private context is
+        // switched).
         ctx.state_ref()
             .write()
             .config_mut()
@@ -808,7 +877,45 @@ async fn compute_report(
             .optimizer
             .prefer_hash_join = false;
     }
-    let rows = compute_sections(&ctx, &params, shared.is_some()).await?;
+    let outcome = match goal {
+        Goal::Report => {
+            let (batch, sessions) =
+                report_sections(&ctx, opts, &params, &periods, shared.is_some(), &mut steps)
+                    .await?;
+            Outcome::Report(Report {
+                periods,
+                batch,
+                sessions,
+                anchor,
+            })
+        }
+        Goal::Details(requests) => {
+            let ctx = DetailContext {
+                ctx: &ctx,
+                periods: &periods,
+                ts_type: &ts_type,
+                sent_type: &sent_type,
+                params: &params,
+            };
+            Outcome::Details(ctx.list(requests, &mut steps).await?)
+        }
+    };
+    drop(store);
+    Ok(outcome)
+}
+
+/// The sections over the registered report tables: the tidy batch, and the
+/// current period's sessions when asked for.
+async fn report_sections(
+    ctx: &SessionContext,
+    opts: &ReportOptions,
+    params: &Params,
+    periods: &Periods,
+    together: bool,
+    steps: &mut Steps<'_>,
+) -> Result<(RecordBatch, Option<(SchemaRef, Vec<RecordBatch>)>)> {
+    let started = steps.start("sections");
+    let rows = compute_sections(ctx, params, together).await?;
     steps.finish("sections", 0, started);
     let sessions = if opts.keep_sessions {
         let df = ctx
@@ -816,18 +923,73 @@ async fn compute_report(
             .await?;
         let plan = df.create_physical_plan().await?;
         let schema = plan.schema();
-        Some((schema, collect(plan, ctx.task_ctx()).await?))
+        Some(sort_sessions((
+            schema,
+            collect(plan, ctx.task_ctx()).await?,
+        ))?)
     } else {
         None
     };
-    drop(store);
-    let batch = to_batch(&rows, &periods)?;
-    Ok(Report {
-        periods,
-        batch,
-        sessions: sessions.map(sort_sessions).transpose()?,
-        anchor,
-    })
+    Ok((to_batch(&rows, periods)?, sessions))
+}
+
+/// What a detail run lists from, after the report's steps.
+struct DetailContext<'a> {
+    ctx: &'a SessionContext,
+    periods: &'a Periods,
+    ts_type: &'a DataType,
+    sent_type: &'a DataType,
+    params: &'a Params,
+}
+
+impl DetailContext<'_> {
+    /// Each request's rows, in order.
+    async fn list(
+        &self,
+        requests: &[detail::DetailRequest],
+        steps: &mut Steps<'_>,
+    ) -> Result<Vec<detail::Detail>> {
+        let started = steps.start("detail");
+        if requests
+            .iter()
+            .any(|r| detail::needs_article_views(r.metric))
+        {
+            self.register_article_views().await?;
+        }
+        let schema = detail::detail_schema(self.ts_type, self.sent_type);
+        let mut out = Vec::with_capacity(requests.len());
+        let mut rows = 0;
+        for req in requests {
+            let batches = detail::list(self.ctx, req, &schema, self.params).await?;
+            rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+            out.push(detail::Detail {
+                periods: self.periods.clone(),
+                schema: Arc::clone(&schema),
+                batches,
+            });
+        }
+        steps.finish("detail", rows, started);
+        Ok(out)
+    }
+
+    /// `report_article_views` for the periods: the views of the report's
+    /// sessions, from the current period's end plus a session's length.
+    async fn register_article_views(&self) -> Result<()> {
+        let (cur, prev) = (self.periods.current, self.periods.previous);
+        let views_end = cur.end + chrono::Duration::seconds(crate::rules::SESSION_SECONDS);
+        let params: Params = vec![
+            ("prev_start", ts_scalar(prev.start, self.ts_type)?),
+            ("views_end", ts_scalar(views_end, self.ts_type)?),
+        ];
+        let view = self
+            .ctx
+            .sql(REPORT_ARTICLE_VIEWS_SQL)
+            .await?
+            .with_param_values(params)?
+            .into_view();
+        self.ctx.register_table("report_article_views", view)?;
+        Ok(())
+    }
 }
 
 /// The message steps: the checks, then the report's deliveries.

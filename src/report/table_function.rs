@@ -24,6 +24,16 @@
 //! query's physical plan is made (so `EXPLAIN` computes it too, and a query
 //! naming `report(…)` twice computes it twice), on the registered tables,
 //! under the session's memory limit; it is not cached.
+//!
+//! `report_detail(metric, from, to [, zone [, 'segment=…' | 'period=…' |
+//! filter …]])` lists the items behind one metric of that report
+//! ([`crate::report::detail`]; docs/METRICS.md "Detail"):
+//!
+//! ```sql
+//! SELECT user_id, sessions FROM report_detail('people_stopped', '2026-02-01', '2026-03-01');
+//! SELECT avg(CAST(in_numerator AS DOUBLE)) FROM report_detail('csat', '2026-02-01',
+//!     '2026-03-01', 'UTC', 'segment=after_self_serve', 'period=current');
+//! ```
 
 use std::sync::Arc;
 
@@ -39,14 +49,18 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::engine::context::Engine;
-use crate::report::{report_schema, run_report, ReportOptions};
+use crate::report::detail::{detail_schema, DetailRequest, PeriodChoice};
+use crate::report::{report_schema, run_details, run_report, ReportOptions};
 use crate::settings::options::EngineOptions;
 use crate::settings::period::{parse_date, parse_tz};
 use crate::tables::TableInfo;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
 /// The name the function is registered under.
 pub const NAME: &str = "report";
+
+/// The name of the detail function.
+pub const DETAIL_NAME: &str = "report_detail";
 
 /// The `report` table function (see the module documentation).
 #[derive(Debug)]
@@ -77,22 +91,29 @@ pub async fn open(opts: &crate::EngineOptions, default_tz: Tz) -> crate::Result<
     Ok(engine)
 }
 
-/// Registers `report(…)` in `engine`'s context.
+/// Registers `report(…)` and `report_detail(…)` in `engine`'s context.
 pub fn register(engine: &Engine, default_tz: Tz) {
     engine
         .ctx
         .register_udtf(NAME, Arc::new(ReportFunction::new(engine, default_tz)));
+    engine.ctx.register_udtf(
+        DETAIL_NAME,
+        Arc::new(ReportDetailFunction(ReportFunction::new(
+            engine, default_tz,
+        ))),
+    );
 }
 
-/// A constant string argument (a string or a date literal).
-fn text_arg(i: usize, e: &Expr) -> datafusion::common::Result<String> {
+/// A constant string argument (a string or a date literal) of function
+/// `f`.
+fn text_arg(f: &str, i: usize, e: &Expr) -> datafusion::common::Result<String> {
     let value = match e {
         Expr::Literal(v, _) => v,
         Expr::Cast(c) => match c.expr.as_ref() {
             Expr::Literal(v, _) => v,
-            _ => return not_constant(i, e),
+            _ => return not_constant(f, i, e),
         },
-        _ => return not_constant(i, e),
+        _ => return not_constant(f, i, e),
     };
     match value {
         ScalarValue::Utf8(Some(s))
@@ -100,23 +121,81 @@ fn text_arg(i: usize, e: &Expr) -> datafusion::common::Result<String> {
         | ScalarValue::LargeUtf8(Some(s)) => Ok(s.clone()),
         ScalarValue::Date32(Some(_)) => Ok(value.to_string()),
         _ => plan_err!(
-            "report(): argument {} must be a string such as '2026-02-01', got {value}",
+            "{f}(): argument {} must be a string such as '2026-02-01', got {value}",
             i + 1
         ),
     }
 }
 
-fn not_constant<T>(i: usize, e: &Expr) -> datafusion::common::Result<T> {
+fn not_constant<T>(f: &str, i: usize, e: &Expr) -> datafusion::common::Result<T> {
     plan_err!(
-        "report(): argument {} must be a constant, got {e} (the arguments choose the period \
+        "{f}(): argument {} must be a constant, got {e} (the arguments choose the period \
          and filters when the query is planned, before parameters are bound: write the dates \
          in the query)",
         i + 1
     )
 }
 
-fn usage(e: crate::Error) -> DataFusionError {
-    DataFusionError::Plan(format!("report(): {e}"))
+fn usage(f: &str, e: crate::Error) -> DataFusionError {
+    DataFusionError::Plan(format!("{f}(): {e}"))
+}
+
+/// What `report_detail` takes beyond `report`'s arguments.
+#[derive(Debug, Default)]
+struct DetailArgs {
+    segment: Option<String>,
+    period: Option<PeriodChoice>,
+}
+
+/// The report of `texts` (from, to, zone, then `kind=value` filters) for
+/// function `f`; with `detail`, `segment=` and `period=` are taken too.
+fn report_args(
+    f: &str,
+    texts: &[String],
+    default_tz: Tz,
+    mut detail: Option<&mut DetailArgs>,
+) -> datafusion::common::Result<ReportOptions> {
+    let from = parse_date(&texts[0]).map_err(|e| usage(f, e))?;
+    let to = parse_date(&texts[1]).map_err(|e| usage(f, e))?;
+    if to <= from {
+        return plan_err!("{f}(): `to` ({to}) must be after `from` ({from}); to is exclusive");
+    }
+    let tz = match texts.get(2) {
+        Some(z) => parse_tz(z).map_err(|e| usage(f, e))?,
+        None => default_tz,
+    };
+    let mut opts = ReportOptions {
+        from: Some(from),
+        to: Some(to),
+        tz: Some(tz),
+        ..Default::default()
+    };
+    let kinds = if detail.is_some() {
+        "'tag=…', 'content_type=…', 'sender=…', 'segment=…' or 'period=…'"
+    } else {
+        "'tag=…', 'content_type=…' or 'sender=…'"
+    };
+    for text in texts.iter().skip(3) {
+        let Some((kind, value)) = text.split_once('=') else {
+            return plan_err!("{f}(): argument `{text}` must be {kinds}");
+        };
+        let list = match (kind.trim(), detail.as_deref_mut()) {
+            ("tag", _) => &mut opts.tags,
+            ("content_type", _) => &mut opts.content_types,
+            ("sender", _) => &mut opts.senders,
+            ("segment", Some(d)) => {
+                d.segment = Some(value.to_string());
+                continue;
+            }
+            ("period", Some(d)) => {
+                d.period = Some(PeriodChoice::parse(value).map_err(|e| usage(f, e))?);
+                continue;
+            }
+            (other, _) => return plan_err!("{f}(): unknown filter `{other}` (use {kinds})"),
+        };
+        list.push(value.to_string());
+    }
+    Ok(opts)
 }
 
 impl TableFunctionImpl for ReportFunction {
@@ -134,43 +213,9 @@ impl TableFunctionImpl for ReportFunction {
         let texts = exprs
             .iter()
             .enumerate()
-            .map(|(i, e)| text_arg(i, e))
+            .map(|(i, e)| text_arg(NAME, i, e))
             .collect::<datafusion::common::Result<Vec<_>>>()?;
-        let from = parse_date(&texts[0]).map_err(usage)?;
-        let to = parse_date(&texts[1]).map_err(usage)?;
-        if to <= from {
-            return plan_err!(
-                "report(): `to` ({to}) must be after `from` ({from}); to is exclusive"
-            );
-        }
-        let tz = match texts.get(2) {
-            Some(z) => parse_tz(z).map_err(usage)?,
-            None => self.default_tz,
-        };
-        let mut opts = ReportOptions {
-            from: Some(from),
-            to: Some(to),
-            tz: Some(tz),
-            ..Default::default()
-        };
-        for f in texts.iter().skip(3) {
-            let Some((kind, value)) = f.split_once('=') else {
-                return plan_err!(
-                    "report(): filter `{f}` must be 'tag=…', 'content_type=…' or 'sender=…'"
-                );
-            };
-            let list = match kind.trim() {
-                "tag" => &mut opts.tags,
-                "content_type" => &mut opts.content_types,
-                "sender" => &mut opts.senders,
-                other => {
-                    return plan_err!(
-                        "report(): unknown filter `{other}` (use tag, content_type or sender)"
-                    )
-                }
-            };
-            list.push(value.to_string());
-        }
+        let opts = report_args(NAME, &texts, self.default_tz, None)?;
         Ok(Arc::new(ReportTable {
             tables: self.tables.clone(),
             options: self.options.clone(),
@@ -204,23 +249,7 @@ impl TableProvider for ReportTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return plan_err!("report(): needs a DataFusion session");
-        };
-        // The caller's session: its tables, memory pool and options (a
-        // `serve` connection's own session, or the `sql` prompt's).
-        let ctx = SessionContext::new_with_state(state.clone());
-        // The tables as the session's last refresh found them (their
-        // schema and size may have changed since start).
-        let tables = crate::tables::registry_of(&ctx)
-            .map(|r| r.infos())
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| self.tables.clone());
-        let engine = Engine {
-            ctx,
-            tables,
-            options: self.options.clone(),
-        };
+        let engine = caller_engine(state, &self.tables, &self.options)?;
         let report = run_report(&engine, &self.report)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -231,4 +260,125 @@ impl TableProvider for ReportTable {
             projection.cloned(),
         )?)
     }
+}
+
+/// The `report_detail` table function: the items behind one metric
+/// ([`crate::report::detail`]), with `report`'s arguments after the
+/// metric's name, plus `'segment=…'` and `'period=current|previous'`.
+#[derive(Debug)]
+pub struct ReportDetailFunction(ReportFunction);
+
+impl TableFunctionImpl for ReportDetailFunction {
+    fn call_with_args(
+        &self,
+        args: TableFunctionArgs,
+    ) -> datafusion::common::Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        if exprs.len() < 3 {
+            return plan_err!(
+                "report_detail(metric, from, to [, zone [, 'segment=…' | 'period=…' | \
+                 'tag=…' | 'content_type=…' | 'sender=…' …]]) needs at least a metric, from \
+                 and to, e.g. report_detail('people_stopped', '2026-02-01', '2026-03-01')"
+            );
+        }
+        let texts = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| text_arg(DETAIL_NAME, i, e))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let mut extra = DetailArgs::default();
+        let report = report_args(
+            DETAIL_NAME,
+            &texts[1..],
+            self.0.default_tz,
+            Some(&mut extra),
+        )?;
+        let request = DetailRequest::new(&texts[0], extra.segment, extra.period)
+            .map_err(|e| usage(DETAIL_NAME, e))?;
+        let column = |table: &str, column: &str| -> datafusion::common::Result<DataType> {
+            let info = self
+                .0
+                .tables
+                .iter()
+                .find(|t| t.name == table)
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!("report_detail(): needs the `{table}` table"))
+                })?;
+            Ok(info.schema.field_with_name(column)?.data_type().clone())
+        };
+        let schema = detail_schema(&column("events", "ts")?, &column("messages", "sent_at")?);
+        Ok(Arc::new(DetailTable {
+            tables: self.0.tables.clone(),
+            options: self.0.options.clone(),
+            report,
+            request,
+            schema,
+        }))
+    }
+}
+
+/// One call of `report_detail(…)`.
+#[derive(Debug)]
+struct DetailTable {
+    tables: Vec<TableInfo>,
+    options: EngineOptions,
+    report: ReportOptions,
+    request: DetailRequest,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for DetailTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        let engine = caller_engine(state, &self.tables, &self.options)?;
+        let mut details = run_details(&engine, &self.report, std::slice::from_ref(&self.request))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let detail = details.pop().ok_or_else(|| {
+            DataFusionError::Internal("report_detail(): no detail came back".into())
+        })?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[detail.batches],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// The engine of the caller's session: its tables, memory pool and options
+/// (a `serve` connection's own session, or the `sql` prompt's), with the
+/// tables as the session's last refresh found them (their schema and size
+/// may have changed since start).
+fn caller_engine(
+    state: &dyn Session,
+    tables: &[TableInfo],
+    options: &EngineOptions,
+) -> datafusion::common::Result<Engine> {
+    let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+        return plan_err!("report(): needs a DataFusion session");
+    };
+    let ctx = SessionContext::new_with_state(state.clone());
+    let tables = crate::tables::registry_of(&ctx)
+        .map(|r| r.infos())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| tables.to_vec());
+    Ok(Engine {
+        ctx,
+        tables,
+        options: options.clone(),
+    })
 }

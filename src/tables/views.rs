@@ -31,40 +31,44 @@ pub const EVENT_VIEWS: &[(&str, &str)] = &[
         include_str!("../../queries/views/03_event_checks.sql"),
     ),
     (
+        "event_copies",
+        include_str!("../../queries/views/04_event_copies.sql"),
+    ),
+    (
         "duplicate_winners",
-        include_str!("../../queries/views/04_duplicate_winners.sql"),
+        include_str!("../../queries/views/05_duplicate_winners.sql"),
     ),
     (
         "clean_events",
-        include_str!("../../queries/views/05_clean_events.sql"),
+        include_str!("../../queries/views/06_clean_events.sql"),
     ),
     (
         "session_actions",
-        include_str!("../../queries/views/06_session_actions.sql"),
+        include_str!("../../queries/views/07_session_actions.sql"),
     ),
     (
         "conversation_facts",
-        include_str!("../../queries/views/07_conversation_facts.sql"),
+        include_str!("../../queries/views/08_conversation_facts.sql"),
     ),
     (
         "conversations",
-        include_str!("../../queries/views/08_conversations.sql"),
+        include_str!("../../queries/views/09_conversations.sql"),
     ),
     (
         "sessions",
-        include_str!("../../queries/views/09_sessions.sql"),
+        include_str!("../../queries/views/10_sessions.sql"),
     ),
     (
         "orphan_lifecycle_events",
-        include_str!("../../queries/views/10_orphan_lifecycle_events.sql"),
+        include_str!("../../queries/views/11_orphan_lifecycle_events.sql"),
     ),
     (
         "session_conversations",
-        include_str!("../../queries/views/11_session_conversations.sql"),
+        include_str!("../../queries/views/12_session_conversations.sql"),
     ),
     (
         "event_counts",
-        include_str!("../../queries/views/12_event_counts.sql"),
+        include_str!("../../queries/views/13_event_counts.sql"),
     ),
 ];
 
@@ -72,11 +76,15 @@ pub const EVENT_VIEWS: &[(&str, &str)] = &[
 pub const MESSAGE_VIEWS: &[(&str, &str)] = &[
     (
         "message_checks",
-        include_str!("../../queries/views/13_message_checks.sql"),
+        include_str!("../../queries/views/14_message_checks.sql"),
+    ),
+    (
+        "message_copies",
+        include_str!("../../queries/views/15_message_copies.sql"),
     ),
     (
         "clean_messages",
-        include_str!("../../queries/views/14_clean_messages.sql"),
+        include_str!("../../queries/views/16_clean_messages.sql"),
     ),
 ];
 

@@ -231,7 +231,8 @@ fn the_sample_page_shows_every_number_of_the_json_output() {
             "proactive",
             "self_serve",
             "human",
-            "data_quality"
+            "data_quality",
+            "definitions"
         ]
     );
     // The one good/bad colour rule, on two known rows of the sample.
@@ -382,4 +383,89 @@ period = "daily"
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn the_funnel_has_three_stages_hovers_and_every_metric_links_to_its_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = html_page(dir.path(), &[]);
+    let doc = Html::parse_document(&page);
+    let stages: Vec<&str> = doc
+        .select(&sel("#funnel svg g.stage"))
+        .map(|e| e.value().attr("data-stage").unwrap())
+        .collect();
+    assert_eq!(stages, ["proactive", "self_serve", "human", "stopped"]);
+    let steps: Vec<(String, ElementRef)> = doc
+        .select(&sel("#funnel svg g.step"))
+        .map(|e| (e.value().attr("data-metric").unwrap().to_string(), e))
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "proactive_messages",
+            "people_tried_self_serve",
+            "people_resolved_self_serve",
+            "people_human_after_self_serve",
+            "people_human_from_start",
+            "people_stopped"
+        ]
+    );
+    // Every part of a step (name, bar, number, previous bar) hovers with
+    // both periods and the change.
+    for (m, step) in &steps {
+        let titles: Vec<String> = step
+            .select(&sel("title"))
+            .map(|t| t.text().collect())
+            .collect();
+        assert_eq!(titles.len(), 4, "{m}");
+        for t in &titles {
+            assert!(
+                t.contains("(previous period ") && t.contains(", change "),
+                "{m}: {t}"
+            );
+        }
+    }
+    // People seeking support: 1,613 now, 1,624 before (the sample's JSON).
+    let seeking: String = doc
+        .select(&sel(
+            "#funnel svg a[href=\"#def-people_seeking_support\"] title",
+        ))
+        .next()
+        .unwrap()
+        .text()
+        .collect();
+    assert!(
+        seeking.contains("1,613") && seeking.contains("previous period 1,624"),
+        "{seeking}"
+    );
+    // Every link lands on a definition on the page, and every metric row
+    // and funnel step links to its own.
+    let ids: std::collections::HashSet<&str> = doc
+        .select(&sel("[id]"))
+        .map(|e| e.value().attr("id").unwrap())
+        .collect();
+    let mut links = 0;
+    for a in doc.select(&sel("a[href]")) {
+        let href = a.value().attr("href").unwrap();
+        let target = href.strip_prefix('#').unwrap();
+        assert!(ids.contains(target), "{href} goes nowhere");
+        links += 1;
+    }
+    for row in doc.select(&sel("tr[data-metric]")) {
+        let m = row.value().attr("data-metric").unwrap();
+        let link = row.select(&sel("a")).next().unwrap();
+        assert_eq!(
+            link.value().attr("href"),
+            Some(format!("#def-{m}").as_str())
+        );
+        let def: String = doc
+            .select(&sel(&format!("dt[id=\"def-{m}\"] + dd")))
+            .next()
+            .unwrap_or_else(|| panic!("no definition of {m}"))
+            .text()
+            .collect();
+        assert!(def.len() > 20, "{m}: {def}");
+    }
+    assert!(links >= 52 + 7, "{links} links");
 }

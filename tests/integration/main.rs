@@ -7,6 +7,7 @@ mod cluster;
 mod common;
 #[cfg(feature = "delta")]
 mod delta;
+mod detail;
 mod generator;
 mod hostile;
 mod html;

@@ -7,7 +7,7 @@
 //! the event_id inside the Parquet decoder, so the other columns of the
 //! other rows are never decoded — and grouped by the event_id string
 //! itself, so a hash collision only costs a candidate. Each id's copies are
-//! ranked as the `duplicate_winners` view ranks them; the losers become
+//! ranked as the `event_copies` view ranks them; the losers become
 //! slim keys to delete from the buckets they went to. Copies equal in slim
 //! form are interchangeable for everything computed from the buckets, so
 //! deleting any row with a loser's slim key is exact.
@@ -75,7 +75,7 @@ pub struct FullRow {
     pub rating: Option<i64>,
 }
 
-/// `a < b` in the order `duplicate_winners` ranks copies: ts, user_id,
+/// `a < b` in the order `event_copies` ranks copies: ts, user_id,
 /// event_type, channel, article_id, conversation_id, actor, rating, each
 /// ascending with NULLs last (DataFusion's default).
 pub fn copy_order(a: &FullRow, b: &FullRow) -> std::cmp::Ordering {

@@ -50,9 +50,9 @@ pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 /// A relation the operators compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Relation {
-    /// The `sessions` view (`queries/views/09_sessions.sql`).
+    /// The `sessions` view (`queries/views/10_sessions.sql`).
     Sessions,
-    /// The `conversations` view (`queries/views/08_conversations.sql`).
+    /// The `conversations` view (`queries/views/09_conversations.sql`).
     Conversations,
     /// The `session_conversations` view: conversations with their
     /// session's status.
