@@ -14,8 +14,8 @@
 # (dataset cache, default ~/.cache/supportfunnel-data), USERS, RUNS
 # (default 2), REPORTS (the job's reports, default "daily weekly"; the
 # longest one sets how many days of rows the state keeps in full),
-# STATE_MEMORY (--memory-limit of the state build, default 6GiB: it runs
-# the SQL path over the whole history).
+# STATE_MEMORY (--memory-limit of the state build, default 6GiB: it
+# reads the whole history once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

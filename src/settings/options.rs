@@ -61,7 +61,7 @@ pub struct EngineOptions {
     /// relations (`sessions`, `conversations`, `session_conversations`,
     /// `event_counts`) instead of the operators that compute them
     /// ([`crate::tables::native`]). The differential tests compare the two; a
-    /// cluster always runs the views.
+    /// cluster runs the operators on its executors, as one process does.
     pub sql_views: bool,
     /// Leave out the `SELECT * FROM 'file.parquet'` shortcut (DataFusion's
     /// URL tables): `serve` offers its clients the registered tables only,

@@ -78,8 +78,9 @@ const BYTES_PER_EVENT: usize = 40;
 
 /// The least `--memory-limit` a report over `rows` events is known to run
 /// in: a fixed part (the scans' buffers, the sections' joins) and a part per
-/// event (the buckets' working sets and the report's own tables), measured
-/// (docs/PERFORMANCE.md) with margin.
+/// event (the buckets' working sets and the report's own tables), with
+/// margin; the tests check that a run at this limit succeeds and that the
+/// error naming it says so in one line.
 pub fn least_memory_limit(rows: u64) -> u64 {
     const FIXED: u64 = 256 << 20;
     const PER_EVENT: u64 = 8;
