@@ -34,6 +34,20 @@ pub struct Row {
     pub rating: Option<i32>,
 }
 
+/// A day, `YYYY-MM-DD`.
+pub fn d(s: &str) -> chrono::NaiveDate {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// The report of the local days `from` (inclusive) to `to` (exclusive).
+pub fn period(from: &str, to: &str) -> supportfunnel::report::ReportOptions {
+    supportfunnel::report::ReportOptions {
+        from: Some(d(from)),
+        to: Some(d(to)),
+        ..Default::default()
+    }
+}
+
 /// A valid row with the common fields set.
 pub fn ev(id: &'static str, user: &'static str, ts: &'static str, ty: &'static str) -> Row {
     Row {

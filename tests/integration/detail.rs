@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
@@ -20,19 +19,7 @@ use supportfunnel::report::{rows_of, run_details, run_report, ReportOptions, Row
 use supportfunnel::settings::period::parse_tz;
 use supportfunnel::{build_context, Engine, EngineOptions};
 
-use super::common::{self, engine_with, ev, msg, MsgRow, Row as Ev, Via};
-
-fn d(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-fn period(from: &str, to: &str) -> ReportOptions {
-    ReportOptions {
-        from: Some(d(from)),
-        to: Some(d(to)),
-        ..ReportOptions::default()
-    }
-}
+use super::common::{self, d, engine_with, ev, msg, period, MsgRow, Row as Ev, Via};
 
 /// (period, segment): the rows of one number.
 type Key = (String, Option<String>);

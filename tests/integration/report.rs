@@ -2,26 +2,15 @@
 //! of §2–§6, invariants on generated data, and a snapshot of the JSON output
 //! on the bundled sample.
 
-use chrono::NaiveDate;
 use datafusion::arrow::array::Array;
 use supportfunnel::datagen::{generate, GenOptions};
 use supportfunnel::report::{rows_of, run_report, ReportOptions, Row};
 use supportfunnel::settings::period::parse_tz;
 use supportfunnel::{build_context, Engine, EngineOptions};
 
-use super::common::{engine_with, ev, events_batch, msg, write_parquet, MsgRow, Row as Ev, Via};
-
-fn d(s: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
-}
-
-fn period(from: &str, to: &str) -> ReportOptions {
-    ReportOptions {
-        from: Some(d(from)),
-        to: Some(d(to)),
-        ..ReportOptions::default()
-    }
-}
+use super::common::{
+    d, engine_with, ev, events_batch, msg, period, write_parquet, MsgRow, Row as Ev, Via,
+};
 
 /// The report each way ([`Via`]: the operators in memory and spilled, the
 /// SQL views), which must agree row for row, number for number: every rule
