@@ -19,7 +19,7 @@ use supportfunnel::settings::location::Location;
 use supportfunnel::settings::{Env, Flags, Settings};
 
 use crate::cli::args::{Cli, Command, GenArgs, ReportArgs, RunArgs, SqlArgs};
-use crate::cli::process::{peak_memory_kib, purge_freed_memory_at_once};
+use crate::cli::process::{peak_memory_kib, purge_freed_memory_for};
 use crate::cli::progress::CliProgress;
 use crate::cli::{prompt, table};
 
@@ -190,8 +190,8 @@ fn on_cluster_error(settings: &Settings, e: supportfunnel::Error) -> supportfunn
 /// the allocator set for a memory limit.
 fn settings(flags: &Flags, config: &Config) -> Result<Settings> {
     let settings = Settings::resolve(flags, config, &Env::from_process())?;
-    if settings.engine.memory_limit.is_some() {
-        purge_freed_memory_at_once();
+    if let Some(limit) = settings.engine.memory_limit {
+        purge_freed_memory_for(limit);
     }
     Ok(settings)
 }

@@ -111,14 +111,30 @@ const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 /// `mi_option_purge_delay` in the same enum.
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
-/// Under `--memory-limit`, memory freed is given back to the system at once
-/// instead of after mimalloc's purge delay: a report frees and allocates
-/// batches continuously, and the retained pages made the process use twice
-/// what the operators held (docs/PERFORMANCE.md), at a small cost in time.
-pub fn purge_freed_memory_at_once() {
+/// Under `--memory-limit`, memory freed is given back to the system after
+/// a delay that grows with the limit instead of mimalloc's default second:
+/// a report frees and allocates batches continuously, and the retained
+/// pages made the process use twice what the operators held. Given back at
+/// once, each new batch faults its pages in afresh, which slowed every
+/// bounded run; a millisecond per [`PURGE_BYTES_PER_MS`] of the limit keeps
+/// most of the reuse and the process within its bound (docs/PERFORMANCE.md,
+/// "Freed memory").
+pub fn purge_freed_memory_for(limit: usize) {
     // SAFETY: as in `tune_allocator`.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, purge_delay_ms(limit)) };
 }
+
+/// The purge delay for a memory limit: 1 ms per [`PURGE_BYTES_PER_MS`] of
+/// it, at most [`PURGE_MAX_MS`].
+fn purge_delay_ms(limit: usize) -> std::ffi::c_long {
+    ((limit / PURGE_BYTES_PER_MS) as std::ffi::c_long).min(PURGE_MAX_MS)
+}
+
+/// Bytes of a memory limit per millisecond of purge delay.
+const PURGE_BYTES_PER_MS: usize = 40 << 20;
+
+/// The longest purge delay under a limit, in ms (a tenth of the default).
+const PURGE_MAX_MS: std::ffi::c_long = 100;
 
 /// No transparent huge pages for mimalloc's memory. With them (the kernel's
 /// `madvise` mode, which mimalloc asks for) every fresh 64 KiB mimalloc page
@@ -276,4 +292,17 @@ pub fn peak_memory_kib() -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_grows_with_the_limit_up_to_its_maximum() {
+        assert_eq!(purge_delay_ms(0), 0);
+        assert_eq!(purge_delay_ms(256 << 20), 6);
+        assert_eq!(purge_delay_ms(2 << 30), 51);
+        assert_eq!(purge_delay_ms(64 << 30), PURGE_MAX_MS);
+    }
 }
