@@ -348,6 +348,20 @@ struct JobStream {
     context: Arc<TaskContext>,
 }
 
+impl Drop for JobStream {
+    /// The job may have been accepted since the stream was last polled: its
+    /// id is then known to the plan sending it but not yet to the guard,
+    /// which would let a query cancelled in between leave its job running.
+    /// Arming the guard here makes its own drop, which follows, cancel it.
+    fn drop(&mut self) {
+        if self.guard.id.is_none() && !self.guard.done {
+            if let Some(id) = self.job.job_id() {
+                self.guard.arm(id.to_string());
+            }
+        }
+    }
+}
+
 type ResendFuture = BoxFuture<
     'static,
     DFResult<(
