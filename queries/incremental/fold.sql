@@ -93,6 +93,74 @@ FROM validated_events v
 WHERE v.reject_reason IS NULL
   AND EXISTS (SELECT 1 FROM fold_kept_ids k WHERE k.event_id = v.event_id);
 
+-- One pass, for a full run whose operators' build is at hand (the rules
+-- of `event_index`, `kept_ids` and `live_events` above, without writing
+-- the winners first; the statements above stay the reference, and a test
+-- holds the two ways' states equal). No earlier state exists, so only
+-- `fold_started` says which conversations started before the frontier.
+
+-- name: started_from_build
+-- Conversations started before the new frontier: a conversation of the
+-- `conversations` relation is one with a surviving start, its
+-- `started_at` the earliest of them.
+SELECT conversation_id FROM conversations WHERE started_at < $new_frontier;
+
+-- name: fold_places
+-- Every valid row once, with where it goes: `maybe_copied` when its id
+-- may have copies (those rows are ranked by `repeated_places`); else the
+-- row is its id's only copy, and `folded` says whether the id goes into
+-- the index (before the new frontier, and not a lifecycle row of a
+-- conversation not started before it) or the row stays live.
+-- supportfunnel_fold_repeated_id and supportfunnel_fold_started (whether
+-- a conversation is in `fold_started`) are registered for this statement
+-- and the next alone. No CASE: it would copy the rows left at each branch.
+SELECT event_id, user_id, ts, event_type, channel, article_id,
+       conversation_id, actor, rating,
+       supportfunnel_fold_repeated_id(event_id) AS maybe_copied,
+       ts < $new_frontier
+           AND (event_type NOT IN ('bot_answer', 'teammate_reply', 'conversation_closed', 'conversation_rated')
+                OR supportfunnel_fold_started(conversation_id)) AS folded
+FROM validated_events
+WHERE reject_reason IS NULL;
+
+-- name: repeated_places
+-- The rows `fold_places` marked `maybe_copied` (`fold_repeated`), each
+-- with whether its id is folded, as its surviving copy decides it, and
+-- whether it is that copy (ranked as the `duplicate_winners` view ranks
+-- copies).
+WITH ranked AS (
+    SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating,
+        row_number() OVER (
+            PARTITION BY event_id
+            ORDER BY ts, user_id, event_type, channel, article_id, conversation_id, actor, rating
+        ) AS copy_rank
+    FROM fold_repeated
+),
+places AS (
+    SELECT event_id,
+        ts < $new_frontier
+            AND (event_type NOT IN ('bot_answer', 'teammate_reply', 'conversation_closed', 'conversation_rated')
+                 OR supportfunnel_fold_started(conversation_id)) AS folded
+    FROM ranked
+    WHERE copy_rank = 1
+)
+SELECT r.event_id, r.user_id, r.ts, r.event_type, r.channel, r.article_id,
+       r.conversation_id, r.actor, r.rating, p.folded, r.copy_rank = 1 AS winner
+FROM ranked r
+JOIN places p ON p.event_id = r.event_id;
+
+-- name: message_index_of_full_run
+-- `message_index` when no earlier state exists, in one aggregation: the
+-- surviving copy of an id is its earliest `sent_at` (NULLS LAST, as in
+-- the `message_copies` view), so an id is folded when the earliest
+-- `sent_at` among its copies lies before the new frontier; `copies` says
+-- how many rows it folds.
+SELECT message_id, count(*) AS copies
+FROM messages
+WHERE message_id IS NOT NULL
+GROUP BY message_id
+HAVING min(sent_at) < $new_frontier;
+
 -- name: winner_count
 -- Distinct valid ids, the synthetic rows left out.
 SELECT count(*) FROM fold_winners WHERE NOT starts_with(event_id, $anchor_prefix);

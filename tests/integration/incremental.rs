@@ -54,8 +54,14 @@ period = "2d"
 }
 
 async fn run(text: &str, date: NaiveDate, full: bool) -> JobSummary {
+    run_on(text, date, full, false).await
+}
+
+/// [`run`], with the SQL views instead of the operators when `sql_views`.
+async fn run_on(text: &str, date: NaiveDate, full: bool, sql_views: bool) -> JobSummary {
     let config = Config::parse(text, "job.toml").unwrap();
-    let settings = Settings::resolve(&Flags::default(), &config, &Env::from_process()).unwrap();
+    let mut settings = Settings::resolve(&Flags::default(), &config, &Env::from_process()).unwrap();
+    settings.engine.sql_views = sql_views;
     let engine = build_context(&settings.engine).await.unwrap();
     let summary = run_job_with(&engine, &settings, &config, date, &RunOptions { full })
         .await
@@ -122,15 +128,20 @@ fn plain_ctx() -> SessionContext {
 /// Writes the result of `sql` (over `events` = what has arrived so far) as
 /// a new Parquet file `name` in day `day`'s events directory.
 async fn derived_file(inputs: &Path, day: NaiveDate, name: &str, sql: &str) {
+    derived_file_of("events", inputs, day, name, sql).await
+}
+
+/// [`derived_file`] for table `table` (`events` or `messages`).
+async fn derived_file_of(table: &str, inputs: &Path, day: NaiveDate, name: &str, sql: &str) {
     let ctx = plain_ctx();
     ctx.register_parquet(
-        "events",
-        &inputs.join("events").display().to_string(),
+        table,
+        &inputs.join(table).display().to_string(),
         Default::default(),
     )
     .await
     .unwrap();
-    let dir = inputs.join("events").join(format!("date={day}"));
+    let dir = inputs.join(table).join(format!("date={day}"));
     std::fs::create_dir_all(&dir).unwrap();
     let df = ctx.sql(sql).await.unwrap();
     let batches = df.collect().await.unwrap();
@@ -757,4 +768,143 @@ fn a_killed_run_leaves_its_temporary_directories_to_the_next_one() {
         litter.iter().all(|n| !now.contains(n)),
         "left by the killed run: {litter:?}, now: {now:?}"
     );
+}
+
+/// The rows of every table of a state, sorted per table, and its counters.
+async fn state_rows(state: &Path) -> Vec<(String, Vec<String>)> {
+    let m = manifest(state);
+    let ctx = SessionContext::new();
+    let mut all = vec![("counters".to_string(), vec![m["counters"].to_string()])];
+    for key in [
+        "anchors",
+        "live_events",
+        "live_messages",
+        "event_index",
+        "message_index",
+        "started",
+    ] {
+        let names: Vec<String> = match &m[key] {
+            serde_json::Value::Array(list) => list
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect(),
+            v => vec![v.as_str().unwrap().to_string()],
+        };
+        let mut rows = Vec::new();
+        for name in names {
+            let batches = ctx
+                .read_parquet(
+                    state.join("data").join(name).display().to_string(),
+                    Default::default(),
+                )
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            rows.extend(render(&batches));
+        }
+        rows.sort();
+        all.push((key.to_string(), rows));
+    }
+    all
+}
+
+/// A full run folds in one pass over the history when the operators build
+/// (`one_pass.rs`); the reference statements of `fold.sql` fold with the
+/// SQL views. Both write the same state, on history with copies whose
+/// winner moves across the frontier, identical copies, restarted
+/// conversations, lifecycle rows before their conversation's start and
+/// lifecycle rows of conversations that never start.
+#[tokio::test]
+async fn the_one_pass_fold_writes_the_reference_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = generated(tmp.path(), 150, 10, 5);
+    let start = NaiveDate::from_ymd_opt(START.0, START.1, START.2).unwrap();
+    let inputs = tmp.path().join("inputs");
+    for d in 0..10 {
+        arrive_day(&src, &inputs, start + Duration::days(d));
+    }
+    let last = start + Duration::days(9);
+    let copies = "event_id, user_id, ts + INTERVAL '{h} hours' AS ts, event_type, channel, \
+                  article_id, conversation_id, actor, rating FROM events \
+                  WHERE substr(md5(event_id), 1, 1) IN ('{a}', '{b}')";
+    for (i, (h, a, b)) in [(-30, "0", "1"), (40, "1", "2"), (0, "3", "4")]
+        .into_iter()
+        .enumerate()
+    {
+        let sql = copies
+            .replace("{h}", &h.to_string())
+            .replace("{a}", a)
+            .replace("{b}", b);
+        derived_file(
+            &inputs,
+            last,
+            &format!("copies-{i}.parquet"),
+            &format!("SELECT {sql}"),
+        )
+        .await;
+    }
+    derived_file(
+        &inputs,
+        last,
+        "early-lifecycle.parquet",
+        &format!(
+            "SELECT concat('early-', event_id) AS event_id, user_id, ts - INTERVAL '3 days' AS ts, \
+             'bot_answer' AS event_type, channel, article_id, conversation_id, actor, rating \
+             FROM events WHERE event_type = 'conversation_started' AND ts >= TIMESTAMP '{last}' \
+             UNION ALL \
+             SELECT concat('never-', event_id), user_id, ts, 'conversation_closed', channel, \
+             article_id, concat('never-', conversation_id), 'bot', rating \
+             FROM events WHERE event_type = 'conversation_started'"
+        ),
+    )
+    .await;
+    derived_file(
+        &inputs,
+        last,
+        "restarts.parquet",
+        "SELECT concat('restart-', event_id) AS event_id, user_id, ts + INTERVAL '2 days' AS ts, \
+         event_type, channel, article_id, conversation_id, actor, rating FROM events \
+         WHERE event_type = 'conversation_started' AND substr(md5(event_id), 1, 1) IN ('5', '6')",
+    )
+    .await;
+    // Deliveries: copies moved a day earlier (the winner crosses the
+    // frontier), identical copies, and copies without a send time.
+    derived_file_of(
+        "messages",
+        &inputs,
+        last,
+        "message-copies.parquet",
+        "SELECT message_id, user_id, sent_at - INTERVAL '1 day' AS sent_at, content_type, sender, \
+         tags, opened_at, clicked_at, reacted_at FROM messages \
+         WHERE substr(md5(message_id), 1, 1) IN ('0', '1', '2', '3') \
+         UNION ALL SELECT * FROM messages WHERE substr(md5(message_id), 1, 1) IN ('4', '5', '6') \
+         UNION ALL SELECT message_id, user_id, NULL, content_type, sender, tags, opened_at, \
+         clicked_at, reacted_at FROM messages WHERE substr(md5(message_id), 1, 1) IN ('7', '8')",
+    )
+    .await;
+    let date = last + Duration::days(1);
+    let (one, reference) = (tmp.path().join("one"), tmp.path().join("reference"));
+    for (state, sql_views) in [(&one, false), (&reference, true)] {
+        let out = tmp.path().join(format!("out-{sql_views}"));
+        let text = job_text(&inputs, &out, Some(state), "parquet");
+        let summary = run_on(&text, date, true, sql_views).await;
+        assert_eq!(summary.state.unwrap().mode, "full");
+    }
+    let (got, want) = (state_rows(&one).await, state_rows(&reference).await);
+    for ((table, g), (_, w)) in got.iter().zip(&want) {
+        assert!(
+            !w.is_empty() || table == "counters",
+            "{table}: the test has no rows"
+        );
+        assert_eq!(g, w, "state table {table}");
+    }
+    let counters = &manifest(&one)["counters"];
+    for copies in ["folded_duplicate_events", "folded_duplicate_messages"] {
+        assert!(
+            counters[copies].as_u64().unwrap() > 0,
+            "{copies}: copies were folded: {counters}"
+        );
+    }
 }

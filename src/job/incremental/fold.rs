@@ -1,7 +1,8 @@
 //! The fold, phase by phase: after a run's reports, rows before the new
 //! frontier are folded into the state's indexes, anchors and counters, and
 //! what a later report can still need stays live. The statements are in
-//! `queries/incremental/fold.sql` ([`super::sql`]).
+//! `queries/incremental/fold.sql` ([`super::sql`]); a full run with the
+//! operators' build folds its events in one pass ([`super::one_pass`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,25 +63,58 @@ pub(super) async fn fold(
         params,
         generation,
     };
-    let winners = fold.winners(&mut laps).await?;
-    laps.lap("fold: winners");
-    let started = fold
-        .write_and_register("started", "started", "fold_started")
-        .await?;
-    laps.lap("fold: started");
-    let index = fold.event_index().await?;
-    laps.lap("fold: event index");
-    let (live_events, folded) = fold.live_events().await?;
-    pending.counters.folded_duplicate_events += folded;
-    laps.lap("fold: live events");
-    let anchors = fold.anchors().await?;
+    // A full run with the operators' build at hand folds in one pass; an
+    // incremental one (a few days of rows, and an earlier state to take
+    // into account) with the reference statements.
+    let repeated = match previous {
+        None if crate::report::builds_here(engine) => {
+            crate::tables::native::node::repeated_ids(ctx).await?
+        }
+        _ => None,
+    };
+    let (started, index, live_events, winners) = match &repeated {
+        Some(repeated) => {
+            let started = fold
+                .write_and_register("started_from_build", "started", "fold_started")
+                .await?;
+            laps.lap("fold: started");
+            let placed =
+                super::one_pass::fold(ctx, store, &fold.params, generation, repeated).await?;
+            pending.counters.folded_duplicate_events += placed.folded_duplicates;
+            laps.lap("fold: event index and live events, in one pass");
+            (started, placed.index, placed.live, None)
+        }
+        None => {
+            let winners = fold.winners(&mut laps).await?;
+            laps.lap("fold: winners");
+            let started = fold
+                .write_and_register("started", "started", "fold_started")
+                .await?;
+            laps.lap("fold: started");
+            let index = fold.event_index().await?;
+            laps.lap("fold: event index");
+            let (live_events, folded) = fold.live_events().await?;
+            pending.counters.folded_duplicate_events += folded;
+            laps.lap("fold: live events");
+            (started, index, live_events, winners)
+        }
+    };
+    let anchors = fold.anchors(winners.is_some()).await?;
     laps.lap("fold: anchors");
-    let message_index = fold
-        .write_and_register("message_index", "message-index", "fold_message_ids")
-        .await?;
-    let folded_m = count(ctx, statement("fold", "message_index_count"), &vec![]).await?;
-    let folded_m_rows = count(ctx, statement("fold", "folded_message_rows"), &vec![]).await?;
-    pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
+    let message_index = if repeated.is_some() {
+        let (name, folded) =
+            super::one_pass::message_index(ctx, store, &fold.params, generation).await?;
+        pending.counters.folded_duplicate_messages += folded;
+        name
+    } else {
+        let name = fold
+            .write_and_register("message_index", "message-index", "fold_message_ids")
+            .await?;
+        let folded_m = count(ctx, statement("fold", "message_index_count"), &vec![]).await?;
+        let folded_m_rows = count(ctx, statement("fold", "folded_message_rows"), &vec![]).await?;
+        pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
+        name
+    };
     laps.lap("fold: message index");
     let live_messages = data_name(generation, "live-messages");
     fold.write("live_messages", &live_messages).await?;
@@ -238,13 +272,15 @@ impl Fold<'_> {
 
     /// Writes the anchors; returns their file's name. The `sessions`
     /// relation is the sessionization of these same winners' actions: read
-    /// from the operators' build when the session still holds it, else (a
-    /// report under a memory limit lets go of it) sessionizing the winners
-    /// again costs less than a new build.
-    async fn anchors(&self) -> Result<String> {
+    /// from the operators' build when the session still holds it or no
+    /// winners were written (the one-pass fold), else (a report under a
+    /// memory limit lets go of it) sessionizing the winners again costs
+    /// less than a new build.
+    async fn anchors(&self, winners_written: bool) -> Result<String> {
         let anchors = data_name(self.generation, "anchors");
-        let from_build = crate::report::builds_here(self.engine)
-            && crate::tables::native::node::holds_build(self.ctx).await?;
+        let from_build = !winners_written
+            || (crate::report::builds_here(self.engine)
+                && crate::tables::native::node::holds_build(self.ctx).await?);
         let name = if from_build {
             "anchors_from_sessions"
         } else {

@@ -67,6 +67,7 @@
 //! manifest names any more are removed after the commit.
 
 mod fold;
+mod one_pass;
 mod run;
 mod sql;
 
@@ -338,6 +339,17 @@ impl StateStore {
 
     fn url_of(&self, name: &str) -> String {
         format!("{}/data/{name}", self.base)
+    }
+
+    /// The object store the state lives in.
+    fn store_arc(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// Removes data file `name`.
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.store.delete(&self.data_path(name)).await?;
+        Ok(())
     }
 
     fn err(&self, problem: impl Into<String>) -> Error {
@@ -616,6 +628,34 @@ pub struct Prepared {
     pending: Pending,
     /// Keeps the reduced input's files until the reports are written.
     _dir: Option<crate::io::scratch::TempDir>,
+    /// A full run keeps the operators' build through its reports: the
+    /// fold reads it afterwards.
+    _kept: Option<KeptBuild>,
+}
+
+/// Keeps the operators' build of a context from being let go by a report
+/// under a memory limit, while it lives.
+struct KeptBuild(Arc<crate::tables::native::node::NativeCache>);
+
+impl KeptBuild {
+    fn of(engine: &Engine) -> Option<Self> {
+        if !crate::report::builds_here(engine) {
+            return None;
+        }
+        let cache = engine
+            .ctx
+            .state()
+            .config()
+            .get_extension::<crate::tables::native::node::NativeCache>()?;
+        cache.keep(true);
+        Some(Self(cache))
+    }
+}
+
+impl Drop for KeptBuild {
+    fn drop(&mut self) {
+        self.0.keep(false);
+    }
 }
 
 /// What `commit` still needs.
@@ -840,6 +880,7 @@ pub async fn prepare(
             counters_from_report: true,
         },
         _dir: None,
+        _kept: KeptBuild::of(engine),
         store: store.clone(),
     };
     let manifest = match checked {
@@ -1053,6 +1094,7 @@ impl Prepared {
             store,
             mut pending,
             _dir,
+            _kept,
             ..
         } = self;
         if pending.counters_from_report {
@@ -1072,6 +1114,13 @@ impl Prepared {
             .filter(|_| run.mode == "incremental");
         let mut manifest =
             fold::fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        if let Some(kept) = _kept {
+            // What the report would have let go of under a limit.
+            if engine.options.memory_limit.is_some() {
+                kept.0.keep(false);
+                kept.0.release().await;
+            }
+        }
         // Files kept from the verified previous state keep their checks;
         // the new ones are read back once.
         let mut checks = BTreeMap::new();

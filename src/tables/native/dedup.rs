@@ -132,13 +132,19 @@ impl ScalarUDFImpl for HashIn {
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
         let arr = args.args[0].to_array(args.number_rows)?;
-        let s = cast(&arr, &DataType::Utf8)?;
-        let s = s.as_string::<i32>();
-        let out: BooleanArray = (0..s.len())
-            .map(|i| {
-                Some(s.is_valid(i) && self.set.contains(&self.hasher.hash(s.value(i).as_bytes())))
-            })
-            .collect();
+        let hit = |v: Option<&str>| {
+            Some(v.is_some_and(|v| self.set.contains(&self.hasher.hash(v.as_bytes()))))
+        };
+        // Views and large strings are read in place: a cast would copy
+        // every id of the batch.
+        let out: BooleanArray = match arr.data_type() {
+            DataType::Utf8View => arr.as_string_view().iter().map(hit).collect(),
+            DataType::LargeUtf8 => arr.as_string::<i64>().iter().map(hit).collect(),
+            _ => {
+                let s = cast(&arr, &DataType::Utf8)?;
+                s.as_string::<i32>().iter().map(hit).collect()
+            }
+        };
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }

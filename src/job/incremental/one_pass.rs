@@ -1,0 +1,413 @@
+//! The fold of a full run in one pass over `events`, when the operators'
+//! build is at hand.
+//!
+//! The reference fold (`winners`, `event_index`, `kept_ids`, `live_events`
+//! in `queries/incremental/fold.sql`) writes the surviving copy of every id
+//! and reads the history three more times. A full run has no earlier state,
+//! and the build already knows which conversations started (the
+//! `conversations` relation) and which ids may have copies (the repeated
+//! id hashes). So one statement (`fold_places`) reads every valid row once
+//! and says where it goes: its id into the index, the row into the live
+//! events, or, for the few ids that may have copies, into a small
+//! temporary table that `repeated_places` ranks afterwards. The message
+//! index of a full run is one aggregation (`message_index_of_full_run`).
+//! This module only routes the rows to their files; the rules stay in
+//! SQL, and `incremental::the_one_pass_fold_writes_the_reference_state`
+//! holds the state it writes equal to the reference fold's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{and, cast, filter_record_batch, not, prep_null_mask_filter};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::config::TableParquetOptions;
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::parquet::arrow::async_writer::AsyncArrowWriter;
+use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+
+use super::sql::statement;
+use super::{data_name, StateStore, REPEATED_ID_FN};
+use crate::engine::query::Params;
+use crate::error::{Error, Result};
+use crate::tables::native::intern::Interner;
+
+/// The files the pass wrote and what it counted.
+pub(super) struct Placed {
+    /// The event index segment.
+    pub index: String,
+    /// The live events.
+    pub live: String,
+    /// Valid rows of folded ids, less one per folded id.
+    pub folded_duplicates: u64,
+}
+
+/// Runs the one-pass fold. `fold_started` must be registered (the
+/// conversations started before the frontier) and `repeated` is the
+/// build's repeated-id function.
+pub(super) async fn fold(
+    ctx: &SessionContext,
+    store: &StateStore,
+    params: &Params,
+    generation: u64,
+    repeated: &ScalarUDF,
+) -> Result<Placed> {
+    // The started conversations as a set of the statements' function:
+    // a join would copy every row of the history to add one column.
+    let mut held =
+        MemoryConsumer::new("fold: started conversations").register(&ctx.runtime_env().memory_pool);
+    let started = started_set(ctx, &mut held).await?;
+    ctx.register_udf(ScalarUDF::from(StartedIn::new(started)));
+    ctx.register_udf(repeated.clone().with_aliases([REPEATED_ID_FN]));
+    let placed = place(ctx, store, params, generation).await;
+    ctx.deregister_udf(repeated.name());
+    ctx.deregister_udf(REPEATED_ID_FN);
+    ctx.deregister_udf(STARTED_FN);
+    placed
+}
+
+/// [`fold`] once its functions are registered.
+async fn place(
+    ctx: &SessionContext,
+    store: &StateStore,
+    params: &Params,
+    generation: u64,
+) -> Result<Placed> {
+    let df = plan(ctx, "fold_places", params).await?;
+    let rows = plain(&Arc::new(df.schema().as_arrow().clone()), 9);
+    let ids = Arc::new(Schema::new(vec![rows.field(0).clone()]));
+    let row_props = state_props(true)?;
+
+    let index = data_name(generation, "event-index");
+    let live = data_name(generation, "live-events");
+    let scratch = data_name(generation, "repeated-tmp");
+    let mut index_out = Sink::open(store, &index, ids, state_props(false)?)?;
+    let mut live_out = Sink::open(store, &live, Arc::clone(&rows), row_props)?;
+    let mut repeated_out = Sink::open(
+        store,
+        &scratch,
+        Arc::clone(&rows),
+        crate::io::scratch::writer_properties(),
+    )?;
+
+    let mut stream = df.execute_stream().await?;
+    // Where the pass's time goes, for SUPPORTFUNNEL_STATE_TIMINGS: waiting
+    // for rows (the scan and the rules) or writing them.
+    let (mut waited, mut wrote) = (Duration::ZERO, Duration::ZERO);
+    let (mut rows_in, mut repeated_rows) = (0usize, 0usize);
+    loop {
+        let t = Instant::now();
+        let Some(batch) = stream.next().await else {
+            break;
+        };
+        waited += t.elapsed();
+        let t = Instant::now();
+        let batch = batch?;
+        rows_in += batch.num_rows();
+        let maybe_copied = flag(&batch, 9)?;
+        repeated_rows += maybe_copied.true_count();
+        let folded = flag(&batch, 10)?;
+        let only_copy = not(&maybe_copied)?;
+        index_out
+            .write(&take(&batch, &and(&only_copy, &folded)?, 1)?)
+            .await?;
+        live_out
+            .write(&take(&batch, &and(&only_copy, &not(&folded)?)?, 9)?)
+            .await?;
+        repeated_out.write(&take(&batch, &maybe_copied, 9)?).await?;
+        wrote += t.elapsed();
+    }
+    drop(stream);
+    if std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some() {
+        eprintln!(
+            "state: fold pass: {rows_in} valid rows ({repeated_rows} of ids that may have \
+             copies); waited {:.3}s for rows, routed and wrote them in {:.3}s",
+            waited.as_secs_f64(),
+            wrote.as_secs_f64()
+        );
+    }
+    repeated_out.close().await?;
+
+    // The ids that may have copies: ranked, then routed as their
+    // surviving copy says.
+    let scratch_url = store.url_of(&scratch);
+    let ranked = async {
+        ctx.register_parquet("fold_repeated", &scratch_url, ParquetReadOptions::default())
+            .await?;
+        let mut stream = plan(ctx, "repeated_places", params)
+            .await?
+            .execute_stream()
+            .await?;
+        let mut folded_duplicates = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let folded = flag(&batch, 9)?;
+            let winner = flag(&batch, 10)?;
+            let folded_winner = and(&folded, &winner)?;
+            folded_duplicates += (folded.true_count() - folded_winner.true_count()) as u64;
+            index_out.write(&take(&batch, &folded_winner, 1)?).await?;
+            live_out.write(&take(&batch, &not(&folded)?, 9)?).await?;
+        }
+        Ok::<_, Error>(folded_duplicates)
+    }
+    .await;
+    ctx.deregister_table("fold_repeated")?;
+    let _ = store.delete(&scratch).await;
+    let folded_duplicates = ranked?;
+    index_out.close().await?;
+    live_out.close().await?;
+    Ok(Placed {
+        index,
+        live,
+        folded_duplicates,
+    })
+}
+
+/// Writes the message index of a full run (`message_index_of_full_run`)
+/// and registers it as `fold_message_ids`; returns its name and the
+/// deliveries it folds as copies (rows of folded ids, less one per id).
+pub(super) async fn message_index(
+    ctx: &SessionContext,
+    store: &StateStore,
+    params: &Params,
+    generation: u64,
+) -> Result<(String, u64)> {
+    let df = plan(ctx, "message_index_of_full_run", params).await?;
+    let ids = plain(&Arc::new(df.schema().as_arrow().clone()), 1);
+    let name = data_name(generation, "message-index");
+    let mut out = Sink::open(store, &name, ids, state_props(false)?)?;
+    let (mut rows, mut folded) = (0u64, 0u64);
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let copies = cast(batch.column(1), &DataType::Int64)?;
+        let copies = copies.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        rows += copies
+            .iter()
+            .flatten()
+            .map(|n| n.max(0) as u64)
+            .sum::<u64>();
+        folded += batch.num_rows() as u64;
+        out.write(&batch.project(&[0])?).await?;
+    }
+    out.close().await?;
+    ctx.deregister_table("fold_message_ids")?;
+    ctx.register_parquet(
+        "fold_message_ids",
+        &store.url_of(&name),
+        ParquetReadOptions::default(),
+    )
+    .await?;
+    Ok((name, rows.saturating_sub(folded)))
+}
+
+/// How the one pass writes the state's files: DataFusion's defaults (as
+/// the reference fold writes them) but zstd level 1, which writes and
+/// reads an id index faster than level 3 and no bigger (docs/INCREMENTAL.md).
+/// `dictionary`: off for columns of unique ids, where a dictionary is only
+/// tried and dropped.
+fn state_props(dictionary: bool) -> Result<WriterProperties> {
+    let mut options = TableParquetOptions::default();
+    options.global.compression = Some("zstd(1)".into());
+    // The Arrow writer adds the schema itself.
+    options.global.skip_arrow_metadata = true;
+    Ok(WriterPropertiesBuilder::try_from(&options)?
+        .set_dictionary_enabled(dictionary)
+        .build())
+}
+
+/// The name `fold_places` and `repeated_places` call the started set by.
+const STARTED_FN: &str = "supportfunnel_fold_started";
+
+/// `fold_started`'s conversations, counted in the pool by `held`. The
+/// operators' interner: ids of up to 15 bytes live in its table itself, so
+/// a lookup is one probe, and the set is a few allocations, not one per id.
+async fn started_set(
+    ctx: &SessionContext,
+    held: &mut datafusion::execution::memory_pool::MemoryReservation,
+) -> Result<Arc<Interner>> {
+    let mut set = Interner::default();
+    let mut stream = ctx
+        .sql("SELECT conversation_id FROM fold_started")
+        .await?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = stream.next().await {
+        each_str(batch?.column(0), |v| {
+            if let Some(v) = v {
+                set.intern(v.as_bytes());
+            }
+        })?;
+        held.try_resize(set.bytes())?;
+    }
+    Ok(Arc::new(set))
+}
+
+/// Calls `f` with every value of a string column, without copying it.
+fn each_str(a: &datafusion::arrow::array::ArrayRef, f: impl FnMut(Option<&str>)) -> Result<()> {
+    match a.data_type() {
+        DataType::Utf8View => a.as_string_view().iter().for_each(f),
+        DataType::LargeUtf8 => a.as_string::<i64>().iter().for_each(f),
+        _ => {
+            let a = cast(a, &DataType::Utf8)?;
+            a.as_string::<i32>().iter().for_each(f);
+        }
+    }
+    Ok(())
+}
+
+/// `supportfunnel_fold_started(conversation_id)`: whether the conversation
+/// started before the new frontier (false for NULL).
+struct StartedIn {
+    set: Arc<Interner>,
+    signature: Signature,
+}
+
+impl std::fmt::Debug for StartedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StartedIn({} conversations)", self.set.len())
+    }
+}
+
+impl StartedIn {
+    fn new(set: Arc<Interner>) -> Self {
+        Self {
+            set,
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl PartialEq for StartedIn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.set, &other.set)
+    }
+}
+impl Eq for StartedIn {}
+impl std::hash::Hash for StartedIn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.set) as usize).hash(state)
+    }
+}
+
+impl ScalarUDFImpl for StartedIn {
+    fn name(&self) -> &str {
+        STARTED_FN
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let a = args.args[0].to_array(args.number_rows)?;
+        let mut out = datafusion::arrow::array::BooleanBuilder::with_capacity(a.len());
+        each_str(&a, |v| {
+            out.append_value(v.is_some_and(|v| self.set.lookup(v.as_bytes()).is_some()))
+        })
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// Statement `name` of fold.sql with `params` bound.
+async fn plan(
+    ctx: &SessionContext,
+    name: &str,
+    params: &Params,
+) -> Result<datafusion::dataframe::DataFrame> {
+    Ok(ctx
+        .sql(statement("fold", name))
+        .await?
+        .with_param_values(params.clone())?)
+}
+
+/// Boolean column `i` of `batch`, NULL as false.
+fn flag(batch: &RecordBatch, i: usize) -> Result<BooleanArray> {
+    let a = cast(batch.column(i), &DataType::Boolean)?;
+    let a = a.as_boolean();
+    Ok(match a.nulls() {
+        Some(_) => prep_null_mask_filter(a),
+        None => a.clone(),
+    })
+}
+
+/// The rows of `batch` where `mask` holds, first `columns` columns.
+fn take(batch: &RecordBatch, mask: &BooleanArray, columns: usize) -> Result<RecordBatch> {
+    let projected = batch.project(&(0..columns).collect::<Vec<_>>())?;
+    Ok(filter_record_batch(&projected, mask)?)
+}
+
+/// The first `columns` fields of `schema`, with the string types the
+/// reference fold writes (DataFusion reads Parquet strings as views; the
+/// state's files hold plain strings).
+fn plain(schema: &SchemaRef, columns: usize) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .take(columns)
+        .map(|f| match f.data_type() {
+            DataType::Utf8View | DataType::LargeUtf8 => {
+                f.as_ref().clone().with_data_type(DataType::Utf8)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// One Parquet file of the state being written. Dropped without
+/// [`Sink::close`], its upload is abandoned and no file appears.
+struct Sink {
+    writer: AsyncArrowWriter<BufWriter>,
+    schema: SchemaRef,
+}
+
+impl Sink {
+    fn open(
+        store: &StateStore,
+        name: &str,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self> {
+        let object = BufWriter::new(store.store_arc(), store.data_path(name));
+        let writer = AsyncArrowWriter::try_new(object, Arc::clone(&schema), Some(props))?;
+        Ok(Self { writer, schema })
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(Arc::clone(c))
+                } else {
+                    cast(c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        self.writer.write(&batch).await?;
+        Ok(())
+    }
+
+    async fn close(self) -> Result<()> {
+        self.writer.close().await?;
+        Ok(())
+    }
+}
