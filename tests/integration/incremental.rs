@@ -850,7 +850,7 @@ async fn the_one_pass_fold_writes_the_reference_state() {
         last,
         "early-lifecycle.parquet",
         &format!(
-            "SELECT concat('early-', event_id) AS event_id, user_id, ts - INTERVAL '3 days' AS ts, \
+            "SELECT concat('early-', event_id) AS event_id, user_id, ts - INTERVAL '5 days' AS ts, \
              'bot_answer' AS event_type, channel, article_id, conversation_id, actor, rating \
              FROM events WHERE event_type = 'conversation_started' AND ts >= TIMESTAMP '{last}' \
              UNION ALL \

@@ -11,7 +11,6 @@ use chrono::Duration;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use object_store::ObjectStoreExt;
 
 use super::sql::statement;
 use super::{
@@ -22,6 +21,15 @@ use crate::engine::context::Engine;
 use crate::engine::query::Params;
 use crate::error::Result;
 use crate::tables::{EVENTS, MESSAGES};
+
+/// Whether `e` is the memory pool refusing a reservation.
+fn exhausted(e: &crate::error::Error) -> bool {
+    matches!(
+        e,
+        crate::error::Error::Query(d)
+            if matches!(d.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_))
+    )
+}
 
 /// Folds the run's input into a new manifest of generation `generation`
 /// (its files written, not yet committed).
@@ -72,17 +80,21 @@ pub(super) async fn fold(
         }
         _ => None,
     };
-    let (started, index, live_events, winners) = match &repeated {
-        Some(repeated) => {
-            let started = fold
-                .write_and_register("started_from_build", "started", "fold_started")
-                .await?;
-            laps.lap("fold: started");
-            let placed =
-                super::one_pass::fold(ctx, store, &fold.params, generation, repeated).await?;
+    let mut one_pass = None;
+    if let Some(repeated) = &repeated {
+        match fold.in_one_pass(repeated, &mut laps).await {
+            Ok(done) => one_pass = Some(done),
+            // The reference statements spill where the pass's set of
+            // started conversations must fit the pool.
+            Err(e) if exhausted(&e) => laps.lap("fold: one pass refused by the pool"),
+            Err(e) => return Err(e),
+        }
+    }
+    let one_pass_ran = one_pass.is_some();
+    let (started, index, live_events, anchors) = match one_pass {
+        Some((started, placed, anchors)) => {
             pending.counters.folded_duplicate_events += placed.folded_duplicates;
-            laps.lap("fold: event index and live events, in one pass");
-            (started, placed.index, placed.live, None)
+            (started, placed.index, placed.live, anchors)
         }
         None => {
             let winners = fold.winners(&mut laps).await?;
@@ -96,12 +108,16 @@ pub(super) async fn fold(
             let (live_events, folded) = fold.live_events().await?;
             pending.counters.folded_duplicate_events += folded;
             laps.lap("fold: live events");
-            (started, index, live_events, winners)
+            let anchors = fold.anchors(false).await?;
+            laps.lap("fold: anchors");
+            // The winners were only a step.
+            if let Some(name) = winners {
+                let _ = store.delete(&name).await;
+            }
+            (started, index, live_events, anchors)
         }
     };
-    let anchors = fold.anchors(winners.is_some()).await?;
-    laps.lap("fold: anchors");
-    let message_index = if repeated.is_some() {
+    let message_index = if one_pass_ran {
         let (name, folded) =
             super::one_pass::message_index(ctx, store, &fold.params, generation).await?;
         pending.counters.folded_duplicate_messages += folded;
@@ -119,11 +135,6 @@ pub(super) async fn fold(
     let live_messages = data_name(generation, "live-messages");
     fold.write("live_messages", &live_messages).await?;
     laps.lap("fold: live messages");
-    // The winners were only a step.
-    if let Some(name) = winners {
-        let data = store.prefix.clone().join("data");
-        let _ = store.store.delete(&data.join(name.as_str())).await;
-    }
     let (event_index, message_index, started) = fold
         .segments(previous, index, message_index, started)
         .await?;
@@ -270,15 +281,53 @@ impl Fold<'_> {
         Ok((live_events, folded_rows.saturating_sub(folded_ids)))
     }
 
+    /// The one-pass fold of a full run: the started conversations and the
+    /// anchors from the operators' build, then (under a limit, with the
+    /// build let go: the pass needs the pool) the events in one pass.
+    /// Returns the started file, what the pass wrote, and the anchors file.
+    async fn in_one_pass(
+        &self,
+        repeated: &datafusion::logical_expr::ScalarUDF,
+        laps: &mut Laps,
+    ) -> Result<(String, super::one_pass::Placed, String)> {
+        let started = self
+            .write_and_register("started_from_build", "started", "fold_started")
+            .await?;
+        laps.lap("fold: started");
+        let anchors = self.anchors(true).await?;
+        laps.lap("fold: anchors");
+        if self.engine.options.memory_limit.is_some() {
+            if let Some(cache) = self
+                .ctx
+                .state()
+                .config()
+                .get_extension::<crate::tables::native::node::NativeCache>()
+            {
+                cache.keep(false);
+                cache.release().await;
+            }
+        }
+        let placed = super::one_pass::fold(
+            self.ctx,
+            self.store,
+            &self.params,
+            self.generation,
+            repeated,
+        )
+        .await?;
+        laps.lap("fold: event index and live events, in one pass");
+        Ok((started, placed, anchors))
+    }
+
     /// Writes the anchors; returns their file's name. The `sessions`
     /// relation is the sessionization of these same winners' actions: read
-    /// from the operators' build when the session still holds it or no
-    /// winners were written (the one-pass fold), else (a report under a
-    /// memory limit lets go of it) sessionizing the winners again costs
-    /// less than a new build.
-    async fn anchors(&self, winners_written: bool) -> Result<String> {
+    /// from the operators' build when `from_build` (the one-pass fold, which
+    /// writes no winners) or the session still holds it, else (a report
+    /// under a memory limit lets go of it) sessionizing the winners again
+    /// costs less than a new build.
+    async fn anchors(&self, from_build: bool) -> Result<String> {
         let anchors = data_name(self.generation, "anchors");
-        let from_build = !winners_written
+        let from_build = from_build
             || (crate::report::builds_here(self.engine)
                 && crate::tables::native::node::holds_build(self.ctx).await?);
         let name = if from_build {

@@ -1112,8 +1112,7 @@ impl Prepared {
             .previous
             .clone()
             .filter(|_| run.mode == "incremental");
-        let mut manifest =
-            fold::fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        let folded = fold::fold(&engine, &store, previous.as_ref(), pending, generation).await;
         if let Some(kept) = _kept {
             // What the report would have let go of under a limit.
             if engine.options.memory_limit.is_some() {
@@ -1121,6 +1120,7 @@ impl Prepared {
                 kept.0.release().await;
             }
         }
+        let mut manifest = folded?;
         // Files kept from the verified previous state keep their checks;
         // the new ones are read back once.
         let mut checks = BTreeMap::new();

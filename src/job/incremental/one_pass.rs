@@ -215,12 +215,19 @@ pub(super) async fn message_index(
 fn state_props(dictionary: bool) -> Result<WriterProperties> {
     let mut options = TableParquetOptions::default();
     options.global.compression = Some("zstd(1)".into());
+    // Row groups of a manageable size: the writer buffers one outside the
+    // pool, and a later run's check of new ids against the index skips
+    // row groups by their statistics.
+    options.global.max_row_group_size = STATE_ROW_GROUP;
     // The Arrow writer adds the schema itself.
     options.global.skip_arrow_metadata = true;
     Ok(WriterPropertiesBuilder::try_from(&options)?
         .set_dictionary_enabled(dictionary)
         .build())
 }
+
+/// Rows per row group of the state's files the one pass writes.
+const STATE_ROW_GROUP: usize = 128 * 1024;
 
 /// The name `fold_places` and `repeated_places` call the started set by.
 const STARTED_FN: &str = "supportfunnel_fold_started";
