@@ -1171,13 +1171,13 @@ async fn report_tables(
     }
     if builds_here(engine) && engine.options.memory_limit.is_some() {
         // Under a limit the rest of the report needs the pool more than a
-        // later query needs the build (unless a state's fold will read it).
+        // later query needs the build.
         if let Some(cache) = ctx
             .state()
             .config()
             .get_extension::<crate::tables::native::node::NativeCache>()
         {
-            cache.release_unless_kept().await;
+            cache.release().await;
         }
     }
     Ok(())

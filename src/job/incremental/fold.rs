@@ -282,8 +282,10 @@ impl Fold<'_> {
     }
 
     /// The one-pass fold of a full run: the started conversations and the
-    /// anchors from the operators' build, then (under a limit, with the
-    /// build let go: the pass needs the pool) the events in one pass.
+    /// anchors from the operators' build (held since the report, or made
+    /// again where a report under a limit let go of it), then (under a
+    /// limit, with the build let go: the pass needs the pool) the events
+    /// in one pass.
     /// Returns the started file, what the pass wrote, and the anchors file.
     async fn in_one_pass(
         &self,
@@ -303,7 +305,6 @@ impl Fold<'_> {
                 .config()
                 .get_extension::<crate::tables::native::node::NativeCache>()
             {
-                cache.keep(false);
                 cache.release().await;
             }
         }

@@ -628,34 +628,6 @@ pub struct Prepared {
     pending: Pending,
     /// Keeps the reduced input's files until the reports are written.
     _dir: Option<crate::io::scratch::TempDir>,
-    /// A full run keeps the operators' build through its reports: the
-    /// fold reads it afterwards.
-    _kept: Option<KeptBuild>,
-}
-
-/// Keeps the operators' build of a context from being let go by a report
-/// under a memory limit, while it lives.
-struct KeptBuild(Arc<crate::tables::native::node::NativeCache>);
-
-impl KeptBuild {
-    fn of(engine: &Engine) -> Option<Self> {
-        if !crate::report::builds_here(engine) {
-            return None;
-        }
-        let cache = engine
-            .ctx
-            .state()
-            .config()
-            .get_extension::<crate::tables::native::node::NativeCache>()?;
-        cache.keep(true);
-        Some(Self(cache))
-    }
-}
-
-impl Drop for KeptBuild {
-    fn drop(&mut self) {
-        self.0.keep(false);
-    }
 }
 
 /// What `commit` still needs.
@@ -880,7 +852,6 @@ pub async fn prepare(
             counters_from_report: true,
         },
         _dir: None,
-        _kept: KeptBuild::of(engine),
         store: store.clone(),
     };
     let manifest = match checked {
@@ -1094,7 +1065,6 @@ impl Prepared {
             store,
             mut pending,
             _dir,
-            _kept,
             ..
         } = self;
         if pending.counters_from_report {
@@ -1112,15 +1082,8 @@ impl Prepared {
             .previous
             .clone()
             .filter(|_| run.mode == "incremental");
-        let folded = fold::fold(&engine, &store, previous.as_ref(), pending, generation).await;
-        if let Some(kept) = _kept {
-            // What the report would have let go of under a limit.
-            if engine.options.memory_limit.is_some() {
-                kept.0.keep(false);
-                kept.0.release().await;
-            }
-        }
-        let mut manifest = folded?;
+        let mut manifest =
+            fold::fold(&engine, &store, previous.as_ref(), pending, generation).await?;
         // Files kept from the verified previous state keep their checks;
         // the new ones are read back once.
         let mut checks = BTreeMap::new();

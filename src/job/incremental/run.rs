@@ -119,7 +119,6 @@ pub(super) async fn incremental_run(
             counters_from_report: false,
         },
         _dir: Some(dir),
-        _kept: None,
     }))
 }
 

@@ -322,8 +322,6 @@ pub struct NativeCache {
     builds: std::sync::atomic::AtomicUsize,
     /// When a query last asked for the build.
     used: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Whether [`NativeCache::release_unless_kept`] keeps the build.
-    kept: std::sync::atomic::AtomicBool,
 }
 
 /// What a build depends on: the files (location, size, modification time,
@@ -355,19 +353,6 @@ impl NativeCache {
     /// the last query reading it ends).
     pub async fn release(&self) {
         *self.slot.lock().await = None;
-    }
-
-    /// Whether [`NativeCache::release_unless_kept`] keeps the build (a
-    /// state's fold reads it after the report).
-    pub fn keep(&self, on: bool) {
-        self.kept.store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// [`NativeCache::release`], unless the build is kept.
-    pub async fn release_unless_kept(&self) {
-        if !self.kept.load(std::sync::atomic::Ordering::Relaxed) {
-            self.release().await;
-        }
     }
 
     /// Lets go of the build once no query has asked for it for `idle` (a
