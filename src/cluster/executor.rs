@@ -12,7 +12,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballista_core::JobId;
+use ballista_executor::execution_engine::{
+    DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
+};
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+use datafusion::error::Result as DFResult;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+use datafusion::prelude::SessionConfig;
 
 use super::{node, ClusterUrl};
 use crate::error::{Error, Result};
@@ -113,9 +121,79 @@ pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
         // JOB_DATA_TTL are removed every CLEAN_UP_INTERVAL.
         job_data_clean_up_interval_seconds: CLEAN_UP_INTERVAL.as_secs(),
         job_data_ttl_seconds: JOB_DATA_TTL.as_secs(),
+        override_execution_engine: Some(Arc::new(YieldingEngine(DefaultExecutionEngine::new()))),
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config))
         .await
         .map_err(|e| cluster_error(format!("executor: {e}")))
+}
+
+/// Ballista's execution engine, with every operator below a task's shuffle
+/// writer wrapped in DataFusion's [`CooperativeExec`], which hands the
+/// thread back to the runtime every so many batches. A cancelled task stops
+/// only when its future yields, and an operator that makes many batches
+/// out of few (a join with many matches, feeding an aggregate) never
+/// yields on its own: cancelled, it kept its executor busy to the end. (Its
+/// shuffle reads are not pooled: Ballista's pool is not public.)
+struct YieldingEngine(DefaultExecutionEngine);
+
+impl ExecutionEngine for YieldingEngine {
+    fn create_query_stage_exec(
+        &self,
+        job_id: JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn ExecutionPlan>,
+        work_dir: &str,
+        config: &SessionConfig,
+    ) -> DFResult<Arc<dyn QueryStageExecutor>> {
+        // The root is the shuffle writer, which the engine looks for.
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|c| yielding(Arc::clone(c)))
+            .collect::<DFResult<Vec<_>>>()?;
+        let plan = with_children(plan, children)?;
+        self.0.create_query_stage_exec(
+            job_id,
+            stage_id,
+            task_id,
+            global_output_partition_ids,
+            plan,
+            work_dir,
+            config,
+        )
+    }
+}
+
+/// `plan` with each of its operators under a [`CooperativeExec`] (one).
+fn yielding(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
+    let plan = match plan.downcast_ref::<CooperativeExec>() {
+        Some(c) => Arc::clone(c.input()),
+        None => plan,
+    };
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| yielding(Arc::clone(c)))
+        .collect::<DFResult<Vec<_>>>()?;
+    Ok(Arc::new(CooperativeExec::new(with_children(
+        plan, children,
+    )?)))
+}
+
+/// `plan` over `children`, its properties kept (a wrapper changes none).
+fn with_children(
+    plan: Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> DFResult<Arc<dyn ExecutionPlan>> {
+    if children.is_empty() {
+        return Ok(plan);
+    }
+    plan.replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+    )
 }

@@ -266,6 +266,7 @@ impl ExecutionPlan for WatchedJob {
                 unknown: 0,
                 sent: 0,
                 emitted: false,
+                polled: false,
                 resend: None,
                 again: Arc::clone(&self.again),
                 partition,
@@ -328,6 +329,10 @@ impl Drop for JobGuard {
     }
 }
 
+/// How long a stream dropped while its job was being sent waits for the
+/// scheduler's answer naming the job, to cancel it.
+const SUBMIT_WAIT: Duration = Duration::from_secs(30);
+
 /// A job's result stream, watched.
 struct JobStream {
     inner: SendableRecordBatchStream,
@@ -342,6 +347,8 @@ struct JobStream {
     sent: u32,
     /// Whether a batch was given out (a job is sent again only before).
     emitted: bool,
+    /// Whether the stream was read: the job's request may have gone out.
+    polled: bool,
     resend: Option<ResendFuture>,
     again: Arc<Again>,
     partition: usize,
@@ -353,12 +360,56 @@ impl Drop for JobStream {
     /// id is then known to the plan sending it but not yet to the guard,
     /// which would let a query cancelled in between leave its job running.
     /// Arming the guard here makes its own drop, which follows, cancel it.
+    ///
+    /// When the id is not known yet but the stream was read, the scheduler
+    /// may already have accepted the job while its answer is on its way:
+    /// the request is then read on in the background until the answer
+    /// names the job, which is cancelled.
     fn drop(&mut self) {
-        if self.guard.id.is_none() && !self.guard.done {
-            if let Some(id) = self.job.job_id() {
-                self.guard.arm(id.to_string());
-            }
+        if self.guard.id.is_some() || self.guard.done {
+            return;
         }
+        if let Some(id) = self.job.job_id() {
+            self.guard.arm(id.to_string());
+            return;
+        }
+        if !self.polled || crate::io::scratch::interrupted() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let schema = self.inner.schema();
+        let mut inner = std::mem::replace(
+            &mut self.inner,
+            Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::empty(),
+            )),
+        );
+        let job = self.job.clone();
+        let endpoint = self.guard.endpoint.clone();
+        handle.spawn(async move {
+            let named = futures::future::poll_fn(|cx| loop {
+                if let Some(id) = job.job_id() {
+                    return Poll::Ready(Some(id.to_string()));
+                }
+                match inner.as_mut().poll_next(cx) {
+                    Poll::Pending => {
+                        return match job.job_id() {
+                            Some(id) => Poll::Ready(Some(id.to_string())),
+                            None => Poll::Pending,
+                        }
+                    }
+                    // Ended or failed before naming a job: nothing to cancel.
+                    Poll::Ready(None | Some(Err(_))) => return Poll::Ready(None),
+                    Poll::Ready(Some(Ok(_))) => {}
+                }
+            });
+            if let Ok(Some(id)) = tokio::time::timeout(SUBMIT_WAIT, named).await {
+                cancel(&endpoint, &id).await;
+            }
+        });
     }
 }
 
@@ -375,6 +426,7 @@ impl Stream for JobStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        this.polled = true;
         loop {
             if let Some(resend) = this.resend.as_mut() {
                 match resend.as_mut().poll(cx) {
@@ -504,19 +556,51 @@ async fn unknown_job(endpoint: String, id: String) -> Option<String> {
     }
 }
 
-/// Asks the scheduler at `endpoint` to cancel job `id`.
+/// Asks the scheduler at `endpoint` to cancel job `id`, and to cancel it
+/// again while it is still running: Ballista 55 stops only a job already
+/// planned, so a job cancelled while it was being planned would run once
+/// planned. Gives up after [`SUBMIT_WAIT`].
 async fn cancel(endpoint: &str, id: &str) -> bool {
+    use ballista_core::serde::protobuf::job_status::Status;
     let Some(mut c) = client(endpoint).await else {
         return false;
     };
-    tokio::time::timeout(
-        RPC_TIMEOUT,
-        c.cancel_job(CancelJobParams {
-            job_id: id.to_string(),
-        }),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok())
+    let start = tokio::time::Instant::now();
+    let mut sent_at = None;
+    loop {
+        if sent_at.is_none_or(|t: tokio::time::Instant| t.elapsed() >= Duration::from_secs(1)) {
+            let sent = tokio::time::timeout(
+                RPC_TIMEOUT,
+                c.cancel_job(CancelJobParams {
+                    job_id: id.to_string(),
+                }),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if !sent {
+                return false;
+            }
+            sent_at = Some(tokio::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let status = tokio::time::timeout(
+            RPC_TIMEOUT,
+            c.get_job_status(GetJobStatusParams {
+                job_id: id.to_string(),
+            }),
+        )
+        .await;
+        let Ok(Ok(answer)) = status else {
+            return true;
+        };
+        let live = matches!(
+            answer.into_inner().status.and_then(|s| s.status),
+            Some(Status::Queued(_) | Status::Running(_))
+        );
+        if !live || start.elapsed() >= SUBMIT_WAIT {
+            return true;
+        }
+    }
 }
 
 /// Cancels every job this process sent that has not ended (an interrupted

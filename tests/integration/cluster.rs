@@ -911,7 +911,9 @@ fn an_executor_starts_from_an_empty_work_directory() {
 
 /// `serve --cluster`: a PostgreSQL client's queries run as jobs on the
 /// cluster (the scheduler accepts them) and give what one process gives,
-/// `report()` included; a client's cancel request cancels the running job.
+/// `report()` included; a client's cancel request cancels the running job,
+/// also one still being sent or planned, and its tasks let go of the
+/// executors.
 #[cfg(feature = "serve")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_on_a_cluster_runs_queries_as_jobs_and_cancels_them() {
@@ -980,11 +982,59 @@ async fn serve_on_a_cluster_runs_queries_as_jobs_and_cancels_them() {
     cluster
         .scheduler
         .wait_for_line("Job cancelled", Duration::from_secs(30));
-    // The connection goes on.
-    assert_eq!(
-        crate::serve::simple(&client, sessions).await,
-        one_process[0]
-    );
+    // Cancelled at once, while the job is being sent and planned: its id
+    // may not have reached the client yet, and Ballista does not stop a job
+    // cancelled while it is planned. It is cancelled all the same, and
+    // stays cancelled once planned.
+    let log = || cluster.scheduler.log();
+    let queued = log().matches("Job queued: [").count();
+    let received = || log().matches("execution query job received").count();
+    let before = received();
+    let cancelled = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(client.simple_query(long), async {
+            let start = Instant::now();
+            while received() == before {
+                assert!(start.elapsed() < Duration::from_secs(60), "not received");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            token.cancel_query(NoTls).await.unwrap();
+        })
+    });
+    let Ok((result, ())) = cancelled.await else {
+        panic!("the query cancelled at once did not end:\n{}", log());
+    };
+    let (code, _) = crate::serve::sql_error(result.unwrap_err());
+    assert_eq!(code, "57014", "query_canceled");
+    let start = Instant::now();
+    loop {
+        let text = log();
+        let id = text
+            .split("Job queued: [")
+            .nth(queued + 1)
+            .and_then(|r| r.split(']').next());
+        let after_planned = id.and_then(|id| {
+            let submitted = text.find(&format!("Job submitted: [{id}]"))?;
+            text[submitted..].find(&format!("Job cancelled: [{id}]"))
+        });
+        if after_planned.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "job {id:?} not cancelled once planned:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection goes on, and the cluster is free for it.
+    let Ok(rows) = tokio::time::timeout(
+        Duration::from_secs(120),
+        crate::serve::simple(&client, sessions),
+    )
+    .await
+    else {
+        panic!("the cluster is still busy:\n{}", log());
+    };
+    assert_eq!(rows, one_process[0]);
     assert!(!scratch.exists() || std::fs::read_dir(&scratch).unwrap().next().is_none());
 }
 
