@@ -4,8 +4,14 @@
 //! before its state commit is redone by the next one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::memory_pool::{MemoryPool, MemoryReservation, UnboundedMemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use proptest::prelude::*;
 use supportfunnel::build_context;
@@ -66,6 +72,75 @@ async fn run_on(text: &str, date: NaiveDate, full: bool, sql_views: bool) -> Job
     let summary = run_job_with(&engine, &settings, &config, date, &RunOptions { full })
         .await
         .unwrap();
+    assert!(summary.ok, "{summary:?}");
+    summary
+}
+
+/// A memory pool that refuses the one-pass fold's set of started
+/// conversations, and only that, counting its refusals: the fold must then
+/// fall back to the reference statements.
+#[derive(Debug, Default)]
+struct RefusesStartedSet {
+    inner: UnboundedMemoryPool,
+    refused: AtomicUsize,
+}
+
+impl std::fmt::Display for RefusesStartedSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefusesStartedSet")
+    }
+}
+
+impl MemoryPool for RefusesStartedSet {
+    fn name(&self) -> &str {
+        "refuses_started_set"
+    }
+    fn grow(&self, r: &MemoryReservation, additional: usize) {
+        self.inner.grow(r, additional)
+    }
+    fn shrink(&self, r: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(r, shrink)
+    }
+    fn try_grow(&self, r: &MemoryReservation, additional: usize) -> DFResult<()> {
+        if r.consumer().name() == "fold: started conversations" && additional > 0 {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the test refuses {additional} bytes to {}",
+                r.consumer().name()
+            )));
+        }
+        self.inner.try_grow(r, additional)
+    }
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+}
+
+/// [`run`] (the operators, a full run) with `pool` as the engine's memory
+/// pool.
+async fn run_with_pool(text: &str, date: NaiveDate, pool: Arc<dyn MemoryPool>) -> JobSummary {
+    let config = Config::parse(text, "job.toml").unwrap();
+    let settings = Settings::resolve(&Flags::default(), &config, &Env::from_process()).unwrap();
+    let mut engine = build_context(&settings.engine).await.unwrap();
+    let state = engine.ctx.state();
+    let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+        .with_memory_pool(pool)
+        .build_arc()
+        .unwrap();
+    engine.ctx = SessionContext::new_with_state(
+        SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build(),
+    );
+    let summary = run_job_with(
+        &engine,
+        &settings,
+        &config,
+        date,
+        &RunOptions { full: true },
+    )
+    .await
+    .unwrap();
     assert!(summary.ok, "{summary:?}");
     summary
 }
@@ -812,10 +887,12 @@ async fn state_rows(state: &Path) -> Vec<(String, Vec<String>)> {
 
 /// A full run folds in one pass over the history when the operators build
 /// (`one_pass.rs`); the reference statements of `fold.sql` fold with the
-/// SQL views. Both write the same state, on history with copies whose
-/// winner moves across the frontier, identical copies, restarted
-/// conversations, lifecycle rows before their conversation's start and
-/// lifecycle rows of conversations that never start.
+/// SQL views, and with the operators where the pool refuses the pass (the
+/// fold falls back to the reference statements). All write the same state,
+/// on history with copies whose winner moves across the frontier,
+/// identical copies, restarted conversations, lifecycle rows before their
+/// conversation's start and lifecycle rows of conversations that never
+/// start.
 #[tokio::test]
 async fn the_one_pass_fold_writes_the_reference_state() {
     let tmp = tempfile::tempdir().unwrap();
@@ -892,13 +969,30 @@ async fn the_one_pass_fold_writes_the_reference_state() {
         let summary = run_on(&text, date, true, sql_views).await;
         assert_eq!(summary.state.unwrap().mode, "full");
     }
-    let (got, want) = (state_rows(&one).await, state_rows(&reference).await);
-    for ((table, g), (_, w)) in got.iter().zip(&want) {
-        assert!(
-            !w.is_empty() || table == "counters",
-            "{table}: the test has no rows"
-        );
-        assert_eq!(g, w, "state table {table}");
+    // The operators' build, where the pool refuses the pass its set of
+    // started conversations: the fold falls back to the reference
+    // statements.
+    let fallback = tmp.path().join("fallback");
+    let pool = Arc::new(RefusesStartedSet::default());
+    let text = job_text(
+        &inputs,
+        &tmp.path().join("out-fallback"),
+        Some(&fallback),
+        "parquet",
+    );
+    let summary = run_with_pool(&text, date, Arc::clone(&pool) as Arc<dyn MemoryPool>).await;
+    assert_eq!(summary.state.unwrap().mode, "full");
+    assert!(pool.refused.load(Ordering::SeqCst) > 0, "nothing refused");
+    let want = state_rows(&reference).await;
+    for state in [&one, &fallback] {
+        let got = state_rows(state).await;
+        for ((table, g), (_, w)) in got.iter().zip(&want) {
+            assert!(
+                !w.is_empty() || table == "counters",
+                "{table}: the test has no rows"
+            );
+            assert_eq!(g, w, "state table {table} of {}", state.display());
+        }
     }
     let counters = &manifest(&one)["counters"];
     for copies in ["folded_duplicate_events", "folded_duplicate_messages"] {
