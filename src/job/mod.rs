@@ -158,7 +158,7 @@ pub async fn run_job_with(
     // A state that cannot be used does not stop the job: its reports run
     // over every file, and the summary says the state was not saved.
     let mut unusable_state = None;
-    let prepared = match &config.state {
+    let mut prepared = match &config.state {
         Some(state) => {
             let location = Location::parse(&state.location)
                 .map_err(|e| config.error(format!("[state] location: {e}")))?;
@@ -180,6 +180,9 @@ pub async fn run_job_with(
         }
         None => None,
     };
+    if let Some(p) = &mut prepared {
+        p.take_from_build().await;
+    }
     let engine = prepared.as_ref().map_or(engine, |p| &p.engine);
     let mut summary = JobSummary {
         date: date.format("%Y-%m-%d").to_string(),

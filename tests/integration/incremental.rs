@@ -65,9 +65,21 @@ async fn run(text: &str, date: NaiveDate, full: bool) -> JobSummary {
 
 /// [`run`], with the SQL views instead of the operators when `sql_views`.
 async fn run_on(text: &str, date: NaiveDate, full: bool, sql_views: bool) -> JobSummary {
+    run_limited(text, date, full, sql_views, None).await
+}
+
+/// [`run_on`] under a memory limit of `limit` bytes.
+async fn run_limited(
+    text: &str,
+    date: NaiveDate,
+    full: bool,
+    sql_views: bool,
+    limit: Option<usize>,
+) -> JobSummary {
     let config = Config::parse(text, "job.toml").unwrap();
     let mut settings = Settings::resolve(&Flags::default(), &config, &Env::from_process()).unwrap();
     settings.engine.sql_views = sql_views;
+    settings.engine.memory_limit = limit;
     let engine = build_context(&settings.engine).await.unwrap();
     let summary = run_job_with(&engine, &settings, &config, date, &RunOptions { full })
         .await
@@ -962,11 +974,22 @@ async fn the_one_pass_fold_writes_the_reference_state() {
     )
     .await;
     let date = last + Duration::days(1);
-    let (one, reference) = (tmp.path().join("one"), tmp.path().join("reference"));
-    for (state, sql_views) in [(&one, false), (&reference, true)] {
-        let out = tmp.path().join(format!("out-{sql_views}"));
+    let (one, limited, reference) = (
+        tmp.path().join("one"),
+        tmp.path().join("limited"),
+        tmp.path().join("reference"),
+    );
+    // Under a limit the fold's started conversations and anchors are
+    // taken from the build before the reports let go of it.
+    for (state, sql_views, limit) in [
+        (&one, false, None),
+        (&limited, false, Some(64 << 20)),
+        (&reference, true, None),
+    ] {
+        let name = state.file_name().unwrap().to_string_lossy();
+        let out = tmp.path().join(format!("out-{name}"));
         let text = job_text(&inputs, &out, Some(state), "parquet");
-        let summary = run_on(&text, date, true, sql_views).await;
+        let summary = run_limited(&text, date, true, sql_views, limit).await;
         assert_eq!(summary.state.unwrap().mode, "full");
     }
     // The operators' build, where the pool refuses the pass its set of
@@ -984,7 +1007,7 @@ async fn the_one_pass_fold_writes_the_reference_state() {
     assert_eq!(summary.state.unwrap().mode, "full");
     assert!(pool.refused.load(Ordering::SeqCst) > 0, "nothing refused");
     let want = state_rows(&reference).await;
-    for state in [&one, &fallback] {
+    for state in [&one, &limited, &fallback] {
         let got = state_rows(state).await;
         for ((table, g), (_, w)) in got.iter().zip(&want) {
             assert!(

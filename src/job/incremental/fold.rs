@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -31,6 +31,62 @@ fn exhausted(e: &crate::error::Error) -> bool {
     )
 }
 
+/// The fold statements' parameters for a new frontier.
+fn fold_params(new_frontier: DateTime<Utc>) -> Params {
+    vec![
+        ("new_frontier", ts_param(new_frontier)),
+        ("day_before", ts_param(new_frontier - Duration::days(1))),
+        (
+            "anchor_prefix",
+            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
+        ),
+    ]
+}
+
+/// What a full run's fold takes from the operators' build, taken before
+/// the reports: under a memory limit each report lets go of the build
+/// when its tables are made (its last steps need the pool), and the fold
+/// would otherwise make it again for these two files.
+pub(super) struct FromBuild {
+    /// The conversations started before the new frontier.
+    started: String,
+    /// Each user's last session start in the day before it.
+    anchors: String,
+    _dir: crate::io::scratch::TempDir,
+}
+
+/// Writes [`FromBuild`]'s files under a temporary directory in `base`, from
+/// the build of `engine` (made here; the reports then read the same one).
+pub(super) async fn from_build(
+    engine: &Engine,
+    new_frontier: DateTime<Utc>,
+    base: &std::path::Path,
+) -> Result<FromBuild> {
+    let dir = crate::io::scratch::temp_dir_in(base, "supportfunnel-fold-")?;
+    let params = fold_params(new_frontier);
+    let mut files = Vec::new();
+    for (name, file) in [
+        ("started_from_build", "started.parquet"),
+        ("anchors_from_sessions", "anchors.parquet"),
+    ] {
+        let path = dir.path().join(file).display().to_string();
+        let df = engine
+            .ctx
+            .sql(statement("fold", name))
+            .await?
+            .with_param_values(params.clone())?;
+        write_scratch_df(df, &path).await?;
+        files.push(path);
+    }
+    let anchors = files.pop().unwrap_or_default();
+    let started = files.pop().unwrap_or_default();
+    Ok(FromBuild {
+        started,
+        anchors,
+        _dir: dir,
+    })
+}
+
 /// Folds the run's input into a new manifest of generation `generation`
 /// (its files written, not yet committed).
 pub(super) async fn fold(
@@ -43,14 +99,7 @@ pub(super) async fn fold(
     let mut laps = Laps::new();
     let ctx = &engine.ctx;
     let new_frontier = pending.new_frontier;
-    let params: Params = vec![
-        ("new_frontier", ts_param(new_frontier)),
-        ("day_before", ts_param(new_frontier - Duration::days(1))),
-        (
-            "anchor_prefix",
-            ScalarValue::Utf8(Some(ANCHOR_PREFIX.into())),
-        ),
-    ];
+    let params = fold_params(new_frontier);
     if previous.is_none() {
         // A full run: no earlier state tables. The synthetic rows' prefix
         // must be free in the input.
@@ -82,7 +131,10 @@ pub(super) async fn fold(
     };
     let mut one_pass = None;
     if let Some(repeated) = &repeated {
-        match fold.in_one_pass(repeated, &mut laps).await {
+        match fold
+            .in_one_pass(repeated, pending.from_build.as_ref(), &mut laps)
+            .await
+        {
             Ok(done) => one_pass = Some(done),
             // The reference statements spill where the pass's set of
             // started conversations must fit the pool.
@@ -191,14 +243,32 @@ impl Fold<'_> {
     async fn write_and_register(&self, name: &str, kind: &str, table: &str) -> Result<String> {
         let file = data_name(self.generation, kind);
         self.write(name, &file).await?;
+        self.register(table, &file).await?;
+        Ok(file)
+    }
+
+    /// Registers the state file `file` as `table`.
+    async fn register(&self, table: &str, file: &str) -> Result<()> {
         self.ctx.deregister_table(table)?;
         self.ctx
             .register_parquet(
                 table,
-                &self.store.url_of(&file),
+                &self.store.url_of(file),
                 ParquetReadOptions::default(),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Copies the local Parquet file `path` to a new state file of kind
+    /// `kind`; returns the file's name.
+    async fn copy(&self, path: &str, kind: &str) -> Result<String> {
+        let file = data_name(self.generation, kind);
+        let df = self
+            .ctx
+            .read_parquet(path, ParquetReadOptions::default())
+            .await?;
+        write_df(df, &self.store.url_of(&file)).await?;
         Ok(file)
     }
 
@@ -290,14 +360,27 @@ impl Fold<'_> {
     async fn in_one_pass(
         &self,
         repeated: &datafusion::logical_expr::ScalarUDF,
+        from_build: Option<&FromBuild>,
         laps: &mut Laps,
     ) -> Result<(String, super::one_pass::Placed, String)> {
-        let started = self
-            .write_and_register("started_from_build", "started", "fold_started")
-            .await?;
-        laps.lap("fold: started");
-        let anchors = self.anchors(true).await?;
-        laps.lap("fold: anchors");
+        let (started, anchors) = match from_build {
+            Some(taken) => {
+                let started = self.copy(&taken.started, "started").await?;
+                self.register("fold_started", &started).await?;
+                let anchors = self.copy(&taken.anchors, "anchors").await?;
+                laps.lap("fold: started and anchors, taken before the reports");
+                (started, anchors)
+            }
+            None => {
+                let started = self
+                    .write_and_register("started_from_build", "started", "fold_started")
+                    .await?;
+                laps.lap("fold: started");
+                let anchors = self.anchors(true).await?;
+                laps.lap("fold: anchors");
+                (started, anchors)
+            }
+        };
         if self.engine.options.memory_limit.is_some() {
             if let Some(cache) = self
                 .ctx

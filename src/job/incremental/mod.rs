@@ -639,6 +639,9 @@ struct Pending {
     new_frontier: DateTime<Utc>,
     /// Counters come from the first report's `data_quality` rows (full run).
     counters_from_report: bool,
+    /// What the fold takes from the operators' build, taken before the
+    /// reports let go of it ([`Prepared::take_from_build`]).
+    from_build: Option<fold::FromBuild>,
 }
 
 /// Why the state cannot be used as it is (the run recomputes everything).
@@ -850,6 +853,7 @@ pub async fn prepare(
             counters: Counters::default(),
             new_frontier: windows_start,
             counters_from_report: true,
+            from_build: None,
         },
         _dir: None,
         store: store.clone(),
@@ -1053,6 +1057,32 @@ impl Prepared {
         let mut columns = batch.columns().to_vec();
         columns[5] = Arc::new(values);
         Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    }
+
+    /// Under a memory limit, a full run in one process with the operators
+    /// takes what its fold needs from the operators' build (the
+    /// conversations started before the new frontier and the anchors) now,
+    /// before the reports: each report lets go of the build when its
+    /// tables are made, and the fold would otherwise make it again. The
+    /// reports then read the build made here. Not taken (the fold makes the
+    /// build again, as without this) when it fails: the reports say why
+    /// if the build itself cannot be made.
+    pub async fn take_from_build(&mut self) {
+        if self.run.mode != "full"
+            || self.engine.options.memory_limit.is_none()
+            || !crate::report::builds_here(&self.engine)
+        {
+            return;
+        }
+        let base = self
+            .engine
+            .options
+            .temp_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        self.pending.from_build = fold::from_build(&self.engine, self.pending.new_frontier, &base)
+            .await
+            .ok();
     }
 
     /// Writes the new state and makes it current. `first_report` is a

@@ -117,6 +117,7 @@ pub(super) async fn incremental_run(
             counters,
             new_frontier: windows_start,
             counters_from_report: false,
+            from_build: None,
         },
         _dir: Some(dir),
     }))
