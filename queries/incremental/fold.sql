@@ -28,7 +28,8 @@ FROM (
     SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating,
         row_number() OVER (
             PARTITION BY event_id
-            ORDER BY ts, user_id, event_type, channel, article_id, conversation_id, actor, rating
+            ORDER BY ts, user_id, event_type, channel NULLS LAST, article_id NULLS LAST,
+                     conversation_id NULLS LAST, actor NULLS LAST, rating NULLS LAST
         ) AS copy_rank
     FROM validated_events
     WHERE reject_reason IS NULL AND supportfunnel_fold_repeated_id(event_id)
@@ -132,7 +133,8 @@ WITH ranked AS (
     SELECT event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating,
         row_number() OVER (
             PARTITION BY event_id
-            ORDER BY ts, user_id, event_type, channel, article_id, conversation_id, actor, rating
+            ORDER BY ts, user_id, event_type, channel NULLS LAST, article_id NULLS LAST,
+                     conversation_id NULLS LAST, actor NULLS LAST, rating NULLS LAST
         ) AS copy_rank
     FROM fold_repeated
 ),

@@ -6,7 +6,9 @@
 -- Implements REPORT_SPEC §1 "Duplicates" and §6: the copy with the smallest
 -- `ts` is kept; copies that share it but differ elsewhere (the spec says they
 -- normally don't) are ordered by their other columns so the kept copy is
--- deterministic. Only candidate rows are ranked, never the whole table.
+-- deterministic, NULLs last (written out: a session's default NULL
+-- ordering must not change the copy kept; the operators' order is the
+-- same). Only candidate rows are ranked, never the whole table.
 -- duplicate_winners keeps rank 1; `report_detail('duplicate_events', …)`
 -- lists the others.
 -- Output: the event columns plus `copy_rank` and `copies`. Parameters: none.
@@ -15,7 +17,8 @@ SELECT
     event_id, user_id, ts, event_type, channel, article_id, conversation_id, actor, rating,
     row_number() OVER (
         PARTITION BY event_id
-        ORDER BY ts, user_id, event_type, channel, article_id, conversation_id, actor, rating
+        ORDER BY ts, user_id, event_type, channel NULLS LAST, article_id NULLS LAST,
+                 conversation_id NULLS LAST, actor NULLS LAST, rating NULLS LAST
     ) AS copy_rank,
     count(*) OVER (PARTITION BY event_id) AS copies
 FROM validated_events

@@ -14,7 +14,8 @@ SELECT
     row_number() OVER (
         PARTITION BY message_id
         ORDER BY sent_at NULLS LAST, opened_at NULLS LAST, clicked_at NULLS LAST,
-                 reacted_at NULLS LAST, user_id, content_type, sender
+                 reacted_at NULLS LAST, user_id NULLS LAST, content_type NULLS LAST,
+                 sender NULLS LAST
     ) AS copy_rank
 FROM messages m
 WHERE EXISTS (SELECT 1 FROM message_checks repeated WHERE repeated.message_id = m.message_id);

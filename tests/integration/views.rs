@@ -1,7 +1,8 @@
 //! The derived views against hand-made events: the spec's worked example
 //! (§7) and the row, conversation and status rules of §1, §2 and §6.
 
-use super::common::{engine_for, ev, rows, Row};
+use super::common::{engine_for, ev, events_batch, rows, write_one_message, write_parquet, Row};
+use supportfunnel::{build_context, EngineOptions};
 
 #[tokio::test]
 async fn worked_example_sessions_and_conversation() {
@@ -275,4 +276,40 @@ async fn session_status_rules() {
             "u5|2026-03-02T10:00:00Z|stopped|false|NULL",
         ]
     );
+}
+
+/// Copies that share the smallest `ts` are ranked by their other columns
+/// with NULLs last, written out in the SQL: a `[datafusion]` default NULL
+/// ordering of `nulls_first` does not change the copy kept (nor make the
+/// views disagree with the operators, whose order is NULLs last).
+#[tokio::test]
+async fn the_copy_kept_does_not_follow_the_default_null_ordering() {
+    for ordering in ["nulls_max", "nulls_first", "nulls_last"] {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events").join("part-0.parquet");
+        write_parquet(
+            &events,
+            &events_batch(&[
+                ev("d1", "u1", "2026-03-01 10:00:00", "article_view"),
+                ev("d1", "u1", "2026-03-01 10:00:00", "article_view").channel("web"),
+            ]),
+        );
+        write_one_message(&dir.path().join("messages").join("part-0.parquet"));
+        let mut options = EngineOptions::new(
+            dir.path().join("events").to_string_lossy(),
+            dir.path().join("messages").to_string_lossy(),
+        )
+        .unwrap();
+        options.datafusion_options = vec![(
+            "datafusion.sql_parser.default_null_ordering".into(),
+            ordering.into(),
+        )];
+        let e = build_context(&options).await.unwrap();
+        let kept = rows(
+            &e.ctx,
+            "SELECT event_id, channel FROM clean_events ORDER BY event_id",
+        )
+        .await;
+        assert_eq!(kept, vec!["d1|web"], "default NULL ordering {ordering}");
+    }
 }

@@ -77,7 +77,8 @@ pub struct FullRow {
 
 /// `a < b` in the order `event_copies` ranks copies: ts, user_id,
 /// event_type, channel, article_id, conversation_id, actor, rating, each
-/// ascending with NULLs last (DataFusion's default).
+/// ascending with NULLs last (as the view's SQL says explicitly, whatever
+/// the session's default NULL ordering).
 pub fn copy_order(a: &FullRow, b: &FullRow) -> std::cmp::Ordering {
     fn nl<T: Ord>(a: &Option<T>, b: &Option<T>) -> std::cmp::Ordering {
         match (a, b) {
