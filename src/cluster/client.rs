@@ -211,6 +211,9 @@ pub fn explain(url: &ClusterUrl, tables: &[TableSource], e: Error) -> Error {
         || text.contains("Stream closed without job completing")
         || text.contains("code: 'Unavailable'")
         || text.contains("Status { code: Unavailable")
+        // A request cut off when the scheduler went: its status is
+        // `Cancelled`, its cause the transport.
+        || (text.contains("code: Cancelled") && text.contains("transport::Error"))
     {
         format!(
             "lost the connection to the scheduler at {}: the query's results are lost, run it \
@@ -296,4 +299,37 @@ pub fn check_plan(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How Ballista's client says a lost scheduler, as seen in the cluster
+    /// tests: each is said as a lost connection naming the scheduler.
+    #[test]
+    fn a_lost_scheduler_is_said_whatever_the_status() {
+        let url = ClusterUrl::parse("df://127.0.0.1:42329").unwrap();
+        for text in [
+            "Status { code: Cancelled, message: \"operation was canceled\", source: \
+             Some(tonic::transport::Error(Transport, hyper::Error(Canceled, \"connection \
+             closed\"))) }",
+            "Status { code: Unavailable, message: \"error trying to connect\" }",
+            "transport error",
+        ] {
+            let e = Error::Query(datafusion::error::DataFusionError::Execution(text.into()));
+            let said = explain(&url, &[], e).to_string();
+            assert!(
+                said.contains("lost the connection to the scheduler at 127.0.0.1:42329"),
+                "{said}"
+            );
+        }
+        // A cancel of our own is not a lost scheduler.
+        let e = Error::Query(datafusion::error::DataFusionError::Execution(
+            "Status { code: Cancelled, message: \"Timeout expired\" }".into(),
+        ));
+        assert!(!explain(&url, &[], e)
+            .to_string()
+            .contains("lost the connection"));
+    }
 }
