@@ -37,6 +37,11 @@ where
             Ok(signal) = signals => Err(signal),
         }
     });
+    // Jobs a failed command dropped are being cancelled in the background.
+    #[cfg(feature = "cluster")]
+    if outcome.is_ok() {
+        runtime.block_on(supportfunnel::cluster::jobs::settle(STOP_GRACE));
+    }
     match outcome {
         Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
         Ok(Ok(Err(e))) if is_broken_pipe(&e) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -318,14 +319,46 @@ impl Drop for JobGuard {
         // Dropped inside the runtime (a query cancelled, timed out, or
         // failed elsewhere): cancel in the background.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let counted = Cancelling::start();
             handle.spawn(async move {
-                if cancel(&endpoint, &id).await {
+                if cancel(&endpoint, &id, SUBMIT_WAIT).await {
                     if let Some(jobs) = live().as_mut() {
                         jobs.remove(&id);
                     }
                 }
+                drop(counted);
             });
         }
+    }
+}
+
+/// Cancels of dropped jobs still under way in the background.
+static CANCELLING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one background cancel while it lives.
+struct Cancelling;
+
+impl Cancelling {
+    fn start() -> Self {
+        CANCELLING.fetch_add(1, Ordering::SeqCst);
+        Cancelling
+    }
+}
+
+impl Drop for Cancelling {
+    fn drop(&mut self) {
+        CANCELLING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits, at most `within`, for the background cancels of dropped jobs: a
+/// command that ends right after a query failed (another of its jobs being
+/// cancelled) would otherwise drop them with its runtime, and leave the
+/// job running.
+pub async fn settle(within: Duration) {
+    let start = tokio::time::Instant::now();
+    while CANCELLING.load(Ordering::SeqCst) > 0 && start.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -389,6 +422,7 @@ impl Drop for JobStream {
         );
         let job = self.job.clone();
         let endpoint = self.guard.endpoint.clone();
+        let counted = Cancelling::start();
         handle.spawn(async move {
             let named = futures::future::poll_fn(|cx| loop {
                 if let Some(id) = job.job_id() {
@@ -407,8 +441,17 @@ impl Drop for JobStream {
                 }
             });
             if let Ok(Some(id)) = tokio::time::timeout(SUBMIT_WAIT, named).await {
-                cancel(&endpoint, &id).await;
+                // Known to `cancel_live_jobs` meanwhile (an interrupt).
+                live()
+                    .get_or_insert_with(HashMap::new)
+                    .insert(id.clone(), endpoint.clone());
+                if cancel(&endpoint, &id, SUBMIT_WAIT).await {
+                    if let Some(jobs) = live().as_mut() {
+                        jobs.remove(&id);
+                    }
+                }
             }
+            drop(counted);
         });
     }
 }
@@ -557,10 +600,11 @@ async fn unknown_job(endpoint: String, id: String) -> Option<String> {
 }
 
 /// Asks the scheduler at `endpoint` to cancel job `id`, and to cancel it
-/// again while it is still running: Ballista 55 stops only a job already
+/// again while it may still run: Ballista 55 stops only a job already
 /// planned, so a job cancelled while it was being planned would run once
-/// planned. Gives up after [`SUBMIT_WAIT`].
-async fn cancel(endpoint: &str, id: &str) -> bool {
+/// planned. A job with no status yet (the scheduler records it after it
+/// answers) counts as one that may run. Gives up after `within`.
+async fn cancel(endpoint: &str, id: &str, within: Duration) -> bool {
     use ballista_core::serde::protobuf::job_status::Status;
     let Some(mut c) = client(endpoint).await else {
         return false;
@@ -595,9 +639,9 @@ async fn cancel(endpoint: &str, id: &str) -> bool {
         };
         let live = matches!(
             answer.into_inner().status.and_then(|s| s.status),
-            Some(Status::Queued(_) | Status::Running(_))
+            None | Some(Status::Queued(_) | Status::Running(_))
         );
-        if !live || start.elapsed() >= SUBMIT_WAIT {
+        if !live || start.elapsed() >= within {
             return true;
         }
     }
@@ -611,14 +655,17 @@ pub async fn cancel_live_jobs() -> usize {
         .take()
         .map(|m| m.into_iter().collect())
         .unwrap_or_default();
-    let mut failed = 0;
-    for (id, endpoint) in jobs {
-        if !cancel(&endpoint, &id).await {
-            failed += 1;
-        }
-    }
-    failed
+    // At once, each within a bound: the process is stopping.
+    let done = futures::future::join_all(
+        jobs.iter()
+            .map(|(id, endpoint)| cancel(endpoint, id, INTERRUPTED_WAIT)),
+    )
+    .await;
+    done.into_iter().filter(|cancelled| !cancelled).count()
 }
+
+/// How long an interrupted command keeps cancelling a job again.
+const INTERRUPTED_WAIT: Duration = Duration::from_secs(2);
 
 /// Whether jobs of this process are running on a cluster.
 pub fn any_live() -> bool {

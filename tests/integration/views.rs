@@ -313,3 +313,59 @@ async fn the_copy_kept_does_not_follow_the_default_null_ordering() {
         assert_eq!(kept, vec!["d1|web"], "default NULL ordering {ordering}");
     }
 }
+
+/// Copies of a delivery that differ only in their tags keep the same copy
+/// whatever order the files give them (a tag filter sees the kept copy's
+/// tags): the smallest tags.
+#[tokio::test]
+async fn the_copy_of_a_delivery_kept_does_not_follow_the_row_order() {
+    use datafusion::arrow::array::{
+        ArrayRef, ListBuilder, StringArray, StringBuilder, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+    for order in [["b", "a"], ["a", "b"]] {
+        let dir = tempfile::tempdir().unwrap();
+        write_parquet(
+            &dir.path().join("events").join("part-0.parquet"),
+            &events_batch(&[ev("e1", "u1", "2026-03-01 10:00:00", "article_view")]),
+        );
+        let ts = |v: Option<i64>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(vec![v, v]).with_timezone("UTC"))
+        };
+        let mut tags = ListBuilder::new(StringBuilder::new());
+        for t in order {
+            tags.values().append_value(t);
+            tags.append(true);
+        }
+        let sent = Some(1_772_442_000_000_000);
+        let batch = RecordBatch::try_new(
+            supportfunnel::datagen::messages_schema(),
+            vec![
+                Arc::new(StringArray::from(vec!["m1", "m1"])),
+                Arc::new(StringArray::from(vec!["u1", "u1"])),
+                ts(sent),
+                Arc::new(StringArray::from(vec!["chat", "chat"])),
+                Arc::new(StringArray::from(vec!["support_team", "support_team"])),
+                Arc::new(tags.finish()),
+                ts(None),
+                ts(None),
+                ts(None),
+            ],
+        )
+        .unwrap();
+        write_parquet(&dir.path().join("messages").join("part-0.parquet"), &batch);
+        let options = EngineOptions::new(
+            dir.path().join("events").to_string_lossy(),
+            dir.path().join("messages").to_string_lossy(),
+        )
+        .unwrap();
+        let e = build_context(&options).await.unwrap();
+        let kept = rows(
+            &e.ctx,
+            "SELECT message_id, array_to_string(tags, ',') FROM clean_messages",
+        )
+        .await;
+        assert_eq!(kept, vec!["m1|a"], "rows in the order {order:?}");
+    }
+}

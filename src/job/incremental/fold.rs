@@ -352,10 +352,10 @@ impl Fold<'_> {
     }
 
     /// The one-pass fold of a full run: the started conversations and the
-    /// anchors from the operators' build (held since the report, or made
-    /// again where a report under a limit let go of it), then (under a
-    /// limit, with the build let go: the pass needs the pool) the events
-    /// in one pass.
+    /// anchors, copied from `from_build` (taken before the reports, under
+    /// a limit) or read from the operators' build (held since the reports,
+    /// or made again), then (under a limit, with the build let go: the
+    /// pass needs the pool) the events in one pass.
     /// Returns the started file, what the pass wrote, and the anchors file.
     async fn in_one_pass(
         &self,

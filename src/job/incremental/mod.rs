@@ -1080,9 +1080,13 @@ impl Prepared {
             .temp_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        self.pending.from_build = fold::from_build(&self.engine, self.pending.new_frontier, &base)
-            .await
-            .ok();
+        match fold::from_build(&self.engine, self.pending.new_frontier, &base).await {
+            Ok(taken) => self.pending.from_build = Some(taken),
+            Err(e) if std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some() => {
+                eprintln!("state: the fold's inputs were not taken before the reports: {e}")
+            }
+            Err(_) => {}
+        }
     }
 
     /// Writes the new state and makes it current. `first_report` is a
