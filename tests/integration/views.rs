@@ -295,16 +295,11 @@ async fn the_copy_kept_does_not_follow_the_default_null_ordering() {
             ]),
         );
         write_one_message(&dir.path().join("messages").join("part-0.parquet"));
-        let mut options = EngineOptions::new(
-            dir.path().join("events").to_string_lossy(),
-            dir.path().join("messages").to_string_lossy(),
+        let e = engine_over(
+            dir.path(),
+            &[("datafusion.sql_parser.default_null_ordering", ordering)],
         )
-        .unwrap();
-        options.datafusion_options = vec![(
-            "datafusion.sql_parser.default_null_ordering".into(),
-            ordering.into(),
-        )];
-        let e = build_context(&options).await.unwrap();
+        .await;
         let kept = rows(
             &e.ctx,
             "SELECT event_id, channel FROM clean_events ORDER BY event_id",
@@ -355,12 +350,7 @@ async fn the_copy_of_a_delivery_kept_does_not_follow_the_row_order() {
         )
         .unwrap();
         write_parquet(&dir.path().join("messages").join("part-0.parquet"), &batch);
-        let options = EngineOptions::new(
-            dir.path().join("events").to_string_lossy(),
-            dir.path().join("messages").to_string_lossy(),
-        )
-        .unwrap();
-        let e = build_context(&options).await.unwrap();
+        let e = engine_over(dir.path(), &[]).await;
         let kept = rows(
             &e.ctx,
             "SELECT message_id, array_to_string(tags, ',') FROM clean_messages",
@@ -368,4 +358,19 @@ async fn the_copy_of_a_delivery_kept_does_not_follow_the_row_order() {
         .await;
         assert_eq!(kept, vec!["m1|a"], "rows in the order {order:?}");
     }
+}
+
+/// The engine over the `events` and `messages` files under `dir`, with
+/// `settings` as the `[datafusion]` table would give them.
+async fn engine_over(dir: &std::path::Path, settings: &[(&str, &str)]) -> supportfunnel::Engine {
+    let mut options = EngineOptions::new(
+        dir.join("events").to_string_lossy(),
+        dir.join("messages").to_string_lossy(),
+    )
+    .unwrap();
+    options.datafusion_options = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    build_context(&options).await.unwrap()
 }
