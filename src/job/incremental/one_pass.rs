@@ -36,6 +36,7 @@ use super::sql::statement;
 use super::{data_name, StateStore, REPEATED_ID_FN};
 use crate::engine::query::Params;
 use crate::error::{Error, Result};
+use crate::tables::native::dedup::{each_str, str_test};
 use crate::tables::native::intern::Interner;
 
 /// The files the pass wrote and what it counted.
@@ -256,19 +257,6 @@ async fn started_set(
     Ok(Arc::new(set))
 }
 
-/// Calls `f` with every value of a string column, without copying it.
-fn each_str(a: &datafusion::arrow::array::ArrayRef, f: impl FnMut(Option<&str>)) -> Result<()> {
-    match a.data_type() {
-        DataType::Utf8View => a.as_string_view().iter().for_each(f),
-        DataType::LargeUtf8 => a.as_string::<i64>().iter().for_each(f),
-        _ => {
-            let a = cast(a, &DataType::Utf8)?;
-            a.as_string::<i32>().iter().for_each(f);
-        }
-    }
-    Ok(())
-}
-
 /// `supportfunnel_fold_started(conversation_id)`: whether the conversation
 /// started before the new frontier (false for NULL).
 struct StartedIn {
@@ -318,12 +306,8 @@ impl ScalarUDFImpl for StartedIn {
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
         let a = args.args[0].to_array(args.number_rows)?;
-        let mut out = datafusion::arrow::array::BooleanBuilder::with_capacity(a.len());
-        each_str(&a, |v| {
-            out.append_value(v.is_some_and(|v| self.set.lookup(v.as_bytes()).is_some()))
-        })
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        let out = str_test(&a, |v| self.set.lookup(v).is_some())?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
 

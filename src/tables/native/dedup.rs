@@ -133,21 +133,39 @@ impl ScalarUDFImpl for HashIn {
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
         let arr = args.args[0].to_array(args.number_rows)?;
-        let hit = |v: Option<&str>| {
-            Some(v.is_some_and(|v| self.set.contains(&self.hasher.hash(v.as_bytes()))))
-        };
-        // Views and large strings are read in place: a cast would copy
-        // every id of the batch.
-        let out: BooleanArray = match arr.data_type() {
-            DataType::Utf8View => arr.as_string_view().iter().map(hit).collect(),
-            DataType::LargeUtf8 => arr.as_string::<i64>().iter().map(hit).collect(),
-            _ => {
-                let s = cast(&arr, &DataType::Utf8)?;
-                s.as_string::<i32>().iter().map(hit).collect()
-            }
-        };
+        let out = str_test(&arr, |v| self.set.contains(&self.hasher.hash(v)))?;
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
+}
+
+/// Calls `f` with every value of a string column. Views and large strings
+/// are read in place: a cast would copy every value of the batch.
+pub fn each_str(
+    a: &datafusion::arrow::array::ArrayRef,
+    f: impl FnMut(Option<&str>),
+) -> datafusion::common::Result<()> {
+    match a.data_type() {
+        DataType::Utf8View => a.as_string_view().iter().for_each(f),
+        DataType::LargeUtf8 => a.as_string::<i64>().iter().for_each(f),
+        _ => {
+            let a = cast(a, &DataType::Utf8)?;
+            a.as_string::<i32>().iter().for_each(f);
+        }
+    }
+    Ok(())
+}
+
+/// `test` of every value of a string column (false for NULL), read in
+/// place as [`each_str`] reads it.
+pub fn str_test(
+    a: &datafusion::arrow::array::ArrayRef,
+    test: impl Fn(&[u8]) -> bool,
+) -> datafusion::common::Result<BooleanArray> {
+    let mut out = datafusion::arrow::array::BooleanBuilder::with_capacity(a.len());
+    each_str(a, |v| {
+        out.append_value(v.is_some_and(|v| test(v.as_bytes())))
+    })?;
+    Ok(out.finish())
 }
 
 /// `event_id`'s hash is in `set`, as a filter expression.
