@@ -305,3 +305,63 @@ async fn a_build_serves_every_relation_until_the_files_change() {
     assert_ne!(got, first, "the new file counts");
     assert_eq!(got, rows(&reference(&out, 8192).await, q).await);
 }
+
+/// The operators' own scan reads the strings of `events` as views (nothing
+/// copied out of the Parquet pages), the partition column still after the
+/// files' columns; the registered table, which every other query reads,
+/// stays Utf8.
+#[tokio::test]
+async fn the_operators_scan_reads_strings_as_views() {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::physical_plan::ExecutionPlan;
+    use supportfunnel::tables::native::node::NativeExec;
+    fn native(p: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        if (p.as_ref() as &dyn std::any::Any)
+            .downcast_ref::<NativeExec>()
+            .is_some()
+        {
+            return Some(Arc::clone(p));
+        }
+        p.children().into_iter().find_map(native)
+    }
+    let e = build_context(&crate::common::sample_options())
+        .await
+        .unwrap();
+    let plan = e
+        .ctx
+        .sql("SELECT status, count(*) FROM sessions GROUP BY 1")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let operator = native(&plan).expect("the operators are planned");
+    let scan = operator.children()[0].schema();
+    for c in [
+        "event_id",
+        "user_id",
+        "event_type",
+        "channel",
+        "conversation_id",
+        "actor",
+    ] {
+        assert_eq!(
+            scan.field_with_name(c).unwrap().data_type(),
+            &DataType::Utf8View,
+            "{c}"
+        );
+    }
+    let events = e.ctx.table_provider("events").await.unwrap().schema();
+    assert_eq!(
+        events.field_with_name("user_id").unwrap().data_type(),
+        &DataType::Utf8
+    );
+    let ts = |s: &datafusion::arrow::datatypes::Schema| s.field_with_name("ts").unwrap().clone();
+    assert_eq!(ts(&scan), ts(&events));
+    let got = rows(
+        &e.ctx,
+        "SELECT status, count(*) FROM sessions GROUP BY 1 ORDER BY 1",
+    )
+    .await;
+    assert!(!got.is_empty());
+}

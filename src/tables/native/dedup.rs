@@ -15,7 +15,7 @@
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, StringArray};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, StringViewArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{
@@ -24,7 +24,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 use super::intern::{bucket_of, hash_of, IdHasher};
-use super::scan::{utf8, EventColumns};
+use super::scan::{strings, EventColumns};
 use super::segments::IdHashes;
 use super::store::{Budget, Store};
 use super::{HashMap, HashSet};
@@ -217,8 +217,8 @@ pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<Fu
             actor,
             rating,
         } = &cols;
-        let article = utf8(b.column(b.schema().index_of("article_id")?))?;
-        let opt = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        let article = strings(b.column(b.schema().index_of("article_id")?))?;
+        let opt = |a: &StringViewArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
         for i in 0..b.num_rows() {
             if !matches!(cols.check(i), Some(Ok(_))) {
                 continue;

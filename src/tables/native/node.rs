@@ -1026,6 +1026,67 @@ fn events_of(plan: &LogicalPlan) -> Option<Arc<dyn TableProvider>> {
     }
 }
 
+/// The operators' scan of `events` with its strings read as Utf8View, when
+/// `plan` is a plain scan of a listing of Parquet files (else `None`: the
+/// planned input is used as it is).
+///
+/// Why: read as Utf8, every string of the eight columns is copied out of
+/// its Parquet page (dictionary pages too); read as views it is not. The
+/// scan copies what it keeps into its own segments and drops each batch at
+/// once, so a view never keeps a page alive for longer (the reason the
+/// tables themselves read Utf8: see [`crate::tables`]). The second reads of
+/// the build go through the registered table, read as Utf8.
+async fn viewed_scan(
+    plan: &LogicalPlan,
+    session: &dyn Session,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
+    let LogicalPlan::TableScan(scan) = plan else {
+        return Ok(None);
+    };
+    if !scan.filters.is_empty() || scan.fetch.is_some() {
+        return Ok(None);
+    }
+    let provider = source_as_provider(&scan.source)?;
+    let Some(table) = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<ListingTable>()
+    else {
+        return Ok(None);
+    };
+    let partition_columns: Vec<&str> = table
+        .options()
+        .table_partition_cols
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let schema = table.schema();
+    // The files' columns, in the table's order (it puts the partition
+    // columns after them), so the scan's projection stays the same.
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| !partition_columns.contains(&f.name().as_str()))
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let file_schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let config = ListingTableConfig::new_with_multi_paths(table.table_paths().clone())
+        .with_listing_options(table.options().clone())
+        .with_schema(file_schema);
+    let viewed = ListingTable::try_new(config)?;
+    if viewed.schema().fields().len() != schema.fields().len() {
+        return Ok(None);
+    }
+    viewed
+        .scan(session, scan.projection.as_ref(), &[], None)
+        .await
+        .map(Some)
+}
+
 #[async_trait]
 impl ExtensionPlanner for NativePlanner {
     async fn plan_extension(
@@ -1048,6 +1109,10 @@ impl ExtensionPlanner for NativePlanner {
             .first()
             .cloned()
             .ok_or_else(|| DataFusionError::Plan("NativeRelation without its input".into()))?;
+        let input = match logical_inputs.first() {
+            Some(plan) => viewed_scan(plan, session).await?.unwrap_or(input),
+            None => input,
+        };
         let config = session.config();
         let cache = config.get_extension::<NativeCache>().unwrap_or_default();
         let options = config

@@ -9,7 +9,9 @@
 //! of them out and starts again with empty ones (their interners too), so a
 //! task never holds more than the pool grants it.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringViewArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -78,11 +80,13 @@ struct Router {
     counts: ScanCounts,
 }
 
-/// A column as Utf8 (the contract allows the other string types).
-pub(super) fn utf8(a: &ArrayRef) -> Result<StringArray> {
+/// A string column as Utf8View: what the operators' own scan reads (see
+/// [`crate::tables::native::node::NativeView`]); another string type is
+/// viewed without copying its bytes.
+pub(super) fn strings(a: &ArrayRef) -> Result<StringViewArray> {
     Ok(match a.data_type() {
-        DataType::Utf8 => a.as_string::<i32>().clone(),
-        _ => cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
+        DataType::Utf8View => a.as_string_view().clone(),
+        _ => cast(a, &DataType::Utf8View)?.as_string_view().clone(),
     })
 }
 
@@ -96,13 +100,13 @@ pub(super) fn int64(a: &ArrayRef) -> Result<Int64Array> {
 /// The columns of an events batch that a row's validity reads, typed once
 /// per batch, found by name.
 pub(super) struct EventColumns {
-    pub id: StringArray,
-    pub user: StringArray,
+    pub id: StringViewArray,
+    pub user: StringViewArray,
     pub ts: Int64Array,
-    pub ty: StringArray,
-    pub channel: StringArray,
-    pub conv: StringArray,
-    pub actor: StringArray,
+    pub ty: StringViewArray,
+    pub channel: StringViewArray,
+    pub conv: StringViewArray,
+    pub actor: StringViewArray,
     pub rating: Int64Array,
 }
 
@@ -110,13 +114,13 @@ impl EventColumns {
     pub fn of(b: &RecordBatch) -> Result<Self> {
         let col = |name: &str| -> Result<&ArrayRef> { Ok(b.column(b.schema().index_of(name)?)) };
         Ok(Self {
-            id: utf8(col("event_id")?)?,
-            user: utf8(col("user_id")?)?,
+            id: strings(col("event_id")?)?,
+            user: strings(col("user_id")?)?,
             ts: int64(col("ts")?)?,
-            ty: utf8(col("event_type")?)?,
-            channel: utf8(col("channel")?)?,
-            conv: utf8(col("conversation_id")?)?,
-            actor: utf8(col("actor")?)?,
+            ty: strings(col("event_type")?)?,
+            channel: strings(col("channel")?)?,
+            conv: strings(col("conversation_id")?)?,
+            actor: strings(col("actor")?)?,
             rating: int64(col("rating")?)?,
         })
     }
