@@ -195,17 +195,21 @@ const FULL_COLUMNS: [&str; 9] = [
 ];
 
 /// The valid, non-showcase rows of `events` matching `filter`, with every
-/// column.
+/// column. Each batch is converted as it comes and dropped, so the batches
+/// read are never all held at once (with every row a candidate, as under
+/// forced hash collisions, they are the whole table).
 pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<FullRow>> {
-    let batches = ctx
+    use futures::StreamExt;
+    let mut batches = ctx
         .table("events")
         .await?
         .select_columns(&FULL_COLUMNS)?
         .filter(filter)?
-        .collect()
+        .execute_stream()
         .await?;
     let mut rows = Vec::new();
-    for b in &batches {
+    while let Some(b) = batches.next().await {
+        let b = &b?;
         let cols = EventColumns::of(b)?;
         let EventColumns {
             id,

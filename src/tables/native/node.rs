@@ -1026,31 +1026,21 @@ fn events_of(plan: &LogicalPlan) -> Option<Arc<dyn TableProvider>> {
     }
 }
 
-/// The operators' scan of `events` with its strings read as Utf8View, when
-/// `plan` is a plain scan of a listing of Parquet files (else `None`: the
-/// planned input is used as it is).
+/// `events` with its strings read as Utf8View, when it is a listing of
+/// Parquet files (else `None`): the same listing, options and files, the
+/// string columns typed Utf8View, so that DataFusion's Parquet reader makes
+/// views into the pages instead of copying every string out of them.
 ///
-/// Why: read as Utf8, every string of the eight columns is copied out of
-/// its Parquet page (dictionary pages too); read as views it is not. The
-/// scan copies what it keeps into its own segments and drops each batch at
-/// once, so a view never keeps a page alive for longer (the reason the
-/// tables themselves read Utf8: see [`crate::tables`]). The second reads of
-/// the build go through the registered table, read as Utf8.
-async fn viewed_scan(
-    plan: &LogicalPlan,
-    session: &dyn Session,
-) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+/// Only for the operators' scan: it copies what it keeps out of a batch
+/// and drops the batch at once, so a view never keeps a page alive for
+/// longer (the reason the registered tables read Utf8: see
+/// [`crate::tables`]). The build's second reads stay on the registered
+/// table: read as views they took no less time (docs/PERFORMANCE.md,
+/// "Scan, interning and the allocator").
+pub(super) fn viewed(events: &Arc<dyn TableProvider>) -> DfResult<Option<Arc<dyn TableProvider>>> {
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
-    let LogicalPlan::TableScan(scan) = plan else {
-        return Ok(None);
-    };
-    if !scan.filters.is_empty() || scan.fetch.is_some() {
-        return Ok(None);
-    }
-    let provider = source_as_provider(&scan.source)?;
-    let Some(table) = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<ListingTable>()
-    else {
+    let Some(table) = (events.as_ref() as &dyn std::any::Any).downcast_ref::<ListingTable>() else {
         return Ok(None);
     };
     let partition_columns: Vec<&str> = table
@@ -1061,7 +1051,7 @@ async fn viewed_scan(
         .collect();
     let schema = table.schema();
     // The files' columns, in the table's order (it puts the partition
-    // columns after them), so the scan's projection stays the same.
+    // columns after them), so a projection of one is one of the other.
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -1078,9 +1068,31 @@ async fn viewed_scan(
         .with_listing_options(table.options().clone())
         .with_schema(file_schema);
     let viewed = ListingTable::try_new(config)?;
-    if viewed.schema().fields().len() != schema.fields().len() {
+    let same_order = viewed
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .eq(schema.fields().iter().map(|f| f.name()));
+    Ok(same_order.then(|| Arc::new(viewed) as Arc<dyn TableProvider>))
+}
+
+/// The operators' scan with its strings read as views ([`viewed`]) when
+/// `plan` is a plain scan of a listing of Parquet files (else `None`: the
+/// planned input is used as it is).
+async fn viewed_scan(
+    plan: &LogicalPlan,
+    session: &dyn Session,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let LogicalPlan::TableScan(scan) = plan else {
+        return Ok(None);
+    };
+    if !scan.filters.is_empty() || scan.fetch.is_some() {
         return Ok(None);
     }
+    let Some(viewed) = viewed(&source_as_provider(&scan.source)?)? else {
+        return Ok(None);
+    };
     viewed
         .scan(session, scan.projection.as_ref(), &[], None)
         .await
