@@ -65,17 +65,18 @@ async fn run(text: &str, date: NaiveDate, full: bool) -> JobSummary {
 
 /// [`run`], with the SQL views instead of the operators when `sql_views`.
 async fn run_on(text: &str, date: NaiveDate, full: bool, sql_views: bool) -> JobSummary {
-    run_limited(text, date, full, sql_views, None).await
+    run_limited(text, date, full, sql_views, None).await.0
 }
 
-/// [`run_on`] under a memory limit of `limit` bytes.
+/// [`run_on`] under a memory limit of `limit` bytes; also how many times
+/// the operators made their build.
 async fn run_limited(
     text: &str,
     date: NaiveDate,
     full: bool,
     sql_views: bool,
     limit: Option<usize>,
-) -> JobSummary {
+) -> (JobSummary, usize) {
     let config = Config::parse(text, "job.toml").unwrap();
     let mut settings = Settings::resolve(&Flags::default(), &config, &Env::from_process()).unwrap();
     settings.engine.sql_views = sql_views;
@@ -85,7 +86,13 @@ async fn run_limited(
         .await
         .unwrap();
     assert!(summary.ok, "{summary:?}");
-    summary
+    let builds = engine
+        .ctx
+        .state()
+        .config()
+        .get_extension::<supportfunnel::tables::native::node::NativeCache>()
+        .map_or(0, |c| c.builds());
+    (summary, builds)
 }
 
 /// A memory pool that refuses the one-pass fold's set of started
@@ -981,16 +988,20 @@ async fn the_one_pass_fold_writes_the_reference_state() {
     );
     // Under a limit the fold's started conversations and anchors are
     // taken from the build before the reports let go of it.
-    for (state, sql_views, limit) in [
-        (&one, false, None),
-        (&limited, false, Some(64 << 20)),
-        (&reference, true, None),
+    // Builds made: without a limit one, held through; under it each of the
+    // two reports makes its own (each lets go of it), and the fold none.
+    // A fold that made the build again would make it three.
+    for (state, sql_views, limit, builds) in [
+        (&one, false, None, 1),
+        (&limited, false, Some(64 << 20), 2),
+        (&reference, true, None, 0),
     ] {
         let name = state.file_name().unwrap().to_string_lossy();
         let out = tmp.path().join(format!("out-{name}"));
         let text = job_text(&inputs, &out, Some(state), "parquet");
-        let summary = run_limited(&text, date, true, sql_views, limit).await;
+        let (summary, made) = run_limited(&text, date, true, sql_views, limit).await;
         assert_eq!(summary.state.unwrap().mode, "full");
+        assert_eq!(made, builds, "builds made for the state {name}");
     }
     // The operators' build, where the pool refuses the pass its set of
     // started conversations: the fold falls back to the reference
