@@ -195,9 +195,11 @@ const FULL_COLUMNS: [&str; 9] = [
 ];
 
 /// The valid, non-showcase rows of `events` matching `filter`, with every
-/// column. Each batch is converted as it comes and dropped, so the batches
-/// read are never all held at once (with every row a candidate, as under
-/// forced hash collisions, they are the whole table).
+/// column. Each batch is converted as it comes and dropped: the operators
+/// read `events` with views into the Parquet pages
+/// ([`super::node::viewed`]), so a batch kept would keep its pages, and
+/// with every row a candidate (forced hash collisions) the batches are the
+/// whole table.
 pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<FullRow>> {
     use futures::StreamExt;
     let mut batches = ctx

@@ -249,11 +249,15 @@ pub struct NativeView {
 
 impl NativeView {
     /// The view of `relation` over `events`, whose `ts` has type `ts_type`.
+    /// The operators read `events` with its strings as views when it is a
+    /// listing of files ([`viewed`]); planned here, so that the scan is
+    /// planned (its files listed, their statistics read) once.
     pub fn new(
         relation: Relation,
         events: Arc<dyn TableProvider>,
         ts_type: &DataType,
     ) -> crate::Result<Self> {
+        let events = viewed(&events)?.unwrap_or(events);
         let schema = events.schema();
         let columns = SCAN_COLUMNS
             .iter()
@@ -1027,16 +1031,14 @@ fn events_of(plan: &LogicalPlan) -> Option<Arc<dyn TableProvider>> {
 }
 
 /// `events` with its strings read as Utf8View, when it is a listing of
-/// Parquet files (else `None`): the same listing, options and files, the
-/// string columns typed Utf8View, so that DataFusion's Parquet reader makes
-/// views into the pages instead of copying every string out of them.
+/// files (else `None`): the same listing, options and files, the string
+/// columns typed Utf8View, so that DataFusion's Parquet reader makes views
+/// into the pages instead of copying every string out of them.
 ///
-/// Only for the operators' scan: it copies what it keeps out of a batch
-/// and drops the batch at once, so a view never keeps a page alive for
-/// longer (the reason the registered tables read Utf8: see
-/// [`crate::tables`]). The build's second reads stay on the registered
-/// table: read as views they took no less time (docs/PERFORMANCE.md,
-/// "Scan, interning and the allocator").
+/// Only for the operators' reads (their scan and their second reads): each
+/// copies what it keeps out of a batch and drops the batch at once, so a
+/// view never keeps a page alive for longer (the reason the registered
+/// tables read Utf8: see [`crate::tables`]).
 pub(super) fn viewed(events: &Arc<dyn TableProvider>) -> DfResult<Option<Arc<dyn TableProvider>>> {
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
@@ -1067,36 +1069,7 @@ pub(super) fn viewed(events: &Arc<dyn TableProvider>) -> DfResult<Option<Arc<dyn
     let config = ListingTableConfig::new_with_multi_paths(table.table_paths().clone())
         .with_listing_options(table.options().clone())
         .with_schema(file_schema);
-    let viewed = ListingTable::try_new(config)?;
-    let same_order = viewed
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name())
-        .eq(schema.fields().iter().map(|f| f.name()));
-    Ok(same_order.then(|| Arc::new(viewed) as Arc<dyn TableProvider>))
-}
-
-/// The operators' scan with its strings read as views ([`viewed`]) when
-/// `plan` is a plain scan of a listing of Parquet files (else `None`: the
-/// planned input is used as it is).
-async fn viewed_scan(
-    plan: &LogicalPlan,
-    session: &dyn Session,
-) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
-    let LogicalPlan::TableScan(scan) = plan else {
-        return Ok(None);
-    };
-    if !scan.filters.is_empty() || scan.fetch.is_some() {
-        return Ok(None);
-    }
-    let Some(viewed) = viewed(&source_as_provider(&scan.source)?)? else {
-        return Ok(None);
-    };
-    viewed
-        .scan(session, scan.projection.as_ref(), &[], None)
-        .await
-        .map(Some)
+    Ok(Some(Arc::new(ListingTable::try_new(config)?)))
 }
 
 #[async_trait]
@@ -1121,10 +1094,6 @@ impl ExtensionPlanner for NativePlanner {
             .first()
             .cloned()
             .ok_or_else(|| DataFusionError::Plan("NativeRelation without its input".into()))?;
-        let input = match logical_inputs.first() {
-            Some(plan) => viewed_scan(plan, session).await?.unwrap_or(input),
-            None => input,
-        };
         let config = session.config();
         let cache = config.get_extension::<NativeCache>().unwrap_or_default();
         let options = config
