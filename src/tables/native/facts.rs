@@ -20,9 +20,9 @@ use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 
 use super::dedup::{self, ConvKey, Dedup};
-use super::intern::{bucket_of, hash_of, Interner};
+use super::intern::{bucket_of, hash_of, prefetch_at, Interner, PREFETCH_AHEAD};
 use super::segments::{ConvRows, Fact, Facts, NO_TIME_MAX, NO_TIME_MIN};
-use super::HashMap;
+use super::{HashMap, HashSet};
 use crate::error::Result;
 use crate::rules::{self, kind};
 
@@ -132,10 +132,18 @@ pub fn bucket_facts(
         .map(|p| (convs.merge(&p.convs), others.merge(&p.others)))
         .collect();
     let mut losers = losers.clone();
-    let loser_ts: std::collections::HashSet<i64> = losers.keys().map(|k| k.ts).collect();
+    let loser_ts: HashSet<i64> = losers.keys().map(|k| k.ts).collect();
     let mut aggs = vec![Agg::default(); convs.len()];
     for (p, (cmap, omap)) in parts.iter().zip(&maps) {
         for i in 0..p.conv.len() {
+            // the aggregate of a row a few rows on: rows come in no order of
+            // their conversations', and the bucket's aggregates outgrow the
+            // caches
+            if let Some(&c) = p.conv.get(i + PREFETCH_AHEAD) {
+                if let Some(&k) = cmap.get(c as usize) {
+                    prefetch_at(&aggs, k as usize);
+                }
+            }
             let k = p.kind[i];
             let t = p.ts[i];
             let extra = p.extra[i];
@@ -212,6 +220,17 @@ pub fn bucket_facts(
         ..BucketFacts::default()
     };
     for (c, a) in aggs.iter().enumerate() {
+        // the start user's string, in two steps: its offsets, then its bytes
+        if let Some(ahead) = aggs.get(c + 2 * PREFETCH_AHEAD) {
+            if ahead.start_user != NONE {
+                others.prefetch_key(ahead.start_user);
+            }
+        }
+        if let Some(ahead) = aggs.get(c + PREFETCH_AHEAD) {
+            if ahead.start_user != NONE {
+                others.prefetch_bytes(ahead.start_user);
+            }
+        }
         if a.start_user == NONE {
             out.orphans += a.lifecycle as u64;
             continue;
@@ -251,7 +270,8 @@ pub fn bucket_facts(
             });
             continue;
         }
-        out.facts[bucket_of(hash_of(user), user_buckets)].push(&fact);
+        let h = hash_of(user);
+        out.facts[bucket_of(h, user_buckets)].push_hashed(&fact, h);
     }
     Ok(out)
 }

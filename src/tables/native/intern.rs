@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// bytes and the length packed in 16 bytes live in the hash table itself, so
 /// a lookup is one probe and one integer compare, with no trip to the
 /// buffer. Longer strings are compared in the buffer.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Interner {
     short: ShortTable,
     long: HashTable<u32>,
@@ -78,7 +78,7 @@ fn packed_hash(k: [u8; 16]) -> u64 {
 /// ([`Interner::prefetch`]). Tables of millions of keys live in DRAM, and a
 /// lookup that waits for its line costs more than everything else a row
 /// does; issued ahead, the loads overlap.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ShortTable {
     slots: Vec<([u8; 16], u32)>,
     len: usize,
@@ -96,20 +96,9 @@ impl ShortTable {
     /// Asks the CPU to load the slot where `hash`'s search starts.
     #[inline]
     fn prefetch(&self, hash: u64) {
-        if self.slots.is_empty() {
-            return;
+        if let Some(slot) = self.slots.get(hash as usize & self.mask()) {
+            prefetch(slot);
         }
-        let slot = &self.slots[hash as usize & self.mask()];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint; it reads nothing the program sees
-        // and the address is that of a live element.
-        #[allow(unused_unsafe)]
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>((slot as *const ([u8; 16], u32)).cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
     }
 
     /// The id of `k`, or `new()`'s, inserted.
@@ -170,6 +159,33 @@ impl ShortTable {
 
     fn bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<([u8; 16], u32)>()
+    }
+}
+
+/// Asks the CPU to load the cache line of `r`, which the caller will read
+/// or write a few iterations later. Loops that go through big arrays in an
+/// order of their own (a key's slot, a user's place) would otherwise wait
+/// for DRAM at every row; issued [`PREFETCH_AHEAD`] rows ahead, the loads
+/// overlap.
+#[inline]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing the program sees and
+    // the address is that of a live value.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((r as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+/// [`prefetch`] of element `i` of `v`, if there is one.
+#[inline]
+pub fn prefetch_at<T>(v: &[T], i: usize) {
+    if let Some(r) = v.get(i) {
+        prefetch(r);
     }
 }
 
@@ -235,6 +251,22 @@ impl Interner {
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         self.short.prefetch(hash);
+    }
+
+    /// Asks the CPU to load where key `id`'s string starts in the offsets
+    /// ([`Self::get`] reads them first), for [`Self::prefetch_bytes`] a few
+    /// rows later.
+    #[inline]
+    pub fn prefetch_key(&self, id: u32) {
+        prefetch_at(&self.ends, (id as usize).wrapping_sub(1));
+        prefetch_at(&self.ends, id as usize);
+    }
+
+    /// Asks the CPU to load the first bytes of key `id`'s string (its
+    /// offsets should be in the cache: [`Self::prefetch_key`]).
+    #[inline]
+    pub fn prefetch_bytes(&self, id: u32) {
+        Strings::prefetch_start(&self.bytes, &self.ends, id);
     }
 
     /// The key of `s`, added if new.
@@ -305,6 +337,12 @@ impl Interner {
     /// Interns every string of `other` here; returns the map from
     /// `other`'s keys to keys here.
     pub fn merge(&mut self, other: &Interner) -> Vec<u32> {
+        if self.is_empty() {
+            // Every string is new and keeps its key: a copy of `other`'s
+            // tables and strings, not a lookup per string.
+            *self = other.clone();
+            return (0..other.len() as u32).collect();
+        }
         let hashes: Vec<u64> = (0..other.len() as u32)
             .map(|k| hash_of(other.get(k)))
             .collect();
@@ -358,6 +396,43 @@ pub struct Strings {
 }
 
 impl Strings {
+    /// Room for `strings` strings of `bytes` bytes in all.
+    pub fn with_capacity(strings: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(strings),
+        }
+    }
+
+    /// Total length of the strings, in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Asks the CPU to load string `i`'s offsets, for
+    /// [`Self::prefetch_bytes`] a few rows later.
+    #[inline]
+    pub fn prefetch_key(&self, i: u32) {
+        prefetch_at(&self.ends, (i as usize).wrapping_sub(1));
+        prefetch_at(&self.ends, i as usize);
+    }
+
+    /// Asks the CPU to load string `i`'s first bytes. It reads the offsets,
+    /// so they should be in the cache ([`Self::prefetch_key`]).
+    #[inline]
+    pub fn prefetch_bytes(&self, i: u32) {
+        Self::prefetch_start(&self.bytes, &self.ends, i);
+    }
+
+    #[inline]
+    fn prefetch_start(bytes: &[u8], ends: &[u64], i: u32) {
+        let start = match i {
+            0 => 0,
+            _ => ends.get(i as usize - 1).map_or(usize::MAX, |&e| e as usize),
+        };
+        prefetch_at(bytes, start);
+    }
+
     /// Appends `s`; returns its index.
     pub fn push(&mut self, s: &[u8]) -> u32 {
         Interner::push(&mut self.bytes, &mut self.ends, s)
@@ -518,6 +593,28 @@ mod tests {
         assert_eq!(a.merge(&b), vec![2, 0]);
         assert_eq!(a.len(), 3);
         assert_eq!(a.str(2), "u3");
+        // merged into an empty interner: the same keys, found by lookup and
+        // by interning, and new strings after them
+        let mut c = Interner::default();
+        assert_eq!(c.merge(&a), vec![0, 1, 2]);
+        let long = b"a-rather-long-identifier-0001";
+        a.intern(long);
+        let mut d = Interner::default();
+        assert_eq!(d.merge(&a), vec![0, 1, 2, 3]);
+        assert_eq!((d.lookup(b"u3"), d.lookup(long)), (Some(2), Some(3)));
+        assert_eq!(
+            (d.intern(b"u2"), d.intern(long), d.intern(b"u4")),
+            (1, 3, 4)
+        );
+        // an interner read back from disk, merged into an empty one
+        let back = Interner::from_array(a.to_array().as_ref()).unwrap();
+        let mut e = Interner::default();
+        assert_eq!(e.merge(&back), vec![0, 1, 2, 3]);
+        assert_eq!(
+            (e.intern(long), e.intern(b"u1"), e.intern(b"u5")),
+            (3, 0, 4)
+        );
+        assert_eq!(e.lookup(b"u5"), Some(4));
     }
 
     #[test]

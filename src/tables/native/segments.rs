@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type, UInt64Type, UInt8Type,
 };
 
-use super::intern::{Interner, Strings};
+use super::intern::{hash_of, Interner, Strings};
 use crate::error::{Error, Result};
 
 /// What every kind of segment does.
@@ -353,7 +353,13 @@ pub struct Fact<'a> {
 impl Facts {
     /// Appends one conversation's facts.
     pub fn push(&mut self, f: &Fact<'_>) {
-        let u = self.users.intern(f.user);
+        self.push_hashed(f, hash_of(f.user));
+    }
+
+    /// [`Self::push`] with `user_hash == hash_of(f.user)` already computed
+    /// (the caller chose the bucket by it).
+    pub fn push_hashed(&mut self, f: &Fact<'_>, user_hash: u64) {
+        let u = self.users.intern_hashed(f.user, user_hash);
         self.user.push(u);
         self.convs.push(f.conv);
         self.closed_by

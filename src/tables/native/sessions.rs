@@ -22,10 +22,10 @@ use datafusion::arrow::datatypes::{
 };
 
 use super::dedup::ActionKey;
-use super::intern::{Interner, Strings};
+use super::intern::{prefetch_at, Interner, Strings, PREFETCH_AHEAD};
 use super::rules::{self, kind, SessionSummary};
 use super::segments::{Actions, Facts, Segment, NO_TIME_MAX, NO_TIME_MIN};
-use super::{HashMap, Relation};
+use super::{HashMap, HashSet, Relation};
 use crate::error::{Error, Result};
 
 /// One user bucket, ready for sessionization.
@@ -84,7 +84,7 @@ impl UserBucket {
         let n_users = users.len();
         // Repeats to delete: flags per segment.
         let mut losers = losers.clone();
-        let loser_ts: std::collections::HashSet<i64> = losers.keys().map(|k| k.1).collect();
+        let loser_ts: HashSet<i64> = losers.keys().map(|k| k.1).collect();
         let deleted: Vec<Vec<bool>> = actions
             .iter()
             .map(|a| {
@@ -126,7 +126,21 @@ impl UserBucket {
         let mut kinds = vec![0u8; total];
         let mut next = user_start.clone();
         for (s, (a, map)) in actions.iter().zip(&amaps).enumerate() {
+            let place = |i: usize| a.user.get(i).and_then(|&u| map.get(u as usize));
             for i in 0..a.user.len() {
+                // A user's place, then where its next action goes, loaded
+                // rows ahead: users come in no order and the arrays outgrow
+                // the caches. (A place read early can be a row behind when
+                // the user has rows in between; it is only a hint.)
+                if let Some(&u) = place(i + 2 * PREFETCH_AHEAD) {
+                    prefetch_at(&next, u as usize);
+                }
+                if let Some(&u) = place(i + PREFETCH_AHEAD) {
+                    if let Some(&at) = next.get(u as usize) {
+                        prefetch_at(&ts, at as usize);
+                        prefetch_at(&kinds, at as usize);
+                    }
+                }
                 if is_deleted(s, i) {
                     continue;
                 }
@@ -181,7 +195,7 @@ impl UserBucket {
             ts,
             kind: kinds,
             fact_start,
-            convs: Strings::default(),
+            convs: Strings::with_capacity(nf, facts.iter().map(|f| f.convs.byte_len()).sum()),
             actors,
             started_at: Vec::with_capacity(nf),
             first_reply: Vec::with_capacity(nf),
@@ -193,7 +207,25 @@ impl UserBucket {
             replies: Vec::with_capacity(nf),
             closes: Vec::with_capacity(nf),
         };
-        for (s, i) in order {
+        for (j, &(s, i)) in order.iter().enumerate() {
+            // Facts are taken in their users' order, not where they lie:
+            // the rows a few ahead are loaded first.
+            if let Some(&(s, i)) = order.get(j + 2 * PREFETCH_AHEAD) {
+                facts[s as usize].convs.prefetch_key(i);
+            }
+            if let Some(&(s, i)) = order.get(j + PREFETCH_AHEAD) {
+                let (f, i) = (&facts[s as usize], i as usize);
+                f.convs.prefetch_bytes(i as u32);
+                prefetch_at(&f.started_at, i);
+                prefetch_at(&f.first_reply, i);
+                prefetch_at(&f.first_bot, i);
+                prefetch_at(&f.closed_at, i);
+                prefetch_at(&f.closed_by, i);
+                prefetch_at(&f.rating, i);
+                prefetch_at(&f.bot_answers, i);
+                prefetch_at(&f.replies, i);
+                prefetch_at(&f.closes, i);
+            }
             let (f, i) = (&facts[s as usize], i as usize);
             out.convs.push(f.convs.str(i as u32).as_bytes());
             out.started_at.push(f.started_at[i]);
