@@ -1,9 +1,14 @@
-//! The steps of the operators' build, in order, over one scan of `events`:
+//! The steps of the operators' build, in order, over one scan of `events`
+//! and a read of its `event_id` column before it:
 //!
-//! 1. **scan** ([`super::scan`]): every input partition in its own task;
-//!    rows validated and routed to `B` buckets by key;
-//! 2. **repeats** ([`super::dedup`]): each hash bucket's repeated hashes,
-//!    then the candidates' rows read again and settled;
+//! 1. **ids** ([`super::scan::id_hashes`]): the event_id column alone, its
+//!    hashes in `B` buckets by hash, and each bucket's repeated hashes:
+//!    the repeat candidates;
+//! 2. **scan** ([`super::scan`]): every input partition in its own task;
+//!    rows validated and routed to `B` buckets by key; the valid rows of
+//!    candidate hashes kept whole;
+//!    **repeats** ([`super::dedup`]): those rows grouped by event_id and
+//!    settled;
 //! 3. **facts** ([`super::facts`]): each conversation bucket's facts, sent
 //!    to the user buckets; tied conversations settled by one more read;
 //! 4. **finalize** ([`super::sessions`]): each user bucket grouped by user,
@@ -33,7 +38,7 @@ use super::dedup::{self, ActionKey, Dedup};
 use super::facts;
 use super::intern::IdHasher;
 use super::scan::{self, ScanCounts, Stores};
-use super::segments::{Actions, Facts};
+use super::segments::{Actions, Facts, IdHashes};
 use super::sessions::UserBucket;
 use super::store::{Budget, Store};
 use super::{EventCounts, HashMap, HashSet};
@@ -319,22 +324,17 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
         .clone();
     let reread = reread_context(&input.task, Arc::clone(&input.events))?;
 
-    let (stores, counts) = scan_events(&input, b, hasher, &budget).await?;
-    step(&mut profile, "scan");
-
-    // 2. repeats
-    let repeated = {
-        let (stores, budget) = (Arc::clone(&stores), Arc::clone(&budget));
-        par(b, threads, move |i| {
-            dedup::repeated_in(&stores.ids, i, &budget)
-        })
-        .await?
-    };
-    let candidates: HashSet<u64> = repeated.into_iter().flatten().collect();
+    // 1. the hashes of the ids seen more than once
+    let candidates = Arc::new(repeated_ids(&reread, b, hasher, &budget, threads).await?);
     profile.candidates = candidates.len();
+    step(&mut profile, "ids");
+
+    // 2. the scan, then the repeats among the rows it kept whole
+    let (stores, counts, copies) =
+        scan_events(&input, b, hasher, Arc::clone(&candidates), &budget).await?;
+    step(&mut profile, "scan");
+    let dedup = Arc::new(dedup::settle(copies, b));
     step(&mut profile, "repeats");
-    let dedup = Arc::new(dedup::settle(&reread, candidates.clone(), hasher, b).await?);
-    step(&mut profile, "reread");
 
     let (fact_store, orphans, tied) =
         conversation_facts(&stores, &budget, &dedup, &reread, b, threads).await?;
@@ -364,7 +364,7 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
         actions: stores.actions,
         facts: fact_store,
         action_losers,
-        repeated: (Arc::new(candidates), hasher),
+        repeated: (candidates, hasher),
         finalized: Store::new(b),
         budget: Arc::clone(&budget),
         profile: Profile::default(),
@@ -388,18 +388,57 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     Ok(built)
 }
 
-/// Phase 1: every partition of `events` scanned at once, rows routed to
-/// the buckets of `stores` by key.
+/// Step 1: the event_id hashes seen more than once in `events`, read
+/// with that column alone, every partition at once, and settled bucket by
+/// bucket (each bucket's hashes sorted). The hashes are let go before the
+/// scan starts.
+async fn repeated_ids(
+    reread: &SessionContext,
+    b: usize,
+    hasher: IdHasher,
+    budget: &Arc<Budget>,
+    threads: usize,
+) -> Result<HashSet<u64>> {
+    let ids = Arc::new(Store::<IdHashes>::new(b));
+    let plan = reread
+        .table("events")
+        .await?
+        .select_columns(&["event_id"])?
+        .create_physical_plan()
+        .await?;
+    let task = reread.task_ctx();
+    let mut tasks = Vec::new();
+    for p in 0..plan.properties().output_partitioning().partition_count() {
+        let stream = plan.execute(p, Arc::clone(&task))?;
+        let (budget, ids) = (Arc::clone(budget), Arc::clone(&ids));
+        tasks.push(tokio::spawn(async move {
+            scan::id_hashes(stream, b, hasher, &budget, &ids).await
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| Error::Internal(format!("event id task failed: {e}")))??;
+    }
+    let repeated = {
+        let budget = Arc::clone(budget);
+        par(b, threads, move |i| dedup::repeated_in(&ids, i, &budget)).await?
+    };
+    Ok(repeated.into_iter().flatten().collect())
+}
+
+/// Step 2: every partition of `events` scanned at once, rows routed to
+/// the buckets of `stores` by key; returns them, the counts and the valid
+/// rows of `candidates`' hashes, whole.
 async fn scan_events(
     input: &BuildInput,
     b: usize,
     hasher: IdHasher,
+    candidates: Arc<HashSet<u64>>,
     budget: &Arc<Budget>,
-) -> Result<(Arc<Stores>, ScanCounts)> {
+) -> Result<(Arc<Stores>, ScanCounts, Vec<dedup::FullRow>)> {
     let stores = Arc::new(Stores {
         actions: Store::new(b),
         convs: Store::new(b),
-        ids: Store::new(b),
     });
     let seen = Arc::new(AtomicUsize::new(0));
     let partitions = input
@@ -411,18 +450,21 @@ async fn scan_events(
     for p in 0..partitions {
         let stream = input.input.execute(p, Arc::clone(&input.task))?;
         let (budget, stores, seen) = (Arc::clone(budget), Arc::clone(&stores), Arc::clone(&seen));
+        let candidates = Arc::clone(&candidates);
         tasks.push(tokio::spawn(async move {
-            scan::scan_partition(stream, b, hasher, &budget, &stores, &seen).await
+            scan::scan_partition(stream, b, hasher, candidates, &budget, &stores, &seen).await
         }));
     }
     let mut counts = ScanCounts::default();
+    let mut copies = Vec::new();
     for t in tasks {
-        let c = t
+        let (c, rows) = t
             .await
             .map_err(|e| Error::Internal(format!("event scan task failed: {e}")))??;
         counts.add(&c);
+        copies.extend(rows);
     }
-    Ok((stores, counts))
+    Ok((stores, counts, copies))
 }
 
 /// Phase 3: conversation facts, bucket by bucket, added to a store by user

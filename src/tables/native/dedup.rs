@@ -1,16 +1,15 @@
 //! Repeated event_ids, settled exactly (spec §1 "Duplicates", §6).
 //!
-//! Every valid row's event_id hash went to a hash bucket during the scan.
-//! A bucket's hashes, sorted, show which hashes occur more than once: the
-//! *candidates*. A hash seen once proves its row unique. The candidates'
-//! rows are read again with every column — a second scan that filters on
-//! the event_id inside the Parquet decoder, so the other columns of the
-//! other rows are never decoded — and grouped by the event_id string
-//! itself, so a hash collision only costs a candidate. Each id's copies are
-//! ranked as the `event_copies` view ranks them; the losers become
-//! slim keys to delete from the buckets they went to. Copies equal in slim
-//! form are interchangeable for everything computed from the buckets, so
-//! deleting any row with a loser's slim key is exact.
+//! Before the scan, the event_id column alone is read and every id's hash
+//! goes to a hash bucket. A bucket's hashes, sorted, show which hashes
+//! occur more than once: the *candidates*. A hash seen once proves its row
+//! unique. The scan keeps the valid rows of candidate hashes whole, and
+//! they are grouped here by the event_id string itself, so a hash
+//! collision (or a copy that is not a valid row) only costs a candidate.
+//! Each id's copies are ranked as the `event_copies` view ranks them; the
+//! losers become slim keys to delete from the buckets they went to. Copies
+//! equal in slim form are interchangeable for everything computed from the
+//! buckets, so deleting any row with a loser's slim key is exact.
 
 use std::hash::Hasher;
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray, StringViewArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{
-    col, ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -168,11 +167,6 @@ pub fn str_test(
     Ok(out.finish())
 }
 
-/// `event_id`'s hash is in `set`, as a filter expression.
-pub fn hash_in(set: HashSet<u64>, hasher: IdHasher) -> Expr {
-    hash_in_udf(Arc::new(set), hasher).call(vec![col("event_id")])
-}
-
 /// A function of one string, true when its event_id hash is in `set`.
 pub fn hash_in_udf(set: Arc<HashSet<u64>>, hasher: IdHasher) -> ScalarUDF {
     ScalarUDF::from(HashIn {
@@ -213,36 +207,30 @@ pub async fn read_full_rows(ctx: &SessionContext, filter: Expr) -> Result<Vec<Fu
     while let Some(b) = batches.next().await {
         let b = &b?;
         let cols = EventColumns::of(b)?;
-        let EventColumns {
-            id,
-            user,
-            ts,
-            ty,
-            channel,
-            conv,
-            actor,
-            rating,
-        } = &cols;
         let article = strings(b.column(b.schema().index_of("article_id")?))?;
-        let opt = |a: &StringViewArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
         for i in 0..b.num_rows() {
-            if !matches!(cols.check(i), Some(Ok(_))) {
-                continue;
+            if matches!(cols.check(i), Some(Ok(_))) {
+                rows.push(full_row(&cols, &article, i));
             }
-            rows.push(FullRow {
-                event_id: id.value(i).to_string(),
-                user_id: user.value(i).to_string(),
-                ts: ts.value(i),
-                event_type: ty.value(i).to_string(),
-                channel: opt(channel, i),
-                article_id: opt(&article, i),
-                conversation_id: opt(conv, i),
-                actor: opt(actor, i),
-                rating: rating.is_valid(i).then(|| rating.value(i)),
-            });
         }
     }
     Ok(rows)
+}
+
+/// Row `i` of a batch with every column: `cols` and its `article_id`.
+pub(super) fn full_row(cols: &EventColumns, article: &StringViewArray, i: usize) -> FullRow {
+    let opt = |a: &StringViewArray| a.is_valid(i).then(|| a.value(i).to_string());
+    FullRow {
+        event_id: cols.id.value(i).to_string(),
+        user_id: cols.user.value(i).to_string(),
+        ts: cols.ts.value(i),
+        event_type: cols.ty.value(i).to_string(),
+        channel: opt(&cols.channel),
+        article_id: opt(article),
+        conversation_id: opt(&cols.conv),
+        actor: opt(&cols.actor),
+        rating: cols.rating.is_valid(i).then(|| cols.rating.value(i)),
+    }
 }
 
 /// A conversation row in slim form with its strings, to find it among a
@@ -277,22 +265,15 @@ pub struct Dedup {
     pub conv_losers: Vec<HashMap<ConvKey, u32>>,
 }
 
-/// Reads the candidates' rows and settles every repeated event_id.
-pub async fn settle(
-    ctx: &SessionContext,
-    candidates: HashSet<u64>,
-    hasher: IdHasher,
-    buckets: usize,
-) -> Result<Dedup> {
+/// Settles every repeated event_id among `rows`: the valid rows whose
+/// event_id hash is a candidate, each with every column (the scan keeps
+/// them whole).
+pub fn settle(rows: Vec<FullRow>, buckets: usize) -> Dedup {
     let mut out = Dedup {
         action_losers: vec![HashMap::default(); buckets],
         conv_losers: vec![HashMap::default(); buckets],
         ..Dedup::default()
     };
-    if candidates.is_empty() {
-        return Ok(out);
-    }
-    let rows = read_full_rows(ctx, hash_in(candidates, hasher)).await?;
     let mut groups: HashMap<String, Vec<FullRow>> = HashMap::default();
     for r in rows {
         groups.entry(r.event_id.clone()).or_default().push(r);
@@ -338,7 +319,7 @@ pub async fn settle(
             out.winners.insert(id, w);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Whether `r` counts: a unique event_id, or the winning copy of a

@@ -1,8 +1,13 @@
-//! The one pass over `events`: each input partition's task validates its
+//! The pass over `events`: each input partition's task validates its
 //! rows once (spec §1, in the order of [`rules::REJECT_REASONS`]), counts
 //! the rejects, and routes every valid row, in slim form, to its buckets:
 //! customer actions by user, conversation rows (starts and lifecycle
-//! events) by conversation, event_id hashes by hash.
+//! events) by conversation. A valid row whose event_id hash is a repeat
+//! candidate is also kept whole, for the repeats to be settled without
+//! reading it again.
+//!
+//! The candidates come from a read of the event_id column alone before it
+//! ([`id_hashes`]): the hashes seen more than once, in buckets by hash.
 //!
 //! A task keeps one segment per bucket and kind. After each batch it
 //! reserves what its segments grew by; when the pool refuses, it writes all
@@ -17,14 +22,19 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
 
+use std::sync::Arc;
+
+use super::dedup::{full_row, FullRow};
 use super::intern::{bucket_of, hash_of, IdHasher, PREFETCH_AHEAD};
 use super::segments::{Actions, ConvRows, IdHashes, Segment};
 use super::store::{Budget, Store};
+use super::HashSet;
 use crate::error::Result;
 use crate::rules::{self, kind};
 
-/// The event columns the scan reads, in this order.
-pub const SCAN_COLUMNS: [&str; 8] = [
+/// The event columns the scan reads, in this order (`article_id` only for
+/// the rows kept whole).
+pub const SCAN_COLUMNS: [&str; 9] = [
     "event_id",
     "user_id",
     "ts",
@@ -33,6 +43,7 @@ pub const SCAN_COLUMNS: [&str; 8] = [
     "conversation_id",
     "actor",
     "rating",
+    "article_id",
 ];
 
 /// What the build's scan fills: one store per kind of segment.
@@ -41,8 +52,6 @@ pub struct Stores {
     pub actions: Store<Actions>,
     /// Conversation rows, by conversation.
     pub convs: Store<ConvRows>,
-    /// Event_id hashes, by hash.
-    pub ids: Store<IdHashes>,
 }
 
 /// Counts over every row read.
@@ -70,7 +79,13 @@ struct Router {
     hasher: IdHasher,
     actions: Vec<Actions>,
     convs: Vec<ConvRows>,
-    ids: Vec<IdHashes>,
+    /// The event_id hashes seen more than once ([`id_hashes`]).
+    candidates: Arc<HashSet<u64>>,
+    /// The valid rows with one of them, whole. Not counted in the pool,
+    /// as the rows a second read would return were not: they are the
+    /// repeats and the few rows sharing their hashes (with every hash
+    /// forced to collide, in tests, every row).
+    copies: Vec<FullRow>,
     /// This batch's actions and conversation rows, found by the first pass
     /// and interned by the second.
     users_todo: Vec<(u32, u64, u8)>,
@@ -144,13 +159,14 @@ impl EventColumns {
 }
 
 impl Router {
-    fn new(buckets: usize, hasher: IdHasher) -> Self {
+    fn new(buckets: usize, hasher: IdHasher, candidates: Arc<HashSet<u64>>) -> Self {
         Self {
             buckets,
             hasher,
             actions: (0..buckets).map(|_| Actions::default()).collect(),
             convs: (0..buckets).map(|_| ConvRows::default()).collect(),
-            ids: (0..buckets).map(|_| IdHashes::default()).collect(),
+            candidates,
+            copies: Vec::new(),
             users_todo: Vec::new(),
             convs_todo: Vec::new(),
             held: 0,
@@ -165,9 +181,12 @@ impl Router {
     /// history do not fit in the CPU's caches).
     fn add_batch(&mut self, b: &RecordBatch) -> Result<()> {
         let cols = EventColumns::of(b)?;
+        let article = match self.candidates.is_empty() {
+            true => None,
+            false => Some(strings(b.column(b.schema().index_of("article_id")?))?),
+        };
         let n = b.num_rows();
         self.counts.rows_read += n as u64;
-        let nb = self.buckets;
         let mut users_todo = std::mem::take(&mut self.users_todo);
         let mut convs_todo = std::mem::take(&mut self.convs_todo);
         users_todo.clear();
@@ -181,8 +200,14 @@ impl Router {
                     continue;
                 }
             };
-            let h = self.hasher.hash(cols.id.value(i).as_bytes());
-            self.ids[bucket_of(h, nb)].hash.push(h);
+            if let Some(article) = &article {
+                if self
+                    .candidates
+                    .contains(&self.hasher.hash(cols.id.value(i).as_bytes()))
+                {
+                    self.copies.push(full_row(&cols, article, i));
+                }
+            }
             if rules::is_action(k) {
                 users_todo.push((i as u32, hash_of(cols.user.value(i).as_bytes()), k));
             }
@@ -251,7 +276,6 @@ impl Router {
     fn bytes(&self) -> usize {
         self.actions.iter().map(Segment::bytes).sum::<usize>()
             + self.convs.iter().map(Segment::bytes).sum::<usize>()
-            + self.ids.iter().map(Segment::bytes).sum::<usize>()
     }
 
     /// Reserves what the segments grew by, or writes them all out.
@@ -273,7 +297,6 @@ impl Router {
         let nb = self.buckets;
         let actions = std::mem::take(&mut self.actions);
         let convs = std::mem::take(&mut self.convs);
-        let ids = std::mem::take(&mut self.ids);
         budget.shrink(self.held);
         self.held = 0;
         for (b, s) in actions.into_iter().enumerate() {
@@ -282,26 +305,24 @@ impl Router {
         for (b, s) in convs.into_iter().enumerate() {
             stores.convs.add(b, s, budget, spill)?;
         }
-        for (b, s) in ids.into_iter().enumerate() {
-            stores.ids.add(b, s, budget, spill)?;
-        }
         self.actions = (0..nb).map(|_| Actions::default()).collect();
         self.convs = (0..nb).map(|_| ConvRows::default()).collect();
-        self.ids = (0..nb).map(|_| IdHashes::default()).collect();
         Ok(())
     }
 }
 
-/// Scans one input partition into `stores`; returns its counts.
+/// Scans one input partition into `stores`; returns its counts and its
+/// valid rows whose event_id hash is in `candidates`, whole.
 pub async fn scan_partition(
     mut stream: SendableRecordBatchStream,
     buckets: usize,
     hasher: IdHasher,
+    candidates: Arc<HashSet<u64>>,
     budget: &Budget,
     stores: &Stores,
     rows_seen: &std::sync::atomic::AtomicUsize,
-) -> Result<ScanCounts> {
-    let mut router = Router::new(buckets, hasher);
+) -> Result<(ScanCounts, Vec<FullRow>)> {
+    let mut router = Router::new(buckets, hasher, candidates);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         router.add_batch(&batch)?;
@@ -309,5 +330,58 @@ pub async fn scan_partition(
         rows_seen.fetch_add(batch.num_rows(), std::sync::atomic::Ordering::Relaxed);
     }
     router.hand_over(budget, stores, false)?;
-    Ok(router.counts)
+    Ok((router.counts, router.copies))
+}
+
+/// Routes the event_id hashes of one partition of a read of `event_id`
+/// alone to `store`'s `buckets` buckets by hash. Every non-null id counts,
+/// of a valid row or not: the hashes seen more than once are then a
+/// superset of those of the repeated valid ids, which is all the scan
+/// needs (a candidate with one valid row settles nothing). Segments are
+/// reserved in the pool as they grow and written out when it refuses.
+pub async fn id_hashes(
+    mut stream: SendableRecordBatchStream,
+    buckets: usize,
+    hasher: IdHasher,
+    budget: &Budget,
+    store: &Store<IdHashes>,
+) -> Result<()> {
+    let fresh = || {
+        (0..buckets)
+            .map(|_| IdHashes::default())
+            .collect::<Vec<_>>()
+    };
+    let mut segments = fresh();
+    let mut held = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let ids = strings(batch.column(0))?;
+        for i in 0..ids.len() {
+            if ids.is_valid(i) {
+                let h = hasher.hash(ids.value(i).as_bytes());
+                segments[bucket_of(h, buckets)].hash.push(h);
+            }
+        }
+        let now: usize = segments.iter().map(Segment::bytes).sum();
+        if now <= held {
+            continue;
+        }
+        if budget.try_grow(now - held) {
+            held = now;
+            continue;
+        }
+        budget.shrink(held);
+        held = 0;
+        for (b, s) in std::mem::replace(&mut segments, fresh())
+            .into_iter()
+            .enumerate()
+        {
+            store.add(b, s, budget, true)?;
+        }
+    }
+    budget.shrink(held);
+    for (b, s) in segments.into_iter().enumerate() {
+        store.add(b, s, budget, false)?;
+    }
+    Ok(())
 }
