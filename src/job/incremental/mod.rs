@@ -108,7 +108,7 @@ pub const ANCHOR_PREFIX: &str = "\u{1}supportfunnel-anchor:";
 
 /// The function `winners_of_repeated` (queries/incremental/fold.sql)
 /// calls: true for an event_id whose hash the operators saw on more than
-/// one valid row.
+/// one row (valid or not; false proves a valid row its id's only copy).
 const REPEATED_ID_FN: &str = "supportfunnel_fold_repeated_id";
 
 /// Index segments kept before they are merged into one.

@@ -117,7 +117,8 @@ pub struct Built {
     actions: Store<Actions>,
     facts: Store<Facts>,
     action_losers: Vec<HashMap<ActionKey, u32>>,
-    /// The event_id hashes seen on more than one valid row, and their
+    /// The event_id hashes seen on more than one row of `events` (valid or
+    /// not: a superset of the repeated valid ids' hashes), and their
     /// hasher: every other valid row's id is unique.
     repeated: (Arc<HashSet<u64>>, IdHasher),
     /// Finalized user buckets: in memory where the pool keeps them, else
@@ -135,7 +136,7 @@ pub struct Profile {
     pub steps: Vec<(&'static str, Duration)>,
     /// Buckets per key.
     pub buckets: usize,
-    /// Valid rows whose event_id hash was seen more than once.
+    /// Event_id hashes seen on more than one row of `events`.
     pub candidates: usize,
     /// Conversations whose ties were settled by event_id.
     pub tied: usize,
@@ -183,7 +184,7 @@ impl Built {
     }
 
     /// A function of an event_id, true when its hash was seen on more than
-    /// one valid row of the build's `events` (the ids that may have
+    /// one row of the build's `events`, valid or not (the ids that may have
     /// copies; false proves a valid row the only copy of its id).
     pub fn repeated_id_udf(&self) -> datafusion::logical_expr::ScalarUDF {
         dedup::hash_in_udf(Arc::clone(&self.repeated.0), self.repeated.1)
@@ -415,10 +416,7 @@ async fn repeated_ids(
             scan::id_hashes(stream, b, hasher, &budget, &ids).await
         }));
     }
-    for t in tasks {
-        t.await
-            .map_err(|e| Error::Internal(format!("event id task failed: {e}")))??;
-    }
+    joined(tasks, "event id").await?;
     let repeated = {
         let budget = Arc::clone(budget);
         par(b, threads, move |i| dedup::repeated_in(&ids, i, &budget)).await?
@@ -457,14 +455,35 @@ async fn scan_events(
     }
     let mut counts = ScanCounts::default();
     let mut copies = Vec::new();
-    for t in tasks {
-        let (c, rows) = t
-            .await
-            .map_err(|e| Error::Internal(format!("event scan task failed: {e}")))??;
+    for (c, rows) in joined(tasks, "event scan").await? {
         counts.add(&c);
         copies.extend(rows);
     }
     Ok((stores, counts, copies))
+}
+
+/// The results of the partitions' `tasks`, in order. At the first failure
+/// the tasks not yet done are stopped (they would read their partitions to
+/// the end and write spill files for nothing) and the failure returned.
+async fn joined<T>(
+    mut tasks: Vec<tokio::task::JoinHandle<Result<T>>>,
+    what: &str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for i in 0..tasks.len() {
+        let done = (&mut tasks[i])
+            .await
+            .map_err(|e| Error::Internal(format!("{what} task failed: {e}")))
+            .and_then(|r| r);
+        match done {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                tasks[i + 1..].iter().for_each(|t| t.abort());
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Phase 3: conversation facts, bucket by bucket, added to a store by user
@@ -544,4 +563,29 @@ fn make_room(
         facts.make_room(bytes - freed, &[], budget)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_partition_stops_the_others() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let failing = tokio::spawn(async { Err::<(), _>(Error::Internal("boom".into())) });
+        let endless = tokio::spawn(async move {
+            let _tx = tx;
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        let err = joined(vec![failing, endless], "test").await.unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+        // the endless task was stopped: its end of the channel is dropped
+        let closed = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        assert!(matches!(closed, Ok(Err(_))), "the other task still runs");
+        let ok: Vec<u8> = joined(vec![tokio::spawn(async { Ok(1u8) })], "test")
+            .await
+            .unwrap();
+        assert_eq!(ok, vec![1]);
+    }
 }

@@ -531,7 +531,7 @@ async fn current_key(
 }
 
 /// A function of an event_id, true when its hash was seen on more than one
-/// valid row of `ctx`'s `events` as the files are now (see
+/// row of `ctx`'s `events` as the files are now (see
 /// [`Built::repeated_id_udf`]): from the session's last build when it read
 /// these files (even one let go since), else from a new build. `None` when
 /// `ctx` reads the SQL views instead.

@@ -253,7 +253,8 @@ impl Segment for ConvRows {
     }
 }
 
-/// Hashes of valid rows' event_ids, of one hash bucket.
+/// Event_id hashes of one hash bucket (of every row with an id, valid or
+/// not: see [`super::scan::id_hashes`]).
 #[derive(Default)]
 pub struct IdHashes {
     /// The hashes ([`super::intern::IdHasher`]).
