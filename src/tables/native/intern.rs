@@ -189,6 +189,25 @@ pub fn prefetch_at<T>(v: &[T], i: usize) {
     }
 }
 
+/// [`prefetch`] of string `i`'s offsets in strings stored end to end
+/// (`ends`, as [`Interner`] and [`Strings`] keep them).
+#[inline]
+fn prefetch_offsets(ends: &[u64], i: u32) {
+    prefetch_at(ends, (i as usize).wrapping_sub(1));
+    prefetch_at(ends, i as usize);
+}
+
+/// [`prefetch`] of string `i`'s first byte in `bytes`; reads its start
+/// offset in `ends`.
+#[inline]
+fn prefetch_start(bytes: &[u8], ends: &[u64], i: u32) {
+    let start = match i {
+        0 => 0,
+        _ => ends.get(i as usize - 1).map_or(usize::MAX, |&e| e as usize),
+    };
+    prefetch_at(bytes, start);
+}
+
 /// How many lookups ahead [`Interner::prefetch`] is asked for: enough for
 /// a load from DRAM to arrive while the lookups in between run.
 pub const PREFETCH_AHEAD: usize = 16;
@@ -258,15 +277,14 @@ impl Interner {
     /// rows later.
     #[inline]
     pub fn prefetch_key(&self, id: u32) {
-        prefetch_at(&self.ends, (id as usize).wrapping_sub(1));
-        prefetch_at(&self.ends, id as usize);
+        prefetch_offsets(&self.ends, id);
     }
 
     /// Asks the CPU to load the first bytes of key `id`'s string (its
     /// offsets should be in the cache: [`Self::prefetch_key`]).
     #[inline]
     pub fn prefetch_bytes(&self, id: u32) {
-        Strings::prefetch_start(&self.bytes, &self.ends, id);
+        prefetch_start(&self.bytes, &self.ends, id);
     }
 
     /// The key of `s`, added if new.
@@ -413,24 +431,14 @@ impl Strings {
     /// [`Self::prefetch_bytes`] a few rows later.
     #[inline]
     pub fn prefetch_key(&self, i: u32) {
-        prefetch_at(&self.ends, (i as usize).wrapping_sub(1));
-        prefetch_at(&self.ends, i as usize);
+        prefetch_offsets(&self.ends, i);
     }
 
     /// Asks the CPU to load string `i`'s first bytes. It reads the offsets,
     /// so they should be in the cache ([`Self::prefetch_key`]).
     #[inline]
     pub fn prefetch_bytes(&self, i: u32) {
-        Self::prefetch_start(&self.bytes, &self.ends, i);
-    }
-
-    #[inline]
-    fn prefetch_start(bytes: &[u8], ends: &[u64], i: u32) {
-        let start = match i {
-            0 => 0,
-            _ => ends.get(i as usize - 1).map_or(usize::MAX, |&e| e as usize),
-        };
-        prefetch_at(bytes, start);
+        prefetch_start(&self.bytes, &self.ends, i);
     }
 
     /// Appends `s`; returns its index.
