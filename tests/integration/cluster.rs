@@ -61,9 +61,6 @@ impl Cluster {
                 env,
             ));
         }
-        for node in &mut nodes {
-            node.wait_for_line("registration succeed", Duration::from_secs(60));
-        }
         Self {
             url: format!("df://{addr}"),
             scheduler,
@@ -97,7 +94,12 @@ fn start_scheduler(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Node, St
     (scheduler, addr)
 }
 
-/// An executor of the scheduler at `addr`, working in `work`, with `args`.
+/// An executor of the scheduler at `addr`, working in `work`, with `args`,
+/// once it has registered.
+///
+/// Its two ports are only free when asked: a process outside the tests may
+/// take one before the executor binds it. An executor that finds its port
+/// taken is started again on others, up to three times.
 fn start_executor(
     name: &str,
     dir: &Path,
@@ -106,23 +108,31 @@ fn start_executor(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Node {
-    let (flight, grpc) = (free_port().to_string(), free_port().to_string());
-    let bind = format!("127.0.0.1:{flight}");
-    let mut all = vec![
-        "executor",
-        "--scheduler",
-        addr,
-        "--bind",
-        &bind,
-        "--grpc-port",
-        &grpc,
-        "--work-dir",
-        work.to_str().unwrap(),
-    ];
-    all.extend(args);
-    let mut node = Node::start(name, dir, &all, env);
-    node.work_dir = Some(work.to_path_buf());
-    node
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (flight, grpc) = (free_port().to_string(), free_port().to_string());
+        let bind = format!("127.0.0.1:{flight}");
+        let mut all = vec![
+            "executor",
+            "--scheduler",
+            addr,
+            "--bind",
+            &bind,
+            "--grpc-port",
+            &grpc,
+            "--work-dir",
+            work.to_str().unwrap(),
+        ];
+        all.extend(args);
+        let mut node = Node::start(name, dir, &all, env);
+        node.work_dir = Some(work.to_path_buf());
+        match node.try_wait_for_line("registration succeed", Duration::from_secs(60)) {
+            Ok(_) => return node,
+            Err(log) if tries < 3 && log.contains("Address already in use") => continue,
+            Err(log) => panic!("{log}"),
+        }
+    }
 }
 
 /// A config file reaching the test's S3 server (the client's only source
@@ -903,8 +913,8 @@ fn an_executor_starts_from_an_empty_work_directory() {
     std::fs::write(old.join("data.arrow"), vec![0u8; 4096]).unwrap();
     std::fs::create_dir_all(work.join("spill/datafusion-old")).unwrap();
     let (_scheduler, addr) = start_scheduler(dir.path(), &[], &[]);
-    let mut executor = start_executor("executor", dir.path(), &addr, &work, &[], &[]);
-    executor.wait_for_line("registration succeed", Duration::from_secs(60));
+    // Returns once the executor has registered.
+    let _executor = start_executor("executor", dir.path(), &addr, &work, &[], &[]);
     assert!(!work.join("shuffle/OLDJOB123").exists());
     assert!(!work.join("spill/datafusion-old").exists());
 }

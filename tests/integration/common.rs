@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -426,17 +427,24 @@ impl Node {
 
     /// Waits until the log has a line containing `text`, and returns it.
     pub fn wait_for_line(&mut self, text: &str, within: Duration) -> String {
+        self.try_wait_for_line(text, within)
+            .unwrap_or_else(|exited| panic!("{exited}"))
+    }
+
+    /// [`Node::wait_for_line`], but a node that exits first is an `Err`
+    /// naming its status and log, for a caller that can start it again.
+    pub fn try_wait_for_line(&mut self, text: &str, within: Duration) -> Result<String, String> {
         let start = Instant::now();
         loop {
             if let Some(line) = self.log().lines().find(|l| l.contains(text)) {
-                return line.to_string();
+                return Ok(line.to_string());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "{} exited ({status}) before `{text}`:\n{}",
                     self.name,
                     self.log()
-                );
+                ));
             }
             assert!(
                 start.elapsed() < within,
@@ -460,14 +468,31 @@ impl Drop for Node {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; the OS does not hand it
-/// out again at once).
+/// A TCP port on 127.0.0.1 that was free when asked, for a child process
+/// to listen on.
+///
+/// Not one the OS picked (`bind` to port 0): those come from the ephemeral
+/// range, where any outgoing connection of the tests running beside this
+/// one (an executor to its scheduler, a client to a server) may take it
+/// before the child binds it. These come from below that range, each at
+/// most once per test process, starting at a place of this process's own.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// Every file under `dir` (its path relative to `dir`, and its bytes), sorted.
