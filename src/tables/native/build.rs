@@ -439,6 +439,7 @@ async fn scan_events(
         convs: Store::new(b),
     });
     let seen = Arc::new(AtomicUsize::new(0));
+    let candidates = Arc::new(scan::Candidates::new(candidates));
     let partitions = input
         .input
         .properties()

@@ -30,21 +30,53 @@ use super::{HashMap, HashSet};
 use crate::error::Result;
 use crate::rules::{self, kind};
 
-/// The hashes that occur more than once in hash bucket `b`.
+/// The hashes that occur more than once in hash bucket `b`, in ascending
+/// order.
+///
+/// The bucket's hashes are first placed in ranges by their top bits (a
+/// counting sort, while copying them out of their segments), then each
+/// range is sorted on its own: a range is small enough for the CPU's caches,
+/// where one sort of millions of hashes would go back and forth through
+/// memory.
 pub fn repeated_in(store: &Store<IdHashes>, b: usize, budget: &Budget) -> Result<Vec<u64>> {
     let (parts, held) = store.load(b, budget, false)?;
-    let mut all: Vec<u64> = Vec::with_capacity(parts.iter().map(|p| p.hash.len()).sum());
-    budget.grow(all.capacity() * 8);
+    let n: usize = parts.iter().map(|p| p.hash.len()).sum();
+    // ranges of about RANGE_LEN hashes (uniform hashes), at most 2^16
+    const RANGE_LEN: usize = 2048;
+    let top_bits = (n / RANGE_LEN).next_power_of_two().trailing_zeros().min(16);
+    let range_of = |h: u64| match top_bits {
+        0 => 0,
+        k => (h >> (64 - k)) as usize,
+    };
+    let mut starts = vec![0usize; (1 << top_bits) + 1];
     for p in &parts {
-        all.extend_from_slice(&p.hash);
+        for &h in &p.hash {
+            starts[range_of(h) + 1] += 1;
+        }
+    }
+    for r in 1..starts.len() {
+        starts[r] += starts[r - 1];
+    }
+    let mut all = vec![0u64; n];
+    budget.grow(all.capacity() * 8);
+    let mut next = starts.clone();
+    for p in &parts {
+        for &h in &p.hash {
+            let r = range_of(h);
+            all[next[r]] = h;
+            next[r] += 1;
+        }
     }
     drop(parts);
     budget.shrink(held);
-    all.sort_unstable();
     let mut out = Vec::new();
-    for w in all.windows(2) {
-        if w[0] == w[1] && out.last() != Some(&w[0]) {
-            out.push(w[0]);
+    for r in starts.windows(2) {
+        let range = &mut all[r[0]..r[1]];
+        range.sort_unstable();
+        for w in range.windows(2) {
+            if w[0] == w[1] && out.last() != Some(&w[0]) {
+                out.push(w[0]);
+            }
         }
     }
     budget.shrink(all.capacity() * 8);
@@ -326,4 +358,67 @@ pub fn settle(rows: Vec<FullRow>, buckets: usize) -> Dedup {
 /// repeated one. (Equal copies all say yes; callers keep one per id.)
 pub fn counts(dedup: &Dedup, r: &FullRow) -> bool {
     dedup.winners.get(&r.event_id).is_none_or(|w| w == r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::native::scan::Candidates;
+    use datafusion::execution::runtime_env::RuntimeEnv;
+    use rand::{Rng, SeedableRng};
+    use std::sync::Arc;
+
+    /// The repeated hashes of `parts`, the simple way.
+    fn reference(parts: &[Vec<u64>]) -> Vec<u64> {
+        let mut all: Vec<u64> = parts.concat();
+        all.sort_unstable();
+        let mut out: Vec<u64> = all
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn repeated_hashes_are_found_in_every_range_and_with_few_bits() {
+        let budget = Budget::new(Arc::new(RuntimeEnv::default()), "test", false);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // empty, below one range, many ranges, and hashes of few bits (the
+        // tests' forced collisions: every hash in the lowest range)
+        for (n, mask) in [
+            (0, u64::MAX),
+            (100, u64::MAX),
+            (50_000, u64::MAX),
+            (20_000, 0xFF),
+        ] {
+            let mut parts: Vec<Vec<u64>> = vec![vec![], vec![], vec![]];
+            for i in 0..n {
+                let h = rng.random::<u64>() & mask;
+                parts[i % 3].push(h);
+                if i % 97 == 0 {
+                    // a repeat in another part, and one three times
+                    parts[(i + 1) % 3].push(h);
+                    if i % 2 == 0 {
+                        parts[(i + 2) % 3].push(h);
+                    }
+                }
+            }
+            let store = Store::<IdHashes>::new(1);
+            for p in &parts {
+                let seg = IdHashes { hash: p.clone() };
+                store.add(0, seg, &budget, false).unwrap();
+            }
+            let found = repeated_in(&store, 0, &budget).unwrap();
+            assert_eq!(found, reference(&parts), "n = {n}");
+            // every one of them passes the bitmap, and none of the others
+            let set: Arc<HashSet<u64>> = Arc::new(found.iter().copied().collect());
+            let candidates = Candidates::new(Arc::clone(&set));
+            assert!(parts
+                .concat()
+                .iter()
+                .all(|h| candidates.contains(*h) == set.contains(h)));
+        }
+    }
 }

@@ -73,6 +73,49 @@ impl ScanCounts {
     }
 }
 
+/// The repeat candidates' hashes, with a bitmap in front of the set. Nearly
+/// every row's id is no candidate; the bitmap, of 16 bits per candidate, is
+/// small enough for the CPU's caches and answers for most of them, where a
+/// lookup in the set would wait for memory at nearly every row.
+pub struct Candidates {
+    set: Arc<HashSet<u64>>,
+    bits: Vec<u64>,
+    /// Bit positions in `bits`, less one (a power of two less one).
+    mask: u64,
+}
+
+impl Candidates {
+    /// Bits of the bitmap per candidate: about one id in 16 that is no
+    /// candidate finds its bit set and is looked up in the set.
+    const BITS_PER_CANDIDATE: usize = 16;
+
+    /// The bitmap in front of `set`.
+    pub fn new(set: Arc<HashSet<u64>>) -> Self {
+        let positions = (set.len() * Self::BITS_PER_CANDIDATE)
+            .next_power_of_two()
+            .max(64);
+        let mask = positions as u64 - 1;
+        let mut bits = vec![0u64; positions / 64];
+        for &h in set.iter() {
+            let at = h & mask;
+            bits[(at / 64) as usize] |= 1 << (at % 64);
+        }
+        Self { set, bits, mask }
+    }
+
+    /// Whether no hash is a candidate.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Whether `h` is a candidate's hash.
+    #[inline]
+    pub fn contains(&self, h: u64) -> bool {
+        let at = h & self.mask;
+        self.bits[(at / 64) as usize] & (1 << (at % 64)) != 0 && self.set.contains(&h)
+    }
+}
+
 /// One task's segments.
 struct Router {
     buckets: usize,
@@ -80,7 +123,7 @@ struct Router {
     actions: Vec<Actions>,
     convs: Vec<ConvRows>,
     /// The event_id hashes seen more than once ([`id_hashes`]).
-    candidates: Arc<HashSet<u64>>,
+    candidates: Arc<Candidates>,
     /// The valid rows with one of them, whole. Not counted in the pool,
     /// as the rows a second read would return were not: they are the
     /// repeats and the few rows sharing their hashes (with every hash
@@ -159,7 +202,7 @@ impl EventColumns {
 }
 
 impl Router {
-    fn new(buckets: usize, hasher: IdHasher, candidates: Arc<HashSet<u64>>) -> Self {
+    fn new(buckets: usize, hasher: IdHasher, candidates: Arc<Candidates>) -> Self {
         Self {
             buckets,
             hasher,
@@ -203,7 +246,7 @@ impl Router {
             if let Some(article) = &article {
                 if self
                     .candidates
-                    .contains(&self.hasher.hash(cols.id.value(i).as_bytes()))
+                    .contains(self.hasher.hash(cols.id.value(i).as_bytes()))
                 {
                     self.copies.push(full_row(&cols, article, i));
                 }
@@ -317,7 +360,7 @@ pub async fn scan_partition(
     mut stream: SendableRecordBatchStream,
     buckets: usize,
     hasher: IdHasher,
-    candidates: Arc<HashSet<u64>>,
+    candidates: Arc<Candidates>,
     budget: &Budget,
     stores: &Stores,
     rows_seen: &std::sync::atomic::AtomicUsize,
