@@ -99,7 +99,9 @@ fn start_scheduler(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Node, St
 ///
 /// Its two ports are only free when asked: a process outside the tests may
 /// take one before the executor binds it. An executor that finds its port
-/// taken is started again on others, up to three times.
+/// taken is started again on others, up to three times. Ballista binds the
+/// flight port only after registering, so an executor counts as started
+/// once its flight port also answers and it still runs.
 fn start_executor(
     name: &str,
     dir: &Path,
@@ -127,8 +129,11 @@ fn start_executor(
         all.extend(args);
         let mut node = Node::start(name, dir, &all, env);
         node.work_dir = Some(work.to_path_buf());
-        match node.try_wait_for_line("registration succeed", Duration::from_secs(60)) {
-            Ok(_) => return node,
+        let started = node
+            .try_wait_for_line("registration succeed", Duration::from_secs(60))
+            .and_then(|_| node.try_wait_listening(&bind, Duration::from_secs(60)));
+        match started {
+            Ok(()) => return node,
             Err(log) if tries < 3 && log.contains("Address already in use") => continue,
             Err(log) => panic!("{log}"),
         }

@@ -7,8 +7,8 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
@@ -376,6 +376,8 @@ pub struct Node {
     pub name: String,
     pub child: Child,
     pub log: Arc<Mutex<String>>,
+    /// Set when the child's stderr has been read to its end.
+    pub log_done: Arc<AtomicBool>,
     pub work_dir: Option<PathBuf>,
 }
 
@@ -405,6 +407,8 @@ impl Node {
         let mut child = command.spawn().expect("node starts");
         let log = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&log);
+        let log_done = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&log_done);
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -412,12 +416,40 @@ impl Node {
                 l.push_str(&line);
                 l.push('\n');
             }
+            done.store(true, Ordering::Release);
         });
         Self {
             name: name.to_string(),
             child,
             log,
+            log_done,
             work_dir: None,
+        }
+    }
+
+    /// Waits until `addr` takes connections while the node still runs (an
+    /// `Err` naming its exit and log otherwise, as
+    /// [`Node::try_wait_for_line`]).
+    pub fn try_wait_listening(&mut self, addr: &str, within: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        loop {
+            let up =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+            // an executor whose port another process holds exits at once
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(exited) = self.exited(&format!("listening on {addr}")) {
+                return Err(exited);
+            }
+            if up {
+                return Ok(());
+            }
+            assert!(
+                start.elapsed() < within,
+                "{}: not listening on {addr} within {within:?}:\n{}",
+                self.name,
+                self.log()
+            );
         }
     }
 
@@ -439,12 +471,8 @@ impl Node {
             if let Some(line) = self.log().lines().find(|l| l.contains(text)) {
                 return Ok(line.to_string());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "{} exited ({status}) before `{text}`:\n{}",
-                    self.name,
-                    self.log()
-                ));
+            if let Some(exited) = self.exited(&format!("`{text}`")) {
+                return Err(exited);
             }
             assert!(
                 start.elapsed() < within,
@@ -454,6 +482,23 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// If the node has exited: its status and whole log, said as having
+    /// happened before `what`.
+    fn exited(&mut self, what: &str) -> Option<String> {
+        let status = self.child.try_wait().ok()??;
+        // its last lines (the reason it exited) may still be on their way
+        // to the log
+        let waited = Instant::now();
+        while !self.log_done.load(Ordering::Acquire) && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(format!(
+            "{} exited ({status}) before {what}:\n{}",
+            self.name,
+            self.log()
+        ))
     }
 
     pub fn kill(&mut self) {
@@ -474,25 +519,35 @@ impl Drop for Node {
 /// Not one the OS picked (`bind` to port 0): those come from the ephemeral
 /// range, where any outgoing connection of the tests running beside this
 /// one (an executor to its scheduler, a client to a server) may take it
-/// before the child binds it. These come from below that range, each at
-/// most once per test process, starting at a place of this process's own.
+/// before the child binds it. These come from the 12,000 ports below that
+/// range (`ip_local_port_range`), each at most once per test process,
+/// starting at a place of this process's own. On a host whose ephemeral
+/// range leaves no room below it, the OS picks.
 pub fn free_port() -> u16 {
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id() % SPAN,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    static RANGE: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let range = *RANGE.get_or_init(|| {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_768);
+        let low = ephemeral_low.saturating_sub(12_000).max(1_024);
+        NEXT.store(std::process::id(), Ordering::Relaxed);
+        (ephemeral_low > low + 1_000).then_some((low, ephemeral_low - low))
+    });
+    if let Some((low, span)) = range {
+        for _ in 0..span {
+            let port = (low + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
         }
     }
-    panic!("no free port between {LOW} and {}", LOW + SPAN);
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Every file under `dir` (its path relative to `dir`, and its bytes), sorted.

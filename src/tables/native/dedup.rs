@@ -35,9 +35,9 @@ use crate::rules::{self, kind};
 ///
 /// The bucket's hashes are first placed in ranges by their top bits (a
 /// counting sort, while copying them out of their segments), then each
-/// range is sorted on its own: a range is small enough for the CPU's caches,
-/// where one sort of millions of hashes would go back and forth through
-/// memory.
+/// range's repeats are found on their own, in a table small enough for the
+/// CPU's caches, where one sort of millions of hashes would go back and
+/// forth through memory.
 pub fn repeated_in(store: &Store<IdHashes>, b: usize, budget: &Budget) -> Result<Vec<u64>> {
     let (parts, held) = store.load(b, budget, false)?;
     let n: usize = parts.iter().map(|p| p.hash.len()).sum();
@@ -58,8 +58,13 @@ pub fn repeated_in(store: &Store<IdHashes>, b: usize, budget: &Budget) -> Result
         starts[r] += starts[r - 1];
     }
     let mut all = vec![0u64; n];
-    budget.grow(all.capacity() * 8);
     let mut next = starts.clone();
+    // the hashes and the two arrays of range starts; below, the table of
+    // the largest range so far (every hash when all share their top bits,
+    // as the tests' forced collisions make them)
+    let base = (all.capacity() + 2 * starts.capacity()) * 8;
+    let mut table_counted = 0;
+    budget.grow(base);
     for p in &parts {
         for &h in &p.hash {
             let r = range_of(h);
@@ -69,19 +74,64 @@ pub fn repeated_in(store: &Store<IdHashes>, b: usize, budget: &Budget) -> Result
     }
     drop(parts);
     budget.shrink(held);
+    // Each range's hashes go into an open-addressing table of twice as many
+    // slots (a few KiB, in the L1 cache for the usual ranges); a hash that
+    // finds itself there is a repeat.
     let mut out = Vec::new();
+    let mut table: Vec<u64> = Vec::new();
     for r in starts.windows(2) {
-        let range = &mut all[r[0]..r[1]];
-        range.sort_unstable();
-        for w in range.windows(2) {
-            if w[0] == w[1] && out.last() != Some(&w[0]) {
-                out.push(w[0]);
+        let range = &all[r[0]..r[1]];
+        if range.len() < 2 {
+            continue;
+        }
+        let slots = (range.len() * 2).next_power_of_two();
+        let shift = 64 - slots.trailing_zeros();
+        table.clear();
+        table.resize(slots, EMPTY_SLOT);
+        if table.capacity() * 8 > table_counted {
+            budget.grow(table.capacity() * 8 - table_counted);
+            table_counted = table.capacity() * 8;
+        }
+        let mut empty_values = 0usize;
+        for &h in range {
+            if h == EMPTY_SLOT {
+                empty_values += 1;
+                if empty_values == 2 {
+                    out.push(h);
+                }
+                continue;
+            }
+            // multiplied: the range's hashes share their top bits, and the
+            // tests' hashes keep only their low bits
+            let mut i = (h.wrapping_mul(SLOT_MIX) >> shift) as usize;
+            loop {
+                match table[i] {
+                    EMPTY_SLOT => {
+                        table[i] = h;
+                        break;
+                    }
+                    s if s == h => {
+                        out.push(h);
+                        break;
+                    }
+                    _ => i = (i + 1) & (slots - 1),
+                }
             }
         }
     }
-    budget.shrink(all.capacity() * 8);
+    budget.shrink(base + table_counted);
+    // a hash seen three times or more was pushed more than once
+    out.sort_unstable();
+    out.dedup();
     Ok(out)
 }
+
+/// An empty slot of [`repeated_in`]'s tables (a hash of this value is
+/// counted beside them).
+const EMPTY_SLOT: u64 = u64::MAX;
+
+/// An odd constant (2^64 / φ) that spreads a hash's bits over the top ones.
+const SLOT_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// One events row with every column, for the few rows read a second time.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,7 +415,6 @@ mod tests {
     use super::*;
     use crate::tables::native::scan::Candidates;
     use datafusion::execution::runtime_env::RuntimeEnv;
-    use rand::{Rng, SeedableRng};
     use std::sync::Arc;
 
     /// The repeated hashes of `parts`, the simple way.
@@ -384,7 +433,15 @@ mod tests {
     #[test]
     fn repeated_hashes_are_found_in_every_range_and_with_few_bits() {
         let budget = Budget::new(Arc::new(RuntimeEnv::default()), "test", false);
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // splitmix64: random enough hashes, with no crate of the `gen` feature
+        let mut state = 7u64;
+        let mut random = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
         // empty, below one range, many ranges, and hashes of few bits (the
         // tests' forced collisions: every hash in the lowest range)
         for (n, mask) in [
@@ -395,7 +452,11 @@ mod tests {
         ] {
             let mut parts: Vec<Vec<u64>> = vec![vec![], vec![], vec![]];
             for i in 0..n {
-                let h = rng.random::<u64>() & mask;
+                // now and then the value the tables mark empty slots with
+                let h = match i % 1000 {
+                    999 => u64::MAX,
+                    _ => random() & mask,
+                };
                 parts[i % 3].push(h);
                 if i % 97 == 0 {
                     // a repeat in another part, and one three times
