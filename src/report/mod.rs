@@ -317,7 +317,8 @@ impl Intermediates<'_> {
     }
 
     /// Runs `sql` with the parameters and registers the result as table
-    /// `name` of `ctx` (in place of the view of that name, if any). Returns
+    /// `name` of `ctx` (in place of the view of that name, if any), with
+    /// only the columns `kept` lists for it, if any ([`Kept`]). Returns
     /// the rows read (the rows written on a cluster).
     async fn materialize(
         &self,
@@ -325,11 +326,18 @@ impl Intermediates<'_> {
         name: &str,
         sql: &str,
         params: &Params,
+        kept: &Kept,
         progress: Option<&ProgressRef>,
     ) -> Result<usize> {
+        let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
+        let df = match kept.get(name) {
+            Some(columns) => {
+                df.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())?
+            }
+            None => df,
+        };
         if let Intermediates::Shared(dir) = self {
             let url = dir.child(name);
-            let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             // (A step the cluster cancelled is sent again by its client,
             // `cluster::jobs`; what an earlier attempt wrote is settled.)
@@ -353,7 +361,7 @@ impl Intermediates<'_> {
             ctx.register_table(name, parquet_directory(&url, schema)?)?;
             return Ok(rows as usize);
         }
-        let plan = query::plan(ctx, sql, params).await?;
+        let plan = df.create_physical_plan().await?;
         let schema = plan.schema();
         let table: Arc<dyn TableProvider> = match self {
             Intermediates::Disk(dir) => {
@@ -847,8 +855,12 @@ async fn compute_report(
             total: steps.total,
             done: steps.done + event_steps,
         };
-        let events = report_tables(engine, &ctx, &periods, &ts_type, &store, &mut steps);
-        let messages = message_steps(&ctx, &store, &params, &mut message_progress);
+        let kept = match goal {
+            Goal::Report => columns_sections_read(&ctx, &params, opts.keep_sessions).await?,
+            Goal::Details(_) => Kept::new(),
+        };
+        let events = report_tables(engine, &ctx, &periods, &ts_type, &store, &kept, &mut steps);
+        let messages = message_steps(&ctx, &store, &params, &kept, &mut message_progress);
         // On a cluster the message steps (which need no build) run beside the
         // event steps, on the executors the build leaves free; the scheduler
         // sends every operator task to the executor holding the build
@@ -992,20 +1004,25 @@ impl DetailContext<'_> {
     }
 }
 
+/// The message steps, in order: the repeated message ids, then the
+/// deliveries the proactive section reads.
+const MESSAGE_STEPS: &[(&str, &str)] = &[
+    ("message_checks", "SELECT * FROM message_checks"),
+    ("report_messages", REPORT_MESSAGES_SQL),
+];
+
 /// The message steps: the checks, then the report's deliveries.
 async fn message_steps(
     ctx: &SessionContext,
     store: &Intermediates<'_>,
     params: &Params,
+    kept: &Kept,
     steps: &mut Steps<'_>,
 ) -> Result<()> {
-    for (name, sql) in [
-        ("message_checks", "SELECT * FROM message_checks"),
-        ("report_messages", REPORT_MESSAGES_SQL),
-    ] {
+    for &(name, sql) in MESSAGE_STEPS {
         let started = steps.start(name);
         let rows = store
-            .materialize(ctx, name, sql, params, steps.progress)
+            .materialize(ctx, name, sql, params, kept, steps.progress)
             .await?;
         if name == "message_checks" {
             // clean_messages reads the materialized checks from now on.
@@ -1070,6 +1087,107 @@ const VIEW_STEPS: &[(&str, &str)] = &[
     ("sessions", "SELECT * FROM sessions"),
 ];
 
+/// The columns each of the report's tables is materialized with, by table
+/// name; a table not named keeps every column.
+type Kept = HashMap<String, Vec<String>>;
+
+/// The report's tables whose columns a plain report keeps to those the
+/// sections read ([`columns_sections_read`]).
+const PRUNED_STEPS: &[(&str, &str)] = &[
+    ("report_sessions", REPORT_SESSIONS_SQL),
+    ("report_conversations", REPORT_CONVERSATIONS_SQL),
+    ("report_event_counts", REPORT_EVENT_COUNTS_SQL),
+    ("report_messages", REPORT_MESSAGES_SQL),
+];
+
+/// The columns of the report's tables that the sections and the data
+/// quality query read, directly or through [`REPORT_VIEWS`], as
+/// DataFusion's projection pushdown finds them: the queries (and the
+/// views' own definitions) are planned
+/// over empty tables of the same schemas, in a context of their own, and
+/// each scan's columns (and its filters', if any) are collected. A plain
+/// report materializes those alone: the rest (the detail's and the
+/// sessions table's columns) would only take memory, about half of
+/// `report_sessions` (docs/PERFORMANCE.md, "Memory"). With `keep_sessions`
+/// the sessions keep every column, for the sessions table.
+async fn columns_sections_read(
+    ctx: &SessionContext,
+    params: &Params,
+    keep_sessions: bool,
+) -> Result<Kept> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    // (A cluster client's configuration leaves the default catalog out.)
+    let planner = SessionContext::new_with_config(
+        ctx.copied_config()
+            .with_create_default_catalog_and_schema(true),
+    );
+    let mut schemas: Vec<(&str, SchemaRef)> = Vec::new();
+    // The other tables the data quality query reads, kept whole.
+    let whole = [
+        ("message_checks", "SELECT * FROM message_checks"),
+        ("messages", "SELECT * FROM messages"),
+    ];
+    for (name, sql) in PRUNED_STEPS.iter().chain(&whole) {
+        let schema: SchemaRef = Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone());
+        planner.register_table(
+            *name,
+            Arc::new(MemTable::try_new(Arc::clone(&schema), vec![vec![]])?),
+        )?;
+        schemas.push((name, schema));
+    }
+    for (name, sql) in REPORT_VIEWS {
+        let view = planner.sql(sql).await?.into_view();
+        planner.register_table(*name, view)?;
+    }
+    let mut read: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    // A view names its columns when it is registered, so each reads every
+    // column it lists, whether a section reads it or not.
+    let readers = SECTIONS.iter().map(|s| s.sql);
+    let readers = readers.chain(REPORT_VIEWS.iter().map(|(_, sql)| *sql));
+    for sql in readers.chain([DATA_QUALITY_SQL]) {
+        let plan = planner
+            .sql(sql)
+            .await?
+            .with_param_values(params.clone())?
+            .into_optimized_plan()?;
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let columns = read.entry(scan.table_name.table().to_string()).or_default();
+                columns.extend(
+                    scan.projected_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone()),
+                );
+                for filter in &scan.filters {
+                    columns.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+    }
+    let mut kept = Kept::new();
+    for (name, schema) in schemas {
+        if whole.iter().any(|(w, _)| *w == name) || (keep_sessions && name == "report_sessions") {
+            continue;
+        }
+        let Some(columns) = read.get(name).filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|f| columns.contains(f))
+            .collect();
+        if columns.len() < schema.fields().len() {
+            kept.insert(name.to_string(), columns);
+        }
+    }
+    Ok(kept)
+}
+
 /// The report's own tables, which the sections read.
 const REPORT_STEPS: &[(&str, &str)] = &[
     ("report_sessions", REPORT_SESSIONS_SQL),
@@ -1110,6 +1228,7 @@ async fn report_tables(
     periods: &Periods,
     ts_type: &DataType,
     store: &Intermediates<'_>,
+    kept: &Kept,
     steps: &mut Steps<'_>,
 ) -> Result<()> {
     let (cur, prev) = (periods.current, periods.previous);
@@ -1161,7 +1280,7 @@ async fn report_tables(
         }
         let started = steps.start(name);
         let rows = store
-            .materialize(ctx, name, sql, &params, steps.progress)
+            .materialize(ctx, name, sql, &params, kept, steps.progress)
             .await?;
         steps.finish(name, rows, started);
         if !operators && views::EVENT_VIEWS.iter().any(|(v, _)| *v == name) {
@@ -1343,4 +1462,82 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
             previous: opt(prev, i),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::options::EngineOptions;
+
+    /// The report's tables over the sample, planned as a report of February
+    /// 2026 plans them.
+    async fn kept_columns(keep_sessions: bool) -> Kept {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+        let table = |t: &str| data.join(t).to_string_lossy().into_owned();
+        let engine = crate::engine::context::build_context(
+            &EngineOptions::new(table("events"), table("messages")).unwrap(),
+        )
+        .await
+        .unwrap();
+        let ctx = private_context(&engine).await.unwrap();
+        let opts = ReportOptions {
+            from: NaiveDate::from_ymd_opt(2026, 2, 1),
+            to: NaiveDate::from_ymd_opt(2026, 3, 1),
+            ..Default::default()
+        };
+        let periods = periods_for(&opts, None).unwrap();
+        let ts = column_type(&engine, "events", "ts").unwrap();
+        let sent = column_type(&engine, "messages", "sent_at").unwrap();
+        let params = message_params(&periods, &sent, &ts, &opts).unwrap();
+        columns_sections_read(&ctx, &params, keep_sessions)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_plain_report_keeps_only_the_columns_its_sections_and_views_read() {
+        let kept = kept_columns(false).await;
+        let sessions = &kept["report_sessions"];
+        // Read by the sections, or by the report_people view.
+        for read in [
+            "period",
+            "user_id",
+            "status",
+            "tried_self_serve",
+            "article_views",
+        ] {
+            assert!(
+                sessions.iter().any(|c| c == read),
+                "{read} missing: {sessions:?}"
+            );
+        }
+        // Read by the detail and the sessions table only.
+        for unread in ["session_end", "actions", "first_human_conversation_id"] {
+            assert!(
+                !sessions.iter().any(|c| c == unread),
+                "{unread} kept: {sessions:?}"
+            );
+        }
+        // report_human lists the conversation's ids: a view reads what it lists.
+        let conversations = &kept["report_conversations"];
+        for read in [
+            "conversation_id",
+            "user_id",
+            "session_start",
+            "rating",
+            "automated",
+        ] {
+            assert!(conversations.iter().any(|c| c == read), "{read} missing");
+        }
+        assert!(!conversations.iter().any(|c| c == "bot_answers"));
+        // Kept in their schema's order.
+        assert_eq!(sessions[0], "period");
+    }
+
+    #[tokio::test]
+    async fn kept_sessions_keep_every_column() {
+        let kept = kept_columns(true).await;
+        assert!(!kept.contains_key("report_sessions"));
+        assert!(kept.contains_key("report_conversations"));
+    }
 }
