@@ -8,23 +8,20 @@
 -- (segment from_start). Durations are in ticks of the events' ts column
 -- (NULL when never replied to / never closed); the section turns them into
 -- seconds.
--- Output: segment, period, the conversation's keys and times, rating,
--- first_response_ticks, close_ticks. Reads report_conversations.
+-- Output: segment, every column of report_conversations (period, status,
+-- the conversation's keys and times, rating, ...), first_response_ticks,
+-- close_ticks. Reads report_conversations. Its columns come through `*`:
+-- a plain report materializes report_conversations with only the columns
+-- a section reads (src/report/mod.rs, `columns_sections_read`), and this
+-- view must plan over that table as well as over the whole one the
+-- detail reads.
 -- Parameters: none.
 SELECT
     CASE status
         WHEN 'human_after_self_serve' THEN 'after_self_serve'
         WHEN 'human_from_start' THEN 'from_start'
     END AS segment,
-    period,
-    status,
-    conversation_id,
-    user_id,
-    session_start,
-    started_at,
-    first_reply_at,
-    closed_at,
-    rating,
+    *,
     CAST(arrow_cast(first_reply_at, 'Int64') - arrow_cast(started_at, 'Int64') AS DOUBLE)
         AS first_response_ticks,
     CAST(arrow_cast(closed_at, 'Int64') - arrow_cast(started_at, 'Int64') AS DOUBLE)

@@ -5,7 +5,9 @@
 //! 1. the default period is placed by the latest valid event;
 //! 2. the report's sessions, their conversations (tagged with their period
 //!    once, there) and the event counts become `report_sessions`,
-//!    `report_conversations` and `report_event_counts`. In this process
+//!    `report_conversations` and `report_event_counts`, with only the
+//!    columns the sections read when the report alone is asked for
+//!    ([`columns_sections_read`]). In this process
 //!    they are read from the operators ([`crate::tables::native`]): one scan of
 //!    `events`, partitioned by key, counted in the memory pool and spilled
 //!    when it refuses. On a cluster the views of `queries/views/` run
@@ -1115,8 +1117,6 @@ async fn columns_sections_read(
     params: &Params,
     keep_sessions: bool,
 ) -> Result<Kept> {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    use datafusion::logical_expr::LogicalPlan;
     // (A cluster client's configuration leaves the default catalog out.)
     let planner = SessionContext::new_with_config(
         ctx.copied_config()
@@ -1141,31 +1141,31 @@ async fn columns_sections_read(
         planner.register_table(*name, view)?;
     }
     let mut read: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-    // A view names its columns when it is registered, so each reads every
-    // column it lists, whether a section reads it or not.
-    let readers = SECTIONS.iter().map(|s| s.sql);
-    let readers = readers.chain(REPORT_VIEWS.iter().map(|(_, sql)| *sql));
-    for sql in readers.chain([DATA_QUALITY_SQL]) {
-        let plan = planner
-            .sql(sql)
-            .await?
-            .with_param_values(params.clone())?
-            .into_optimized_plan()?;
-        plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                let columns = read.entry(scan.table_name.table().to_string()).or_default();
-                columns.extend(
-                    scan.projected_schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone()),
-                );
-                for filter in &scan.filters {
-                    columns.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
-                }
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
+    for sql in SECTIONS.iter().map(|s| s.sql).chain([DATA_QUALITY_SQL]) {
+        scans_of(&planner, sql, params, &mut read).await?;
+    }
+    // A view names its columns when it is registered: one naming a column
+    // that no section reads through it would not plan over the pruned
+    // tables, so such a view reads every column it names.
+    let pruned = SessionContext::new_with_config(
+        ctx.copied_config()
+            .with_create_default_catalog_and_schema(true),
+    );
+    for (name, schema) in &schemas {
+        let columns = read.get(*name);
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .filter(|f| columns.is_some_and(|c| c.contains(f.name())))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        pruned.register_table(*name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    }
+    for (_, sql) in REPORT_VIEWS {
+        if pruned.sql(sql).await.is_err() {
+            scans_of(&planner, sql, params, &mut read).await?;
+        }
     }
     let mut kept = Kept::new();
     for (name, schema) in schemas {
@@ -1186,6 +1186,39 @@ async fn columns_sections_read(
         }
     }
     Ok(kept)
+}
+
+/// Adds the columns each table scan of `sql`'s optimized plan reads
+/// (its filters' too) to `read`, by table name.
+async fn scans_of(
+    planner: &SessionContext,
+    sql: &str,
+    params: &Params,
+    read: &mut HashMap<String, std::collections::HashSet<String>>,
+) -> Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let plan = planner
+        .sql(sql)
+        .await?
+        .with_param_values(params.clone())?
+        .into_optimized_plan()?;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let columns = read.entry(scan.table_name.table().to_string()).or_default();
+            columns.extend(
+                scan.projected_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone()),
+            );
+            for filter in &scan.filters {
+                columns.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(())
 }
 
 /// The report's own tables, which the sections read.
@@ -1518,18 +1551,16 @@ mod tests {
                 "{unread} kept: {sessions:?}"
             );
         }
-        // report_human lists the conversation's ids: a view reads what it lists.
+        // report_human takes the conversations' columns through `*`: only
+        // what the human section reads of it is kept; report_people names
+        // its columns, and every one is read.
         let conversations = &kept["report_conversations"];
-        for read in [
-            "conversation_id",
-            "user_id",
-            "session_start",
-            "rating",
-            "automated",
-        ] {
+        for read in ["period", "status", "started_at", "rating", "automated"] {
             assert!(conversations.iter().any(|c| c == read), "{read} missing");
         }
-        assert!(!conversations.iter().any(|c| c == "bot_answers"));
+        for unread in ["bot_answers", "conversation_id", "user_id"] {
+            assert!(!conversations.iter().any(|c| c == unread), "{unread} kept");
+        }
         // Kept in their schema's order.
         assert_eq!(sessions[0], "period");
     }
