@@ -1117,62 +1117,80 @@ async fn columns_sections_read(
     params: &Params,
     keep_sessions: bool,
 ) -> Result<Kept> {
-    // (A cluster client's configuration leaves the default catalog out.)
-    let planner = SessionContext::new_with_config(
-        ctx.copied_config()
-            .with_create_default_catalog_and_schema(true),
-    );
     let mut schemas: Vec<(&str, SchemaRef)> = Vec::new();
-    // The other tables the data quality query reads, kept whole.
-    let whole = [
-        ("message_checks", "SELECT * FROM message_checks"),
-        ("messages", "SELECT * FROM messages"),
-    ];
-    for (name, sql) in PRUNED_STEPS.iter().chain(&whole) {
-        let schema: SchemaRef = Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone());
-        planner.register_table(
-            *name,
-            Arc::new(MemTable::try_new(Arc::clone(&schema), vec![vec![]])?),
-        )?;
-        schemas.push((name, schema));
+    for (name, sql) in PRUNED_STEPS.iter().chain(WHOLE_TABLES) {
+        schemas.push((
+            name,
+            Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone()),
+        ));
     }
+    let queries = || SECTIONS.iter().map(|s| s.sql).chain([DATA_QUALITY_SQL]);
+    let planner = empty_tables(ctx, &schemas, &Kept::new()).await?;
     for (name, sql) in REPORT_VIEWS {
         let view = planner.sql(sql).await?.into_view();
         planner.register_table(*name, view)?;
     }
     let mut read: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-    for sql in SECTIONS.iter().map(|s| s.sql).chain([DATA_QUALITY_SQL]) {
+    for sql in queries() {
         scans_of(&planner, sql, params, &mut read).await?;
     }
     // A view names its columns when it is registered: one naming a column
     // that no section reads through it would not plan over the pruned
     // tables, so such a view reads every column it names.
-    let pruned = SessionContext::new_with_config(
-        ctx.copied_config()
-            .with_create_default_catalog_and_schema(true),
-    );
-    for (name, schema) in &schemas {
-        let columns = read.get(*name);
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .filter(|f| columns.is_some_and(|c| c.contains(f.name())))
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let schema = Arc::new(Schema::new(fields));
-        pruned.register_table(*name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
-    }
+    let pruned = empty_tables(ctx, &schemas, &kept_of(&schemas, &read, keep_sessions)).await?;
     for (_, sql) in REPORT_VIEWS {
         if pruned.sql(sql).await.is_err() {
             scans_of(&planner, sql, params, &mut read).await?;
         }
     }
+    let kept = kept_of(&schemas, &read, keep_sessions);
+    // The columns come from optimized plans, which can drop a column the
+    // SQL names (a condition the optimizer found always true): every query
+    // must still plan over the tables as they will be, else nothing is
+    // pruned.
+    let pruned = empty_tables(ctx, &schemas, &kept).await?;
+    let mut plans = true;
+    for (name, sql) in REPORT_VIEWS {
+        match pruned.sql(sql).await {
+            Ok(view) => {
+                pruned.register_table(*name, view.into_view())?;
+            }
+            Err(_) => plans = false,
+        }
+    }
+    for sql in queries() {
+        plans = plans
+            && match pruned.sql(sql).await {
+                Ok(df) => df.with_param_values(params.clone()).is_ok(),
+                Err(_) => false,
+            };
+    }
+    Ok(if plans { kept } else { Kept::new() })
+}
+
+/// The tables a plain report reads whole beside its own (the data quality
+/// query's).
+const WHOLE_TABLES: &[(&str, &str)] = &[
+    ("message_checks", "SELECT * FROM message_checks"),
+    ("messages", "SELECT * FROM messages"),
+];
+
+/// What a plain report keeps of each of its tables: the columns `read`
+/// names, unless that is every column, none, a table of
+/// [`WHOLE_TABLES`] or, with `keep_sessions`, the sessions.
+fn kept_of(
+    schemas: &[(&str, SchemaRef)],
+    read: &HashMap<String, std::collections::HashSet<String>>,
+    keep_sessions: bool,
+) -> Kept {
     let mut kept = Kept::new();
     for (name, schema) in schemas {
-        if whole.iter().any(|(w, _)| *w == name) || (keep_sessions && name == "report_sessions") {
+        if WHOLE_TABLES.iter().any(|(w, _)| w == name)
+            || (keep_sessions && *name == "report_sessions")
+        {
             continue;
         }
-        let Some(columns) = read.get(name).filter(|c| !c.is_empty()) else {
+        let Some(columns) = read.get(*name).filter(|c| !c.is_empty()) else {
             continue;
         };
         let columns: Vec<String> = schema
@@ -1185,7 +1203,36 @@ async fn columns_sections_read(
             kept.insert(name.to_string(), columns);
         }
     }
-    Ok(kept)
+    kept
+}
+
+/// A planning context of its own holding empty tables of `schemas`, each
+/// with the columns `kept` names for it (all when it names none).
+async fn empty_tables(
+    ctx: &SessionContext,
+    schemas: &[(&str, SchemaRef)],
+    kept: &Kept,
+) -> Result<SessionContext> {
+    // (A cluster client's configuration leaves the default catalog out.)
+    let planner = SessionContext::new_with_config(
+        ctx.copied_config()
+            .with_create_default_catalog_and_schema(true),
+    );
+    for (name, schema) in schemas {
+        let schema = match kept.get(*name) {
+            Some(columns) => Arc::new(
+                schema.project(
+                    &columns
+                        .iter()
+                        .map(|c| schema.index_of(c))
+                        .collect::<std::result::Result<Vec<_>, _>>()?,
+                )?,
+            ),
+            None => Arc::clone(schema),
+        };
+        planner.register_table(*name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+    }
+    Ok(planner)
 }
 
 /// Adds the columns each table scan of `sql`'s optimized plan reads
