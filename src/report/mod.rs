@@ -1117,6 +1117,22 @@ async fn columns_sections_read(
     params: &Params,
     keep_sessions: bool,
 ) -> Result<Kept> {
+    let queries: Vec<&str> = SECTIONS
+        .iter()
+        .map(|s| s.sql)
+        .chain([DATA_QUALITY_SQL])
+        .collect();
+    columns_read_by(ctx, &queries, params, keep_sessions).await
+}
+
+/// [`columns_sections_read`] for any `queries` over the report's tables
+/// and views.
+async fn columns_read_by(
+    ctx: &SessionContext,
+    queries: &[&str],
+    params: &Params,
+    keep_sessions: bool,
+) -> Result<Kept> {
     let mut schemas: Vec<(&str, SchemaRef)> = Vec::new();
     for (name, sql) in PRUNED_STEPS.iter().chain(WHOLE_TABLES) {
         schemas.push((
@@ -1124,14 +1140,13 @@ async fn columns_sections_read(
             Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone()),
         ));
     }
-    let queries = || SECTIONS.iter().map(|s| s.sql).chain([DATA_QUALITY_SQL]);
     let planner = empty_tables(ctx, &schemas, &Kept::new()).await?;
     for (name, sql) in REPORT_VIEWS {
         let view = planner.sql(sql).await?.into_view();
         planner.register_table(*name, view)?;
     }
     let mut read: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
-    for sql in queries() {
+    for sql in queries {
         scans_of(&planner, sql, params, &mut read).await?;
     }
     // A view names its columns when it is registered: one naming a column
@@ -1158,7 +1173,7 @@ async fn columns_sections_read(
             Err(_) => plans = false,
         }
     }
-    for sql in queries() {
+    for sql in queries {
         plans = plans
             && match pruned.sql(sql).await {
                 Ok(df) => df.with_param_values(params.clone()).is_ok(),
@@ -1549,9 +1564,9 @@ mod tests {
     use super::*;
     use crate::settings::options::EngineOptions;
 
-    /// The report's tables over the sample, planned as a report of February
-    /// 2026 plans them.
-    async fn kept_columns(keep_sessions: bool) -> Kept {
+    /// A report's context over the sample, and the parameters of a report
+    /// of February 2026.
+    async fn report_context() -> (SessionContext, Params) {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
         let table = |t: &str| data.join(t).to_string_lossy().into_owned();
         let engine = crate::engine::context::build_context(
@@ -1569,6 +1584,12 @@ mod tests {
         let ts = column_type(&engine, "events", "ts").unwrap();
         let sent = column_type(&engine, "messages", "sent_at").unwrap();
         let params = message_params(&periods, &sent, &ts, &opts).unwrap();
+        (ctx, params)
+    }
+
+    /// The report's tables as a report of February 2026 keeps them.
+    async fn kept_columns(keep_sessions: bool) -> Kept {
+        let (ctx, params) = report_context().await;
         columns_sections_read(&ctx, &params, keep_sessions)
             .await
             .unwrap()
@@ -1610,6 +1631,28 @@ mod tests {
         }
         // Kept in their schema's order.
         assert_eq!(sessions[0], "period");
+    }
+
+    #[tokio::test]
+    async fn a_column_the_optimizer_drops_but_the_sql_names_is_never_pruned() {
+        let (ctx, params) = report_context().await;
+        // `OR true` makes the filter go: its column reaches no scan of the
+        // optimized plan, yet the statement names it and would not plan
+        // over a table without it.
+        let always = "SELECT count(*) FROM report_sessions                       WHERE (session_end IS NULL OR true) AND status = 'stopped'";
+        let kept = columns_read_by(&ctx, &[always], &params, false)
+            .await
+            .unwrap();
+        assert!(kept.is_empty(), "{kept:?}");
+        let plain = "SELECT count(*) FROM report_sessions WHERE status = 'stopped'";
+        let kept = columns_read_by(&ctx, &[plain], &params, false)
+            .await
+            .unwrap();
+        // With the columns report_people names (it must still plan).
+        assert_eq!(
+            kept["report_sessions"],
+            ["period", "user_id", "status", "tried_self_serve"]
+        );
     }
 
     #[tokio::test]
