@@ -1093,21 +1093,12 @@ const VIEW_STEPS: &[(&str, &str)] = &[
 /// name; a table not named keeps every column.
 type Kept = HashMap<String, Vec<String>>;
 
-/// The report's tables whose columns a plain report keeps to those the
-/// sections read ([`columns_sections_read`]).
-const PRUNED_STEPS: &[(&str, &str)] = &[
-    ("report_sessions", REPORT_SESSIONS_SQL),
-    ("report_conversations", REPORT_CONVERSATIONS_SQL),
-    ("report_event_counts", REPORT_EVENT_COUNTS_SQL),
-    ("report_messages", REPORT_MESSAGES_SQL),
-];
-
 /// The columns of the report's tables that the sections and the data
 /// quality query read, directly or through [`REPORT_VIEWS`], as
-/// DataFusion's projection pushdown finds them: the queries (and the
-/// views' own definitions) are planned
+/// DataFusion's projection pushdown finds them: the queries are planned
 /// over empty tables of the same schemas, in a context of their own, and
-/// each scan's columns (and its filters', if any) are collected. A plain
+/// each scan's columns (and its filters', if any) are collected; a view
+/// that names more keeps what it names. A plain
 /// report materializes those alone: the rest (the detail's and the
 /// sessions table's columns) would only take memory, about half of
 /// `report_sessions` (docs/PERFORMANCE.md, "Memory"). With `keep_sessions`
@@ -1134,7 +1125,8 @@ async fn columns_read_by(
     keep_sessions: bool,
 ) -> Result<Kept> {
     let mut schemas: Vec<(&str, SchemaRef)> = Vec::new();
-    for (name, sql) in PRUNED_STEPS.iter().chain(WHOLE_TABLES) {
+    let messages = ("messages", "SELECT * FROM messages");
+    for (name, sql) in REPORT_STEPS.iter().chain(MESSAGE_STEPS).chain([&messages]) {
         schemas.push((
             name,
             Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone()),
@@ -1183,12 +1175,8 @@ async fn columns_read_by(
     Ok(if plans { kept } else { Kept::new() })
 }
 
-/// The tables a plain report reads whole beside its own (the data quality
-/// query's).
-const WHOLE_TABLES: &[(&str, &str)] = &[
-    ("message_checks", "SELECT * FROM message_checks"),
-    ("messages", "SELECT * FROM messages"),
-];
+/// The tables the data quality query reads whole beside the report's own.
+const WHOLE_TABLES: &[&str] = &["message_checks", "messages"];
 
 /// What a plain report keeps of each of its tables: the columns `read`
 /// names, unless that is every column, none, a table of
@@ -1200,9 +1188,7 @@ fn kept_of(
 ) -> Kept {
     let mut kept = Kept::new();
     for (name, schema) in schemas {
-        if WHOLE_TABLES.iter().any(|(w, _)| w == name)
-            || (keep_sessions && *name == "report_sessions")
-        {
+        if WHOLE_TABLES.contains(name) || (keep_sessions && *name == "report_sessions") {
             continue;
         }
         let Some(columns) = read.get(*name).filter(|c| !c.is_empty()) else {
