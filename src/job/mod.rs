@@ -181,6 +181,7 @@ pub async fn run_job_with(
         None => None,
     };
     if let Some(p) = &mut prepared {
+        p.tap_the_scan().await;
         p.take_from_build().await;
     }
     let engine = prepared.as_ref().map_or(engine, |p| &p.engine);

@@ -95,24 +95,37 @@ async fn run_limited(
     (summary, builds)
 }
 
-/// A memory pool that refuses the one-pass fold's set of started
-/// conversations, and only that, counting its refusals: the fold must then
-/// fall back to the reference statements.
-#[derive(Debug, Default)]
-struct RefusesStartedSet {
+/// A memory pool that refuses one consumer (by name), and only that,
+/// counting its refusals: the one-pass fold's set of started conversations
+/// (the fold must then fall back to the reference statements), or the
+/// rows the scan's tap keeps whole (the fold must then read the events
+/// itself).
+#[derive(Debug)]
+struct Refuses {
+    consumer: &'static str,
     inner: UnboundedMemoryPool,
     refused: AtomicUsize,
 }
 
-impl std::fmt::Display for RefusesStartedSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefusesStartedSet")
+impl Refuses {
+    fn new(consumer: &'static str) -> Self {
+        Self {
+            consumer,
+            inner: UnboundedMemoryPool::default(),
+            refused: AtomicUsize::new(0),
+        }
     }
 }
 
-impl MemoryPool for RefusesStartedSet {
+impl std::fmt::Display for Refuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Refuses({})", self.consumer)
+    }
+}
+
+impl MemoryPool for Refuses {
     fn name(&self) -> &str {
-        "refuses_started_set"
+        "refuses"
     }
     fn grow(&self, r: &MemoryReservation, additional: usize) {
         self.inner.grow(r, additional)
@@ -121,7 +134,7 @@ impl MemoryPool for RefusesStartedSet {
         self.inner.shrink(r, shrink)
     }
     fn try_grow(&self, r: &MemoryReservation, additional: usize) -> DFResult<()> {
-        if r.consumer().name() == "fold: started conversations" && additional > 0 {
+        if r.consumer().name() == self.consumer && additional > 0 {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(DataFusionError::ResourcesExhausted(format!(
                 "the test refuses {additional} bytes to {}",
@@ -956,6 +969,22 @@ async fn the_one_pass_fold_writes_the_reference_state() {
         ),
     )
     .await;
+    // Replies filed in the first day's files, before their conversations'
+    // starts in the order the scan reads: the scan cannot fold them as it
+    // reads them, the fold finds their starts afterwards.
+    derived_file(
+        &inputs,
+        start,
+        "replies-filed-early.parquet",
+        &format!(
+            "SELECT concat('filed-early-', event_id) AS event_id, user_id, \
+             ts + INTERVAL '1 hour' AS ts, 'teammate_reply' AS event_type, channel, article_id, \
+             conversation_id, 'teammate' AS actor, rating FROM events \
+             WHERE event_type = 'conversation_started' AND ts > TIMESTAMP '{start}' + INTERVAL '2 days' \
+             AND ts < TIMESTAMP '{last}' - INTERVAL '2 days'"
+        ),
+    )
+    .await;
     derived_file(
         &inputs,
         last,
@@ -991,34 +1020,43 @@ async fn the_one_pass_fold_writes_the_reference_state() {
     // Builds made: without a limit one, held through; under it each of the
     // two reports makes its own (each lets go of it), and the fold none.
     // A fold that made the build again would make it three.
-    for (state, sql_views, limit, builds) in [
-        (&one, false, None, 1),
-        (&limited, false, Some(64 << 20), 2),
-        (&reference, true, None, 0),
+    // The operators' scan routes the rows (`scan`) with and without a
+    // limit; the SQL views fold with the reference statements.
+    for (state, sql_views, limit, builds, how) in [
+        (&one, false, None, 1, "scan"),
+        (&limited, false, Some(64 << 20), 2, "scan"),
+        (&reference, true, None, 0, "statements"),
     ] {
         let name = state.file_name().unwrap().to_string_lossy();
         let out = tmp.path().join(format!("out-{name}"));
         let text = job_text(&inputs, &out, Some(state), "parquet");
         let (summary, made) = run_limited(&text, date, true, sql_views, limit).await;
-        assert_eq!(summary.state.unwrap().mode, "full");
+        let run = summary.state.unwrap();
+        assert_eq!(run.mode, "full");
+        assert_eq!(run.fold, Some(how), "how the state {name} was folded");
         assert_eq!(made, builds, "builds made for the state {name}");
     }
-    // The operators' build, where the pool refuses the pass its set of
-    // started conversations: the fold falls back to the reference
-    // statements.
-    let fallback = tmp.path().join("fallback");
-    let pool = Arc::new(RefusesStartedSet::default());
-    let text = job_text(
-        &inputs,
-        &tmp.path().join("out-fallback"),
-        Some(&fallback),
-        "parquet",
-    );
-    let summary = run_with_pool(&text, date, Arc::clone(&pool) as Arc<dyn MemoryPool>).await;
-    assert_eq!(summary.state.unwrap().mode, "full");
-    assert!(pool.refused.load(Ordering::SeqCst) > 0, "nothing refused");
+    // The operators' build, where the pool refuses the rows the scan's tap
+    // keeps whole (the fold reads the events itself, in one pass), or the
+    // pass its set of started conversations (the fold falls back to the
+    // reference statements).
+    let (untapped, fallback) = (tmp.path().join("untapped"), tmp.path().join("fallback"));
+    for (state, consumer, how) in [
+        (&untapped, "fold tap: rows kept whole", "one pass"),
+        (&fallback, "fold: started conversations", "statements"),
+    ] {
+        let name = state.file_name().unwrap().to_string_lossy();
+        let pool = Arc::new(Refuses::new(consumer));
+        let out = tmp.path().join(format!("out-{name}"));
+        let text = job_text(&inputs, &out, Some(state), "parquet");
+        let summary = run_with_pool(&text, date, Arc::clone(&pool) as Arc<dyn MemoryPool>).await;
+        let run = summary.state.unwrap();
+        assert_eq!(run.mode, "full");
+        assert_eq!(run.fold, Some(how), "how the state {name} was folded");
+        assert!(pool.refused.load(Ordering::SeqCst) > 0, "nothing refused");
+    }
     let want = state_rows(&reference).await;
-    for state in [&one, &limited, &fallback] {
+    for state in [&one, &limited, &untapped, &fallback] {
         let got = state_rows(state).await;
         for ((table, g), (_, w)) in got.iter().zip(&want) {
             assert!(

@@ -88,14 +88,15 @@ pub(super) async fn from_build(
 }
 
 /// Folds the run's input into a new manifest of generation `generation`
-/// (its files written, not yet committed).
+/// (its files written, not yet committed); also says how
+/// ([`super::StateRun::fold`]).
 pub(super) async fn fold(
     engine: &Engine,
     store: &StateStore,
     previous: Option<&Manifest>,
     mut pending: Pending,
     generation: u64,
-) -> Result<Manifest> {
+) -> Result<(Manifest, &'static str)> {
     let mut laps = Laps::new();
     let ctx = &engine.ctx;
     let new_frontier = pending.new_frontier;
@@ -132,7 +133,12 @@ pub(super) async fn fold(
     let mut one_pass = None;
     if let Some(repeated) = &repeated {
         match fold
-            .in_one_pass(repeated, pending.from_build.as_ref(), &mut laps)
+            .in_one_pass(
+                repeated,
+                pending.from_build.as_ref(),
+                pending.scan.take(),
+                &mut laps,
+            )
             .await
         {
             Ok(done) => one_pass = Some(done),
@@ -143,6 +149,11 @@ pub(super) async fn fold(
         }
     }
     let one_pass_ran = one_pass.is_some();
+    let how = match &one_pass {
+        Some((_, placed, _)) if placed.from_scan => "scan",
+        Some(_) => "one pass",
+        None => "statements",
+    };
     let (started, index, live_events, anchors) = match one_pass {
         Some((started, placed, anchors)) => {
             pending.counters.folded_duplicate_events += placed.folded_duplicates;
@@ -193,7 +204,7 @@ pub(super) async fn fold(
     let events = engine_location(previous, EVENTS.name, engine);
     let messages = engine_location(previous, MESSAGES.name, engine);
     laps.lap("fold: segments");
-    Ok(Manifest {
+    let manifest = Manifest {
         format: STATE_FORMAT,
         version: env!("CARGO_PKG_VERSION").to_string(),
         generation,
@@ -211,7 +222,8 @@ pub(super) async fn fold(
         started,
         checks: BTreeMap::new(),
         checksum: String::new(),
-    })
+    };
+    Ok((manifest, how))
 }
 
 /// What every phase of one fold reads.
@@ -361,6 +373,7 @@ impl Fold<'_> {
         &self,
         repeated: &datafusion::logical_expr::ScalarUDF,
         from_build: Option<&FromBuild>,
+        scan: Option<super::one_pass::ScanFold>,
         laps: &mut Laps,
     ) -> Result<(String, super::one_pass::Placed, String)> {
         let (started, anchors) = match from_build {
@@ -397,6 +410,7 @@ impl Fold<'_> {
             &self.params,
             self.generation,
             repeated,
+            scan,
         )
         .await?;
         laps.lap("fold: event index and live events, in one pass");

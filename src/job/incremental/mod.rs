@@ -268,6 +268,12 @@ pub struct StateRun {
     /// been written: see the summary's `written`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How the saved state's rows were folded: `scan` (routed by the
+    /// operators' scan as it read them for the reports), `one pass` (one
+    /// more read of the events) or `statements` (the reference statements,
+    /// as every incremental run does). Absent when no state was saved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold: Option<&'static str>,
 }
 
 impl StateRun {
@@ -280,6 +286,7 @@ impl StateRun {
             new_rows: 0,
             frontier: windows_start.to_rfc3339(),
             error: Some(error),
+            fold: None,
         }
     }
 
@@ -287,6 +294,7 @@ impl StateRun {
     pub fn not_saved(self, error: String) -> Self {
         Self {
             error: Some(error),
+            fold: None,
             ..self
         }
     }
@@ -568,6 +576,16 @@ fn parse_manifest(bytes: &[u8]) -> std::result::Result<Manifest, Fallback> {
     })
 }
 
+/// The generation a new state's files get: after the highest generation
+/// anywhere in `data/`, so that a manifest that could not be read does not
+/// make names repeat.
+async fn next_generation(store: &StateStore, previous: Option<&Manifest>) -> Result<u64> {
+    Ok(previous
+        .map_or(0, |m| m.generation)
+        .max(store.highest_generation().await?)
+        + 1)
+}
+
 /// `g000012-…` → 12.
 fn generation_of(name: &str) -> Option<u64> {
     name.strip_prefix('g')?.split('-').next()?.parse().ok()
@@ -642,6 +660,8 @@ struct Pending {
     /// What the fold takes from the operators' build, taken before the
     /// reports let go of it ([`Prepared::take_from_build`]).
     from_build: Option<fold::FromBuild>,
+    /// The fold's rows routed by the build's scan ([`Prepared::tap_the_scan`]).
+    scan: Option<one_pass::ScanFold>,
 }
 
 /// Why the state cannot be used as it is (the run recomputes everything).
@@ -845,6 +865,7 @@ pub async fn prepare(
             new_rows: all_rows,
             frontier: windows_start.to_rfc3339(),
             error: None,
+            fold: None,
         },
         pending: Pending {
             previous,
@@ -854,6 +875,7 @@ pub async fn prepare(
             new_frontier: windows_start,
             counters_from_report: true,
             from_build: None,
+            scan: None,
         },
         _dir: None,
         store: store.clone(),
@@ -1059,6 +1081,35 @@ impl Prepared {
         Ok(RecordBatch::try_new(batch.schema(), columns)?)
     }
 
+    /// A full run in one process with the operators hands their next build
+    /// a tap: its scan, which reads every row for the reports, routes the
+    /// fold's rows as it reads them ([`one_pass::ScanFold`]). Not handed (the
+    /// fold reads the events itself, as it would anyway) when it cannot be
+    /// set up.
+    pub async fn tap_the_scan(&mut self) {
+        if self.run.mode != "full" || !crate::report::builds_here(&self.engine) {
+            return;
+        }
+        let installed = async {
+            let generation = next_generation(&self.store, self.pending.previous.as_ref()).await?;
+            one_pass::ScanFold::install(
+                &self.engine.ctx,
+                &self.store,
+                generation,
+                self.pending.new_frontier.timestamp_micros(),
+            )
+            .await
+        }
+        .await;
+        match installed {
+            Ok(scan) => self.pending.scan = scan,
+            Err(e) if std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some() => {
+                eprintln!("state: the scan was not tapped for the fold: {e}")
+            }
+            Err(_) => {}
+        }
+    }
+
     /// Under a memory limit, a full run in one process with the operators
     /// takes what its fold needs from the operators' build (the
     /// conversations started before the new frontier and the anchors) now,
@@ -1095,7 +1146,7 @@ impl Prepared {
     pub async fn commit(self, first_report: &RecordBatch) -> Result<StateRun> {
         let Prepared {
             engine,
-            run,
+            mut run,
             store,
             mut pending,
             _dir,
@@ -1104,20 +1155,18 @@ impl Prepared {
         if pending.counters_from_report {
             pending.counters = counters_from_report(first_report)?;
         }
-        // After the highest generation anywhere in `data/`: a manifest that
-        // could not be read does not make names repeat.
-        let generation = pending
-            .previous
-            .as_ref()
-            .map_or(0, |m| m.generation)
-            .max(store.highest_generation().await?)
-            + 1;
+        // The scan's tap writes its files with the generation it was given.
+        let generation = match &pending.scan {
+            Some(scan) => scan.generation,
+            None => next_generation(&store, pending.previous.as_ref()).await?,
+        };
         let previous = pending
             .previous
             .clone()
             .filter(|_| run.mode == "incremental");
-        let mut manifest =
+        let (mut manifest, how) =
             fold::fold(&engine, &store, previous.as_ref(), pending, generation).await?;
+        run.fold = Some(how);
         // Files kept from the verified previous state keep their checks;
         // the new ones are read back once.
         let mut checks = BTreeMap::new();

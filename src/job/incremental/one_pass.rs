@@ -14,6 +14,14 @@
 //! This module only routes the rows to their files; the rules stay in
 //! SQL, and `incremental::the_one_pass_fold_writes_the_reference_state`
 //! holds the state it writes equal to the reference fold's.
+//!
+//! Faster still, a full run hands the operators' scan a tap
+//! ([`ScanFold`], [`crate::tables::native::tap`]) before its reports: the
+//! scan, which reads every row once for the reports anyway, routes the
+//! rows the same way as it reads them, and the pass is left only the rows
+//! the scan could not decide (lifecycle rows whose start it had not seen,
+//! the ids that may have copies). When the tap could not follow, the pass
+//! reads the history as above.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +46,8 @@ use crate::engine::query::Params;
 use crate::error::{Error, Result};
 use crate::tables::native::dedup::{each_str, str_test};
 use crate::tables::native::intern::Interner;
+use crate::tables::native::node::NativeCache;
+use crate::tables::native::tap::{FoldTap, Senders, LIVE_COLUMNS};
 
 /// The files the pass wrote and what it counted.
 pub(super) struct Placed {
@@ -47,26 +57,152 @@ pub(super) struct Placed {
     pub live: String,
     /// Valid rows of folded ids, less one per folded id.
     pub folded_duplicates: u64,
+    /// The scan routed the rows (else the pass read the events).
+    pub from_scan: bool,
+}
+
+/// A full run's fold routed by the operators' scan: the tap handed to the
+/// next build, and the tasks writing the index and the live events as the
+/// scan sends them. Dropped unused, its writers stop and no file appears.
+pub(super) struct ScanFold {
+    tap: Arc<FoldTap>,
+    /// The generation its files belong to (the state's next).
+    pub generation: u64,
+    index: (String, Option<Writer>),
+    live: (String, Option<Writer>),
+}
+
+type Writer = tokio::task::JoinHandle<Result<Sink>>;
+
+impl Drop for ScanFold {
+    fn drop(&mut self) {
+        self.tap.close();
+        for w in [self.index.1.take(), self.live.1.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.abort();
+        }
+    }
+}
+
+impl ScanFold {
+    /// Hands a tap to the next build of `ctx` (which must have the
+    /// operators' cache), writing files of generation `generation`.
+    pub(super) async fn install(
+        ctx: &SessionContext,
+        store: &StateStore,
+        generation: u64,
+        new_frontier_us: i64,
+    ) -> Result<Option<Self>> {
+        let Some(cache) = ctx.state().config().get_extension::<NativeCache>() else {
+            return Ok(None);
+        };
+        // The reference pass's row: `validated_events`' columns (the index's
+        // strings as the scan reads them, the live rows' plain).
+        let view = ctx.table("validated_events").await?;
+        let view = Arc::new(view.schema().as_arrow().clone());
+        let names: Vec<&str> = view
+            .fields()
+            .iter()
+            .take(9)
+            .map(|f| f.name().as_str())
+            .collect();
+        if names != LIVE_COLUMNS {
+            return Err(Error::Internal(format!(
+                "validated_events has columns {names:?}, the fold's tap routes {LIVE_COLUMNS:?}"
+            )));
+        }
+        let live_schema = plain(&view, 9);
+        let index_field = Arc::new(view.field(0).clone());
+        let index = data_name(generation, "event-index");
+        let live = data_name(generation, "live-events");
+        let index_sink = Sink::open(
+            store,
+            &index,
+            Arc::new(Schema::new(vec![index_field.as_ref().clone()])),
+            state_props(false)?,
+        )?;
+        let live_sink = Sink::open(store, &live, Arc::clone(&live_schema), state_props(true)?)?;
+        let (index_tx, index_rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+        let (live_tx, live_rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
+        let tap = Arc::new(FoldTap::new(
+            new_frontier_us,
+            live_schema,
+            index_field,
+            Senders {
+                index: index_tx,
+                live: live_tx,
+            },
+            TAP_CAP,
+        ));
+        cache.tap_next_build(Arc::clone(&tap));
+        Ok(Some(Self {
+            tap,
+            generation,
+            index: (index, Some(writer(index_sink, index_rx))),
+            live: (live, Some(writer(live_sink, live_rx))),
+        }))
+    }
+
+    /// The writers' sinks, once the scan has let go of their channels.
+    async fn sinks(&mut self) -> Result<(Sink, Sink)> {
+        self.tap.close();
+        let mut out = Vec::new();
+        for w in [self.index.1.take(), self.live.1.take()] {
+            let w = w.ok_or_else(|| Error::Internal("the fold's writers were taken".into()))?;
+            out.push(
+                w.await
+                    .map_err(|e| Error::Internal(format!("a fold writer failed: {e}")))??,
+            );
+        }
+        let live = out.pop();
+        let index = out.pop();
+        Ok((index.expect("two sinks"), live.expect("two sinks")))
+    }
+}
+
+/// Batches a writer's channel holds before the scan waits for it.
+const WRITER_QUEUE: usize = 8;
+
+/// Most bytes the tap keeps whole before the fold reads the history itself
+/// instead (rows whose place the scan could not decide: a few thousand in
+/// time-ordered input).
+const TAP_CAP: usize = 256 << 20;
+
+/// A task writing what `rx` brings to `sink`.
+fn writer(mut sink: Sink, mut rx: tokio::sync::mpsc::Receiver<RecordBatch>) -> Writer {
+    tokio::spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            sink.write(&batch).await?;
+        }
+        Ok(sink)
+    })
 }
 
 /// Runs the one-pass fold. `fold_started` must be registered (the
 /// conversations started before the frontier) and `repeated` is the
-/// build's repeated-id function.
+/// build's repeated-id function. `scan`: the tap the build's scan routed
+/// the rows through, if one was handed to it.
 pub(super) async fn fold(
     ctx: &SessionContext,
     store: &StateStore,
     params: &Params,
     generation: u64,
     repeated: &ScalarUDF,
+    scan: Option<ScanFold>,
 ) -> Result<Placed> {
     // The started conversations as a set of the statements' function:
     // a join would copy every row of the history to add one column.
     let mut held =
         MemoryConsumer::new("fold: started conversations").register(&ctx.runtime_env().memory_pool);
     let started = started_set(ctx, &mut held).await?;
-    ctx.register_udf(ScalarUDF::from(StartedIn::new(started)));
+    ctx.register_udf(ScalarUDF::from(StartedIn::new(Arc::clone(&started))));
     ctx.register_udf(repeated.clone().with_aliases([REPEATED_ID_FN]));
-    let placed = place(ctx, store, params, generation).await;
+    let placed = match scan {
+        Some(scan) => from_scan(ctx, store, params, generation, scan, &started).await,
+        None => place(ctx, store, params, generation).await,
+    };
     ctx.deregister_udf(repeated.name());
     ctx.deregister_udf(REPEATED_ID_FN);
     ctx.deregister_udf(STARTED_FN);
@@ -134,10 +270,123 @@ async fn place(
         );
     }
     repeated_out.close().await?;
+    let folded_duplicates =
+        rank_repeated(ctx, store, params, &scratch, &mut index_out, &mut live_out).await?;
+    index_out.close().await?;
+    live_out.close().await?;
+    Ok(Placed {
+        index,
+        live,
+        folded_duplicates,
+        from_scan: false,
+    })
+}
 
-    // The ids that may have copies: ranked, then routed as their
-    // surviving copy says.
-    let scratch_url = store.url_of(&scratch);
+/// The fold of the rows the scan routed through `scan`'s tap: its index
+/// and live events get the rows the scan left (lifecycle rows, folded when
+/// their conversation is in `started`; the ids that may have copies,
+/// ranked). Where the tap could not follow, [`place`] reads the history.
+async fn from_scan(
+    ctx: &SessionContext,
+    store: &StateStore,
+    params: &Params,
+    generation: u64,
+    mut scan: ScanFold,
+    started: &Interner,
+) -> Result<Placed> {
+    let timings = std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some();
+    let key = crate::tables::native::node::build_key_digest(ctx).await?;
+    let tapped = scan.tap.take(key);
+    let sinks = scan.sinks().await;
+    // A writer that failed (the state's store refused a write) is as
+    // good as a tap that could not follow: the pass writes files of its own.
+    let usable = match (tapped, sinks) {
+        (Ok(t), Ok(s)) => Ok((t, s)),
+        (Err(why), _) => Err(why),
+        (_, Err(e)) => Err(e.to_string()),
+    };
+    let (tapped, (mut index_out, mut live_out)) = match usable {
+        Ok(usable) => usable,
+        Err(why) => {
+            if timings {
+                eprintln!("state: the scan's tap was not used ({why}); the fold reads the events");
+            }
+            drop(scan);
+            return place(ctx, store, params, generation).await;
+        }
+    };
+    let t = Instant::now();
+    let conv = live_column("conversation_id")?;
+    for rows in &tapped.deferred {
+        let folded = str_test(rows.column(conv), |v| started.lookup(v).is_some())?;
+        index_out.write(&take(rows, &folded, 1)?).await?;
+        live_out
+            .write(&filter_record_batch(rows, &not(&folded)?)?)
+            .await?;
+    }
+    let mut folded_duplicates = 0;
+    if let Some(first) = tapped.repeated.first() {
+        let scratch = data_name(generation, "repeated-tmp");
+        let ranked = async {
+            let mut repeated_out = Sink::open(
+                store,
+                &scratch,
+                first.schema(),
+                crate::io::scratch::writer_properties(),
+            )?;
+            for rows in &tapped.repeated {
+                repeated_out.write(rows).await?;
+            }
+            repeated_out.close().await?;
+            rank_repeated(ctx, store, params, &scratch, &mut index_out, &mut live_out).await
+        }
+        .await;
+        let _ = store.delete(&scratch).await;
+        folded_duplicates = ranked?;
+    }
+    let c = tapped.counts;
+    drop(tapped);
+    index_out.close().await?;
+    live_out.close().await?;
+    if timings {
+        eprintln!(
+            "state: fold from the scan: {} ids folded and {} rows live as the scan read them; \
+             {} lifecycle rows and {} rows of ids that may have copies placed after it in {:.3}s",
+            c.folded,
+            c.live,
+            c.deferred,
+            c.repeated,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Placed {
+        index: std::mem::take(&mut scan.index.0),
+        live: std::mem::take(&mut scan.live.0),
+        folded_duplicates,
+        from_scan: true,
+    })
+}
+
+/// Column `name`'s position in the live events.
+fn live_column(name: &str) -> Result<usize> {
+    LIVE_COLUMNS
+        .iter()
+        .position(|c| *c == name)
+        .ok_or_else(|| Error::Internal(format!("the live events have no {name}")))
+}
+
+/// Ranks the rows of ids that may have copies (the scratch file
+/// `scratch`), then routes them as their surviving copy says; returns the
+/// valid rows of folded ids less one per folded id.
+async fn rank_repeated(
+    ctx: &SessionContext,
+    store: &StateStore,
+    params: &Params,
+    scratch: &str,
+    index_out: &mut Sink,
+    live_out: &mut Sink,
+) -> Result<u64> {
+    let scratch_url = store.url_of(scratch);
     let ranked = async {
         ctx.register_parquet("fold_repeated", &scratch_url, ParquetReadOptions::default())
             .await?;
@@ -159,15 +408,8 @@ async fn place(
     }
     .await;
     ctx.deregister_table("fold_repeated")?;
-    let _ = store.delete(&scratch).await;
-    let folded_duplicates = ranked?;
-    index_out.close().await?;
-    live_out.close().await?;
-    Ok(Placed {
-        index,
-        live,
-        folded_duplicates,
-    })
+    let _ = store.delete(scratch).await;
+    ranked
 }
 
 /// Writes the message index of a full run (`message_index_of_full_run`)

@@ -108,6 +108,7 @@ pub(super) async fn incremental_run(
             new_rows,
             frontier: windows_start.to_rfc3339(),
             error: None,
+            fold: None,
         },
         store: store.clone(),
         pending: Pending {
@@ -118,6 +119,7 @@ pub(super) async fn incremental_run(
             new_frontier: windows_start,
             counters_from_report: false,
             from_build: None,
+            scan: None,
         },
         _dir: Some(dir),
     }))

@@ -41,6 +41,7 @@ use super::scan::{self, ScanCounts, Stores};
 use super::segments::{Actions, Facts, IdHashes};
 use super::sessions::UserBucket;
 use super::store::{Budget, Store};
+use super::tap::FoldTap;
 use super::{EventCounts, HashMap, HashSet};
 use crate::error::{Error, Result};
 
@@ -231,6 +232,8 @@ pub struct BuildInput {
     pub rows: Option<usize>,
     /// Threads for the bucket steps.
     pub threads: usize,
+    /// A full run's fold, routed by the scan ([`super::tap`]).
+    pub tap: Option<Arc<FoldTap>>,
 }
 
 /// Runs `f` over `0..n` on `threads` threads, outside the async runtime's
@@ -331,8 +334,22 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     step(&mut profile, "ids");
 
     // 2. the scan, then the repeats among the rows it kept whole
-    let (stores, counts, copies) =
-        scan_events(&input, b, hasher, Arc::clone(&candidates), &budget).await?;
+    let scanned = scan_events(
+        &input,
+        b,
+        hasher,
+        Arc::clone(&candidates),
+        &budget,
+        &ts_type,
+    )
+    .await;
+    if let Some(tap) = &input.tap {
+        match &scanned {
+            Ok(_) => tap.scan_done(),
+            Err(e) => tap.fail(format!("the scan failed: {e}")),
+        }
+    }
+    let (stores, counts, copies) = scanned?;
     step(&mut profile, "scan");
     let dedup = Arc::new(dedup::settle(copies, b));
     step(&mut profile, "repeats");
@@ -433,6 +450,7 @@ async fn scan_events(
     hasher: IdHasher,
     candidates: Arc<HashSet<u64>>,
     budget: &Arc<Budget>,
+    ts_type: &DataType,
 ) -> Result<(Arc<Stores>, ScanCounts, Vec<dedup::FullRow>)> {
     let stores = Arc::new(Stores {
         actions: Store::new(b),
@@ -450,8 +468,9 @@ async fn scan_events(
         let stream = input.input.execute(p, Arc::clone(&input.task))?;
         let (budget, stores, seen) = (Arc::clone(budget), Arc::clone(&stores), Arc::clone(&seen));
         let candidates = Arc::clone(&candidates);
+        let tap = input.tap.as_ref().and_then(|t| t.task(ts_type));
         tasks.push(tokio::spawn(async move {
-            scan::scan_partition(stream, b, hasher, candidates, &budget, &stores, &seen).await
+            scan::scan_partition(stream, b, hasher, candidates, &budget, &stores, &seen, tap).await
         }));
     }
     let mut counts = ScanCounts::default();

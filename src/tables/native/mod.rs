@@ -18,6 +18,7 @@
 //! * [`dedup`]: repeated event_ids, settled exactly;
 //! * [`facts`]: conversation facts, by conversation bucket;
 //! * [`sessions`]: sessionization and the output rows, by user bucket;
+//! * [`tap`]: a full run's fold, routed by the scan;
 //! * [`build`]: the steps in order, shared by every relation of a query;
 //! * [`node`]: the logical node, its planner, the execution plan and the
 //!   views that put them in SQL.
@@ -31,6 +32,7 @@ pub mod scan;
 pub mod segments;
 pub mod sessions;
 pub mod store;
+pub mod tap;
 
 use std::sync::Arc;
 

@@ -326,6 +326,8 @@ pub struct NativeCache {
     builds: std::sync::atomic::AtomicUsize,
     /// When a query last asked for the build.
     used: std::sync::Mutex<Option<std::time::Instant>>,
+    /// A full run's fold, for the next build's scan to route.
+    tap: std::sync::Mutex<Option<Arc<super::tap::FoldTap>>>,
 }
 
 /// What a build depends on: the files (location, size, modification time,
@@ -351,6 +353,12 @@ impl NativeCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Hands `tap` to the next build made in one process: its scan routes
+    /// the rows of a full run's fold ([`super::tap`]).
+    pub fn tap_next_build(&self, tap: Arc<super::tap::FoldTap>) {
+        *self.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tap);
     }
 
     /// Lets go of the build it holds (its memory returns to the pool once
@@ -420,6 +428,11 @@ impl NativeCache {
         }
         // The old build's memory goes before the new one is made.
         *slot = None;
+        let mut input = input;
+        if let (Some(k), false) = (&key, opts.single_task) {
+            let tap = self.tap.lock().unwrap_or_else(|e| e.into_inner()).take();
+            input.tap = tap.filter(|t| t.claim(digest(k), &input.task.runtime_env()));
+        }
         self.builds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let built = Arc::new(if opts.single_task {
@@ -554,6 +567,21 @@ pub async fn holds_build(ctx: &SessionContext) -> crate::Result<bool> {
     };
     let held = matches!(&*cache.slot.lock().await, Some((k, _)) if *k == key);
     Ok(held)
+}
+
+/// A build key's digest, by which a fold's tap knows its build.
+fn digest(key: &Key) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// The digest of the key a build of `ctx`'s `events` as the files are now
+/// would have (see [`super::tap::FoldTap::take`]); `None` when `ctx` reads
+/// the SQL views.
+pub async fn build_key_digest(ctx: &SessionContext) -> crate::Result<Option<u64>> {
+    Ok(current_key(ctx).await?.map(|(_, _, key)| digest(&key)))
 }
 
 /// The build key of the first operator in `plan`.
@@ -867,6 +895,7 @@ impl ExecutionPlan for NativeExec {
             task: Arc::clone(&context),
             rows: self.rows,
             threads: partitions.max(context.session_config().target_partitions()),
+            tap: None,
         };
         let cache = Arc::clone(&self.cache);
         let opts = self.options.clone();

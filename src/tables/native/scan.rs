@@ -28,6 +28,7 @@ use super::dedup::{full_row, FullRow};
 use super::intern::{bucket_of, hash_of, IdHasher, PREFETCH_AHEAD};
 use super::segments::{Actions, ConvRows, IdHashes, Segment};
 use super::store::{Budget, Store};
+use super::tap::{self, TapTask};
 use super::HashSet;
 use crate::error::Result;
 use crate::rules::{self, kind};
@@ -133,6 +134,9 @@ struct Router {
     /// and interned by the second.
     users_todo: Vec<(u32, u64, u8)>,
     convs_todo: Vec<(u32, u64, u8, u64)>,
+    /// For a fold's tap: each row's kind ([`tap::SKIP`] when not routed)
+    /// and whether its id hash is a repeat candidate, this batch.
+    marks: Option<(Vec<u8>, Vec<bool>)>,
     /// Bytes of the segments reserved in the budget.
     held: usize,
     counts: ScanCounts,
@@ -212,6 +216,7 @@ impl Router {
             copies: Vec::new(),
             users_todo: Vec::new(),
             convs_todo: Vec::new(),
+            marks: None,
             held: 0,
             counts: ScanCounts::default(),
         }
@@ -222,7 +227,8 @@ impl Router {
     /// second interns them in order, each lookup's table slot asked for
     /// [`PREFETCH_AHEAD`] rows before it is needed (the tables of a long
     /// history do not fit in the CPU's caches).
-    fn add_batch(&mut self, b: &RecordBatch) -> Result<()> {
+    /// Returns the batch's typed columns.
+    fn add_batch(&mut self, b: &RecordBatch) -> Result<EventColumns> {
         let cols = EventColumns::of(b)?;
         let article = match self.candidates.is_empty() {
             true => None,
@@ -234,6 +240,13 @@ impl Router {
         let mut convs_todo = std::mem::take(&mut self.convs_todo);
         users_todo.clear();
         convs_todo.clear();
+        let mut marks = self.marks.take();
+        if let Some((kinds, candidate)) = &mut marks {
+            kinds.clear();
+            kinds.resize(n, tap::SKIP);
+            candidate.clear();
+            candidate.resize(n, false);
+        }
         for i in 0..n {
             let k = match cols.check(i) {
                 None => continue,
@@ -243,13 +256,21 @@ impl Router {
                     continue;
                 }
             };
-            if let Some(article) = &article {
-                if self
-                    .candidates
-                    .contains(self.hasher.hash(cols.id.value(i).as_bytes()))
-                {
-                    self.copies.push(full_row(&cols, article, i));
+            let candidate = match &article {
+                Some(article) => {
+                    let repeat = self
+                        .candidates
+                        .contains(self.hasher.hash(cols.id.value(i).as_bytes()));
+                    if repeat {
+                        self.copies.push(full_row(&cols, article, i));
+                    }
+                    repeat
                 }
+                None => false,
+            };
+            if let Some((kinds, candidates)) = &mut marks {
+                kinds[i] = k;
+                candidates[i] = candidate;
             }
             if rules::is_action(k) {
                 users_todo.push((i as u32, hash_of(cols.user.value(i).as_bytes()), k));
@@ -269,7 +290,8 @@ impl Router {
         self.add_conv_rows(&cols, &convs_todo);
         self.users_todo = users_todo;
         self.convs_todo = convs_todo;
-        Ok(())
+        self.marks = marks;
+        Ok(cols)
     }
 
     fn add_actions(&mut self, cols: &EventColumns, todo: &[(u32, u64, u8)]) {
@@ -354,9 +376,11 @@ impl Router {
     }
 }
 
-/// Scans one input partition into `stores`; returns its counts and its
+/// Scans one input partition into `stores`, each batch also routed by
+/// `tap` when a full run's fold taps the scan; returns its counts and its
 /// valid rows whose event_id hash is in `candidates`, whole.
-pub async fn scan_partition(
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn scan_partition(
     mut stream: SendableRecordBatchStream,
     buckets: usize,
     hasher: IdHasher,
@@ -364,15 +388,33 @@ pub async fn scan_partition(
     budget: &Budget,
     stores: &Stores,
     rows_seen: &std::sync::atomic::AtomicUsize,
+    mut tap: Option<TapTask>,
 ) -> Result<(ScanCounts, Vec<FullRow>)> {
     let mut router = Router::new(buckets, hasher, candidates);
+    if tap.is_some() {
+        router.marks = Some((Vec::new(), Vec::new()));
+    }
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        router.add_batch(&batch)?;
+        let cols = router.add_batch(&batch)?;
+        if let Some(t) = &mut tap {
+            let (kinds, candidate) = router
+                .marks
+                .as_ref()
+                .map_or((&[][..], &[][..]), |(k, c)| (k.as_slice(), c.as_slice()));
+            if !t.route(&batch, &cols, kinds, candidate).await {
+                // the tap failed: the fold reads the history itself
+                tap = None;
+                router.marks = None;
+            }
+        }
         router.settle(budget, stores)?;
         rows_seen.fetch_add(batch.num_rows(), std::sync::atomic::Ordering::Relaxed);
     }
     router.hand_over(budget, stores, false)?;
+    if let Some(t) = tap {
+        t.finish().await;
+    }
     Ok((router.counts, router.copies))
 }
 

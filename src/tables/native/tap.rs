@@ -1,0 +1,622 @@
+//! A full run's fold, routed while the operators' scan reads `events`.
+//!
+//! A job that builds its state folds every valid row of the history: its
+//! event_id into the index, or the row into the live events (see
+//! `queries/incremental/fold.sql`, `fold_places`). The scan already reads
+//! and validates every row once, so a [`FoldTap`] handed to the build
+//! routes them there, and the fold does not read the history again:
+//!
+//! * a row whose id hash is a repeat candidate may have copies: it is kept
+//!   whole, for the fold to rank with the other copies (`repeated`);
+//! * any other valid row is its id's only copy. At or after the new
+//!   frontier it stays live; before it, its id is folded, unless it is a
+//!   lifecycle row whose conversation has not started before the
+//!   frontier (it may still find its start, spec §3). A lifecycle row whose
+//!   start this task has seen (an only copy, before the frontier) is
+//!   folded at once; the others are kept whole (`deferred`) for the fold
+//!   to decide with the build's `conversations` relation. Events arrive in
+//!   time order in practice, so few rows wait.
+//!
+//! Ids and live rows go to the fold's writers through channels as the
+//! scan reads them; the rows kept whole are counted in the memory pool.
+//! The tap never fails the build: when it cannot follow (a writer failed,
+//! the pool or its own cap refused what it keeps, the scan failed) it
+//! says so and the fold reads the history itself, as it does without a
+//! tap. `incremental::the_one_pass_fold_writes_the_reference_state` holds
+//! the state it writes equal to the reference fold's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter, filter_record_batch, not};
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use tokio::sync::mpsc::Sender;
+
+use super::dedup::str_test;
+use super::intern::Interner;
+use super::scan::EventColumns;
+use crate::rules::{self, kind};
+
+/// The columns of a live row, in the order of the state's live events.
+pub const LIVE_COLUMNS: [&str; 9] = [
+    "event_id",
+    "user_id",
+    "ts",
+    "event_type",
+    "channel",
+    "article_id",
+    "conversation_id",
+    "actor",
+    "rating",
+];
+
+/// Where the tapped rows go as the scan reads them.
+#[derive(Clone)]
+pub struct Senders {
+    /// Folded event_ids, one column named as the index's.
+    pub index: Sender<RecordBatch>,
+    /// Live rows, in the live events' schema.
+    pub live: Sender<RecordBatch>,
+}
+
+/// What the scan left for the fold.
+#[derive(Debug, Default)]
+pub struct Tapped {
+    /// Lifecycle rows before the frontier whose start the scan had not
+    /// seen first, whole (live events' schema).
+    pub deferred: Vec<RecordBatch>,
+    /// Valid rows of ids that may have copies, whole.
+    pub repeated: Vec<RecordBatch>,
+    /// What was routed.
+    pub counts: TapCounts,
+    /// Their reservation in the pool: dropped with them.
+    pub reservation: Option<MemoryReservation>,
+}
+
+/// Rows the tap routed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TapCounts {
+    /// Ids sent to the index.
+    pub folded: u64,
+    /// Rows sent to the live events.
+    pub live: u64,
+    /// Rows kept for the fold to decide.
+    pub deferred: u64,
+    /// Rows of ids that may have copies.
+    pub repeated: u64,
+}
+
+impl TapCounts {
+    fn add(&mut self, o: &TapCounts) {
+        self.folded += o.folded;
+        self.live += o.live;
+        self.deferred += o.deferred;
+        self.repeated += o.repeated;
+    }
+}
+
+/// A full run's fold, handed to the next build's scan.
+pub struct FoldTap {
+    /// The new frontier, microseconds since the epoch.
+    frontier_us: i64,
+    /// The live events' schema.
+    live_schema: SchemaRef,
+    /// The index's column (its type is the scan's own: the state's file
+    /// holds strings either way).
+    index_field: FieldRef,
+    /// Most bytes the rows kept whole may take before the tap gives up.
+    cap: usize,
+    senders: Mutex<Option<Senders>>,
+    inner: Mutex<Inner>,
+    /// Set with `Inner::failed`, read by the tasks at every batch.
+    failed: AtomicBool,
+    /// The conversations started before the frontier that the scan's
+    /// tasks have seen, shared: a task reads the files of its own range,
+    /// but its rows' starts may be in another task's.
+    started: Mutex<Started>,
+}
+
+/// Conversations whose start (an only copy, before the frontier) the scan
+/// has seen, in two generations, so that a long history's starts do not all
+/// stay held: a lifecycle row whose start was forgotten waits for the fold.
+#[derive(Default)]
+struct Started {
+    current: Interner,
+    older: Interner,
+}
+
+impl Started {
+    fn contains(&self, conv: &[u8]) -> bool {
+        self.current.lookup(conv).is_some() || self.older.lookup(conv).is_some()
+    }
+
+    fn insert(&mut self, conv: &[u8]) {
+        if self.current.len() >= STARTED_PER_GENERATION {
+            self.older = std::mem::take(&mut self.current);
+        }
+        self.current.intern(conv);
+    }
+
+    fn bytes(&self) -> usize {
+        self.current.bytes() + self.older.bytes()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The build that took the tap, by its key's digest.
+    claimed: Option<u64>,
+    reservation: Option<MemoryReservation>,
+    tapped: Tapped,
+    /// Every partition of the scan ended.
+    complete: bool,
+    /// Why the fold must read the history itself.
+    failed: Option<String>,
+    /// Bytes of the shared started set reserved (the most it has held).
+    started_held: usize,
+}
+
+impl std::fmt::Debug for FoldTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FoldTap(frontier {} us)", self.frontier_us)
+    }
+}
+
+impl FoldTap {
+    /// A tap for the frontier `frontier_us`, writing through `senders`;
+    /// the rows it keeps whole may take `cap` bytes of the pool at most.
+    pub fn new(
+        frontier_us: i64,
+        live_schema: SchemaRef,
+        index_field: FieldRef,
+        senders: Senders,
+        cap: usize,
+    ) -> Self {
+        Self {
+            frontier_us,
+            live_schema,
+            index_field,
+            cap,
+            senders: Mutex::new(Some(senders)),
+            inner: Mutex::new(Inner::default()),
+            failed: AtomicBool::new(false),
+            started: Mutex::new(Started::default()),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Taken by the build of key digest `key`: only the first build taps.
+    pub(super) fn claim(&self, key: u64, env: &RuntimeEnv) -> bool {
+        let mut inner = self.inner();
+        if inner.claimed.is_some() {
+            return false;
+        }
+        inner.claimed = Some(key);
+        inner.reservation =
+            Some(MemoryConsumer::new("fold tap: rows kept whole").register(&env.memory_pool));
+        true
+    }
+
+    /// One scan task's part, its times in `ts_type`; `None` (and the tap
+    /// failed) when that type has no ticks to compare.
+    pub(super) fn task(self: &Arc<Self>, ts_type: &DataType) -> Option<TapTask> {
+        let frontier = match ts_type {
+            DataType::Timestamp(unit, _) => ticks_before(self.frontier_us, *unit),
+            _ => None,
+        };
+        let senders = self
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (frontier, senders) {
+            (Some(frontier), Some(senders)) => Some(TapTask {
+                tap: Arc::clone(self),
+                frontier,
+                senders,
+                kept: Tapped::default(),
+                held: 0,
+                reserved: 0,
+                index_schema: None,
+            }),
+            (None, _) => {
+                self.fail(format!("events.ts is of type {ts_type}"));
+                None
+            }
+            (_, None) => None,
+        }
+    }
+
+    /// Every partition of the scan ended: the writers get no more rows.
+    pub(super) fn scan_done(&self) {
+        self.close();
+        // Its started set is only for the scan's tasks.
+        *self.started() = Started::default();
+        self.inner().complete = true;
+    }
+
+    /// The fold reads the history itself, for `why`.
+    pub fn fail(&self, why: String) {
+        self.close();
+        self.failed.store(true, Ordering::Relaxed);
+        *self.started() = Started::default();
+        let mut inner = self.inner();
+        if inner.failed.is_none() {
+            inner.failed = Some(why);
+        }
+        inner.tapped = Tapped::default();
+        if let Some(r) = &mut inner.reservation {
+            r.free();
+        }
+    }
+
+    /// Lets go of the writers' channels (they end once the scan's tasks
+    /// have let go of theirs).
+    pub fn close(&self) {
+        self.senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
+    /// What the scan left, if the build of key digest `key` read every
+    /// partition through it; else why not.
+    pub fn take(&self, key: Option<u64>) -> std::result::Result<Tapped, String> {
+        self.close();
+        let mut inner = self.inner();
+        if let Some(why) = inner.failed.take() {
+            return Err(why);
+        }
+        if inner.claimed.is_none() {
+            return Err("no build read the events through it".into());
+        }
+        if key.is_none() || inner.claimed != key {
+            return Err("the events changed since the build".into());
+        }
+        if !inner.complete {
+            return Err("the scan did not end".into());
+        }
+        let mut tapped = std::mem::take(&mut inner.tapped);
+        tapped.reservation = inner.reservation.take();
+        Ok(tapped)
+    }
+
+    fn started(&self) -> std::sync::MutexGuard<'_, Started> {
+        self.started.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `bytes` more for a task's rows kept whole, and the shared
+    /// started set's growth; false (and the tap failed) when the pool or
+    /// the cap refuses.
+    fn reserve(&self, bytes: usize) -> bool {
+        let started = self.started().bytes();
+        let mut inner = self.inner();
+        if inner.failed.is_some() {
+            return false;
+        }
+        let grow = bytes + started.saturating_sub(inner.started_held);
+        let Inner {
+            reservation,
+            started_held,
+            ..
+        } = &mut *inner;
+        let total = reservation.as_ref().map_or(0, |r| r.size()) + grow;
+        let granted = total <= self.cap
+            && reservation
+                .as_mut()
+                .is_some_and(|r| r.try_grow(grow).is_ok());
+        if granted {
+            *started_held = (*started_held).max(started);
+            return true;
+        }
+        drop(inner);
+        self.fail(format!(
+            "the rows it keeps whole passed {} MiB or the pool refused them",
+            self.cap >> 20
+        ));
+        false
+    }
+
+    /// Gives back `bytes` of a task's reservation.
+    fn release(&self, bytes: usize) {
+        if let Some(r) = &mut self.inner().reservation {
+            r.shrink(bytes.min(r.size()));
+        }
+    }
+
+    /// Adds a task's rows kept whole (reserved already).
+    fn keep(&self, kept: Tapped) {
+        let mut inner = self.inner();
+        if inner.failed.is_some() {
+            return;
+        }
+        inner.tapped.deferred.extend(kept.deferred);
+        inner.tapped.repeated.extend(kept.repeated);
+        inner.tapped.counts.add(&kept.counts);
+    }
+}
+
+/// The first tick of `unit` at or after `frontier_us`: a time of that unit
+/// is before the frontier exactly when it is before this tick.
+fn ticks_before(frontier_us: i64, unit: TimeUnit) -> Option<i64> {
+    let ceil_div = |d: i64| frontier_us.div_euclid(d) + i64::from(frontier_us.rem_euclid(d) != 0);
+    match unit {
+        TimeUnit::Second => Some(ceil_div(1_000_000)),
+        TimeUnit::Millisecond => Some(ceil_div(1_000)),
+        TimeUnit::Microsecond => Some(frontier_us),
+        TimeUnit::Nanosecond => frontier_us.checked_mul(1_000),
+    }
+}
+
+/// A row the scan does not route: not an event, or rejected.
+pub const SKIP: u8 = u8::MAX;
+
+/// Conversations the shared started set remembers per generation.
+const STARTED_PER_GENERATION: usize = 1 << 19;
+
+/// Bytes of rows a task keeps whole between two looks at its waiting
+/// lifecycle rows (whose starts another task may have seen since).
+const KEEP_EVERY: usize = 8 << 20;
+
+/// Where the tap sends a row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Skip,
+    Index,
+    Live,
+    Deferred,
+    Repeated,
+}
+
+/// One scan task's part of the tap.
+pub(super) struct TapTask {
+    tap: Arc<FoldTap>,
+    /// The frontier in ticks of `events.ts`.
+    frontier: i64,
+    senders: Senders,
+    /// Rows kept whole, and what was routed.
+    kept: Tapped,
+    /// Bytes of `kept`'s rows.
+    held: usize,
+    /// Bytes reserved for them.
+    reserved: usize,
+    index_schema: Option<SchemaRef>,
+}
+
+impl TapTask {
+    /// Routes batch `b` (its columns typed in `cols`): `kinds[i]` is row
+    /// `i`'s kind or [`SKIP`], `candidate[i]` whether its id hash is a
+    /// repeat candidate. False once the tap has failed (the task stops
+    /// tapping).
+    pub(super) async fn route(
+        &mut self,
+        b: &RecordBatch,
+        cols: &EventColumns,
+        kinds: &[u8],
+        candidate: &[bool],
+    ) -> bool {
+        if self.tap.failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.route_batch(b, cols, kinds, candidate).await {
+            Ok(()) => true,
+            Err(why) => {
+                self.tap.fail(why);
+                false
+            }
+        }
+    }
+
+    async fn route_batch(
+        &mut self,
+        b: &RecordBatch,
+        cols: &EventColumns,
+        kinds: &[u8],
+        candidate: &[bool],
+    ) -> std::result::Result<(), String> {
+        let n = b.num_rows();
+        let mut place = vec![Place::Skip; n];
+        let (mut starts, mut lifecycle) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let k = kinds[i];
+            place[i] = if k == SKIP {
+                Place::Skip
+            } else if candidate[i] {
+                Place::Repeated
+            } else if cols.ts.value(i) >= self.frontier {
+                Place::Live
+            } else if rules::needs_conversation(k) && k != kind::STARTED {
+                lifecycle.push(i);
+                Place::Deferred
+            } else {
+                if k == kind::STARTED {
+                    starts.push(i);
+                }
+                Place::Index
+            };
+        }
+        // Whether a conversation started before the frontier is a fact of
+        // the data, not of the order rows come in: this batch's starts go
+        // in first.
+        if !starts.is_empty() || !lifecycle.is_empty() {
+            let mut started = self.tap.started();
+            for &i in &starts {
+                started.insert(cols.conv.value(i).as_bytes());
+            }
+            for &i in &lifecycle {
+                if started.contains(cols.conv.value(i).as_bytes()) {
+                    place[i] = Place::Index;
+                }
+            }
+        }
+        let mut counts = TapCounts::default();
+        let mask = |p: Place, count: &mut u64| {
+            let m = BooleanArray::from(place.iter().map(|&q| q == p).collect::<Vec<bool>>());
+            *count = m.true_count() as u64;
+            m
+        };
+        let index = mask(Place::Index, &mut counts.folded);
+        let live = mask(Place::Live, &mut counts.live);
+        let deferred = mask(Place::Deferred, &mut counts.deferred);
+        let repeated = mask(Place::Repeated, &mut counts.repeated);
+        if counts.folded > 0 {
+            let ids = b
+                .column_by_name("event_id")
+                .ok_or("the scan has no event_id")?;
+            self.send_ids(filter(ids, &index).map_err(arrow_err)?)
+                .await?;
+        }
+        if counts.live > 0 {
+            let rows = self.whole(b, &live)?;
+            self.senders
+                .live
+                .send(rows)
+                .await
+                .map_err(|_| "the live events' writer stopped".to_string())?;
+        }
+        if counts.deferred > 0 {
+            let rows = self.whole(b, &deferred)?;
+            self.held += rows.get_array_memory_size();
+            self.kept.deferred.push(rows);
+        }
+        if counts.repeated > 0 {
+            let rows = self.whole(b, &repeated)?;
+            self.held += rows.get_array_memory_size();
+            self.kept.repeated.push(rows);
+        }
+        self.kept.counts.add(&counts);
+        if self.held >= self.reserved + KEEP_EVERY {
+            self.settle().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends folded ids to the index's writer.
+    async fn send_ids(&mut self, ids: ArrayRef) -> std::result::Result<(), String> {
+        let field = self.tap.index_field.as_ref();
+        let schema = match &self.index_schema {
+            Some(s) if s.field(0).data_type() == ids.data_type() => Arc::clone(s),
+            _ => {
+                let s = Arc::new(Schema::new(vec![field
+                    .clone()
+                    .with_data_type(ids.data_type().clone())]));
+                self.index_schema = Some(Arc::clone(&s));
+                s
+            }
+        };
+        let batch = RecordBatch::try_new(schema, vec![ids]).map_err(arrow_err)?;
+        self.senders
+            .index
+            .send(batch)
+            .await
+            .map_err(|_| "the index's writer stopped".to_string())
+    }
+
+    /// Folds the waiting lifecycle rows whose start has been seen since
+    /// (by any task), then reserves what the task still keeps.
+    async fn settle(&mut self) -> std::result::Result<(), String> {
+        let conv = LIVE_COLUMNS
+            .iter()
+            .position(|c| *c == "conversation_id")
+            .ok_or("no conversation_id")?;
+        let waiting = std::mem::take(&mut self.kept.deferred);
+        for rows in waiting {
+            let found = {
+                let started = self.tap.started();
+                str_test(rows.column(conv), |v| started.contains(v)).map_err(|e| e.to_string())?
+            };
+            let n = found.true_count();
+            if n == 0 {
+                self.kept.deferred.push(rows);
+                continue;
+            }
+            self.held -= rows.get_array_memory_size().min(self.held);
+            self.send_ids(filter(rows.column(0), &found).map_err(arrow_err)?)
+                .await?;
+            self.kept.counts.folded += n as u64;
+            self.kept.counts.deferred -= n as u64;
+            if n < rows.num_rows() {
+                let rest = filter_record_batch(&rows, &not(&found).map_err(arrow_err)?)
+                    .map_err(arrow_err)?;
+                self.held += rest.get_array_memory_size();
+                self.kept.deferred.push(rest);
+            }
+        }
+        if self.held > self.reserved {
+            if !self.tap.reserve(self.held - self.reserved) {
+                return Err("the tap failed".into());
+            }
+        } else {
+            self.tap.release(self.reserved - self.held);
+        }
+        self.reserved = self.held;
+        Ok(())
+    }
+
+    /// The rows of `b` where `mask` holds, in the live events' schema (own
+    /// copies of their strings, not views into the scan's buffers).
+    fn whole(
+        &self,
+        b: &RecordBatch,
+        mask: &BooleanArray,
+    ) -> std::result::Result<RecordBatch, String> {
+        let schema = &self.tap.live_schema;
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = b
+                    .column_by_name(f.name())
+                    .ok_or_else(|| format!("the scan has no {}", f.name()))?;
+                let c = filter(c, mask).map_err(arrow_err)?;
+                cast(&c, f.data_type()).map_err(arrow_err)
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        RecordBatch::try_new(Arc::clone(schema), columns).map_err(arrow_err)
+    }
+
+    /// The task's partition ended: what it kept goes to the tap.
+    pub(super) async fn finish(mut self) {
+        match self.settle().await {
+            Ok(()) => self.tap.keep(std::mem::take(&mut self.kept)),
+            Err(why) => self.tap.fail(why),
+        }
+    }
+}
+
+fn arrow_err(e: datafusion::arrow::error::ArrowError) -> String {
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frontier_in_each_unit_splits_times_as_microseconds_do() {
+        // 2026-03-02T00:00:00.000001Z: a frontier off every coarser tick.
+        let f = 1_772_409_600_000_001i64;
+        for (unit, per_us) in [
+            (TimeUnit::Second, 1e-6),
+            (TimeUnit::Millisecond, 1e-3),
+            (TimeUnit::Microsecond, 1.0),
+        ] {
+            let t = ticks_before(f, unit).unwrap();
+            let d = (1.0 / per_us) as i64;
+            // the tick before it is before the frontier, it is not
+            assert!((t - 1) * d < f, "{unit:?}");
+            assert!(t * d >= f, "{unit:?}");
+        }
+        assert_eq!(ticks_before(f, TimeUnit::Nanosecond), Some(f * 1000));
+        assert_eq!(ticks_before(i64::MAX, TimeUnit::Nanosecond), None);
+        // on a tick, the tick itself
+        assert_eq!(ticks_before(-2_000_000, TimeUnit::Second), Some(-2));
+        assert_eq!(ticks_before(-1_500_000, TimeUnit::Second), Some(-1));
+    }
+}
