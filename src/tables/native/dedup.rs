@@ -258,7 +258,9 @@ pub fn hash_in_udf(set: Arc<HashSet<u64>>, hasher: IdHasher) -> ScalarUDF {
     })
 }
 
-const FULL_COLUMNS: [&str; 9] = [
+/// The columns of a whole `events` row, in the contract's order (also the
+/// state's live events, [`super::tap::LIVE_COLUMNS`]).
+pub const FULL_COLUMNS: [&str; 9] = [
     "event_id",
     "user_id",
     "ts",

@@ -41,17 +41,7 @@ use super::scan::EventColumns;
 use crate::rules::{self, kind};
 
 /// The columns of a live row, in the order of the state's live events.
-pub const LIVE_COLUMNS: [&str; 9] = [
-    "event_id",
-    "user_id",
-    "ts",
-    "event_type",
-    "channel",
-    "article_id",
-    "conversation_id",
-    "actor",
-    "rating",
-];
+pub const LIVE_COLUMNS: [&str; 9] = super::dedup::FULL_COLUMNS;
 
 /// Where the tapped rows go as the scan reads them.
 #[derive(Clone)]
