@@ -152,16 +152,21 @@ FROM ranked r
 JOIN places p ON p.event_id = r.event_id;
 
 -- name: message_index_of_full_run
--- `message_index` when no earlier state exists, in one aggregation: the
--- surviving copy of an id is its earliest `sent_at` (NULLS LAST, as in
--- the `message_copies` view), so an id is folded when the earliest
--- `sent_at` among its copies lies before the new frontier; `copies` says
--- how many rows it folds.
-SELECT message_id, count(*) AS copies
+-- Every delivery id of a full run (no earlier state) with its copies and
+-- whether it is folded: one of its copies was sent before the new
+-- frontier (the surviving copy is the earliest, `message_copies`), as
+-- `message_index` says over `clean_messages`.
+SELECT message_id, count(*) AS copies, bool_or(sent_at < $new_frontier) AS folded
 FROM messages
 WHERE message_id IS NOT NULL
-GROUP BY message_id
-HAVING min(sent_at) < $new_frontier;
+GROUP BY message_id;
+
+-- name: messages_not_before
+-- The deliveries not sent before the new frontier: the only ones that
+-- can stay live (those of ids not folded, and the id-less ones).
+SELECT message_id, user_id, sent_at, content_type, sender, tags, opened_at, clicked_at, reacted_at
+FROM messages
+WHERE sent_at IS NULL OR sent_at >= $new_frontier;
 
 -- name: winner_count
 -- Distinct valid ids, the synthetic rows left out.
@@ -217,4 +222,5 @@ WHERE message_id IN (SELECT message_id FROM fold_message_ids);
 SELECT message_id, user_id, sent_at, content_type, sender, tags, opened_at, clicked_at, reacted_at
 FROM messages
 WHERE (message_id IS NULL AND (sent_at IS NULL OR sent_at >= $new_frontier))
-   OR message_id NOT IN (SELECT message_id FROM fold_message_ids);
+   OR (message_id IS NOT NULL
+       AND message_id NOT IN (SELECT message_id FROM fold_message_ids));

@@ -995,7 +995,8 @@ async fn the_one_pass_fold_writes_the_reference_state() {
     )
     .await;
     // Deliveries: copies moved a day earlier (the winner crosses the
-    // frontier), identical copies, and copies without a send time.
+    // frontier), identical copies, copies without a send time, and
+    // deliveries without an id, with and without one.
     derived_file_of(
         "messages",
         &inputs,
@@ -1006,7 +1007,11 @@ async fn the_one_pass_fold_writes_the_reference_state() {
          WHERE substr(md5(message_id), 1, 1) IN ('0', '1', '2', '3') \
          UNION ALL SELECT * FROM messages WHERE substr(md5(message_id), 1, 1) IN ('4', '5', '6') \
          UNION ALL SELECT message_id, user_id, NULL, content_type, sender, tags, opened_at, \
-         clicked_at, reacted_at FROM messages WHERE substr(md5(message_id), 1, 1) IN ('7', '8')",
+         clicked_at, reacted_at FROM messages WHERE substr(md5(message_id), 1, 1) IN ('7', '8') \
+         UNION ALL SELECT NULL, user_id, sent_at, content_type, sender, tags, opened_at, \
+         clicked_at, reacted_at FROM messages WHERE substr(md5(message_id), 1, 1) = '9' \
+         UNION ALL SELECT NULL, user_id, NULL, content_type, sender, tags, opened_at, \
+         clicked_at, reacted_at FROM messages WHERE substr(md5(message_id), 1, 1) = 'a'",
     )
     .await;
     let date = last + Duration::days(1);
@@ -1037,13 +1042,19 @@ async fn the_one_pass_fold_writes_the_reference_state() {
         assert_eq!(made, builds, "builds made for the state {name}");
     }
     // The operators' build, where the pool refuses the rows the scan's tap
-    // keeps whole (the fold reads the events itself, in one pass), or the
+    // keeps whole (the fold reads the events itself, in one pass), the
     // pass its set of started conversations (the fold falls back to the
-    // reference statements).
-    let (untapped, fallback) = (tmp.path().join("untapped"), tmp.path().join("fallback"));
+    // reference statements), or the one read of the deliveries what it
+    // holds (their files are written by the reference statements).
+    let (untapped, fallback, messages) = (
+        tmp.path().join("untapped"),
+        tmp.path().join("fallback"),
+        tmp.path().join("messages"),
+    );
     for (state, consumer, how) in [
         (&untapped, "fold tap: rows kept whole", "one pass"),
         (&fallback, "fold: started conversations", "statements"),
+        (&messages, "fold: messages", "scan"),
     ] {
         let name = state.file_name().unwrap().to_string_lossy();
         let pool = Arc::new(Refuses::new(consumer));
@@ -1056,7 +1067,7 @@ async fn the_one_pass_fold_writes_the_reference_state() {
         assert!(pool.refused.load(Ordering::SeqCst) > 0, "nothing refused");
     }
     let want = state_rows(&reference).await;
-    for state in [&one, &limited, &untapped, &fallback] {
+    for state in [&one, &limited, &untapped, &fallback, &messages] {
         let got = state_rows(state).await;
         for ((table, g), (_, w)) in got.iter().zip(&want) {
             assert!(

@@ -180,24 +180,41 @@ pub(super) async fn fold(
             (started, index, live_events, anchors)
         }
     };
-    let message_index = if one_pass_ran {
-        let (name, folded) =
-            super::one_pass::message_index(ctx, store, &fold.params, generation).await?;
-        pending.counters.folded_duplicate_messages += folded;
-        name
-    } else {
-        let name = fold
-            .write_and_register("message_index", "message-index", "fold_message_ids")
-            .await?;
-        let folded_m = count(ctx, statement("fold", "message_index_count"), &vec![]).await?;
-        let folded_m_rows = count(ctx, statement("fold", "folded_message_rows"), &vec![]).await?;
-        pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
-        name
+    // A full run reads the deliveries once for both files; where the pool
+    // refuses what that pass holds, and in incremental runs, the
+    // reference statements write them.
+    let in_one_read = match one_pass_ran {
+        true => match super::one_pass::messages(ctx, store, &fold.params, generation).await {
+            Ok(placed) => Some(placed),
+            Err(e) if exhausted(&e) => {
+                laps.lap("fold: messages in one read refused by the pool");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        false => None,
     };
-    laps.lap("fold: message index");
-    let live_messages = data_name(generation, "live-messages");
-    fold.write("live_messages", &live_messages).await?;
-    laps.lap("fold: live messages");
+    let (message_index, live_messages) = match in_one_read {
+        Some(placed) => {
+            pending.counters.folded_duplicate_messages += placed.folded_duplicates;
+            laps.lap("fold: message index and live messages, in one read");
+            (placed.index, placed.live)
+        }
+        None => {
+            let name = fold
+                .write_and_register("message_index", "message-index", "fold_message_ids")
+                .await?;
+            let folded_m = count(ctx, statement("fold", "message_index_count"), &vec![]).await?;
+            let folded_m_rows =
+                count(ctx, statement("fold", "folded_message_rows"), &vec![]).await?;
+            pending.counters.folded_duplicate_messages += folded_m_rows.saturating_sub(folded_m);
+            laps.lap("fold: message index");
+            let live_messages = data_name(generation, "live-messages");
+            fold.write("live_messages", &live_messages).await?;
+            laps.lap("fold: live messages");
+            (name, live_messages)
+        }
+    };
     let (event_index, message_index, started) = fold
         .segments(previous, index, message_index, started)
         .await?;
@@ -376,24 +393,44 @@ impl Fold<'_> {
         scan: Option<super::one_pass::ScanFold>,
         laps: &mut Laps,
     ) -> Result<(String, super::one_pass::Placed, String)> {
-        let (started, anchors) = match from_build {
+        // What the scan routed first: the conversations of the rows it
+        // left are the only ones the fold looks up.
+        let scan = match scan {
+            Some(scan) => Some(scan.finish(self.ctx).await?),
+            None => None,
+        };
+        let needed = match &scan {
+            Some(Ok(from_scan)) => Some(from_scan.conversations()?),
+            _ => None,
+        };
+        let started = data_name(self.generation, "started");
+        let (started_rows, anchors) = match from_build {
             Some(taken) => {
-                let started = self.copy(&taken.started, "started").await?;
-                self.register("fold_started", &started).await?;
+                let rows = self
+                    .ctx
+                    .read_parquet(taken.started.as_str(), ParquetReadOptions::default())
+                    .await?;
                 let anchors = self.copy(&taken.anchors, "anchors").await?;
-                laps.lap("fold: started and anchors, taken before the reports");
-                (started, anchors)
+                (rows, anchors)
             }
             None => {
-                let started = self
-                    .write_and_register("started_from_build", "started", "fold_started")
-                    .await?;
-                laps.lap("fold: started");
                 let anchors = self.anchors(true).await?;
                 laps.lap("fold: anchors");
-                (started, anchors)
+                (self.plan("started_from_build").await?, anchors)
             }
         };
+        let set = super::one_pass::started(
+            self.ctx,
+            self.store,
+            started_rows,
+            &started,
+            needed.as_ref(),
+        )
+        .await?;
+        laps.lap(match needed {
+            Some(_) => "fold: started (the scan's rows' looked up)",
+            None => "fold: started",
+        });
         if self.engine.options.memory_limit.is_some() {
             if let Some(cache) = self
                 .ctx
@@ -411,6 +448,7 @@ impl Fold<'_> {
             self.generation,
             repeated,
             scan,
+            &set,
         )
         .await?;
         laps.lap("fold: event index and live events, in one pass");

@@ -10,7 +10,8 @@
 //! and says where it goes: its id into the index, the row into the live
 //! events, or, for the few ids that may have copies, into a small
 //! temporary table that `repeated_places` ranks afterwards. The message
-//! index of a full run is one aggregation (`message_index_of_full_run`).
+//! index and the live messages of a full run come from one read of the
+//! deliveries ([`messages`]).
 //! This module only routes the rows to their files; the rules stay in
 //! SQL, and `incremental::the_one_pass_fold_writes_the_reference_state`
 //! holds the state it writes equal to the reference fold's.
@@ -27,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use datafusion::arrow::compute::{and, cast, filter_record_batch, not, prep_null_mask_filter};
+use datafusion::arrow::compute::{
+    and, cast, filter, filter_record_batch, not, prep_null_mask_filter,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::config::TableParquetOptions;
 use datafusion::execution::memory_pool::MemoryConsumer;
@@ -180,27 +183,36 @@ fn writer(mut sink: Sink, mut rx: tokio::sync::mpsc::Receiver<RecordBatch>) -> W
     })
 }
 
-/// Runs the one-pass fold. `fold_started` must be registered (the
-/// conversations started before the frontier) and `repeated` is the
-/// build's repeated-id function. `scan`: the tap the build's scan routed
-/// the rows through, if one was handed to it.
+/// Runs the one-pass fold. `started` holds the conversations started
+/// before the frontier (all of them, or, when the scan routed the rows,
+/// at least those of the rows it left: [`FromScan::conversations`]) and
+/// `repeated` is the build's repeated-id function. `scan`: what the
+/// build's scan routed through its tap, if one was handed to it, or why
+/// it could not be used.
 pub(super) async fn fold(
     ctx: &SessionContext,
     store: &StateStore,
     params: &Params,
     generation: u64,
     repeated: &ScalarUDF,
-    scan: Option<ScanFold>,
+    scan: Option<std::result::Result<FromScan, String>>,
+    started: &StartedSet,
 ) -> Result<Placed> {
     // The started conversations as a set of the statements' function:
     // a join would copy every row of the history to add one column.
-    let mut held =
-        MemoryConsumer::new("fold: started conversations").register(&ctx.runtime_env().memory_pool);
-    let started = started_set(ctx, &mut held).await?;
-    ctx.register_udf(ScalarUDF::from(StartedIn::new(Arc::clone(&started))));
+    ctx.register_udf(ScalarUDF::from(StartedIn::new(Arc::clone(&started.set))));
     ctx.register_udf(repeated.clone().with_aliases([REPEATED_ID_FN]));
     let placed = match scan {
-        Some(scan) => from_scan(ctx, store, params, generation, scan, &started).await,
+        Some(Ok(scan)) => from_scan(ctx, store, params, generation, scan, &started.set).await,
+        _ if !started.every => Err(Error::Internal(
+            "the fold's started set holds only the conversations the scan left".into(),
+        )),
+        Some(Err(why)) => {
+            if std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some() {
+                eprintln!("state: the scan's tap was not used ({why}); the fold reads the events");
+            }
+            place(ctx, store, params, generation).await
+        }
         None => place(ctx, store, params, generation).await,
     };
     ctx.deregister_udf(repeated.name());
@@ -282,39 +294,79 @@ async fn place(
     })
 }
 
-/// The fold of the rows the scan routed through `scan`'s tap: its index
-/// and live events get the rows the scan left (lifecycle rows, folded when
-/// their conversation is in `started`; the ids that may have copies,
-/// ranked). Where the tap could not follow, [`place`] reads the history.
+/// What the scan's tap left, with the files its writers wrote: the fold
+/// places the rows the scan could not, then closes them. Dropped unused,
+/// the files are abandoned.
+pub(super) struct FromScan {
+    tapped: crate::tables::native::tap::Tapped,
+    index_out: Sink,
+    live_out: Sink,
+    index: String,
+    live: String,
+}
+
+impl ScanFold {
+    /// What the scan left, once its tasks have let go of the writers; or
+    /// why the fold must read the history itself: the tap could not
+    /// follow, a writer failed (the state's store refused a write), or the
+    /// build read other files than the fold's.
+    pub(super) async fn finish(
+        mut self,
+        ctx: &SessionContext,
+    ) -> Result<std::result::Result<FromScan, String>> {
+        let key = crate::tables::native::node::build_key_digest(ctx).await?;
+        let tapped = self.tap.take(key);
+        let sinks = self.sinks().await;
+        Ok(match (tapped, sinks) {
+            (Ok(tapped), Ok((index_out, live_out))) => Ok(FromScan {
+                tapped,
+                index_out,
+                live_out,
+                index: std::mem::take(&mut self.index.0),
+                live: std::mem::take(&mut self.live.0),
+            }),
+            (Err(why), _) => Err(why),
+            (_, Err(e)) => Err(e.to_string()),
+        })
+    }
+}
+
+impl FromScan {
+    /// The conversations of the rows the scan left: the only ones the
+    /// fold looks up in the started set.
+    pub(super) fn conversations(&self) -> Result<Interner> {
+        let conv = live_column("conversation_id")?;
+        let mut set = Interner::default();
+        for rows in self.tapped.deferred.iter().chain(&self.tapped.repeated) {
+            each_str(rows.column(conv), |v| {
+                if let Some(v) = v {
+                    set.intern(v.as_bytes());
+                }
+            })?;
+        }
+        Ok(set)
+    }
+}
+
+/// The fold of the rows the scan routed: its index and live events get
+/// the rows the scan left (lifecycle rows, folded when their conversation
+/// is in `started`; the ids that may have copies, ranked).
 async fn from_scan(
     ctx: &SessionContext,
     store: &StateStore,
     params: &Params,
     generation: u64,
-    mut scan: ScanFold,
+    scan: FromScan,
     started: &Interner,
 ) -> Result<Placed> {
     let timings = std::env::var_os("SUPPORTFUNNEL_STATE_TIMINGS").is_some();
-    let key = crate::tables::native::node::build_key_digest(ctx).await?;
-    let tapped = scan.tap.take(key);
-    let sinks = scan.sinks().await;
-    // A writer that failed (the state's store refused a write) is as
-    // good as a tap that could not follow: the pass writes files of its own.
-    let usable = match (tapped, sinks) {
-        (Ok(t), Ok(s)) => Ok((t, s)),
-        (Err(why), _) => Err(why),
-        (_, Err(e)) => Err(e.to_string()),
-    };
-    let (tapped, (mut index_out, mut live_out)) = match usable {
-        Ok(usable) => usable,
-        Err(why) => {
-            if timings {
-                eprintln!("state: the scan's tap was not used ({why}); the fold reads the events");
-            }
-            drop(scan);
-            return place(ctx, store, params, generation).await;
-        }
-    };
+    let FromScan {
+        tapped,
+        mut index_out,
+        mut live_out,
+        index,
+        live,
+    } = scan;
     let t = Instant::now();
     let conv = live_column("conversation_id")?;
     for rows in &tapped.deferred {
@@ -360,8 +412,8 @@ async fn from_scan(
         );
     }
     Ok(Placed {
-        index: std::mem::take(&mut scan.index.0),
-        live: std::mem::take(&mut scan.live.0),
+        index,
+        live,
         folded_duplicates,
         from_scan: true,
     })
@@ -412,42 +464,87 @@ async fn rank_repeated(
     ranked
 }
 
-/// Writes the message index of a full run (`message_index_of_full_run`)
-/// and registers it as `fold_message_ids`; returns its name and the
-/// deliveries it folds as copies (rows of folded ids, less one per id).
-pub(super) async fn message_index(
+/// The message index and the live messages of a full run. The reference
+/// statements (`message_index`, then `live_messages`) aggregate the
+/// deliveries, write the index, then read every delivery again and join
+/// the index back. Here one aggregation (`message_index_of_full_run`)
+/// says of every id whether it is folded: the folded ones go to the index,
+/// the few others are kept; then the rows not sent before the new
+/// frontier (`messages_not_before`: the only ones that can stay live)
+/// are read, and those of ids kept, or of no id, are the live messages.
+/// The ids kept are counted in the pool as "fold: messages"; a refusal is
+/// the caller's to fall back on the statements.
+pub(super) async fn messages(
     ctx: &SessionContext,
     store: &StateStore,
     params: &Params,
     generation: u64,
-) -> Result<(String, u64)> {
+) -> Result<MessagesPlaced> {
+    let held = MemoryConsumer::new("fold: messages").register(&ctx.runtime_env().memory_pool);
     let df = plan(ctx, "message_index_of_full_run", params).await?;
-    let ids = plain(&Arc::new(df.schema().as_arrow().clone()), 1);
-    let name = data_name(generation, "message-index");
-    let mut out = Sink::open(store, &name, ids, state_props(false)?)?;
-    let (mut rows, mut folded) = (0u64, 0u64);
+    let index_name = data_name(generation, "message-index");
+    let index_schema = plain(&Arc::new(df.schema().as_arrow().clone()), 1);
+    let mut index_out = Sink::open(store, &index_name, index_schema, state_props(false)?)?;
+    // The ids not folded, whose rows stay live.
+    let mut kept = Interner::default();
+    let (mut folded_ids, mut folded_rows) = (0u64, 0u64);
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        let folded = flag(&batch, 2)?;
         let copies = cast(batch.column(1), &DataType::Int64)?;
         let copies = copies.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        rows += copies
+        folded_ids += folded.true_count() as u64;
+        folded_rows += copies
             .iter()
-            .flatten()
-            .map(|n| n.max(0) as u64)
+            .zip(folded.iter())
+            .filter(|(_, f)| *f == Some(true))
+            .map(|(n, _)| n.unwrap_or(0).max(0) as u64)
             .sum::<u64>();
-        folded += batch.num_rows() as u64;
-        out.write(&batch.project(&[0])?).await?;
+        index_out.write(&take(&batch, &folded, 1)?).await?;
+        let not_folded = not(&folded)?;
+        let ids = filter(batch.column(0), &not_folded)?;
+        each_str(&ids, |v| {
+            if let Some(v) = v {
+                kept.intern(v.as_bytes());
+            }
+        })?;
+        held.try_resize(kept.bytes())?;
     }
-    out.close().await?;
-    ctx.deregister_table("fold_message_ids")?;
-    ctx.register_parquet(
-        "fold_message_ids",
-        &store.url_of(&name),
-        ParquetReadOptions::default(),
-    )
-    .await?;
-    Ok((name, rows.saturating_sub(folded)))
+    drop(stream);
+
+    let df = plan(ctx, "messages_not_before", params).await?;
+    let live_name = data_name(generation, "live-messages");
+    let live_schema = plain(&Arc::new(df.schema().as_arrow().clone()), 9);
+    let mut live_out = Sink::open(store, &live_name, live_schema, state_props(true)?)?;
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let mut live = datafusion::arrow::array::BooleanBuilder::with_capacity(batch.num_rows());
+        each_str(batch.column(0), |v| {
+            live.append_value(v.is_none_or(|v| kept.lookup(v.as_bytes()).is_some()))
+        })?;
+        live_out
+            .write(&filter_record_batch(&batch, &live.finish())?)
+            .await?;
+    }
+    index_out.close().await?;
+    live_out.close().await?;
+    Ok(MessagesPlaced {
+        index: index_name,
+        live: live_name,
+        folded_duplicates: folded_rows - folded_ids,
+    })
+}
+
+/// What [`messages`] wrote.
+pub(super) struct MessagesPlaced {
+    /// The message index segment.
+    pub index: String,
+    /// The live messages.
+    pub live: String,
+    /// Deliveries of folded ids, less one per folded id.
+    pub folded_duplicates: u64,
 }
 
 /// How the one pass writes the state's files: DataFusion's defaults (as
@@ -475,28 +572,54 @@ const STATE_ROW_GROUP: usize = 128 * 1024;
 /// The name `fold_places` and `repeated_places` call the started set by.
 const STARTED_FN: &str = "supportfunnel_fold_started";
 
-/// `fold_started`'s conversations, counted in the pool by `held`. The
-/// operators' interner: ids of up to 15 bytes live in its table itself, so
-/// a lookup is one probe, and the set is a few allocations, not one per id.
-async fn started_set(
+/// The conversations started before the new frontier, as a set for the
+/// fold's lookups. The operators' interner: ids of up to 15 bytes live in
+/// its table itself, so a lookup is one probe, and the set is a few
+/// allocations, not one per id.
+pub(super) struct StartedSet {
+    pub set: Arc<Interner>,
+    /// Every such conversation (else only those the scan's rows need).
+    pub every: bool,
+    _held: datafusion::execution::memory_pool::MemoryReservation,
+}
+
+/// Writes `df`'s conversations (one column: the conversations started
+/// before the new frontier) to the state file `name` and keeps those in
+/// `needed` (every one when `None`) as the fold's set, counted in the
+/// pool as "fold: started conversations". The file is written in the same
+/// read, where reading it back would decode and intern millions of ids
+/// for the few hundred thousand rows the scan's tap leaves.
+pub(super) async fn started(
     ctx: &SessionContext,
-    held: &mut datafusion::execution::memory_pool::MemoryReservation,
-) -> Result<Arc<Interner>> {
+    store: &StateStore,
+    df: datafusion::dataframe::DataFrame,
+    name: &str,
+    needed: Option<&Interner>,
+) -> Result<StartedSet> {
+    let held =
+        MemoryConsumer::new("fold: started conversations").register(&ctx.runtime_env().memory_pool);
+    let schema = plain(&Arc::new(df.schema().as_arrow().clone()), 1);
+    let mut out = Sink::open(store, name, schema, state_props(false)?)?;
     let mut set = Interner::default();
-    let mut stream = ctx
-        .sql("SELECT conversation_id FROM fold_started")
-        .await?
-        .execute_stream()
-        .await?;
+    let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
-        each_str(batch?.column(0), |v| {
+        let batch = batch?;
+        each_str(batch.column(0), |v| {
             if let Some(v) = v {
-                set.intern(v.as_bytes());
+                if needed.is_none_or(|n| n.lookup(v.as_bytes()).is_some()) {
+                    set.intern(v.as_bytes());
+                }
             }
         })?;
         held.try_resize(set.bytes())?;
+        out.write(&batch.project(&[0])?).await?;
     }
-    Ok(Arc::new(set))
+    out.close().await?;
+    Ok(StartedSet {
+        set: Arc::new(set),
+        every: needed.is_none(),
+        _held: held,
+    })
 }
 
 /// `supportfunnel_fold_started(conversation_id)`: whether the conversation

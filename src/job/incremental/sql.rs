@@ -96,6 +96,7 @@ mod tests {
             ("reduced_input", "live_messages"),
             ("reduced_input", "kept_messages"),
             ("fold", "live_messages"),
+            ("fold", "messages_not_before"),
         ] {
             assert!(
                 statement(file, name).contains(&messages.join(", ")),
