@@ -1045,16 +1045,21 @@ async fn the_one_pass_fold_writes_the_reference_state() {
     // keeps whole (the fold reads the events itself, in one pass), the
     // pass its set of started conversations (the fold falls back to the
     // reference statements), or the one read of the deliveries what it
-    // holds (their files are written by the reference statements).
-    let (untapped, fallback, messages) = (
+    // holds (their files are written by the reference statements); and
+    // where it refuses the operators every segment, so that each scan
+    // task hands its segments over (their conversations' keys start
+    // again) after every batch while the tap routes.
+    let (untapped, fallback, messages, handed) = (
         tmp.path().join("untapped"),
         tmp.path().join("fallback"),
         tmp.path().join("messages"),
+        tmp.path().join("handed"),
     );
     for (state, consumer, how) in [
         (&untapped, "fold tap: rows kept whole", "one pass"),
         (&fallback, "fold: started conversations", "statements"),
         (&messages, "fold: messages", "scan"),
+        (&handed, "supportfunnel native operators", "scan"),
     ] {
         let name = state.file_name().unwrap().to_string_lossy();
         let pool = Arc::new(Refuses::new(consumer));
@@ -1067,7 +1072,7 @@ async fn the_one_pass_fold_writes_the_reference_state() {
         assert!(pool.refused.load(Ordering::SeqCst) > 0, "nothing refused");
     }
     let want = state_rows(&reference).await;
-    for state in [&one, &limited, &untapped, &fallback, &messages] {
+    for state in [&one, &limited, &untapped, &fallback, &messages, &handed] {
         let got = state_rows(state).await;
         for ((table, g), (_, w)) in got.iter().zip(&want) {
             assert!(

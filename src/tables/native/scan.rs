@@ -134,9 +134,13 @@ struct Router {
     /// and interned by the second.
     users_todo: Vec<(u32, u64, u8)>,
     convs_todo: Vec<(u32, u64, u8, u64)>,
-    /// For a fold's tap: each row's kind ([`tap::SKIP`] when not routed)
-    /// and whether its id hash is a repeat candidate, this batch.
-    marks: Option<(Vec<u8>, Vec<bool>)>,
+    /// For a fold's tap: each row's kind ([`tap::SKIP`] when not routed),
+    /// whether its id hash is a repeat candidate, and its conversation's
+    /// key, this batch.
+    marks: Option<tap::Marks>,
+    /// Counts the times the segments were handed over (and their
+    /// interners, whose keys the marks give, started again).
+    generation: u64,
     /// Bytes of the segments reserved in the budget.
     held: usize,
     counts: ScanCounts,
@@ -217,6 +221,7 @@ impl Router {
             users_todo: Vec::new(),
             convs_todo: Vec::new(),
             marks: None,
+            generation: 0,
             held: 0,
             counts: ScanCounts::default(),
         }
@@ -241,11 +246,8 @@ impl Router {
         users_todo.clear();
         convs_todo.clear();
         let mut marks = self.marks.take();
-        if let Some((kinds, candidate)) = &mut marks {
-            kinds.clear();
-            kinds.resize(n, tap::SKIP);
-            candidate.clear();
-            candidate.resize(n, false);
+        if let Some(m) = &mut marks {
+            m.clear(n);
         }
         for i in 0..n {
             let k = match cols.check(i) {
@@ -268,9 +270,9 @@ impl Router {
                 }
                 None => false,
             };
-            if let Some((kinds, candidates)) = &mut marks {
-                kinds[i] = k;
-                candidates[i] = candidate;
+            if let Some(m) = &mut marks {
+                m.kinds[i] = k;
+                m.candidate[i] = candidate;
             }
             if rules::is_action(k) {
                 users_todo.push((i as u32, hash_of(cols.user.value(i).as_bytes()), k));
@@ -287,7 +289,7 @@ impl Router {
             }
         }
         self.add_actions(&cols, &users_todo);
-        self.add_conv_rows(&cols, &convs_todo);
+        self.add_conv_rows(&cols, &convs_todo, marks.as_mut());
         self.users_todo = users_todo;
         self.convs_todo = convs_todo;
         self.marks = marks;
@@ -306,7 +308,12 @@ impl Router {
         }
     }
 
-    fn add_conv_rows(&mut self, cols: &EventColumns, todo: &[(u32, u64, u8, u64)]) {
+    fn add_conv_rows(
+        &mut self,
+        cols: &EventColumns,
+        todo: &[(u32, u64, u8, u64)],
+        mut marks: Option<&mut tap::Marks>,
+    ) {
         let nb = self.buckets;
         let EventColumns {
             user,
@@ -325,7 +332,8 @@ impl Router {
                 }
             }
             let i = i as usize;
-            let seg = &mut self.convs[bucket_of(ch, nb)];
+            let bucket = bucket_of(ch, nb);
+            let seg = &mut self.convs[bucket];
             let extra = match k {
                 kind::STARTED => seg.others.intern_hashed(user.value(i).as_bytes(), uh),
                 kind::CLOSED if actor.is_valid(i) => {
@@ -334,7 +342,10 @@ impl Router {
                 kind::RATED if rating.is_valid(i) => rating.value(i) as u32,
                 _ => 0,
             };
-            seg.push(conv.value(i).as_bytes(), ch, ts.value(i), k, extra);
+            let key = seg.push(conv.value(i).as_bytes(), ch, ts.value(i), k, extra);
+            if let Some(m) = marks.as_deref_mut() {
+                m.conv[i] = (bucket as u32, key);
+            }
         }
     }
 
@@ -362,6 +373,7 @@ impl Router {
         let nb = self.buckets;
         let actions = std::mem::take(&mut self.actions);
         let convs = std::mem::take(&mut self.convs);
+        self.generation += 1;
         budget.shrink(self.held);
         self.held = 0;
         for (b, s) in actions.into_iter().enumerate() {
@@ -392,17 +404,13 @@ pub(super) async fn scan_partition(
 ) -> Result<(ScanCounts, Vec<FullRow>)> {
     let mut router = Router::new(buckets, hasher, candidates);
     if tap.is_some() {
-        router.marks = Some((Vec::new(), Vec::new()));
+        router.marks = Some(tap::Marks::default());
     }
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let cols = router.add_batch(&batch)?;
-        if let Some(t) = &mut tap {
-            let (kinds, candidate) = router
-                .marks
-                .as_ref()
-                .map_or((&[][..], &[][..]), |(k, c)| (k.as_slice(), c.as_slice()));
-            if !t.route(&batch, &cols, kinds, candidate).await {
+        if let (Some(t), Some(marks)) = (&mut tap, &router.marks) {
+            if !t.route(&batch, &cols, marks, router.generation).await {
                 // the tap failed: the fold reads the history itself
                 tap = None;
                 router.marks = None;

@@ -186,11 +186,13 @@ pub struct ConvRows {
 }
 
 impl ConvRows {
-    /// Appends a row of conversation `conv` (hash `hash`).
+    /// Appends a row of conversation `conv` (hash `hash`); returns the
+    /// conversation's key in [`Self::convs`].
     #[inline]
-    pub fn push(&mut self, conv: &[u8], hash: u64, ts: i64, kind: u8, extra: u32) {
+    pub fn push(&mut self, conv: &[u8], hash: u64, ts: i64, kind: u8, extra: u32) -> u32 {
         let c = self.convs.intern_hashed(conv, hash);
         self.push_key(c, ts, kind, extra);
+        c
     }
 
     /// Appends a row of the conversation whose key in [`Self::convs`] is

@@ -211,6 +211,7 @@ impl FoldTap {
                 frontier,
                 senders,
                 kept: Tapped::default(),
+                seen: SeenByKey::default(),
                 held: 0,
                 reserved: 0,
                 index_schema: None,
@@ -347,6 +348,78 @@ fn ticks_before(frontier_us: i64, unit: TimeUnit) -> Option<i64> {
 /// A row the scan does not route: not an event, or rejected.
 pub const SKIP: u8 = u8::MAX;
 
+/// What the scan says of each row of a batch, for the tap.
+#[derive(Default)]
+pub struct Marks {
+    /// The row's kind, or [`SKIP`].
+    pub kinds: Vec<u8>,
+    /// Whether its id hash is a repeat candidate.
+    pub candidate: Vec<bool>,
+    /// Its conversation's bucket and key in the scan task's segment of
+    /// that bucket (a conversation row's; else `NO_CONV`).
+    pub conv: Vec<(u32, u32)>,
+}
+
+/// [`Marks::conv`] of a row without a conversation.
+const NO_CONV: (u32, u32) = (u32::MAX, 0);
+
+impl Marks {
+    /// Empty marks for a batch of `n` rows.
+    pub(super) fn clear(&mut self, n: usize) {
+        self.kinds.clear();
+        self.kinds.resize(n, SKIP);
+        self.candidate.clear();
+        self.candidate.resize(n, false);
+        self.conv.clear();
+        self.conv.resize(n, NO_CONV);
+    }
+}
+
+/// Conversations of one scan task's segments whose start (an only copy,
+/// before the frontier) the task has seen, by their keys in the segments:
+/// a lookup is one bit, where the shared set's waits for memory. The
+/// segments' interners start again when the task hands them over, and so
+/// does this.
+#[derive(Default)]
+struct SeenByKey {
+    /// The scan's generation of segments the keys belong to.
+    generation: u64,
+    /// Per bucket, a bit per key.
+    bits: Vec<Vec<u64>>,
+}
+
+impl SeenByKey {
+    fn follow(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.generation = generation;
+            self.bits.clear();
+        }
+    }
+
+    fn insert(&mut self, (bucket, key): (u32, u32)) {
+        if (bucket, key) == NO_CONV {
+            return;
+        }
+        let (b, k) = (bucket as usize, key as usize);
+        if self.bits.len() <= b {
+            self.bits.resize_with(b + 1, Vec::new);
+        }
+        let words = &mut self.bits[b];
+        if words.len() <= k / 64 {
+            words.resize(k / 64 + 1, 0);
+        }
+        words[k / 64] |= 1 << (k % 64);
+    }
+
+    fn contains(&self, (bucket, key): (u32, u32)) -> bool {
+        let (b, k) = (bucket as usize, key as usize);
+        self.bits
+            .get(b)
+            .and_then(|w| w.get(k / 64))
+            .is_some_and(|w| w & (1 << (k % 64)) != 0)
+    }
+}
+
 /// Conversations the shared started set remembers per generation.
 const STARTED_PER_GENERATION: usize = 1 << 19;
 
@@ -372,6 +445,8 @@ pub(super) struct TapTask {
     senders: Senders,
     /// Rows kept whole, and what was routed.
     kept: Tapped,
+    /// The starts this task saw, by their keys in its segments.
+    seen: SeenByKey,
     /// Bytes of `kept`'s rows.
     held: usize,
     /// Bytes reserved for them.
@@ -380,21 +455,22 @@ pub(super) struct TapTask {
 }
 
 impl TapTask {
-    /// Routes batch `b` (its columns typed in `cols`): `kinds[i]` is row
-    /// `i`'s kind or [`SKIP`], `candidate[i]` whether its id hash is a
-    /// repeat candidate. False once the tap has failed (the task stops
-    /// tapping).
+    /// Routes batch `b` (its columns typed in `cols`) as the scan marked
+    /// its rows, the conversations' keys being those of the scan's
+    /// `generation` of segments. False once the tap has failed (the task
+    /// stops tapping).
     pub(super) async fn route(
         &mut self,
         b: &RecordBatch,
         cols: &EventColumns,
-        kinds: &[u8],
-        candidate: &[bool],
+        marks: &Marks,
+        generation: u64,
     ) -> bool {
         if self.tap.failed.load(Ordering::Relaxed) {
             return false;
         }
-        match self.route_batch(b, cols, kinds, candidate).await {
+        self.seen.follow(generation);
+        match self.route_batch(b, cols, marks).await {
             Ok(()) => true,
             Err(why) => {
                 self.tap.fail(why);
@@ -407,9 +483,13 @@ impl TapTask {
         &mut self,
         b: &RecordBatch,
         cols: &EventColumns,
-        kinds: &[u8],
-        candidate: &[bool],
+        marks: &Marks,
     ) -> std::result::Result<(), String> {
+        let Marks {
+            kinds,
+            candidate,
+            conv,
+        } = marks;
         let n = b.num_rows();
         let mut place = vec![Place::Skip; n];
         let (mut starts, mut lifecycle) = (Vec::new(), Vec::new());
@@ -434,6 +514,18 @@ impl TapTask {
         // Whether a conversation started before the frontier is a fact of
         // the data, not of the order rows come in: this batch's starts go
         // in first.
+        // The task's own starts by key first; the shared set (other
+        // tasks' starts, and those of segments handed over) for the rest.
+        for &i in &starts {
+            self.seen.insert(conv[i]);
+        }
+        lifecycle.retain(|&i| {
+            let seen = self.seen.contains(conv[i]);
+            if seen {
+                place[i] = Place::Index;
+            }
+            !seen
+        });
         if !starts.is_empty() || !lifecycle.is_empty() {
             let mut started = self.tap.started();
             for &i in &starts {
@@ -587,6 +679,23 @@ fn arrow_err(e: datafusion::arrow::error::ArrowError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_seen_by_key_are_forgotten_with_their_segments() {
+        let mut seen = SeenByKey::default();
+        seen.follow(0);
+        seen.insert((1, 70));
+        seen.insert((0, 3));
+        seen.insert(NO_CONV);
+        assert!(seen.contains((1, 70)) && seen.contains((0, 3)));
+        assert!(!seen.contains((1, 71)) && !seen.contains((0, 70)) && !seen.contains((2, 3)));
+        assert!(!seen.contains(NO_CONV));
+        seen.follow(0);
+        assert!(seen.contains((1, 70)), "same segments, same keys");
+        // the segments were handed over: their keys name other conversations
+        seen.follow(1);
+        assert!(!seen.contains((1, 70)) && !seen.contains((0, 3)));
+    }
 
     #[test]
     fn the_frontier_in_each_unit_splits_times_as_microseconds_do() {
