@@ -358,9 +358,16 @@ impl Intermediates<'_> {
                 })
                 .flat_map(|c| c.iter().flatten())
                 .sum::<u64>();
-            settle_step(ctx, name, &url, rows).await?;
+            // The step reads exactly the files of the write kept: a task
+            // of a cancelled attempt may still finish writing into the
+            // directory after it was settled.
+            let files = settle_step(ctx, name, &url, rows).await?;
+            let table = match files.is_empty() {
+                true => parquet_directory(&url, schema)?,
+                false => parquet_files(&url, &files, schema)?,
+            };
             ctx.deregister_table(name)?;
-            ctx.register_table(name, parquet_directory(&url, schema)?)?;
+            ctx.register_table(name, table)?;
             return Ok(rows as usize);
         }
         let plan = df.create_physical_plan().await?;
@@ -398,8 +405,14 @@ impl Intermediates<'_> {
 /// done), the first attempt's files stay beside the second's and would be
 /// read twice: numbers counted double. The attempt whose files hold
 /// exactly the `rows` the job reported is kept and the others removed; when
-/// none does, the step fails rather than give a wrong report.
-async fn settle_step(ctx: &SessionContext, name: &str, url: &str, rows: u64) -> Result<()> {
+/// none does, the step fails rather than give a wrong report. Returns the
+/// names of the kept files (none when the step wrote no file).
+async fn settle_step(
+    ctx: &SessionContext,
+    name: &str,
+    url: &str,
+    rows: u64,
+) -> Result<Vec<String>> {
     use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
@@ -430,8 +443,8 @@ async fn settle_step(ctx: &SessionContext, name: &str, url: &str, rows: u64) -> 
             .max(meta.last_modified.timestamp_nanos_opt().unwrap_or(0));
         entry.2.push(meta.location.clone());
     }
-    if attempts.len() <= 1 {
-        return Ok(());
+    if attempts.is_empty() {
+        return Ok(Vec::new());
     }
     let keep = attempts
         .iter()
@@ -440,20 +453,41 @@ async fn settle_step(ctx: &SessionContext, name: &str, url: &str, rows: u64) -> 
         .map(|(id, _)| id.clone())
         .ok_or_else(|| {
             Error::usage(format!(
-                "step {name} of the report was written more than once (an executor was lost \
-                 while writing it) and no copy holds the {rows} rows the cluster reported; \
-                 the report is not trusted: run it again"
+                "step {name} of the report holds no complete copy of the {rows} rows the \
+                 cluster reported (an executor was lost while writing it); the report is not \
+                 trusted: run it again"
             ))
         })?;
+    let mut kept = Vec::new();
     for (id, (_, _, paths)) in attempts {
         if id == keep {
+            kept.extend(
+                paths
+                    .iter()
+                    .filter_map(|p| p.filename().map(str::to_string)),
+            );
             continue;
         }
         for path in paths {
             store.delete(&path).await?;
         }
     }
-    Ok(())
+    Ok(kept)
+}
+
+/// The Parquet files `files` of directory `url`, as a table of `schema`.
+fn parquet_files(url: &str, files: &[String], schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
+    let base = url.trim_end_matches('/');
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(format!("{base}/{f}")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// The Parquet files written into directory `url`, as a table of `schema`.
@@ -1549,6 +1583,62 @@ pub fn rows_of(batch: &RecordBatch) -> Vec<Row> {
 mod tests {
     use super::*;
     use crate::settings::options::EngineOptions;
+
+    /// A step written twice keeps the copy with the rows the cluster
+    /// reported, and its table reads only that copy's files: a file of a
+    /// cancelled attempt that lands in the directory afterwards (its task
+    /// finished writing late) is not read.
+    #[tokio::test]
+    async fn a_step_reads_only_the_write_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = dir.path().join("report_sessions");
+        std::fs::create_dir_all(&step).unwrap();
+        let ctx = SessionContext::new();
+        let write = |id: &str, rows: i64| {
+            let batch = RecordBatch::try_from_iter([(
+                "n",
+                Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+                    0..rows,
+                )) as datafusion::arrow::array::ArrayRef,
+            )])
+            .unwrap();
+            let file = std::fs::File::create(step.join(format!("{id}_0.parquet"))).unwrap();
+            let mut w =
+                datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+                    .unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            batch.schema()
+        };
+        // an attempt cut short, and the one whose rows the cluster reported
+        write("aaaaaaaaaaaaaaaa", 3);
+        let schema = write("bbbbbbbbbbbbbbbb", 5);
+        let url = format!("{}/", step.to_string_lossy());
+        let kept = settle_step(&ctx, "report_sessions", &url, 5).await.unwrap();
+        assert_eq!(kept, vec!["bbbbbbbbbbbbbbbb_0.parquet".to_string()]);
+        assert!(!step.join("aaaaaaaaaaaaaaaa_0.parquet").exists());
+        // a cancelled attempt's task writes its whole copy afterwards
+        write("cccccccccccccccc", 5);
+        ctx.register_table("step", parquet_files(&url, &kept, schema).unwrap())
+            .unwrap();
+        let n = ctx
+            .sql("SELECT count(*) FROM step")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let n = n[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(n, 5, "the late copy is not read");
+        // no copy with the rows reported: the step fails
+        let e = settle_step(&ctx, "report_sessions", &url, 7)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("run it again"), "{e}");
+    }
 
     /// A report's context over the sample, and the parameters of a report
     /// of February 2026.
