@@ -482,20 +482,20 @@ fn parquet_files(url: &str, files: &[String], schema: SchemaRef) -> Result<Arc<d
         .iter()
         .map(|f| ListingTableUrl::parse(format!("{base}/{f}")))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    parquet_table(urls, schema)
 }
 
 /// The Parquet files written into directory `url`, as a table of `schema`.
 fn parquet_directory(url: &str, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
-    let table_url = ListingTableUrl::parse(url)?;
+    parquet_table(vec![ListingTableUrl::parse(url)?], schema)
+}
+
+/// The Parquet files under `urls` (files or directories), as a table of
+/// `schema`.
+fn parquet_table(urls: Vec<ListingTableUrl>, schema: SchemaRef) -> Result<Arc<dyn TableProvider>> {
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(table_url)
+    let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
