@@ -1044,8 +1044,8 @@ async fn the_one_pass_fold_writes_the_reference_state() {
     // The operators' build, where the pool refuses the rows the scan's tap
     // keeps whole (the fold reads the events itself, in one pass), the
     // pass its set of started conversations (the fold falls back to the
-    // reference statements), or the one read of the deliveries what it
-    // holds (their files are written by the reference statements); and
+    // reference statements), or the deliveries' pass the ids it keeps
+    // (their files are written by the reference statements); and
     // where it refuses the operators every segment, so that each scan
     // task hands its segments over (their conversations' keys start
     // again) after every batch while the tap routes.

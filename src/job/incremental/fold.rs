@@ -180,14 +180,15 @@ pub(super) async fn fold(
             (started, index, live_events, anchors)
         }
     };
-    // A full run reads the deliveries once for both files; where the pool
-    // refuses what that pass holds, and in incremental runs, the
+    // A full run writes both files from one aggregation of the deliveries
+    // and one read of those not sent before the frontier; where the pool
+    // refuses the ids that pass keeps, and in incremental runs, the
     // reference statements write them.
     let in_one_read = match one_pass_ran {
         true => match super::one_pass::messages(ctx, store, &fold.params, generation).await {
             Ok(placed) => Some(placed),
             Err(e) if exhausted(&e) => {
-                laps.lap("fold: messages in one read refused by the pool");
+                laps.lap("fold: the deliveries' pass refused by the pool");
                 None
             }
             Err(e) => return Err(e),
@@ -197,7 +198,7 @@ pub(super) async fn fold(
     let (message_index, live_messages) = match in_one_read {
         Some(placed) => {
             pending.counters.folded_duplicate_messages += placed.folded_duplicates;
-            laps.lap("fold: message index and live messages, in one read");
+            laps.lap("fold: message index and live messages");
             (placed.index, placed.live)
         }
         None => {

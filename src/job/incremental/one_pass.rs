@@ -10,8 +10,9 @@
 //! and says where it goes: its id into the index, the row into the live
 //! events, or, for the few ids that may have copies, into a small
 //! temporary table that `repeated_places` ranks afterwards. The message
-//! index and the live messages of a full run come from one read of the
-//! deliveries ([`messages`]).
+//! index and the live messages of a full run come from one aggregation
+//! of the deliveries and one read of those not sent before the frontier
+//! ([`messages`]).
 //! This module only routes the rows to their files; the rules stay in
 //! SQL, and `incremental::the_one_pass_fold_writes_the_reference_state`
 //! holds the state it writes equal to the reference fold's.
