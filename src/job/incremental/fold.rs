@@ -130,6 +130,19 @@ pub(super) async fn fold(
         }
         _ => None,
     };
+    // The deliveries' pass reads only `messages`: without a limit it runs
+    // on a task of its own beside the events' steps, each of which leaves
+    // a core idle for part of its time (one writer, one set). Under a
+    // limit the two would hold the pool at once, so it runs after them.
+    let beside = match (&repeated, engine.options.memory_limit) {
+        (Some(_), None) => {
+            let (ctx, store, params) = (ctx.clone(), store.clone(), fold.params.clone());
+            Some(Beside(tokio::spawn(async move {
+                super::one_pass::messages(&ctx, &store, &params, generation).await
+            })))
+        }
+        _ => None,
+    };
     let mut one_pass = None;
     if let Some(repeated) = &repeated {
         match fold
@@ -184,21 +197,30 @@ pub(super) async fn fold(
     // and one read of those not sent before the frontier; where the pool
     // refuses the ids that pass keeps, and in incremental runs, the
     // reference statements write them.
-    let in_one_read = match one_pass_ran {
-        true => match super::one_pass::messages(ctx, store, &fold.params, generation).await {
-            Ok(placed) => Some(placed),
-            Err(e) if exhausted(&e) => {
-                laps.lap("fold: the deliveries' pass refused by the pool");
-                None
-            }
-            Err(e) => return Err(e),
-        },
-        false => None,
+    let (messages, lap) = match beside {
+        Some(beside) => (
+            Some(beside.join().await),
+            "fold: message index and live messages (the wait for the pass beside)",
+        ),
+        None if one_pass_ran => (
+            Some(super::one_pass::messages(ctx, store, &fold.params, generation).await),
+            "fold: message index and live messages",
+        ),
+        None => (None, ""),
+    };
+    let in_one_read = match messages {
+        Some(Ok(placed)) => Some(placed),
+        Some(Err(e)) if exhausted(&e) => {
+            laps.lap("fold: the deliveries' pass refused by the pool");
+            None
+        }
+        Some(Err(e)) => return Err(e),
+        None => None,
     };
     let (message_index, live_messages) = match in_one_read {
         Some(placed) => {
             pending.counters.folded_duplicate_messages += placed.folded_duplicates;
-            laps.lap("fold: message index and live messages");
+            laps.lap(lap);
             (placed.index, placed.live)
         }
         None => {
@@ -242,6 +264,25 @@ pub(super) async fn fold(
         checksum: String::new(),
     };
     Ok((manifest, how))
+}
+
+/// The deliveries' pass running on a task of its own; stopped if the fold
+/// returns without it (its files are then abandoned unwritten).
+struct Beside(tokio::task::JoinHandle<Result<super::one_pass::MessagesPlaced>>);
+
+impl Beside {
+    /// What the pass wrote.
+    async fn join(mut self) -> Result<super::one_pass::MessagesPlaced> {
+        (&mut self.0).await.map_err(|e| {
+            crate::error::Error::Internal(format!("the fold's deliveries' pass failed: {e}"))
+        })?
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What every phase of one fold reads.

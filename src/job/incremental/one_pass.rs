@@ -125,9 +125,9 @@ impl ScanFold {
             store,
             &index,
             Arc::new(Schema::new(vec![index_field.as_ref().clone()])),
-            state_props(false)?,
+            state_props(IDS)?,
         )?;
-        let live_sink = Sink::open(store, &live, Arc::clone(&live_schema), state_props(true)?)?;
+        let live_sink = Sink::open(store, &live, Arc::clone(&live_schema), state_props(ROWS)?)?;
         let (index_tx, index_rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
         let (live_tx, live_rx) = tokio::sync::mpsc::channel(WRITER_QUEUE);
         let tap = Arc::new(FoldTap::new(
@@ -232,12 +232,12 @@ async fn place(
     let df = plan(ctx, "fold_places", params).await?;
     let rows = plain(&Arc::new(df.schema().as_arrow().clone()), 9);
     let ids = Arc::new(Schema::new(vec![rows.field(0).clone()]));
-    let row_props = state_props(true)?;
+    let row_props = state_props(ROWS)?;
 
     let index = data_name(generation, "event-index");
     let live = data_name(generation, "live-events");
     let scratch = data_name(generation, "repeated-tmp");
-    let mut index_out = Sink::open(store, &index, ids, state_props(false)?)?;
+    let mut index_out = Sink::open(store, &index, ids, state_props(IDS)?)?;
     let mut live_out = Sink::open(store, &live, Arc::clone(&rows), row_props)?;
     let mut repeated_out = Sink::open(
         store,
@@ -485,7 +485,7 @@ pub(super) async fn messages(
     let df = plan(ctx, "message_index_of_full_run", params).await?;
     let index_name = data_name(generation, "message-index");
     let index_schema = plain(&Arc::new(df.schema().as_arrow().clone()), 1);
-    let mut index_out = Sink::open(store, &index_name, index_schema, state_props(false)?)?;
+    let mut index_out = Sink::open(store, &index_name, index_schema, state_props(IDS)?)?;
     // The ids not folded, whose rows stay live.
     let mut kept = Interner::default();
     let (mut folded_ids, mut folded_rows) = (0u64, 0u64);
@@ -517,7 +517,7 @@ pub(super) async fn messages(
     let df = plan(ctx, "messages_not_before", params).await?;
     let live_name = data_name(generation, "live-messages");
     let live_schema = plain(&Arc::new(df.schema().as_arrow().clone()), 9);
-    let mut live_out = Sink::open(store, &live_name, live_schema, state_props(true)?)?;
+    let mut live_out = Sink::open(store, &live_name, live_schema, state_props(ROWS)?)?;
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -549,13 +549,16 @@ pub(super) struct MessagesPlaced {
 }
 
 /// How the one pass writes the state's files: DataFusion's defaults (as
-/// the reference fold writes them) but zstd level 1, which writes and
-/// reads an id index faster than level 3 and no bigger (docs/INCREMENTAL.md).
-/// `dictionary`: off for columns of unique ids, where a dictionary is only
-/// tried and dropped.
-fn state_props(dictionary: bool) -> Result<WriterProperties> {
+/// the reference fold writes them) but a faster codec. `ids`: a file of
+/// one column of unique ids (the indexes, the started conversations),
+/// written with LZ4 and no dictionary (one is only tried and dropped);
+/// the live rows with zstd level 1 and dictionaries. A full run writes an
+/// id per event of the history while the scan holds both cores, and every
+/// later run reads the index once: LZ4 writes and reads it faster than
+/// zstd, for a larger file (docs/INCREMENTAL.md).
+fn state_props(ids: bool) -> Result<WriterProperties> {
     let mut options = TableParquetOptions::default();
-    options.global.compression = Some("zstd(1)".into());
+    options.global.compression = Some(if ids { "lz4_raw" } else { "zstd(1)" }.into());
     // Row groups of a manageable size: the writer buffers one outside the
     // pool, and a later run's check of new ids against the index skips
     // row groups by their statistics.
@@ -563,9 +566,15 @@ fn state_props(dictionary: bool) -> Result<WriterProperties> {
     // The Arrow writer adds the schema itself.
     options.global.skip_arrow_metadata = true;
     Ok(WriterPropertiesBuilder::try_from(&options)?
-        .set_dictionary_enabled(dictionary)
+        .set_dictionary_enabled(!ids)
         .build())
 }
+
+/// [`state_props`] of a file of ids.
+const IDS: bool = true;
+
+/// [`state_props`] of a file of rows.
+const ROWS: bool = false;
 
 /// Rows per row group of the state's files the one pass writes.
 const STATE_ROW_GROUP: usize = 128 * 1024;
@@ -600,7 +609,7 @@ pub(super) async fn started(
     let held =
         MemoryConsumer::new("fold: started conversations").register(&ctx.runtime_env().memory_pool);
     let schema = plain(&Arc::new(df.schema().as_arrow().clone()), 1);
-    let mut out = Sink::open(store, name, schema, state_props(false)?)?;
+    let mut out = Sink::open(store, name, schema, state_props(IDS)?)?;
     let mut set = Interner::default();
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
@@ -723,10 +732,38 @@ fn plain(schema: &SchemaRef, columns: usize) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// `declared` with the plain string fields that `batch` brings as views
+/// typed as views: the Parquet file holds the same strings.
+fn views_kept(declared: &SchemaRef, batch: &RecordBatch) -> SchemaRef {
+    let fields: Vec<Field> = declared
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| match (f.data_type(), c.data_type()) {
+            (DataType::Utf8, DataType::Utf8View) => {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    if fields.len() != declared.fields().len() {
+        return Arc::clone(declared);
+    }
+    Arc::new(Schema::new(fields))
+}
+
 /// One Parquet file of the state being written. Dropped without
 /// [`Sink::close`], its upload is abandoned and no file appears.
+///
+/// The writer is made with the first batch: a string column the batches
+/// bring as views is written from the views (the Parquet column is the
+/// same plain string either way), where a cast to `schema`'s plain strings
+/// would copy every value once more before the encoder copies it again.
 struct Sink {
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: Option<AsyncArrowWriter<BufWriter>>,
+    /// Until the writer is made.
+    object: Option<(BufWriter, WriterProperties)>,
+    /// The declared schema, then the one written.
     schema: SchemaRef,
 }
 
@@ -738,14 +775,35 @@ impl Sink {
         props: WriterProperties,
     ) -> Result<Self> {
         let object = BufWriter::new(store.store_arc(), store.data_path(name));
-        let writer = AsyncArrowWriter::try_new(object, Arc::clone(&schema), Some(props))?;
-        Ok(Self { writer, schema })
+        Ok(Self {
+            writer: None,
+            object: Some((object, props)),
+            schema,
+        })
+    }
+
+    /// The writer, made for `batch`'s string views if this is the first.
+    fn writer(&mut self, batch: Option<&RecordBatch>) -> Result<&mut AsyncArrowWriter<BufWriter>> {
+        if let Some((object, props)) = self.object.take() {
+            if let Some(batch) = batch {
+                self.schema = views_kept(&self.schema, batch);
+            }
+            self.writer = Some(AsyncArrowWriter::try_new(
+                object,
+                Arc::clone(&self.schema),
+                Some(props),
+            )?);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| Error::Internal("a state file's writer was closed".into()))
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        self.writer(Some(batch))?;
         let columns = batch
             .columns()
             .iter()
@@ -759,12 +817,15 @@ impl Sink {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
-        self.writer.write(&batch).await?;
+        self.writer(None)?.write(&batch).await?;
         Ok(())
     }
 
-    async fn close(self) -> Result<()> {
-        self.writer.close().await?;
+    async fn close(mut self) -> Result<()> {
+        self.writer(None)?;
+        if let Some(writer) = self.writer.take() {
+            writer.close().await?;
+        }
         Ok(())
     }
 }
