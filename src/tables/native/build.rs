@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::TableProvider;
 use datafusion::execution::{SessionStateBuilder, TaskContext};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
@@ -463,9 +464,37 @@ async fn scan_events(
         .properties()
         .output_partitioning()
         .partition_count();
+    // A full run's fold taps the scan: each task then reads its own range
+    // of the files, as planned, not files taken from the other tasks'
+    // ranges as they finish. Files come in time order in practice, so a
+    // conversation's rows stay with one task, which settles them by its
+    // own keys (`tap`); taking each other's files, the tasks would read
+    // alternate days and need each other's starts.
+    let (plan, task) = match &input.tap {
+        Some(_) => {
+            let mut config = input.task.session_config().clone();
+            config
+                .options_mut()
+                .execution
+                .enable_file_stream_work_stealing = false;
+            let t = &input.task;
+            let task = TaskContext::new(
+                t.task_id(),
+                t.session_id(),
+                config,
+                t.scalar_functions().clone(),
+                t.higher_order_functions().clone(),
+                t.aggregate_functions().clone(),
+                t.window_functions().clone(),
+                t.runtime_env(),
+            );
+            (reset_plan_states(Arc::clone(&input.input))?, Arc::new(task))
+        }
+        None => (Arc::clone(&input.input), Arc::clone(&input.task)),
+    };
     let mut tasks = Vec::with_capacity(partitions);
     for p in 0..partitions {
-        let stream = input.input.execute(p, Arc::clone(&input.task))?;
+        let stream = plan.execute(p, Arc::clone(&task))?;
         let (budget, stores, seen) = (Arc::clone(budget), Arc::clone(&stores), Arc::clone(&seen));
         let candidates = Arc::clone(&candidates);
         let tap = input.tap.as_ref().and_then(|t| t.task(ts_type));

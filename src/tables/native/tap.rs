@@ -13,9 +13,14 @@
 //!   lifecycle row whose conversation has not started before the
 //!   frontier (it may still find its start, spec §3). A lifecycle row whose
 //!   start this task has seen (an only copy, before the frontier) is
-//!   folded at once; the others are kept whole (`deferred`) for the fold
-//!   to decide with the build's `conversations` relation. Events arrive in
-//!   time order in practice, so few rows wait.
+//!   folded at once; the others are kept whole (`deferred`), settled when
+//!   the task sees their start later, else left for the fold to decide
+//!   with the build's `conversations` relation. Each task reads a range
+//!   of the files of its own, and events arrive in time order in
+//!   practice, so few rows wait: those whose start is in another task's
+//!   range, at its edge. Under a bounded pool a task hands its segments
+//!   over (and forgets its starts' keys) when the pool refuses them, so
+//!   there the tasks also share the starts they see, by id.
 //!
 //! Ids and live rows go to the fold's writers through channels as the
 //! scan reads them; the rows kept whole are counted in the memory pool.
@@ -31,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter, filter_record_batch, not};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use tokio::sync::mpsc::Sender;
 
@@ -104,9 +109,16 @@ pub struct FoldTap {
     /// Set with `Inner::failed`, read by the tasks at every batch.
     failed: AtomicBool,
     /// The conversations started before the frontier that the scan's
-    /// tasks have seen, shared: a task reads the files of its own range,
-    /// but its rows' starts may be in another task's.
+    /// tasks have seen, shared, when [`FoldTap::shares_starts`].
     started: Mutex<Started>,
+    /// Whether the tasks share the starts they see: only when the build's
+    /// pool is bounded. A task knows its own starts by key until it hands
+    /// its segments over, which only a bounded pool makes it do; and each
+    /// task reads a range of the files of its own (the scan does not
+    /// rebalance them, `build::scan_events`), in time order in practice,
+    /// so another task's starts matter at the ranges' edges alone, where
+    /// the rows wait for the fold.
+    share: AtomicBool,
 }
 
 /// Conversations whose start (an only copy, before the frontier) the scan
@@ -174,6 +186,7 @@ impl FoldTap {
             inner: Mutex::new(Inner::default()),
             failed: AtomicBool::new(false),
             started: Mutex::new(Started::default()),
+            share: AtomicBool::new(false),
         }
     }
 
@@ -188,6 +201,10 @@ impl FoldTap {
             return false;
         }
         inner.claimed = Some(key);
+        self.share.store(
+            matches!(env.memory_pool.memory_limit(), MemoryLimit::Finite(_)),
+            Ordering::Relaxed,
+        );
         inner.reservation =
             Some(MemoryConsumer::new("fold tap: rows kept whole").register(&env.memory_pool));
         true
@@ -211,6 +228,7 @@ impl FoldTap {
                 frontier,
                 senders,
                 kept: Tapped::default(),
+                deferred_keys: Vec::new(),
                 seen: SeenByKey::default(),
                 held: 0,
                 reserved: 0,
@@ -276,6 +294,11 @@ impl FoldTap {
         let mut tapped = std::mem::take(&mut inner.tapped);
         tapped.reservation = inner.reservation.take();
         Ok(tapped)
+    }
+
+    /// Whether the scan's tasks share the starts they see (see `share`).
+    fn shares_starts(&self) -> bool {
+        self.share.load(Ordering::Relaxed)
     }
 
     fn started(&self) -> std::sync::MutexGuard<'_, Started> {
@@ -445,6 +468,10 @@ pub(super) struct TapTask {
     senders: Senders,
     /// Rows kept whole, and what was routed.
     kept: Tapped,
+    /// For each batch of `kept.deferred`, the scan's generation of
+    /// segments and its rows' conversations' keys in them: a start the
+    /// task sees later settles them by key.
+    deferred_keys: Vec<(u64, Vec<(u32, u32)>)>,
     /// The starts this task saw, by their keys in its segments.
     seen: SeenByKey,
     /// Bytes of `kept`'s rows.
@@ -526,7 +553,7 @@ impl TapTask {
             }
             !seen
         });
-        if !starts.is_empty() || !lifecycle.is_empty() {
+        if self.tap.shares_starts() && (!starts.is_empty() || !lifecycle.is_empty()) {
             let mut started = self.tap.started();
             for &i in &starts {
                 started.insert(cols.conv.value(i).as_bytes());
@@ -566,6 +593,11 @@ impl TapTask {
             let rows = self.whole(b, &deferred)?;
             self.held += rows.get_array_memory_size();
             self.kept.deferred.push(rows);
+            let keys = (0..n)
+                .filter(|&i| place[i] == Place::Deferred)
+                .map(|i| conv[i])
+                .collect();
+            self.deferred_keys.push((self.seen.generation, keys));
         }
         if counts.repeated > 0 {
             let rows = self.whole(b, &repeated)?;
@@ -601,21 +633,33 @@ impl TapTask {
     }
 
     /// Folds the waiting lifecycle rows whose start has been seen since
-    /// (by any task), then reserves what the task still keeps.
+    /// (by this task, or by any when they share them), then reserves what
+    /// the task still keeps.
     async fn settle(&mut self) -> std::result::Result<(), String> {
         let conv = LIVE_COLUMNS
             .iter()
             .position(|c| *c == "conversation_id")
             .ok_or("no conversation_id")?;
         let waiting = std::mem::take(&mut self.kept.deferred);
-        for rows in waiting {
-            let found = {
-                let started = self.tap.started();
-                str_test(rows.column(conv), |v| started.contains(v)).map_err(|e| e.to_string())?
+        let keys = std::mem::take(&mut self.deferred_keys);
+        for (rows, (generation, keys)) in waiting.into_iter().zip(keys) {
+            let mut found: Vec<bool> = match generation == self.seen.generation {
+                true => keys.iter().map(|&k| self.seen.contains(k)).collect(),
+                false => vec![false; keys.len()],
             };
+            if self.tap.shares_starts() {
+                let started = self.tap.started();
+                let shared = str_test(rows.column(conv), |v| started.contains(v))
+                    .map_err(|e| e.to_string())?;
+                for (f, s) in found.iter_mut().zip(shared.iter()) {
+                    *f |= s == Some(true);
+                }
+            }
+            let found = BooleanArray::from(found);
             let n = found.true_count();
             if n == 0 {
                 self.kept.deferred.push(rows);
+                self.deferred_keys.push((generation, keys));
                 continue;
             }
             self.held -= rows.get_array_memory_size().min(self.held);
@@ -628,6 +672,13 @@ impl TapTask {
                     .map_err(arrow_err)?;
                 self.held += rest.get_array_memory_size();
                 self.kept.deferred.push(rest);
+                let rest_keys = keys
+                    .iter()
+                    .zip(found.values().iter())
+                    .filter(|(_, f)| !f)
+                    .map(|(k, _)| *k)
+                    .collect();
+                self.deferred_keys.push((generation, rest_keys));
             }
         }
         if self.held > self.reserved {
