@@ -130,12 +130,16 @@ pub(super) async fn fold(
         }
         _ => None,
     };
-    // The deliveries' pass reads only `messages`: without a limit it runs
-    // on a task of its own beside the events' steps, each of which leaves
-    // a core idle for part of its time (one writer, one set). Under a
-    // limit the two would hold the pool at once, so it runs after them.
-    let beside = match (&repeated, engine.options.memory_limit) {
-        (Some(_), None) => {
+    // The deliveries' pass reads only `messages`: it runs on a task of its
+    // own beside the events' steps, each of which leaves a core idle for
+    // part of its time (one writer, one set). Under a limit it does so
+    // only when the fold's inputs were taken before the reports, which let
+    // go of the build: the events' steps then hold little of the pool (the
+    // few conversations the scan's rows need, the rows it kept); without
+    // them the fold makes the build again, and the pass runs after it.
+    let beside_ok = engine.options.memory_limit.is_none() || pending.from_build.is_some();
+    let mut beside = match &repeated {
+        Some(_) if beside_ok => {
             let (ctx, store, params) = (ctx.clone(), store.clone(), fold.params.clone());
             Some(Beside(tokio::spawn(async move {
                 super::one_pass::messages(&ctx, &store, &params, generation).await
@@ -156,8 +160,15 @@ pub(super) async fn fold(
         {
             Ok(done) => one_pass = Some(done),
             // The reference statements spill where the pass's set of
-            // started conversations must fit the pool.
-            Err(e) if exhausted(&e) => laps.lap("fold: one pass refused by the pool"),
+            // started conversations must fit the pool; under a limit the
+            // deliveries' pass is stopped, not to hold the pool beside
+            // them (the statements write its files too).
+            Err(e) if exhausted(&e) => {
+                if engine.options.memory_limit.is_some() {
+                    beside = None;
+                }
+                laps.lap("fold: one pass refused by the pool")
+            }
             Err(e) => return Err(e),
         }
     }

@@ -18,9 +18,8 @@
 //!   with the build's `conversations` relation. Each task reads a range
 //!   of the files of its own, and events arrive in time order in
 //!   practice, so few rows wait: those whose start is in another task's
-//!   range, at its edge. Under a bounded pool a task hands its segments
-//!   over (and forgets its starts' keys) when the pool refuses them, so
-//!   there the tasks also share the starts they see, by id.
+//!   range, at its edge, and under a memory limit those whose start came
+//!   before the task handed its segments over (its keys start again).
 //!
 //! Ids and live rows go to the fold's writers through channels as the
 //! scan reads them; the rows kept whole are counted in the memory pool.
@@ -36,12 +35,10 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter, filter_record_batch, not};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef, TimeUnit};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use tokio::sync::mpsc::Sender;
 
-use super::dedup::str_test;
-use super::intern::Interner;
 use super::scan::EventColumns;
 use crate::rules::{self, kind};
 
@@ -108,43 +105,6 @@ pub struct FoldTap {
     inner: Mutex<Inner>,
     /// Set with `Inner::failed`, read by the tasks at every batch.
     failed: AtomicBool,
-    /// The conversations started before the frontier that the scan's
-    /// tasks have seen, shared, when [`FoldTap::shares_starts`].
-    started: Mutex<Started>,
-    /// Whether the tasks share the starts they see: only when the build's
-    /// pool is bounded. A task knows its own starts by key until it hands
-    /// its segments over, which only a bounded pool makes it do; and each
-    /// task reads a range of the files of its own (the scan does not
-    /// rebalance them, `build::scan_events`), in time order in practice,
-    /// so another task's starts matter at the ranges' edges alone, where
-    /// the rows wait for the fold.
-    share: AtomicBool,
-}
-
-/// Conversations whose start (an only copy, before the frontier) the scan
-/// has seen, in two generations, so that a long history's starts do not all
-/// stay held: a lifecycle row whose start was forgotten waits for the fold.
-#[derive(Default)]
-struct Started {
-    current: Interner,
-    older: Interner,
-}
-
-impl Started {
-    fn contains(&self, conv: &[u8]) -> bool {
-        self.current.lookup(conv).is_some() || self.older.lookup(conv).is_some()
-    }
-
-    fn insert(&mut self, conv: &[u8]) {
-        if self.current.len() >= STARTED_PER_GENERATION {
-            self.older = std::mem::take(&mut self.current);
-        }
-        self.current.intern(conv);
-    }
-
-    fn bytes(&self) -> usize {
-        self.current.bytes() + self.older.bytes()
-    }
 }
 
 #[derive(Default)]
@@ -157,8 +117,6 @@ struct Inner {
     complete: bool,
     /// Why the fold must read the history itself.
     failed: Option<String>,
-    /// Bytes of the shared started set reserved (the most it has held).
-    started_held: usize,
 }
 
 impl std::fmt::Debug for FoldTap {
@@ -185,8 +143,6 @@ impl FoldTap {
             senders: Mutex::new(Some(senders)),
             inner: Mutex::new(Inner::default()),
             failed: AtomicBool::new(false),
-            started: Mutex::new(Started::default()),
-            share: AtomicBool::new(false),
         }
     }
 
@@ -201,10 +157,6 @@ impl FoldTap {
             return false;
         }
         inner.claimed = Some(key);
-        self.share.store(
-            matches!(env.memory_pool.memory_limit(), MemoryLimit::Finite(_)),
-            Ordering::Relaxed,
-        );
         inner.reservation =
             Some(MemoryConsumer::new("fold tap: rows kept whole").register(&env.memory_pool));
         true
@@ -245,8 +197,6 @@ impl FoldTap {
     /// Every partition of the scan ended: the writers get no more rows.
     pub(super) fn scan_done(&self) {
         self.close();
-        // Its started set is only for the scan's tasks.
-        *self.started() = Started::default();
         self.inner().complete = true;
     }
 
@@ -254,7 +204,6 @@ impl FoldTap {
     pub fn fail(&self, why: String) {
         self.close();
         self.failed.store(true, Ordering::Relaxed);
-        *self.started() = Started::default();
         let mut inner = self.inner();
         if inner.failed.is_none() {
             inner.failed = Some(why);
@@ -296,37 +245,20 @@ impl FoldTap {
         Ok(tapped)
     }
 
-    /// Whether the scan's tasks share the starts they see (see `share`).
-    fn shares_starts(&self) -> bool {
-        self.share.load(Ordering::Relaxed)
-    }
-
-    fn started(&self) -> std::sync::MutexGuard<'_, Started> {
-        self.started.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reserves `bytes` more for a task's rows kept whole, and the shared
-    /// started set's growth; false (and the tap failed) when the pool or
-    /// the cap refuses.
+    /// Reserves `bytes` more for a task's rows kept whole; false (and the
+    /// tap failed) when the pool or the cap refuses.
     fn reserve(&self, bytes: usize) -> bool {
-        let started = self.started().bytes();
         let mut inner = self.inner();
         if inner.failed.is_some() {
             return false;
         }
-        let grow = bytes + started.saturating_sub(inner.started_held);
-        let Inner {
-            reservation,
-            started_held,
-            ..
-        } = &mut *inner;
-        let total = reservation.as_ref().map_or(0, |r| r.size()) + grow;
+        let reservation = &mut inner.reservation;
+        let total = reservation.as_ref().map_or(0, |r| r.size()) + bytes;
         let granted = total <= self.cap
             && reservation
                 .as_mut()
-                .is_some_and(|r| r.try_grow(grow).is_ok());
+                .is_some_and(|r| r.try_grow(bytes).is_ok());
         if granted {
-            *started_held = (*started_held).max(started);
             return true;
         }
         drop(inner);
@@ -400,9 +332,9 @@ impl Marks {
 
 /// Conversations of one scan task's segments whose start (an only copy,
 /// before the frontier) the task has seen, by their keys in the segments:
-/// a lookup is one bit, where the shared set's waits for memory. The
-/// segments' interners start again when the task hands them over, and so
-/// does this.
+/// a lookup is one bit, where a set of the conversations' ids would wait
+/// for memory. The segments' interners start again when the task hands
+/// them over, and so does this.
 #[derive(Default)]
 struct SeenByKey {
     /// The scan's generation of segments the keys belong to.
@@ -443,11 +375,8 @@ impl SeenByKey {
     }
 }
 
-/// Conversations the shared started set remembers per generation.
-const STARTED_PER_GENERATION: usize = 1 << 19;
-
 /// Bytes of rows a task keeps whole between two looks at its waiting
-/// lifecycle rows (whose starts another task may have seen since).
+/// lifecycle rows (whose starts the task may have seen since).
 const KEEP_EVERY: usize = 8 << 20;
 
 /// Where the tap sends a row.
@@ -541,27 +470,12 @@ impl TapTask {
         // Whether a conversation started before the frontier is a fact of
         // the data, not of the order rows come in: this batch's starts go
         // in first.
-        // The task's own starts by key first; the shared set (other
-        // tasks' starts, and those of segments handed over) for the rest.
         for &i in &starts {
             self.seen.insert(conv[i]);
         }
-        lifecycle.retain(|&i| {
-            let seen = self.seen.contains(conv[i]);
-            if seen {
+        for &i in &lifecycle {
+            if self.seen.contains(conv[i]) {
                 place[i] = Place::Index;
-            }
-            !seen
-        });
-        if self.tap.shares_starts() && (!starts.is_empty() || !lifecycle.is_empty()) {
-            let mut started = self.tap.started();
-            for &i in &starts {
-                started.insert(cols.conv.value(i).as_bytes());
-            }
-            for &i in &lifecycle {
-                if started.contains(cols.conv.value(i).as_bytes()) {
-                    place[i] = Place::Index;
-                }
             }
         }
         let mut counts = TapCounts::default();
@@ -632,30 +546,18 @@ impl TapTask {
             .map_err(|_| "the index's writer stopped".to_string())
     }
 
-    /// Folds the waiting lifecycle rows whose start has been seen since
-    /// (by this task, or by any when they share them), then reserves what
-    /// the task still keeps.
+    /// Folds the waiting lifecycle rows whose start the task has seen
+    /// since, then reserves what it still keeps.
     async fn settle(&mut self) -> std::result::Result<(), String> {
-        let conv = LIVE_COLUMNS
-            .iter()
-            .position(|c| *c == "conversation_id")
-            .ok_or("no conversation_id")?;
         let waiting = std::mem::take(&mut self.kept.deferred);
         let keys = std::mem::take(&mut self.deferred_keys);
         for (rows, (generation, keys)) in waiting.into_iter().zip(keys) {
-            let mut found: Vec<bool> = match generation == self.seen.generation {
+            // Keys of segments handed over name nothing now: those rows
+            // wait for the fold.
+            let found = BooleanArray::from(match generation == self.seen.generation {
                 true => keys.iter().map(|&k| self.seen.contains(k)).collect(),
                 false => vec![false; keys.len()],
-            };
-            if self.tap.shares_starts() {
-                let started = self.tap.started();
-                let shared = str_test(rows.column(conv), |v| started.contains(v))
-                    .map_err(|e| e.to_string())?;
-                for (f, s) in found.iter_mut().zip(shared.iter()) {
-                    *f |= s == Some(true);
-                }
-            }
-            let found = BooleanArray::from(found);
+            });
             let n = found.true_count();
             if n == 0 {
                 self.kept.deferred.push(rows);
