@@ -260,6 +260,9 @@ async fn report(config: &Config, args: ReportArgs) -> Result<()> {
         .await
         .map_err(Into::into);
     }
+    // One report and the process ends: the build need not outlive the
+    // report's own tables (a detail run reads more relations after them).
+    supportfunnel::tables::native::node::single_use(&engine.ctx);
     let report = run_report(&engine, &opts).await?;
     drop(progress);
     if let Some(anchor) = &report.anchor {

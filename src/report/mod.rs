@@ -1403,13 +1403,14 @@ async fn report_tables(
             views::register_event_views_with(ctx, &swapped).await?;
         }
     }
-    if builds_here(engine) && engine.options.memory_limit.is_some() {
+    if builds_here(engine) {
         // Under a limit the rest of the report needs the pool more than a
-        // later query needs the build.
+        // later query needs the build; a one-off report has no later query.
         if let Some(cache) = ctx
             .state()
             .config()
             .get_extension::<crate::tables::native::node::NativeCache>()
+            .filter(|c| engine.options.memory_limit.is_some() || c.is_single_use())
         {
             cache.release().await;
         }

@@ -395,3 +395,35 @@ async fn the_operators_scan_reads_strings_as_views() {
         assert_eq!(got, rows(&reference.ctx, q).await, "{q}");
     }
 }
+
+/// A one-off report (the `report` command) lets go of the build once its
+/// tables are made, as a report under a memory limit does; a report in a
+/// process that may query the files again keeps it. The numbers are the
+/// same either way.
+#[tokio::test]
+async fn a_one_off_report_lets_go_of_the_build() {
+    use supportfunnel::report::{rows_of, run_report};
+    let opts = crate::common::period("2026-02-01", "2026-03-01");
+    let held = |e: &supportfunnel::Engine| {
+        let cache = e
+            .ctx
+            .state()
+            .config()
+            .get_extension::<NativeCache>()
+            .expect("the operators are installed");
+        async move { (cache.last().await.is_some(), cache.builds()) }
+    };
+    let kept = build_context(&crate::common::sample_options())
+        .await
+        .unwrap();
+    let a = rows_of(&run_report(&kept, &opts).await.unwrap().batch);
+    assert_eq!(held(&kept).await, (true, 1), "kept for later queries");
+
+    let once = build_context(&crate::common::sample_options())
+        .await
+        .unwrap();
+    supportfunnel::tables::native::node::single_use(&once.ctx);
+    let b = rows_of(&run_report(&once, &opts).await.unwrap().batch);
+    assert_eq!(held(&once).await, (false, 1), "let go after the report");
+    assert_eq!(a, b);
+}

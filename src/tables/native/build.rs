@@ -330,7 +330,8 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     let reread = reread_context(&input.task, Arc::clone(&input.events))?;
 
     // 1. the hashes of the ids seen more than once
-    let candidates = Arc::new(repeated_ids(&reread, b, hasher, &budget, threads).await?);
+    let candidates =
+        Arc::new(repeated_ids(&reread, b, hasher, &budget, threads, input.rows).await?);
     profile.candidates = candidates.len();
     step(&mut profile, "ids");
 
@@ -417,6 +418,7 @@ async fn repeated_ids(
     hasher: IdHasher,
     budget: &Arc<Budget>,
     threads: usize,
+    rows: Option<usize>,
 ) -> Result<HashSet<u64>> {
     let ids = Arc::new(Store::<IdHashes>::new(b));
     let plan = reread
@@ -427,11 +429,13 @@ async fn repeated_ids(
         .await?;
     let task = reread.task_ctx();
     let mut tasks = Vec::new();
-    for p in 0..plan.properties().output_partitioning().partition_count() {
+    let partitions = plan.properties().output_partitioning().partition_count();
+    for p in 0..partitions {
         let stream = plan.execute(p, Arc::clone(&task))?;
         let (budget, ids) = (Arc::clone(budget), Arc::clone(&ids));
+        let sizer = sizer(rows, partitions, &budget);
         tasks.push(tokio::spawn(async move {
-            scan::id_hashes(stream, b, hasher, &budget, &ids).await
+            scan::id_hashes(stream, b, hasher, &budget, &ids, sizer).await
         }));
     }
     joined(tasks, "event id").await?;
@@ -498,8 +502,12 @@ async fn scan_events(
         let (budget, stores, seen) = (Arc::clone(budget), Arc::clone(&stores), Arc::clone(&seen));
         let candidates = Arc::clone(&candidates);
         let tap = input.tap.as_ref().and_then(|t| t.task(ts_type));
+        let sizer = sizer(input.rows, partitions, &budget);
         tasks.push(tokio::spawn(async move {
-            scan::scan_partition(stream, b, hasher, candidates, &budget, &stores, &seen, tap).await
+            scan::scan_partition(
+                stream, b, hasher, candidates, &budget, &stores, &seen, tap, sizer,
+            )
+            .await
         }));
     }
     let mut counts = ScanCounts::default();
@@ -509,6 +517,13 @@ async fn scan_events(
         copies.extend(rows);
     }
     Ok((stores, counts, copies))
+}
+
+/// The sizing of a scan task's segments ([`scan::Sizer`]): for its share
+/// of `rows` when the pool has no limit, else none.
+fn sizer(rows: Option<usize>, partitions: usize, budget: &Budget) -> scan::Sizer {
+    let unbounded = budget.limit.is_none() && !budget.always_spill;
+    scan::Sizer::new(rows.filter(|_| unbounded).map(|r| r / partitions.max(1)))
 }
 
 /// The results of the partitions' `tasks`, in order. At the first failure

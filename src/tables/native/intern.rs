@@ -220,6 +220,24 @@ pub fn bucket_of(hash: u64, buckets: usize) -> usize {
 }
 
 impl Interner {
+    /// Makes room in the string buffer for the strings of `rows` rows, in
+    /// the proportion of those interned for the first `seen` rows (an
+    /// upper bound: ids repeat). The hash table grows as before: its slots
+    /// are written when made, so room made ahead would be memory used.
+    pub fn reserve_like(&mut self, seen: usize, rows: usize) {
+        if seen == 0 || rows <= seen {
+            return;
+        }
+        let scale = |n: usize| (n as u128 * rows as u128 / seen as u128) as usize;
+        let (bytes, ends) = (scale(self.bytes.len()), scale(self.ends.len()));
+        if bytes > self.bytes.capacity() {
+            self.bytes.reserve_exact(bytes - self.bytes.len());
+        }
+        if ends > self.ends.capacity() {
+            self.ends.reserve_exact(ends - self.ends.len());
+        }
+    }
+
     /// Number of distinct strings.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -560,6 +578,26 @@ impl IdHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_for_strings_in_proportion_to_rows() {
+        let mut i = Interner::default();
+        i.reserve_like(0, 1000);
+        assert_eq!(i.bytes(), 0, "nothing seen, nothing reserved");
+        for s in ["alpha", "beta"] {
+            i.intern(s.as_bytes());
+        }
+        let before = i.bytes();
+        // 2 strings of 9 bytes for 10 rows: room for 200 strings of 900
+        i.reserve_like(10, 1000);
+        assert!(i.bytes.capacity() >= 900 && i.ends.capacity() >= 200);
+        assert!(i.bytes() > before);
+        // fewer rows than seen: nothing to do
+        let now = i.bytes();
+        i.reserve_like(10, 5);
+        assert_eq!(i.bytes(), now);
+        assert_eq!(i.lookup(b"beta"), Some(1));
+    }
 
     #[test]
     fn interner_gives_dense_ids_and_finds_them_again() {

@@ -328,6 +328,9 @@ pub struct NativeCache {
     used: std::sync::Mutex<Option<std::time::Instant>>,
     /// A full run's fold, for the next build's scan to route.
     tap: std::sync::Mutex<Option<Arc<super::tap::FoldTap>>>,
+    /// Nothing reads the files again in this process after the next
+    /// report ([`NativeCache::single_use`]).
+    single_use: std::sync::atomic::AtomicBool,
 }
 
 /// What a build depends on: the files (location, size, modification time,
@@ -353,6 +356,20 @@ impl NativeCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Says that nothing in this process reads these files again after
+    /// the next report (a one-off `report` command): the report then lets
+    /// go of the build once its tables are made, as it does under a memory
+    /// limit, rather than keeping it for queries that will not come.
+    pub fn single_use(&self) {
+        self.single_use
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Self::single_use`].
+    pub fn is_single_use(&self) -> bool {
+        self.single_use.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Hands `tap` to the next build made in one process: its scan routes
@@ -599,6 +616,14 @@ pub fn last_profile(ctx: &SessionContext) -> Option<build::Profile> {
         .config()
         .get_extension::<NativeCache>()?
         .last_profile()
+}
+
+/// Says that `ctx`'s sessions read their files once more, in one report
+/// ([`NativeCache::single_use`]); nothing when it has no operators.
+pub fn single_use(ctx: &SessionContext) {
+    if let Some(cache) = ctx.state().config().get_extension::<NativeCache>() {
+        cache.single_use();
+    }
 }
 
 /// The files a plan's file scan reads, sorted; `None` when it is not one.

@@ -117,6 +117,62 @@ impl Candidates {
     }
 }
 
+/// Sizes a task's segments once, when it has read enough rows to know its
+/// mix, for the rows it is expected to read: without a memory limit its
+/// columns then grow in place rather than by doubling, which copied each
+/// of them about once and left the old copies to the allocator
+/// (docs/PERFORMANCE.md, "Memory"). Under a limit segments grow as their
+/// rows come, since the pool counts what they reserve.
+pub struct Sizer {
+    /// Rows the task is expected to read; `None`: no sizing.
+    expect: Option<usize>,
+    /// Rows read so far.
+    rows: usize,
+}
+
+/// The least rows a task reads before its segments are sized.
+const SIZE_AFTER_ROWS: usize = 1 << 16;
+
+impl Sizer {
+    /// For a task expected to read `expect` rows (`None` or zero: none).
+    pub fn new(expect: Option<usize>) -> Self {
+        Self {
+            expect: expect.filter(|&e| e > 0),
+            rows: 0,
+        }
+    }
+
+    /// Counts `rows` more read; once enough are, and only once, returns
+    /// the sizing to apply to each segment.
+    pub fn read(&mut self, rows: usize) -> Option<Sizing> {
+        self.rows += rows;
+        let expect = self.expect?;
+        if self.rows < SIZE_AFTER_ROWS.max(expect / 64) {
+            return None;
+        }
+        self.expect = None;
+        Some(Sizing {
+            expect: expect as u128,
+            read: self.rows as u128,
+        })
+    }
+}
+
+/// See [`Sizer::read`].
+pub struct Sizing {
+    expect: u128,
+    read: u128,
+}
+
+impl Sizing {
+    /// Sizes `s` for its rows so far scaled to the task's expected rows,
+    /// with a quarter more for a task that reads more than its share.
+    pub fn size<S: Segment>(&self, s: &mut S) {
+        let want = s.len() as u128 * self.expect * 5 / (4 * self.read);
+        s.reserve_rows(want as usize);
+    }
+}
+
 /// One task's segments.
 struct Router {
     buckets: usize,
@@ -401,6 +457,7 @@ pub(super) async fn scan_partition(
     stores: &Stores,
     rows_seen: &std::sync::atomic::AtomicUsize,
     mut tap: Option<TapTask>,
+    mut sizer: Sizer,
 ) -> Result<(ScanCounts, Vec<FullRow>)> {
     let mut router = Router::new(buckets, hasher, candidates);
     if tap.is_some() {
@@ -415,6 +472,10 @@ pub(super) async fn scan_partition(
                 tap = None;
                 router.marks = None;
             }
+        }
+        if let Some(sizing) = sizer.read(batch.num_rows()) {
+            router.actions.iter_mut().for_each(|s| sizing.size(s));
+            router.convs.iter_mut().for_each(|s| sizing.size(s));
         }
         router.settle(budget, stores)?;
         rows_seen.fetch_add(batch.num_rows(), std::sync::atomic::Ordering::Relaxed);
@@ -438,6 +499,7 @@ pub async fn id_hashes(
     hasher: IdHasher,
     budget: &Budget,
     store: &Store<IdHashes>,
+    mut sizer: Sizer,
 ) -> Result<()> {
     let fresh = || {
         (0..buckets)
@@ -454,6 +516,9 @@ pub async fn id_hashes(
                 let h = hasher.hash(ids.value(i).as_bytes());
                 segments[bucket_of(h, buckets)].hash.push(h);
             }
+        }
+        if let Some(sizing) = sizer.read(batch.num_rows()) {
+            segments.iter_mut().for_each(|s| sizing.size(s));
         }
         let now: usize = segments.iter().map(Segment::bytes).sum();
         if now <= held {
@@ -477,4 +542,55 @@ pub async fn id_hashes(
         store.add(b, s, budget, false)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actions(rows: usize, users: usize) -> Actions {
+        let mut a = Actions::default();
+        for i in 0..rows {
+            let u = format!("u{}", i % users);
+            a.push(u.as_bytes(), hash_of(u.as_bytes()), i as i64, kind::VIEW);
+        }
+        a
+    }
+
+    #[test]
+    fn a_task_sizes_its_segments_once_for_its_expected_rows() {
+        // expected 1M rows: sized after 64K read, each segment for its rows
+        // scaled to 1M plus a quarter
+        let mut sizer = Sizer::new(Some(1 << 20));
+        assert!(sizer.read(40_000).is_none());
+        let mut a = actions(10_000, 100);
+        let sizing = sizer.read(30_000).expect("70K rows read: sized");
+        sizing.size(&mut a);
+        let want = 10_000 * (1 << 20) * 5 / (4 * 70_000);
+        assert!(
+            a.user.capacity() >= want && a.ts.capacity() >= want,
+            "{}",
+            a.ts.capacity()
+        );
+        assert!(a.user.capacity() < want * 2);
+        // strings in proportion: 100 of 10K rows
+        assert!(a.users.bytes() > 0);
+        assert!(sizer.read(1 << 20).is_none(), "only once");
+        // rows held are untouched, and rows still come
+        let b = actions(10_000, 100);
+        assert_eq!(
+            (a.user.as_slice(), a.ts.as_slice()),
+            (b.user.as_slice(), b.ts.as_slice())
+        );
+        a.push(b"u1", hash_of(b"u1"), 7, kind::VIEW);
+        assert_eq!(a.users.lookup(b"u1"), Some(a.user[a.len() - 1]));
+    }
+
+    #[test]
+    fn no_expectation_no_sizing() {
+        let mut sizer = Sizer::new(None);
+        assert!(sizer.read(1 << 30).is_none());
+        let mut sizer = Sizer::new(Some(0));
+        assert!(sizer.read(1 << 30).is_none());
+    }
 }

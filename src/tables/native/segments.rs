@@ -37,10 +37,22 @@ pub trait Segment: Default + Send + Sync + 'static {
     fn to_batch(&self) -> Result<RecordBatch>;
     /// The inverse of [`Self::to_batch`].
     fn from_batch(batch: &RecordBatch) -> Result<Self>;
+    /// Makes room for `rows` rows in all, and for their strings in the
+    /// proportion of those held, so that the columns are not copied as
+    /// they grow ([`super::scan`] sizes a task's segments once it has seen
+    /// the mix of its first rows).
+    fn reserve_rows(&mut self, _rows: usize) {}
 }
 
 fn vec_bytes<T>(v: &Vec<T>) -> usize {
     v.capacity() * std::mem::size_of::<T>()
+}
+
+/// Capacity for `total` elements in all.
+fn reserve_total<T>(v: &mut Vec<T>, total: usize) {
+    if total > v.capacity() {
+        v.reserve_exact(total - v.len());
+    }
 }
 
 fn dict_type() -> DataType {
@@ -155,6 +167,12 @@ impl Segment for Actions {
             ],
         )?)
     }
+    fn reserve_rows(&mut self, rows: usize) {
+        self.users.reserve_like(self.user.len(), rows);
+        reserve_total(&mut self.user, rows);
+        reserve_total(&mut self.ts, rows);
+        reserve_total(&mut self.kind, rows);
+    }
     fn from_batch(b: &RecordBatch) -> Result<Self> {
         let (keys, users) = undict(col(b, "user")?)?;
         Ok(Self {
@@ -241,6 +259,13 @@ impl Segment for ConvRows {
             ],
         )?)
     }
+    fn reserve_rows(&mut self, rows: usize) {
+        self.convs.reserve_like(self.conv.len(), rows);
+        reserve_total(&mut self.conv, rows);
+        reserve_total(&mut self.ts, rows);
+        reserve_total(&mut self.kind, rows);
+        reserve_total(&mut self.extra, rows);
+    }
     fn from_batch(b: &RecordBatch) -> Result<Self> {
         let (keys, convs) = undict(col(b, "conv")?)?;
         let (_, others) = undict(col(b, "others")?)?;
@@ -270,6 +295,9 @@ impl Segment for IdHashes {
     }
     fn bytes(&self) -> usize {
         vec_bytes(&self.hash)
+    }
+    fn reserve_rows(&mut self, rows: usize) {
+        reserve_total(&mut self.hash, rows);
     }
     fn to_batch(&self) -> Result<RecordBatch> {
         let s = schema(vec![("hash", DataType::UInt64, false)]);
