@@ -538,11 +538,15 @@ const SCRATCH_ROW_GROUP: usize = 64 * 1024;
 /// How intermediate tables are written (a report's steps, a state's
 /// temporary files): LZ4, which writes several times faster than the
 /// default zstd and is read once or a few times before it is deleted, in
-/// row groups of [`SCRATCH_ROW_GROUP`] rows.
+/// row groups of [`SCRATCH_ROW_GROUP`] rows, without dictionaries (their
+/// ids are mostly distinct, so a dictionary is built and given up on) and
+/// with statistics per row group only.
 pub fn parquet_options() -> datafusion::config::TableParquetOptions {
     let mut options = datafusion::config::TableParquetOptions::default();
     options.global.compression = Some("lz4_raw".into());
     options.global.max_row_group_size = SCRATCH_ROW_GROUP;
+    options.global.dictionary_enabled = Some(false);
+    options.global.statistics_enabled = Some("chunk".into());
     options
 }
 
@@ -551,5 +555,7 @@ pub fn writer_properties() -> parquet::file::properties::WriterProperties {
     parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::LZ4_RAW)
         .set_max_row_group_row_count(Some(SCRATCH_ROW_GROUP))
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
         .build()
 }
