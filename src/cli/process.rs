@@ -107,6 +107,9 @@ fn remove_shared_now() -> usize {
 extern "C" {
     /// mimalloc's option setter (the C library linked for the allocator).
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    /// mimalloc's collection: with `force`, the freed pages waiting for
+    /// their purge delay are given back to the system now.
+    fn mi_collect(force: bool);
 }
 
 /// `mi_option_allow_thp` in the option enum of the mimalloc linked by
@@ -155,9 +158,17 @@ const PURGE_MAX_MS: std::ffi::c_long = 100;
 /// made the kernel zero a whole 2 MiB huge page, and a scan allocates and
 /// frees batch buffers continuously: a third of the report's CPU went to
 /// zeroing pages (docs/PERFORMANCE.md). Set before anything large is mapped.
+///
+/// Also installs the library's "memory let go" hook
+/// ([`supportfunnel::io::allocator`]): after a step of the build, or the
+/// whole build, mimalloc gives the freed pages back at once instead of
+/// after its purge delay.
 pub fn tune_allocator() {
     // SAFETY: sets a plain integer option that mimalloc reads on each mapping.
     unsafe { mi_option_set(MI_OPTION_ALLOW_THP, 0) };
+    // SAFETY: `mi_collect` takes a plain flag and only frees memory that no
+    // allocation holds.
+    supportfunnel::io::allocator::set_return_freed(|| unsafe { mi_collect(true) });
     // The arena mimalloc reserved at start-up was already advised for huge
     // pages: turn THP off for the whole process (what mimalloc itself does
     // when the option is set before it starts).

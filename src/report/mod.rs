@@ -1413,6 +1413,7 @@ async fn report_tables(
             .filter(|c| engine.options.memory_limit.is_some() || c.is_single_use())
         {
             cache.release().await;
+            crate::io::allocator::return_freed();
         }
     }
     Ok(())

@@ -297,6 +297,9 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
     let mut lap = Instant::now();
     let mut step = |profile: &mut Profile, name: &'static str| {
         profile.steps.push((name, lap.elapsed()));
+        // each step lets go of what the one before it made (the ids'
+        // hashes, the conversations' rows, the unsorted segments)
+        crate::io::allocator::return_freed();
         lap = Instant::now();
     };
     let env = input.task.runtime_env();

@@ -145,7 +145,36 @@ impl ShortTable {
     }
 
     fn grow(&mut self) {
-        let cap = (self.slots.len() * 2).max(64);
+        self.grow_to((self.slots.len() * 2).max(64));
+    }
+
+    /// Room for `n` keys in all without growing.
+    fn reserve(&mut self, n: usize) {
+        let mut cap = self.slots.len().max(64);
+        while n * 4 > cap * 3 {
+            cap *= 2;
+        }
+        if cap > self.slots.len() {
+            self.grow_to(cap);
+        }
+    }
+
+    /// Puts key `k` with id `id` in; `k` must not be in yet.
+    #[inline]
+    fn insert_new(&mut self, k: [u8; 16], hash: u64, id: u32) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        while self.slots[i].0 != NO_KEY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (k, id);
+        self.len += 1;
+    }
+
+    fn grow_to(&mut self, cap: usize) {
         let old = std::mem::replace(&mut self.slots, vec![(NO_KEY, 0); cap]);
         let mask = cap - 1;
         for (k, id) in old.into_iter().filter(|s| s.0 != NO_KEY) {
@@ -274,12 +303,15 @@ impl Interner {
         id
     }
 
+    /// Memory held by the lookup tables, in bytes (what [`Self::seal`]
+    /// lets go of).
+    pub fn table_bytes(&self) -> usize {
+        self.short.bytes() + self.long.capacity() * 4
+    }
+
     /// Memory held, in bytes.
     pub fn bytes(&self) -> usize {
-        self.short.bytes()
-            + self.long.capacity() * 4
-            + self.bytes.capacity()
-            + self.ends.capacity() * 8
+        self.table_bytes() + self.bytes.capacity() + self.ends.capacity() * 8
     }
 
     /// Asks the CPU to load what looking up a string of hash `hash` (its
@@ -315,7 +347,7 @@ impl Interner {
     #[inline]
     pub fn intern_hashed(&mut self, s: &[u8], hash: u64) -> u32 {
         if self.unindexed {
-            self.index();
+            self.index(0);
         }
         let Interner {
             short,
@@ -341,19 +373,65 @@ impl Interner {
         }
     }
 
-    /// Puts every string in the tables (see `unindexed`).
+    /// Puts every string in the tables (see `unindexed`), each under the
+    /// key it has. The tables are sized first for `room` strings (at least
+    /// those held), in the mix of short and long ones held, so that they
+    /// are made once and not copied as they grow.
     #[cold]
-    fn index(&mut self) {
+    fn index(&mut self, room: usize) {
         self.unindexed = false;
-        let (bytes, ends) = (
-            std::mem::take(&mut self.bytes),
-            std::mem::take(&mut self.ends),
-        );
-        self.bytes.reserve(bytes.len());
-        self.ends.reserve(ends.len());
-        for id in 0..ends.len() as u32 {
-            self.intern(Self::slice(&bytes, &ends, id));
+        let Interner {
+            short,
+            long,
+            bytes,
+            ends,
+            ..
+        } = self;
+        let n = ends.len();
+        let room = room.max(n);
+        let shorts = (0..n as u32)
+            .filter(|&id| Self::slice(bytes, ends, id).len() <= 15)
+            .count();
+        let short_room = (shorts as u128 * room as u128 / n.max(1) as u128) as usize;
+        short.reserve(short_room);
+        long.reserve(room - short_room, |&id| {
+            str_hash(Self::slice(bytes, ends, id))
+        });
+        // the hashes PREFETCH_AHEAD strings on, whose slots are asked for
+        // ahead: the table is bigger than the caches
+        let hash_at = |id: usize| hash_of(Self::slice(bytes, ends, id as u32));
+        let mut ahead = [0u64; PREFETCH_AHEAD];
+        for (id, h) in ahead.iter_mut().enumerate().take(n) {
+            *h = hash_at(id);
         }
+        for id in 0..n {
+            let hash = ahead[id % PREFETCH_AHEAD];
+            if id + PREFETCH_AHEAD < n {
+                let next = hash_at(id + PREFETCH_AHEAD);
+                short.prefetch(next);
+                ahead[id % PREFETCH_AHEAD] = next;
+            }
+            let s = Self::slice(bytes, ends, id as u32);
+            match pack(s) {
+                Some(k) => short.insert_new(k, hash, id as u32),
+                None => {
+                    long.insert_unique(hash, id as u32, |&id| {
+                        str_hash(Self::slice(bytes, ends, id))
+                    });
+                }
+            }
+        }
+    }
+
+    /// Lets go of the lookup tables, keeping the strings and their keys:
+    /// a finished segment's interner is only read by key and merged, which
+    /// reads its strings, so its tables would only take memory. They are
+    /// built again if a string is interned here (a lookup by value then
+    /// reads the strings one by one).
+    pub fn seal(&mut self) {
+        self.short = ShortTable::default();
+        self.long = HashTable::new();
+        self.unindexed = !self.is_empty();
     }
 
     /// The key of `s`, if interned.
@@ -378,6 +456,10 @@ impl Interner {
             // tables and strings, not a lookup per string.
             *self = other.clone();
             return (0..other.len() as u32).collect();
+        }
+        if self.unindexed {
+            // its tables sized for both: a sealed segment merged with others
+            self.index(self.len() + other.len());
         }
         let hashes: Vec<u64> = (0..other.len() as u32)
             .map(|k| hash_of(other.get(k)))
@@ -597,6 +679,43 @@ mod tests {
         i.reserve_like(10, 5);
         assert_eq!(i.bytes(), now);
         assert_eq!(i.lookup(b"beta"), Some(1));
+    }
+
+    #[test]
+    fn a_sealed_interner_keeps_its_keys_without_tables() {
+        let long = "a-rather-long-identifier-0001";
+        let strings: Vec<String> = (0..5000)
+            .map(|n| format!("k{n}"))
+            .chain([long.to_string(), String::new()])
+            .collect();
+        let mut i = Interner::default();
+        for s in &strings {
+            i.intern(s.as_bytes());
+        }
+        let indexed = i.bytes();
+        i.seal();
+        assert!(i.bytes() < indexed / 2, "the tables are let go");
+        assert_eq!((i.len(), i.str(4999), i.str(5000)), (5002, "k4999", long));
+        // merged into an empty interner and into one with strings of its own
+        let mut a = Interner::default();
+        assert_eq!(a.merge(&i), (0..5002).collect::<Vec<u32>>());
+        let mut b = Interner::default();
+        b.intern(b"k17");
+        b.intern(b"new");
+        let map = b.merge(&i);
+        assert_eq!((map[17], map[0], map[5000]), (0, 2, 5001));
+        assert_eq!(b.len(), 5003);
+        // interning again builds the tables: every string keeps its key
+        for (k, s) in strings.iter().enumerate() {
+            assert_eq!(i.intern(s.as_bytes()), k as u32);
+            assert_eq!(a.lookup(s.as_bytes()), Some(k as u32));
+        }
+        assert_eq!(i.intern(b"k5000"), 5002);
+        assert_eq!(i.lookup(b"k5000"), Some(5002));
+        // sealing an empty interner leaves it usable
+        let mut e = Interner::default();
+        e.seal();
+        assert_eq!((e.intern(b"x"), e.lookup(b"x")), (0, Some(0)));
     }
 
     #[test]

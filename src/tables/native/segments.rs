@@ -42,6 +42,9 @@ pub trait Segment: Default + Send + Sync + 'static {
     /// they grow ([`super::scan`] sizes a task's segments once it has seen
     /// the mix of its first rows).
     fn reserve_rows(&mut self, _rows: usize) {}
+    /// Lets go of what only adding rows needs (the interners' lookup
+    /// tables): a segment handed to a [`super::store::Store`] is only read.
+    fn seal(&mut self) {}
 }
 
 fn vec_bytes<T>(v: &Vec<T>) -> usize {
@@ -167,6 +170,9 @@ impl Segment for Actions {
             ],
         )?)
     }
+    fn seal(&mut self) {
+        self.users.seal();
+    }
     fn reserve_rows(&mut self, rows: usize) {
         self.users.reserve_like(self.user.len(), rows);
         reserve_total(&mut self.user, rows);
@@ -258,6 +264,10 @@ impl Segment for ConvRows {
                 dict(&self.others, UInt32Array::new_null(n))?,
             ],
         )?)
+    }
+    fn seal(&mut self) {
+        self.convs.seal();
+        self.others.seal();
     }
     fn reserve_rows(&mut self, rows: usize) {
         self.convs.reserve_like(self.conv.len(), rows);
@@ -411,6 +421,10 @@ impl Segment for Facts {
     fn len(&self) -> usize {
         self.user.len()
     }
+    fn seal(&mut self) {
+        self.users.seal();
+        self.actors.seal();
+    }
     fn bytes(&self) -> usize {
         self.users.bytes()
             + self.convs.bytes()
@@ -483,6 +497,40 @@ impl Segment for Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_segment_keeps_its_strings_and_lets_go_of_its_tables() {
+        use super::super::store::{Budget, Store};
+        let env = Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default());
+        let budget = Budget::new(env, "test", false);
+        let mut c = ConvRows::default();
+        for n in 0..2000 {
+            let conv = format!("c{n}");
+            let h = super::super::intern::hash_of(conv.as_bytes());
+            c.convs.intern_hashed(conv.as_bytes(), h);
+        }
+        c.others.intern(b"u9");
+        assert!(c.convs.table_bytes() > 0 && c.others.table_bytes() > 0);
+        let rows = ConvRows {
+            convs: c.convs.clone(),
+            others: c.others.clone(),
+            conv: vec![1999, 0],
+            ts: vec![1, 2],
+            kind: vec![0, 0],
+            extra: vec![0, 0],
+        };
+        let store = Store::<ConvRows>::new(1);
+        store.add(0, rows, &budget, false).unwrap();
+        let (parts, _) = store.load(0, &budget, false).unwrap();
+        let p = &parts[0];
+        assert_eq!((p.convs.table_bytes(), p.others.table_bytes()), (0, 0));
+        assert_eq!((p.convs.str(p.conv[0]), p.others.str(0)), ("c1999", "u9"));
+        // merged as before: the same keys
+        let mut merged = Interner::default();
+        merged.intern(b"c5");
+        let map = merged.merge(&p.convs);
+        assert_eq!((map[5], map[0], merged.len()), (0, 1, 2000));
+    }
 
     #[test]
     fn segments_come_back_from_their_batches() {

@@ -453,6 +453,10 @@ impl Segment for UserBucket {
     fn bytes(&self) -> usize {
         UserBucket::bytes(self)
     }
+    fn seal(&mut self) {
+        self.users.seal();
+        self.actors.seal();
+    }
     fn to_batch(&self) -> Result<RecordBatch> {
         let columns: Vec<(&str, ArrayRef)> = vec![
             ("users", one_list(self.users.to_array())),

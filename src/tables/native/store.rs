@@ -200,10 +200,11 @@ impl<S: Segment> Store<S> {
 
     /// Keeps `segment` in bucket `b`: in memory when the budget grants its
     /// bytes (and `spill` is false), else written out.
-    pub fn add(&self, b: usize, segment: S, budget: &Budget, spill: bool) -> Result<()> {
+    pub fn add(&self, b: usize, mut segment: S, budget: &Budget, spill: bool) -> Result<()> {
         if segment.is_empty() {
             return Ok(());
         }
+        segment.seal();
         let part = if !spill && budget.try_grow(segment.bytes()) {
             Part::Mem(Arc::new(segment))
         } else {
