@@ -393,13 +393,7 @@ impl Intermediates<'_> {
         };
         ctx.deregister_table(name)?;
         ctx.register_table(name, table)?;
-        let rows = progress::rows_read(&plan);
-        // what the step's operators held (hash tables, sorted runs,
-        // batches on their way) is freed with its plan, and the next step
-        // allocates in other sizes
-        drop(plan);
-        crate::io::allocator::return_freed();
-        Ok(rows)
+        Ok(progress::rows_read(&plan))
     }
 }
 
