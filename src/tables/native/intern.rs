@@ -425,9 +425,9 @@ impl Interner {
 
     /// Lets go of the lookup tables, keeping the strings and their keys:
     /// a finished segment's interner is only read by key and merged, which
-    /// reads its strings, so its tables would only take memory. They are
-    /// built again if a string is interned here (a lookup by value then
-    /// reads the strings one by one).
+    /// reads its strings, so its tables would only take memory. Interning
+    /// a string here builds them again; until then a lookup by value reads
+    /// the strings one by one.
     pub fn seal(&mut self) {
         self.short = ShortTable::default();
         self.long = HashTable::new();
