@@ -334,7 +334,12 @@ impl Intermediates<'_> {
         let df = ctx.sql(sql).await?.with_param_values(params.clone())?;
         let df = match kept.get(name) {
             Some(columns) => {
-                df.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())?
+                let df =
+                    df.select_columns(&columns.iter().map(String::as_str).collect::<Vec<_>>())?;
+                match self {
+                    Intermediates::Shared(_) => df,
+                    _ => labels_as_dictionary(df)?,
+                }
             }
             None => df,
         };
@@ -395,6 +400,37 @@ impl Intermediates<'_> {
         ctx.register_table(name, table)?;
         Ok(progress::rows_read(&plan))
     }
+}
+
+/// The columns of the report's tables that hold one of a few labels: the
+/// period and a status, spelled out on every row (a third of
+/// `report_sessions`' memory, docs/PERFORMANCE.md, "Memory").
+const LABEL_COLUMNS: &[&str] = &["period", "status"];
+
+/// `df` with its [`LABEL_COLUMNS`] as dictionaries: each batch holds its
+/// labels once and a small key per row. Only for tables that the sections
+/// alone read (pruned ones): the sections compare, group and join on them
+/// as on strings, and no user sees their type.
+fn labels_as_dictionary(
+    df: datafusion::dataframe::DataFrame,
+) -> Result<datafusion::dataframe::DataFrame> {
+    use datafusion::common::Column;
+    use datafusion::logical_expr::{cast, Expr};
+    let label = DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8));
+    let columns: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = Expr::Column(Column::new_unqualified(f.name()));
+            if LABEL_COLUMNS.contains(&f.name().as_str()) && f.data_type() == &DataType::Utf8 {
+                cast(c, label.clone()).alias(f.name())
+            } else {
+                c
+            }
+        })
+        .collect();
+    Ok(df.select(columns)?)
 }
 
 /// Leaves in a step's directory on the cluster only the files of the write
@@ -1303,6 +1339,10 @@ async fn scans_of(
     Ok(())
 }
 
+/// The last of [`REPORT_STEPS`] that reads the build's buckets (through
+/// `session_conversations`); `report_event_counts` reads only its counts.
+const LAST_BUCKET_STEP: &str = "report_conversations";
+
 /// The report's own tables, which the sections read.
 const REPORT_STEPS: &[(&str, &str)] = &[
     ("report_sessions", REPORT_SESSIONS_SQL),
@@ -1384,8 +1424,29 @@ async fn report_tables(
             .execution
             .target_partitions = parts;
     }
+    // Under a limit the rest of the report needs the pool more than a
+    // later query needs the build; a one-off report has no later query.
+    // Such a build goes once the report's tables are made. In a one-off
+    // report the last step over its buckets also lets go of each as it
+    // reads it: no other query can be reading them (under a limit in a
+    // server, one may be).
+    let release = builds_here(engine)
+        .then(|| {
+            ctx.state()
+                .config()
+                .get_extension::<crate::tables::native::node::NativeCache>()
+        })
+        .flatten()
+        .filter(|c| engine.options.memory_limit.is_some() || c.is_single_use());
     let mut swapped: HashMap<&str, Arc<dyn TableProvider>> = HashMap::new();
     for (name, sql) in plan {
+        if let (Some(cache), LAST_BUCKET_STEP) =
+            (release.as_ref().filter(|c| c.is_single_use()), name)
+        {
+            cache
+                .last_read_by(crate::tables::native::Relation::SessionConversations)
+                .await;
+        }
         if spill_joins {
             let hash = prefer_hash && !matches!(name, "conversations" | "sessions");
             ctx.sql(&format!(
@@ -1403,18 +1464,9 @@ async fn report_tables(
             views::register_event_views_with(ctx, &swapped).await?;
         }
     }
-    if builds_here(engine) {
-        // Under a limit the rest of the report needs the pool more than a
-        // later query needs the build; a one-off report has no later query.
-        if let Some(cache) = ctx
-            .state()
-            .config()
-            .get_extension::<crate::tables::native::node::NativeCache>()
-            .filter(|c| engine.options.memory_limit.is_some() || c.is_single_use())
-        {
-            cache.release().await;
-            crate::io::allocator::return_freed();
-        }
+    if let Some(cache) = release {
+        cache.release().await;
+        crate::io::allocator::return_freed();
     }
     Ok(())
 }

@@ -172,6 +172,15 @@ async fn compare(dir: &Path, run: Run) {
          AND session_start < TIMESTAMP '2026-02-06 00:00:00' ORDER BY 1, 2"
             .to_string(),
         "SELECT count(*), sum(bot_answers) FROM conversations WHERE automated".to_string(),
+        // conversations without their session's start (made without the
+        // sessions), as a state's fold reads them
+        "SELECT conversation_id, user_id, started_at, first_reply_at, closed_at, closed_by, \
+         rating, first_bot_answer_at, bot_answers, teammate_replies, closes, automated \
+         FROM conversations ORDER BY conversation_id"
+            .to_string(),
+        "SELECT conversation_id FROM conversations \
+         WHERE started_at < TIMESTAMP '2026-02-05 00:00:00' ORDER BY 1"
+            .to_string(),
     ];
     for q in &queries {
         let want = rows(&want_ctx, q).await;
@@ -426,4 +435,51 @@ async fn a_one_off_report_lets_go_of_the_build() {
     let b = rows_of(&run_report(&once, &opts).await.unwrap().batch);
     assert_eq!(held(&once).await, (false, 1), "let go after the report");
     assert_eq!(a, b);
+}
+
+/// The last reading of the buckets (a one-off report's last step over
+/// them) takes each out of the build as it reads it: its rows are all
+/// there, a later reading of the buckets fails rather than answering
+/// without them, and the build's counts stay readable.
+#[tokio::test]
+async fn the_last_reading_of_the_buckets_takes_them() {
+    let e = build_context(&crate::common::sample_options())
+        .await
+        .unwrap();
+    let cache = e
+        .ctx
+        .state()
+        .config()
+        .get_extension::<NativeCache>()
+        .expect("the operators are installed");
+    let count = "SELECT count(*), count(DISTINCT status) FROM session_conversations";
+    let want = rows(&e.ctx, count).await;
+    let counts = rows(&e.ctx, "SELECT * FROM event_counts").await;
+    cache
+        .last_read_by(supportfunnel::tables::native::Relation::SessionConversations)
+        .await;
+    // other relations still read the buckets and leave them
+    assert!(!rows(&e.ctx, "SELECT count(*) FROM sessions")
+        .await
+        .is_empty());
+    assert_eq!(
+        rows(&e.ctx, count).await,
+        want,
+        "the last reading has every row"
+    );
+    let again = e.ctx.sql(count).await.unwrap().collect().await;
+    let err = again.expect_err("the buckets were taken").to_string();
+    assert!(err.contains("already read for the last time"), "{err}");
+    let err = e
+        .ctx
+        .sql("SELECT count(*) FROM sessions")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .expect_err("no relation reads a taken bucket")
+        .to_string();
+    assert!(err.contains("already read for the last time"), "{err}");
+    assert_eq!(rows(&e.ctx, "SELECT * FROM event_counts").await, counts);
+    assert_eq!(cache.builds(), 1, "nothing was built again");
 }

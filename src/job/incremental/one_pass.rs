@@ -583,7 +583,7 @@ const STATE_ROW_GROUP: usize = 128 * 1024;
 const STARTED_FN: &str = "supportfunnel_fold_started";
 
 /// The conversations started before the new frontier, as a set for the
-/// fold's lookups. The operators' interner: ids of up to 15 bytes live in
+/// fold's lookups. The operators' interner: ids of up to 12 bytes live in
 /// its table itself, so a lookup is one probe, and the set is a few
 /// allocations, not one per id.
 pub(super) struct StartedSet {

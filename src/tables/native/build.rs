@@ -43,7 +43,7 @@ use super::segments::{Actions, Facts, IdHashes};
 use super::sessions::UserBucket;
 use super::store::{Budget, Store};
 use super::tap::FoldTap;
-use super::{EventCounts, HashMap, HashSet};
+use super::{EventCounts, HashMap, HashSet, Relation};
 use crate::error::{Error, Result};
 
 /// Knobs of the build, a session config extension; the defaults are what
@@ -126,6 +126,10 @@ pub struct Built {
     /// Finalized user buckets: in memory where the pool keeps them, else
     /// written out, so that no relation finalizes a bucket again.
     finalized: Store<UserBucket>,
+    /// The relation whose next reading is the buckets' last
+    /// ([`Built::last_read_by`]), and which buckets it has taken.
+    last_reader: std::sync::OnceLock<Relation>,
+    taken: Vec<std::sync::atomic::AtomicBool>,
     budget: Arc<Budget>,
     /// Time per step, rows and spills, for `EXPLAIN ANALYZE` and the notes.
     pub profile: Profile,
@@ -192,10 +196,37 @@ impl Built {
         dedup::hash_in_udf(Arc::clone(&self.repeated.0), self.repeated.1)
     }
 
-    /// User bucket `b`, finalized: kept from the build, or read back where
-    /// the build wrote it out.
-    pub fn bucket(&self, b: usize) -> Result<Arc<UserBucket>> {
-        let (mut parts, held) = self.finalized.load(b, &self.budget, true)?;
+    /// Says that the next reading of `relation` is the last that reads the
+    /// buckets (a one-off report's last step over them): it takes each
+    /// bucket out of the build as it reads it, so that the bucket's memory
+    /// goes as soon as its rows are made, not when the whole build goes.
+    /// The counts stay. Said once per build; a second call is ignored.
+    pub fn last_read_by(&self, relation: Relation) {
+        let _ = self.last_reader.set(relation);
+    }
+
+    /// Whether readings of `relation` take the buckets out of the build.
+    fn takes(&self, relation: Relation) -> bool {
+        self.last_reader.get() == Some(&relation)
+    }
+
+    /// User bucket `b`, finalized, for a reading of `relation`: kept from
+    /// the build, or read back where the build wrote it out; taken out of
+    /// the build when that reading is the last ([`Self::last_read_by`]).
+    /// A bucket already taken is an error, never an empty bucket: its
+    /// rows would be missing from the answer.
+    pub fn bucket(&self, b: usize, relation: Relation) -> Result<Arc<UserBucket>> {
+        use std::sync::atomic::Ordering;
+        let take = self.takes(relation);
+        if self.taken[b].load(Ordering::Acquire)
+            || (take && self.taken[b].swap(true, Ordering::AcqRel))
+        {
+            return Err(Error::Internal(format!(
+                "bucket {b} of the operators' build was already read for the last time; \
+                 the build must be made again"
+            )));
+        }
+        let (mut parts, held) = self.finalized.load(b, &self.budget, !take)?;
         // What was read back is the caller's while it emits rows, as the
         // rows it emits are.
         self.budget.shrink(held);
@@ -389,6 +420,8 @@ pub async fn build(input: BuildInput, opts: &NativeOptions) -> Result<Built> {
         action_losers,
         repeated: (candidates, hasher),
         finalized: Store::new(b),
+        last_reader: std::sync::OnceLock::new(),
+        taken: (0..b).map(|_| Default::default()).collect(),
         budget: Arc::clone(&budget),
         profile: Profile::default(),
     });

@@ -21,10 +21,10 @@ use crate::error::{Error, Result};
 
 /// Distinct strings with dense `u32` ids, stored end to end in one buffer.
 ///
-/// Strings of up to 15 bytes (ids usually are) are looked up by value: the
-/// bytes and the length packed in 16 bytes live in the hash table itself, so
-/// a lookup is one probe and one integer compare, with no trip to the
-/// buffer. Longer strings are compared in the buffer.
+/// Strings of up to 12 bytes (ids usually are) are looked up by value:
+/// their bytes live in the hash table itself, beside the key, so a lookup
+/// is one probe and one compare, with no trip to the buffer
+/// ([`slot_key`]). Longer strings are compared in the buffer.
 #[derive(Default, Clone)]
 pub struct Interner {
     short: ShortTable,
@@ -54,8 +54,8 @@ fn str_hash(s: &[u8]) -> u64 {
     h.finish()
 }
 
-/// `s` packed with its length into 16 bytes, when it has at most 15. (Bytes,
-/// not a `u128`: a table entry of 20 bytes instead of 32.)
+/// `s` packed with its length into 16 bytes, when it has at most 15: what
+/// [`hash_of`] hashes (routing depends on it, so it stays as it is).
 #[inline]
 fn pack(s: &[u8]) -> Option<[u8; 16]> {
     if s.len() > 15 {
@@ -65,6 +65,31 @@ fn pack(s: &[u8]) -> Option<[u8; 16]> {
     b[..s.len()].copy_from_slice(s);
     b[15] = s.len() as u8;
     Some(b)
+}
+
+/// `s` as it is kept in a [`ShortTable`] slot: its bytes padded with
+/// zeros to 12, when it has at most 12 and does not end in a zero byte
+/// (else the padding could not be told from the string). Twelve bytes and
+/// a `u32` key make a slot of 16 bytes, four to a cache line: at 20 bytes
+/// (up to 15 bytes and the length) the tables took a fifth more memory,
+/// and they are the largest thing the scan holds besides its columns
+/// (docs/PERFORMANCE.md, "Memory").
+#[inline]
+fn slot_key(s: &[u8]) -> Option<[u8; 12]> {
+    if s.len() > 12 || s.last() == Some(&0) {
+        return None;
+    }
+    let mut k = [0u8; 12];
+    k[..s.len()].copy_from_slice(s);
+    // (no UTF-8 string is twelve 0xFF bytes, but the bytes are not checked)
+    (k != NO_KEY).then_some(k)
+}
+
+/// [`hash_of`] the string that [`slot_key`] made `k` of.
+#[inline]
+fn slot_hash(k: &[u8; 12]) -> u64 {
+    let len = k.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    hash_of(&k[..len])
 }
 
 #[inline]
@@ -80,12 +105,12 @@ fn packed_hash(k: [u8; 16]) -> u64 {
 /// does; issued ahead, the loads overlap.
 #[derive(Default, Clone)]
 struct ShortTable {
-    slots: Vec<([u8; 16], u32)>,
+    slots: Vec<([u8; 12], u32)>,
     len: usize,
 }
 
-/// A key no string packs to (its length byte is above 15): an empty slot.
-const NO_KEY: [u8; 16] = [0xFF; 16];
+/// A key [`slot_key`] gives no string: an empty slot.
+const NO_KEY: [u8; 12] = [0xFF; 12];
 
 impl ShortTable {
     #[inline]
@@ -103,7 +128,7 @@ impl ShortTable {
 
     /// The id of `k`, or `new()`'s, inserted.
     #[inline]
-    fn find_or_insert(&mut self, k: [u8; 16], hash: u64, new: impl FnOnce() -> u32) -> u32 {
+    fn find_or_insert(&mut self, k: [u8; 12], hash: u64, new: impl FnOnce() -> u32) -> u32 {
         // grow at 3/4 full: linear probing stays short below that
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
@@ -126,7 +151,7 @@ impl ShortTable {
     }
 
     #[inline]
-    fn find(&self, k: [u8; 16], hash: u64) -> Option<u32> {
+    fn find(&self, k: [u8; 12], hash: u64) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
@@ -161,7 +186,7 @@ impl ShortTable {
 
     /// Puts key `k` with id `id` in; `k` must not be in yet.
     #[inline]
-    fn insert_new(&mut self, k: [u8; 16], hash: u64, id: u32) {
+    fn insert_new(&mut self, k: [u8; 12], hash: u64, id: u32) {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
@@ -178,7 +203,7 @@ impl ShortTable {
         let old = std::mem::replace(&mut self.slots, vec![(NO_KEY, 0); cap]);
         let mask = cap - 1;
         for (k, id) in old.into_iter().filter(|s| s.0 != NO_KEY) {
-            let mut i = packed_hash(k) as usize & mask;
+            let mut i = slot_hash(&k) as usize & mask;
             while self.slots[i].0 != NO_KEY {
                 i = (i + 1) & mask;
             }
@@ -187,7 +212,7 @@ impl ShortTable {
     }
 
     fn bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<([u8; 16], u32)>()
+        self.slots.capacity() * std::mem::size_of::<([u8; 12], u32)>()
     }
 }
 
@@ -356,13 +381,13 @@ impl Interner {
             ends,
             ..
         } = self;
-        if let Some(k) = pack(s) {
+        if let Some(k) = slot_key(s) {
             return short.find_or_insert(k, hash, || Self::push(bytes, ends, s));
         }
         match long.entry(
             hash,
             |&id| Self::slice(bytes, ends, id) == s,
-            |&id| str_hash(Self::slice(bytes, ends, id)),
+            |&id| hash_of(Self::slice(bytes, ends, id)),
         ) {
             hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
             hashbrown::hash_table::Entry::Vacant(v) => {
@@ -390,12 +415,12 @@ impl Interner {
         let n = ends.len();
         let room = room.max(n);
         let shorts = (0..n as u32)
-            .filter(|&id| Self::slice(bytes, ends, id).len() <= 15)
+            .filter(|&id| slot_key(Self::slice(bytes, ends, id)).is_some())
             .count();
         let short_room = (shorts as u128 * room as u128 / n.max(1) as u128) as usize;
         short.reserve(short_room);
         long.reserve(room - short_room, |&id| {
-            str_hash(Self::slice(bytes, ends, id))
+            hash_of(Self::slice(bytes, ends, id))
         });
         // the hashes PREFETCH_AHEAD strings on, whose slots are asked for
         // ahead: the table is bigger than the caches
@@ -412,11 +437,11 @@ impl Interner {
                 ahead[id % PREFETCH_AHEAD] = next;
             }
             let s = Self::slice(bytes, ends, id as u32);
-            match pack(s) {
+            match slot_key(s) {
                 Some(k) => short.insert_new(k, hash, id as u32),
                 None => {
                     long.insert_unique(hash, id as u32, |&id| {
-                        str_hash(Self::slice(bytes, ends, id))
+                        hash_of(Self::slice(bytes, ends, id))
                     });
                 }
             }
@@ -439,12 +464,9 @@ impl Interner {
         if self.unindexed {
             return (0..self.len() as u32).find(|&id| self.get(id) == s);
         }
-        match pack(s) {
-            Some(k) => self.short.find(k, packed_hash(k)),
-            None => self
-                .long
-                .find(str_hash(s), |&id| self.get(id) == s)
-                .copied(),
+        match slot_key(s) {
+            Some(k) => self.short.find(k, hash_of(s)),
+            None => self.long.find(hash_of(s), |&id| self.get(id) == s).copied(),
         }
     }
 
@@ -732,7 +754,7 @@ mod tests {
             assert_eq!(i.intern(format!("k{n}").as_bytes()), n + 3);
         }
         assert_eq!(i.str(10_002), "k9999");
-        // longer than 15 bytes: compared in the buffer
+        // longer than 12 bytes: compared in the buffer
         let long = b"a-rather-long-identifier-0001";
         let id = i.intern(long);
         assert_eq!(i.intern(long), id);
@@ -745,6 +767,53 @@ mod tests {
         let c = i.intern(b"12345678901234\0");
         assert!(a != b && b != c && a != c);
         assert_eq!(i.lookup(b"123456789012345"), Some(a));
+    }
+
+    #[test]
+    fn strings_kept_in_the_slots_and_beside_them_stay_apart() {
+        // Up to 12 bytes without a trailing zero byte live in the slots;
+        // the rest (longer, ending in zeros, twelve 0xFF bytes) in the long
+        // table. Strings equal but for trailing zeros must get their own
+        // keys, through growing tables, sealing and merging.
+        let mut strings: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\0".to_vec(),
+            b"\0\0".to_vec(),
+            b"ab".to_vec(),
+            b"ab\0".to_vec(),
+            b"a\0b".to_vec(),
+            b"123456789012".to_vec(),
+            b"12345678901\0".to_vec(),
+            b"1234567890123".to_vec(),
+            vec![0xFF; 12],
+            vec![0xFF; 11],
+        ];
+        for n in 0..5_000u32 {
+            strings.push(format!("{n:012}").into_bytes());
+            strings.push(format!("{n:013}").into_bytes());
+            strings.push(format!("{n}").into_bytes());
+        }
+        let mut i = Interner::default();
+        for (k, s) in strings.iter().enumerate() {
+            assert_eq!(i.intern(s), k as u32, "{s:?}");
+        }
+        let check = |i: &Interner| {
+            for (k, s) in strings.iter().enumerate() {
+                assert_eq!(i.lookup(s), Some(k as u32), "{s:?}");
+                assert_eq!(i.get(k as u32), s.as_slice());
+            }
+            assert_eq!(i.lookup(b"a\0"), None);
+            assert_eq!(i.lookup(b"12345678901"), None);
+        };
+        check(&i);
+        let mut sealed = i.clone();
+        sealed.seal();
+        let mut merged = Interner::default();
+        merged.intern(b"first");
+        let keys = merged.merge(&sealed);
+        assert_eq!(keys, (1..=strings.len() as u32).collect::<Vec<_>>());
+        assert_eq!(sealed.intern(b"ab\0"), 4);
+        check(&sealed);
     }
 
     #[test]

@@ -378,6 +378,17 @@ impl NativeCache {
         *self.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tap);
     }
 
+    /// Says that the next query of `relation` is the last to read the
+    /// buckets of the build it holds ([`Built::last_read_by`]): that query
+    /// lets go of each bucket as soon as its rows are made. A query that
+    /// reads a bucket after it fails. The build's counts stay readable
+    /// until [`Self::release`]. Without a build held, nothing changes.
+    pub async fn last_read_by(&self, relation: Relation) {
+        if let Some((_, built)) = self.slot.lock().await.as_ref() {
+            built.last_read_by(relation);
+        }
+    }
+
     /// Lets go of the build it holds (its memory returns to the pool once
     /// the last query reading it ends).
     pub async fn release(&self) {
@@ -983,7 +994,7 @@ impl ExecutionPlan for NativeExec {
                         let batch =
                             tokio::task::spawn_blocking(move || -> DfResult<RecordBatch> {
                                 built
-                                    .bucket(b)
+                                    .bucket(b, relation)
                                     .and_then(|bucket| {
                                         bucket.emit(relation, &columns, range, &ts_type, &schema)
                                     })

@@ -266,6 +266,31 @@ impl UserBucket {
             columns.iter().any(|&c| full.field(c).name() == name)
         };
         let mut out = Columns::new(relation, &want);
+        if relation == Relation::Conversations
+            && !want("session_start")
+            && range == (i64::MIN, i64::MAX)
+        {
+            // Every conversation, without its session's start: its row
+            // reads its own facts alone, so no session need be made (a
+            // state's fold reads every id and start this way). A
+            // conversation belongs to the session it started in, so it is
+            // in the relation when it started at or after the user's first
+            // action (the actions are in time order), as in the loop below.
+            for u in 0..self.users.len() {
+                let (lo, hi) = (self.user_start[u] as usize, self.user_start[u + 1] as usize);
+                if lo == hi {
+                    continue;
+                }
+                let first = self.ts[lo];
+                let user = self.users.str(u as u32);
+                for p in self.fact_start[u] as usize..self.fact_start[u + 1] as usize {
+                    if self.started_at[p] >= first {
+                        out.conversation(self, p, user, first, "");
+                    }
+                }
+            }
+            return out.finish(relation, columns, ts_type, schema);
+        }
         let mut starts: Vec<usize> = Vec::new();
         // (session index, fact) of the user's facts, one buffer for all
         // users: a vector per session would be an allocation per session.
