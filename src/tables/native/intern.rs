@@ -109,6 +109,10 @@ struct ShortTable {
     len: usize,
 }
 
+/// Slots of a table whose growth gives its old slots back to the system
+/// at once (4 MiB of them): smaller ones are reused soon enough.
+const BIG_TABLE_SLOTS: usize = 1 << 18;
+
 /// A key [`slot_key`] gives no string: an empty slot.
 const NO_KEY: [u8; 12] = [0xFF; 12];
 
@@ -201,6 +205,7 @@ impl ShortTable {
 
     fn grow_to(&mut self, cap: usize) {
         let old = std::mem::replace(&mut self.slots, vec![(NO_KEY, 0); cap]);
+        let big = old.len() >= BIG_TABLE_SLOTS;
         let mask = cap - 1;
         for (k, id) in old.into_iter().filter(|s| s.0 != NO_KEY) {
             let mut i = slot_hash(&k) as usize & mask;
@@ -208,6 +213,13 @@ impl ShortTable {
                 i = (i + 1) & mask;
             }
             self.slots[i] = (k, id);
+        }
+        // Nothing wants a big table's old slots again soon (its next growth
+        // needs twice their room); kept by the allocator, the old tables of
+        // every scan task added to the build's peak (docs/PERFORMANCE.md,
+        // "Memory").
+        if big {
+            crate::io::allocator::return_freed();
         }
     }
 
