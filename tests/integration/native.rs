@@ -145,15 +145,17 @@ async fn operators(dir: &Path, run: Run) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-/// The operators' last build in `ctx`.
-async fn last_build(ctx: &SessionContext) -> Arc<supportfunnel::tables::native::Built> {
+/// The operators' cache of `ctx`'s sessions.
+fn cache_of(ctx: &SessionContext) -> Arc<NativeCache> {
     ctx.state()
         .config()
         .get_extension::<NativeCache>()
         .expect("the operators are installed")
-        .last()
-        .await
-        .expect("a build ran")
+}
+
+/// The operators' last build in `ctx`.
+async fn last_build(ctx: &SessionContext) -> Arc<supportfunnel::tables::native::Built> {
+    cache_of(ctx).last().await.expect("a build ran")
 }
 
 /// Every relation of the operators equals its SQL view.
@@ -281,13 +283,7 @@ async fn a_build_serves_every_relation_until_the_files_change() {
         spill: false,
     };
     let ctx = operators(&out, run).await;
-    let builds = || {
-        ctx.state()
-            .config()
-            .get_extension::<NativeCache>()
-            .unwrap()
-            .builds()
-    };
+    let builds = || cache_of(&ctx).builds();
     let q = "SELECT status, count(*), sum(actions) FROM sessions GROUP BY 1 ORDER BY 1";
     supportfunnel::engine::context::refresh(&ctx).await.unwrap();
     let first = rows(&ctx, q).await;
@@ -414,12 +410,7 @@ async fn a_one_off_report_lets_go_of_the_build() {
     use supportfunnel::report::{rows_of, run_report};
     let opts = crate::common::period("2026-02-01", "2026-03-01");
     let held = |e: &supportfunnel::Engine| {
-        let cache = e
-            .ctx
-            .state()
-            .config()
-            .get_extension::<NativeCache>()
-            .expect("the operators are installed");
+        let cache = cache_of(&e.ctx);
         async move { (cache.last().await.is_some(), cache.builds()) }
     };
     let kept = build_context(&crate::common::sample_options())
@@ -446,12 +437,7 @@ async fn the_last_reading_of_the_buckets_takes_them() {
     let e = build_context(&crate::common::sample_options())
         .await
         .unwrap();
-    let cache = e
-        .ctx
-        .state()
-        .config()
-        .get_extension::<NativeCache>()
-        .expect("the operators are installed");
+    let cache = cache_of(&e.ctx);
     let count = "SELECT count(*), count(DISTINCT status) FROM session_conversations";
     let want = rows(&e.ctx, count).await;
     let counts = rows(&e.ctx, "SELECT * FROM event_counts").await;
