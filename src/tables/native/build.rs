@@ -471,7 +471,7 @@ async fn repeated_ids(
         let (budget, ids) = (Arc::clone(budget), Arc::clone(&ids));
         let sizer = sizer(rows, partitions, &budget);
         tasks.push(tokio::spawn(async move {
-            scan::id_hashes(stream, b, hasher, &budget, &ids, sizer).await
+            scan::id_hashes(stream, b, hasher, &budget, &ids, sizer, partitions).await
         }));
     }
     joined(tasks, "event id").await?;

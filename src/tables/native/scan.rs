@@ -500,7 +500,15 @@ pub async fn id_hashes(
     budget: &Budget,
     store: &Store<IdHashes>,
     mut sizer: Sizer,
+    tasks: usize,
 ) -> Result<()> {
+    // Under a limit each of the `tasks` keeps to its share of the budget.
+    // Writing out only when the shared pool refused let one task hold
+    // nearly all of it while the other, refused again and again, wrote
+    // ever smaller segments, a file each: thousands of open spill files
+    // in seconds, and at 200M now and then more than the process may
+    // open.
+    let share = budget.limit.map(|l| l / tasks.max(1));
     let fresh = || {
         (0..buckets)
             .map(|_| IdHashes::default())
@@ -524,7 +532,7 @@ pub async fn id_hashes(
         if now <= held {
             continue;
         }
-        if budget.try_grow(now - held) {
+        if share.is_none_or(|s| now <= s) && budget.try_grow(now - held) {
             held = now;
             continue;
         }
